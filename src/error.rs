@@ -1,0 +1,82 @@
+//! Public error types, one small type per operation.
+
+use crate::sys::Errno;
+
+/// Why creating or opening a shared object failed.
+///
+/// Everything in a segment can have been written by another process, so every check that fails
+/// on its bytes gives one of these, never a panic or undefined behaviour.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum OpenError {
+    /// No segment of that name (or the handle's fd is not open in this process).
+    #[error("shared object not found")]
+    NotFound,
+    /// Creating exclusively, and the name is taken.
+    #[error("a shared object of that name already exists")]
+    AlreadyExists,
+    /// The segment exists but this process may not open it.
+    #[error("permission denied")]
+    PermissionDenied,
+    /// The name is not a valid POSIX shm name (empty, contains '/', or too long).
+    #[error("invalid shared object name")]
+    InvalidName,
+    /// The creator never finished initialising the segment within the open timeout.
+    #[error("shared object was never initialised")]
+    Uninitialized,
+    /// The segment is shorter than its header says or than the object needs.
+    #[error("segment is truncated: {found} bytes, at least {expected} needed")]
+    Truncated {
+        /// Bytes present.
+        found: u64,
+        /// Bytes required.
+        expected: u64,
+    },
+    /// The segment holds a different kind of object.
+    #[error("segment holds another object type (tag {found:#x}, expected {expected:#x})")]
+    WrongType {
+        /// Tag found in the header.
+        found: u32,
+        /// Tag of the type being opened.
+        expected: u32,
+    },
+    /// The segment was laid out by an incompatible version of this crate.
+    #[error("segment layout version {found}, this build understands {expected}")]
+    VersionMismatch {
+        /// Version found in the header.
+        found: u32,
+        /// Version of this build.
+        expected: u32,
+    },
+    /// The segment's bytes do not describe a valid object.
+    #[error("segment is corrupted: {0}")]
+    Corrupted(&'static str),
+    /// The handle cannot be used in this process (e.g. an anonymous mapping after `exec`).
+    #[error("handle cannot be opened in this process: {0}")]
+    NotInheritable(&'static str),
+    /// Any other operating-system error.
+    #[error("system error: {0}")]
+    Os(#[source] Errno),
+}
+
+impl From<Errno> for OpenError {
+    fn from(e: Errno) -> Self {
+        match e {
+            Errno::NOENT => Self::NotFound,
+            Errno::EXIST => Self::AlreadyExists,
+            Errno::ACCES => Self::PermissionDenied,
+            Errno::INVAL | Errno::NAMETOOLONG => Self::InvalidName,
+            other => Self::Os(other),
+        }
+    }
+}
+
+/// `BoundedSemaphore::release` would raise the count above its initial value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("semaphore released too many times")]
+pub struct OverReleaseError;
+
+/// A `Barrier` wait failed: the barrier was broken (aborted, reset, a waiter timed out or died).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("barrier is broken")]
+pub struct BrokenBarrierError;

@@ -1,0 +1,72 @@
+//! Python's `multiprocessing`, for Rust, on shared memory and futexes.
+//!
+//! Every object here lives in an mmap'd segment that several processes map at once: locks,
+//! semaphores, events, conditions and barriers are `#[repr(C)]` atomics waited on with shared
+//! futexes; values and arrays are plain data next to a lock. A process gets hold of an object by
+//! inheriting it across `fork`, by opening it by name, or from a [`Handle`].
+//!
+//! | Python                                      | multiproc                                  |
+//! |---------------------------------------------|--------------------------------------------|
+//! | `Lock()`, `RLock()`                         | [`Lock`], [`RLock`]                        |
+//! | `Semaphore(n)`, `BoundedSemaphore(n)`       | [`Semaphore`], [`BoundedSemaphore`]        |
+//! | `Event()`, `Condition()`, `Barrier(n)`      | [`Event`], [`Condition`], [`Barrier`]      |
+//! | `Value('Q', 0)`, `Array('I', 16)`           | [`Value<u64>`](Value), [`Array<u32>`](Array) |
+//! | `RawValue`, `RawArray`                      | [`RawValue`], [`RawArray`]                 |
+//! | `shared_memory.SharedMemory(name, create, size)` | [`SharedMemory`]                      |
+//!
+//! # A counter shared by processes
+//!
+//! ```no_run
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! use multiproc::{SharedObject, Value};
+//!
+//! // A named value: any process on the host can open it by name.
+//! let counter = Value::<u64>::builder().name("tour-counter").create()?;
+//! // ... in another process:
+//! let same = Value::<u64>::open("tour-counter")?;
+//! *same.lock().unwrap() += 1;
+//! assert_eq!(counter.get(), 1);
+//! # Ok(()) }
+//! ```
+//!
+//! # Dead processes
+//!
+//! A process killed while holding a [`Lock`], [`RLock`], [`Condition`] or a [`Value`]/[`Array`]
+//! lock does not wedge the others: the next locker is handed the lock as [`OwnerDied`], can
+//! repair the data, and [`OwnerDied::recover`]s. A [`Barrier`] with a dead party breaks instead
+//! of waiting forever. Semaphore permits are not owned (as in Python) and die with their holder.
+//!
+//! # Platform
+//!
+//! Linux (kernel 4.14 or later). The OS layer is the only code that calls the system.
+
+#![deny(unsafe_code)]
+#![warn(missing_docs)]
+// `SharedObject` is sealed: its supertrait mentions crate-private types (Segment, Backing) on
+// purpose, so nobody outside can implement it.
+#![allow(private_interfaces, private_bounds)]
+
+mod error;
+mod segment;
+mod shared_memory;
+mod sync;
+mod sys;
+mod value;
+
+pub use error::{BrokenBarrierError, OpenError, OverReleaseError};
+pub use segment::{Handle, ParseHandleError};
+pub use shared_memory::{OutOfBounds, SharedMemory};
+pub use sync::barrier::{Barrier, MAX_PARTIES};
+pub use sync::condition::{Condition, ConditionGuard};
+pub use sync::event::Event;
+pub use sync::lock::{
+    Lock, LockGuard, LockResult, OwnerDied, RLock, RLockGuard, RecoverableGuard, TryLockError,
+    TryLockResult,
+};
+pub use sync::object::{Builder, SharedObject};
+pub use sync::raw_lock::RawLock;
+pub use sync::semaphore::{BoundedSemaphore, Semaphore};
+pub use sys::Errno;
+pub use value::{
+    Array, ArrayGuard, CellsConfig, RawArray, RawValue, ShmAtomic, ShmSafe, Value, ValueGuard,
+};

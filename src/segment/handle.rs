@@ -1,0 +1,113 @@
+//! Handles: the serialisable description another process uses to attach an object.
+
+use std::fmt;
+use std::str::FromStr;
+
+/// Where a segment can be found.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+pub(crate) enum Location {
+    /// A POSIX shm name (`/name`).
+    Named(String),
+    /// A memfd descriptor number, valid in this process, a forked child, or an exec'd child
+    /// that inherited it.
+    Fd(i32),
+    /// An anonymous mapping: only inheritance across `fork` reaches it.
+    Anonymous,
+}
+
+/// The serialisable description of a shared object, from which another process re-attaches it
+/// with the type's `from_handle`.
+///
+/// - A handle of a **named** object works in any process on the host (mode 0600 permitting).
+/// - A handle of a **memfd** object names a descriptor: it works in this process, in a forked
+///   child, and in an exec'd child after `set_inheritable(true)` was called on the object.
+/// - A handle of an **anonymous** object cannot be re-opened: the object itself is inherited
+///   across `fork`, ready to use.
+///
+/// Handles print as short strings (`mp1:4c4b0001:name:/jobs`, `mp1:4c4b0001:fd:7`) and parse back
+/// with [`FromStr`], e.g. to travel in an environment variable.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+pub struct Handle {
+    kind: u32,
+    location: Location,
+}
+
+impl Handle {
+    pub(crate) fn new(kind: u32, location: Location) -> Self {
+        Self { kind, location }
+    }
+
+    pub(crate) fn kind(&self) -> u32 {
+        self.kind
+    }
+
+    pub(crate) fn location(&self) -> &Location {
+        &self.location
+    }
+
+    /// The POSIX shm name, if the object is named.
+    pub fn name(&self) -> Option<&str> {
+        match &self.location {
+            Location::Named(n) => Some(n),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for Handle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.location {
+            Location::Named(n) => write!(f, "mp1:{:08x}:name:{n}", self.kind),
+            Location::Fd(fd) => write!(f, "mp1:{:08x}:fd:{fd}", self.kind),
+            Location::Anonymous => write!(f, "mp1:{:08x}:anon:", self.kind),
+        }
+    }
+}
+
+/// A string that is not a handle.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("malformed handle string")]
+pub struct ParseHandleError;
+
+impl FromStr for Handle {
+    type Err = ParseHandleError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let mut parts = s.splitn(4, ':');
+        if parts.next() != Some("mp1") {
+            return Err(ParseHandleError);
+        }
+        let kind = u32::from_str_radix(parts.next().ok_or(ParseHandleError)?, 16)
+            .map_err(|_| ParseHandleError)?;
+        let tag = parts.next().ok_or(ParseHandleError)?;
+        let rest = parts.next().ok_or(ParseHandleError)?;
+        let location = match tag {
+            "name" if !rest.is_empty() => Location::Named(rest.to_owned()),
+            "fd" => Location::Fd(rest.parse().map_err(|_| ParseHandleError)?),
+            "anon" => Location::Anonymous,
+            _ => return Err(ParseHandleError),
+        };
+        Ok(Self { kind, location })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn text_form_round_trips() {
+        for h in [
+            Handle::new(7, Location::Named("/a:b".into())),
+            Handle::new(0x4c4b_0001, Location::Fd(12)),
+            Handle::new(1, Location::Anonymous),
+        ] {
+            assert_eq!(h.to_string().parse::<Handle>().unwrap(), h);
+        }
+        assert!("mp2:1:fd:3".parse::<Handle>().is_err());
+        assert!("mp1:zz:fd:3".parse::<Handle>().is_err());
+        assert!("mp1:1:fd:x".parse::<Handle>().is_err());
+    }
+}

@@ -1,0 +1,289 @@
+//! L1: mapped segments with a validated header, and the handles that re-attach them.
+//!
+//! Every shared object lives in its own segment:
+//!
+//! ```text
+//! offset 0   Header (64 bytes): magic, init state, layout version, type tag, sizes, creator pid
+//! offset 64  payload: the object's #[repr(C)] state, then (for arrays) its elements
+//! ```
+//!
+//! A segment is backed by a memfd (the default: inherited across `fork`, passed across `exec` as
+//! an fd), a named POSIX shm object (`/dev/shm/<name>`, opened by name from any process), or an
+//! anonymous shared mapping (inherited across `fork` only).
+#![allow(unsafe_code)]
+//! # Safety
+//! `Segment` keeps its `Mapping` alive for as long as it lives, and `open` checks that the
+//! mapping spans `HEADER_LEN + payload_len` bytes before any pointer into it is handed out, so
+//! `payload()` is valid for `payload_len()` bytes while the `Segment` lives.
+
+mod handle;
+mod header;
+
+pub use handle::{Handle, ParseHandleError};
+pub(crate) use handle::Location;
+pub(crate) use header::{HEADER_LEN, Header, kind};
+
+use std::ptr::NonNull;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use crate::error::OpenError;
+use crate::sys::{self, Errno, Fd, Mapping};
+
+/// How long `open` waits for a creator that is still initialising the segment.
+pub(crate) const DEFAULT_OPEN_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// Where a new segment goes.
+#[derive(Clone, Debug, Default)]
+pub(crate) enum Backing {
+    /// A memfd (default).
+    #[default]
+    Memfd,
+    /// A named POSIX shm object; `None` picks an unguessable name.
+    Named(Option<String>),
+    /// An anonymous shared mapping, visible to children forked later and nobody else.
+    Anonymous,
+}
+
+#[derive(Debug)]
+enum Source {
+    Anonymous { creator_pid: u32 },
+    Memfd(Fd),
+    Named {
+        name: String,
+        /// The pid that unlinks the name on drop: the creator, and never a forked child.
+        owner_pid: Option<u32>,
+        unlinked: AtomicBool,
+    },
+}
+
+/// A mapped segment whose header has been written (create) or validated (open).
+#[derive(Debug)]
+pub(crate) struct Segment {
+    map: Mapping,
+    source: Source,
+    kind: u32,
+    payload_len: usize,
+}
+
+/// Normalises a user-supplied POSIX shm name to the `/name` form (as Python does) and checks it.
+pub(crate) fn normalize_name(name: &str) -> Result<String, OpenError> {
+    let bare = name.strip_prefix('/').unwrap_or(name);
+    if bare.is_empty() || bare.contains('/') || bare.contains('\0') || bare.len() > 250 {
+        return Err(OpenError::InvalidName);
+    }
+    Ok(format!("/{bare}"))
+}
+
+/// A fresh unguessable name such as `/mp-3f9a0c2e4b1d7a65`.
+pub(crate) fn random_name() -> String {
+    format!("/mp-{:016x}", sys::random_u64())
+}
+
+impl Segment {
+    /// Creates a segment for an object of type tag `kind` with `payload_len` payload bytes.
+    ///
+    /// `init` fills the (zeroed) payload; only after it returns is the header's init state
+    /// published, so no opener ever sees a half-built object.
+    pub(crate) fn create(
+        backing: &Backing,
+        kind: u32,
+        payload_len: usize,
+        init: impl FnOnce(NonNull<u8>),
+    ) -> Result<Self, OpenError> {
+        let total = HEADER_LEN
+            .checked_add(payload_len)
+            .ok_or(OpenError::Os(Errno::INVAL))?;
+        let (map, source) = match backing {
+            Backing::Memfd => {
+                let fd = sys::memfd_create("multiproc", total as u64)?;
+                (Mapping::map_fd(&fd, total)?, Source::Memfd(fd))
+            }
+            Backing::Anonymous => (
+                Mapping::anonymous_shared(total)?,
+                Source::Anonymous {
+                    creator_pid: sys::current_pid(),
+                },
+            ),
+            Backing::Named(name) => {
+                let name = match name {
+                    Some(n) => normalize_name(n)?,
+                    None => random_name(),
+                };
+                let fd = sys::shm_create_excl(&name, total as u64)?;
+                let map = match Mapping::map_fd(&fd, total) {
+                    Ok(m) => m,
+                    Err(e) => {
+                        let _ = sys::shm_unlink(&name);
+                        return Err(e.into());
+                    }
+                };
+                let source = Source::Named {
+                    name,
+                    owner_pid: Some(sys::current_pid()),
+                    unlinked: AtomicBool::new(false),
+                };
+                (map, source)
+            }
+        };
+        let header = map.ptr().cast::<Header>();
+        // SAFETY: the mapping is at least HEADER_LEN bytes, page aligned, and zero filled; nobody
+        // else can have a reference to the header of a segment being created.
+        let header = unsafe { header.as_ref() };
+        header.write_fields(kind, total as u64, payload_len as u64);
+        // SAFETY: HEADER_LEN < total, so the payload pointer stays inside the mapping.
+        let payload = unsafe { map.ptr().add(HEADER_LEN) };
+        init(payload);
+        header.publish();
+        Ok(Self {
+            map,
+            source,
+            kind,
+            payload_len,
+        })
+    }
+
+    /// Attaches the segment `location` names and validates its header against `kind`.
+    pub(crate) fn open(location: &Location, kind: u32, timeout: Duration) -> Result<Self, OpenError> {
+        let (fd, name) = match location {
+            Location::Named(name) => {
+                let name = normalize_name(name)?;
+                (sys::shm_open_existing(&name)?, Some(name))
+            }
+            Location::Fd(raw) => (sys::dup_raw_fd(*raw).map_err(|_| OpenError::NotFound)?, None),
+            Location::Anonymous => {
+                return Err(OpenError::NotInheritable(
+                    "an anonymous segment is reachable only through inheritance across fork",
+                ));
+            }
+        };
+        let deadline = Instant::now() + timeout;
+        loop {
+            let len = sys::fd_len(&fd)?;
+            if len == 0 {
+                // The creator has not sized it yet (shm_open and ftruncate are two steps).
+                if Instant::now() >= deadline {
+                    return Err(OpenError::Uninitialized);
+                }
+                std::thread::sleep(Duration::from_millis(1));
+                continue;
+            }
+            if len < HEADER_LEN as u64 {
+                return Err(OpenError::Truncated {
+                    found: len,
+                    expected: HEADER_LEN as u64,
+                });
+            }
+            let len_usize = usize::try_from(len).map_err(|_| OpenError::Corrupted("size"))?;
+            let map = Mapping::map_fd(&fd, len_usize)?;
+            // SAFETY: the mapping spans at least HEADER_LEN bytes (checked above) and is page
+            // aligned; Header is all atomics, so concurrent writers cause no UB.
+            let header = unsafe { map.ptr().cast::<Header>().as_ref() };
+            match header.validate(kind, len)? {
+                None => {
+                    if Instant::now() >= deadline {
+                        return Err(OpenError::Uninitialized);
+                    }
+                    drop(map);
+                    std::thread::sleep(Duration::from_millis(1));
+                    continue;
+                }
+                Some(payload_len) => {
+                    let source = match name {
+                        Some(name) => Source::Named {
+                            name,
+                            owner_pid: None,
+                            unlinked: AtomicBool::new(false),
+                        },
+                        None => Source::Memfd(fd),
+                    };
+                    return Ok(Self {
+                        map,
+                        source,
+                        kind,
+                        payload_len,
+                    });
+                }
+            }
+        }
+    }
+
+    /// Start of the payload; valid for [`payload_len`](Self::payload_len) bytes while `self` lives.
+    pub(crate) fn payload(&self) -> NonNull<u8> {
+        // SAFETY: the mapping spans HEADER_LEN + payload_len bytes (module note).
+        unsafe { self.map.ptr().add(HEADER_LEN) }
+    }
+
+    /// Payload size in bytes, as validated at open.
+    pub(crate) fn payload_len(&self) -> usize {
+        self.payload_len
+    }
+
+    /// The handle another process uses to attach this segment.
+    pub(crate) fn handle(&self) -> Handle {
+        let location = match &self.source {
+            Source::Anonymous { .. } => Location::Anonymous,
+            Source::Memfd(fd) => Location::Fd(sys::raw_fd(fd)),
+            Source::Named { name, .. } => Location::Named(name.clone()),
+        };
+        Handle::new(self.kind, location)
+    }
+
+    /// The POSIX shm name, for named segments.
+    pub(crate) fn name(&self) -> Option<&str> {
+        match &self.source {
+            Source::Named { name, .. } => Some(name),
+            _ => None,
+        }
+    }
+
+    /// Lets the memfd behind this segment survive `exec`, so an exec'd child can open
+    /// [`handle`](Self::handle). No effect on named or anonymous segments.
+    pub(crate) fn set_inheritable(&self, inheritable: bool) -> Result<(), Errno> {
+        match &self.source {
+            Source::Memfd(fd) => sys::set_cloexec(fd, !inheritable),
+            _ => Ok(()),
+        }
+    }
+
+    /// Removes the segment's name now; mappings stay valid. Returns whether this call removed it.
+    pub(crate) fn unlink(&self) -> Result<bool, OpenError> {
+        match &self.source {
+            Source::Named { name, unlinked, .. } => {
+                if unlinked.swap(true, Ordering::AcqRel) {
+                    return Ok(false);
+                }
+                sys::shm_unlink(name)?;
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
+    }
+
+    /// The pid that created this segment in this process tree, if we know it.
+    #[allow(dead_code)]
+    pub(crate) fn creator_pid(&self) -> Option<u32> {
+        match &self.source {
+            Source::Anonymous { creator_pid } => Some(*creator_pid),
+            Source::Named { owner_pid, .. } => *owner_pid,
+            Source::Memfd(_) => None,
+        }
+    }
+}
+
+impl Drop for Segment {
+    fn drop(&mut self) {
+        if let Source::Named {
+            name,
+            owner_pid: Some(owner),
+            unlinked,
+        } = &self.source
+        {
+            // Only the creating process unlinks: a forked child dropping its inherited copy
+            // must not take the name away from everyone else.
+            if *owner == sys::current_pid() && !unlinked.swap(true, Ordering::AcqRel) {
+                let _ = sys::shm_unlink(name);
+            }
+        }
+    }
+}

@@ -1,0 +1,226 @@
+//! `SharedMemory`: a named block of raw bytes, compatible with Python's
+//! `multiprocessing.shared_memory.SharedMemory`.
+#![allow(unsafe_code)]
+//! # Safety
+//! `SharedMemory` owns its `Mapping` of exactly `len` bytes; `read`/`write` check
+//! `offset + buf.len() <= len` before copying through raw pointers, and never form a reference
+//! to the shared bytes.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use crate::error::OpenError;
+use crate::segment::{normalize_name, random_name};
+use crate::sys::{self, Mapping};
+
+/// An access outside the segment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("range {offset}..{end} is outside the {len}-byte segment")]
+pub struct OutOfBounds {
+    /// Start of the requested range.
+    pub offset: usize,
+    /// End of the requested range.
+    pub end: usize,
+    /// Size of the segment.
+    pub len: usize,
+}
+
+/// A named POSIX shared-memory block of raw bytes, like Python's
+/// `multiprocessing.shared_memory.SharedMemory`.
+///
+/// It has no header, so the same block opens in Python:
+///
+/// ```text
+/// # Rust                                        # Python
+/// let shm = SharedMemory::create(64)?;          from multiprocessing import shared_memory
+/// shm.write(0, b"hello")?;                      s = shared_memory.SharedMemory(name="<shm.name()>")
+///                                               bytes(s.buf[:5]) == b"hello"
+/// ```
+///
+/// and a block Python created opens with [`open`](Self::open). Names follow Python: the leading
+/// `/` is optional and [`name`](Self::name) returns the name without it.
+///
+/// The creating process unlinks the name when it drops the block (Python leaves that to
+/// `unlink()` or its resource tracker); [`unlink`](Self::unlink) does it earlier and
+/// [`persist`](Self::persist) keeps the name past the drop. Concurrent writes to the same bytes
+/// must be ordered by the processes themselves, for instance with a [`Lock`](crate::Lock).
+/// A POSIX shm object cannot be sealed, so a process that shrinks the file under our mapping
+/// makes our next access to the cut-off part raise `SIGBUS`, as with any `mmap`.
+///
+/// # Examples
+/// ```
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let shm = multiproc::SharedMemory::create(16)?;
+/// shm.write(4, b"abc")?;
+/// let other = multiproc::SharedMemory::open(shm.name())?;
+/// let mut buf = [0u8; 3];
+/// other.read(4, &mut buf)?;
+/// assert_eq!(&buf, b"abc");
+/// # Ok(()) }
+/// ```
+#[derive(Debug)]
+pub struct SharedMemory {
+    map: Mapping,
+    /// With the leading slash.
+    name: String,
+    owner_pid: Option<u32>,
+    unlinked: AtomicBool,
+}
+
+impl SharedMemory {
+    /// Creates a block of `size` zeroed bytes under a fresh unguessable name.
+    ///
+    /// # Errors
+    /// The system error; `size == 0` is [`OpenError::Os`] with `EINVAL` (Python: `ValueError`).
+    pub fn create(size: usize) -> Result<Self, OpenError> {
+        Self::create_at(random_name(), size)
+    }
+
+    /// Creates a block of `size` zeroed bytes named `name`, exclusively, mode 0600.
+    ///
+    /// # Errors
+    /// [`OpenError::AlreadyExists`], [`OpenError::InvalidName`], or the system error.
+    pub fn create_named(name: &str, size: usize) -> Result<Self, OpenError> {
+        Self::create_at(normalize_name(name)?, size)
+    }
+
+    fn create_at(name: String, size: usize) -> Result<Self, OpenError> {
+        if size == 0 {
+            return Err(OpenError::Os(sys::Errno::INVAL));
+        }
+        let fd = sys::shm_create_excl(&name, size as u64)?;
+        let map = match Mapping::map_fd(&fd, size) {
+            Ok(m) => m,
+            Err(e) => {
+                let _ = sys::shm_unlink(&name);
+                return Err(e.into());
+            }
+        };
+        Ok(Self {
+            map,
+            name,
+            owner_pid: Some(sys::current_pid()),
+            unlinked: AtomicBool::new(false),
+        })
+    }
+
+    /// Opens the existing block `name`, whatever created it; its size is the file's size.
+    ///
+    /// # Errors
+    /// [`OpenError::NotFound`], [`OpenError::PermissionDenied`], or the system error; an empty
+    /// object gives [`OpenError::Truncated`].
+    pub fn open(name: &str) -> Result<Self, OpenError> {
+        let name = normalize_name(name)?;
+        let fd = sys::shm_open_existing(&name)?;
+        let len = sys::fd_len(&fd)?;
+        if len == 0 {
+            return Err(OpenError::Truncated {
+                found: 0,
+                expected: 1,
+            });
+        }
+        let len = usize::try_from(len).map_err(|_| OpenError::Corrupted("size"))?;
+        Ok(Self {
+            map: Mapping::map_fd(&fd, len)?,
+            name,
+            owner_pid: None,
+            unlinked: AtomicBool::new(false),
+        })
+    }
+
+    /// The name, without the leading `/` (what Python's `SharedMemory(name=...)` expects).
+    pub fn name(&self) -> &str {
+        &self.name[1..]
+    }
+
+    /// Size in bytes.
+    #[doc(alias = "size")]
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    /// Whether the block is empty (never, for a block that opened).
+    pub fn is_empty(&self) -> bool {
+        self.map.len() == 0
+    }
+
+    /// Start of the mapping, valid for [`len`](Self::len) bytes while `self` lives. Other
+    /// processes may write these bytes at any time: access them through raw pointers or
+    /// atomics, never as `&[u8]`.
+    pub fn as_ptr(&self) -> *mut u8 {
+        self.map.ptr().as_ptr()
+    }
+
+    fn check(&self, offset: usize, n: usize) -> Result<(), OutOfBounds> {
+        let len = self.len();
+        match offset.checked_add(n) {
+            Some(end) if end <= len => Ok(()),
+            end => Err(OutOfBounds {
+                offset,
+                end: end.unwrap_or(usize::MAX),
+                len,
+            }),
+        }
+    }
+
+    /// Copies `buf.len()` bytes starting at `offset` out of the block.
+    ///
+    /// # Errors
+    /// [`OutOfBounds`] if the range does not fit; nothing is copied then.
+    pub fn read(&self, offset: usize, buf: &mut [u8]) -> Result<(), OutOfBounds> {
+        self.check(offset, buf.len())?;
+        // SAFETY: offset + len is within the mapping (checked); `buf` is a distinct local buffer.
+        unsafe {
+            std::ptr::copy_nonoverlapping(self.as_ptr().add(offset), buf.as_mut_ptr(), buf.len())
+        };
+        Ok(())
+    }
+
+    /// Copies `data` into the block at `offset`.
+    ///
+    /// # Errors
+    /// [`OutOfBounds`] if the range does not fit; nothing is copied then.
+    pub fn write(&self, offset: usize, data: &[u8]) -> Result<(), OutOfBounds> {
+        self.check(offset, data.len())?;
+        // SAFETY: offset + len is within the mapping (checked); `data` is not in the mapping's
+        // range unless the caller made it so through `as_ptr`, which copy tolerates for reads
+        // of distinct bytes only, hence the bounds of the mapping being ours alone.
+        unsafe {
+            std::ptr::copy_nonoverlapping(data.as_ptr(), self.as_ptr().add(offset), data.len())
+        };
+        Ok(())
+    }
+
+    /// A copy of the whole block.
+    pub fn to_vec(&self) -> Vec<u8> {
+        let mut v = vec![0; self.len()];
+        self.read(0, &mut v).expect("whole block is in bounds");
+        v
+    }
+
+    /// Removes the name now; existing mappings stay valid. `Ok(false)` if already removed by us.
+    ///
+    /// # Errors
+    /// [`OpenError::NotFound`] if someone else removed it.
+    pub fn unlink(&self) -> Result<bool, OpenError> {
+        if self.unlinked.swap(true, Ordering::AcqRel) {
+            return Ok(false);
+        }
+        sys::shm_unlink(&self.name)?;
+        Ok(true)
+    }
+
+    /// Keeps the name after this (creating) handle is dropped, as Python does by default.
+    pub fn persist(mut self) -> Self {
+        self.owner_pid = None;
+        self
+    }
+}
+
+impl Drop for SharedMemory {
+    fn drop(&mut self) {
+        if self.owner_pid == Some(sys::current_pid()) && !self.unlinked.swap(true, Ordering::AcqRel)
+        {
+            let _ = sys::shm_unlink(&self.name);
+        }
+    }
+}

@@ -1,0 +1,340 @@
+//! `Barrier`: N processes wait for each other.
+#![allow(unsafe_code)]
+//! # Safety
+//! The payload is a `BarrierState` followed by `parties` `Slot`s, all atomics. `from_segment`
+//! checks the payload length against the `parties` it reads (once, and caches), so every slot
+//! index below `parties` is inside the mapping, which lives as long as the `Barrier`.
+
+use std::ptr::NonNull;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use super::object::{Builder, expect_payload, sealed};
+use super::wait::{Backoff, Prober, deadline_after};
+use crate::error::{BrokenBarrierError, OpenError};
+use crate::segment::{Segment, kind};
+use crate::sys::{self, Liveness, ThreadId};
+
+const COUNT_BITS: u32 = 12;
+const COUNT_MASK: u32 = (1 << COUNT_BITS) - 1;
+const GEN_MASK: u32 = (1 << 19) - 1;
+const BROKEN: u32 = 1 << 31;
+/// Most parties a barrier supports (the count field is 12 bits).
+pub const MAX_PARTIES: u32 = COUNT_MASK;
+
+fn gen_of(w: u32) -> u32 {
+    (w >> COUNT_BITS) & GEN_MASK
+}
+
+/// Shared state of a barrier, followed in the segment by `parties` [`Slot`]s.
+///
+/// `word` is the futex word:
+///
+/// | bits   | field                                                               |
+/// |--------|---------------------------------------------------------------------|
+/// | 31     | broken: waiters and arrivals fail until `reset`                     |
+/// | 12..31 | generation: bumped when a round completes or is reset               |
+/// | 0..12  | arrivals so far in this generation                                  |
+///
+/// `history` bit `g % 32` says whether generation `g` ended by a reset (1) or by completing (0),
+/// for waiters that wake up after the generation moved on.
+#[repr(C)]
+#[derive(Debug, Default)]
+struct BarrierState {
+    word: AtomicU32,
+    parties: AtomicU32,
+    history: AtomicU32,
+    _pad: AtomicU32,
+}
+
+/// Who arrived at position `i` of the current generation, so that sleepers can detect a dead
+/// party. `generation` is written last (Release): a slot whose generation differs from the
+/// current one is stale and ignored.
+#[repr(C)]
+#[derive(Debug, Default)]
+struct Slot {
+    tid: AtomicU32,
+    generation: AtomicU32,
+    start: AtomicU64,
+}
+
+const STATE_LEN: usize = size_of::<BarrierState>();
+const _: () = assert!(STATE_LEN == 16 && size_of::<Slot>() == 16);
+
+fn payload_len(parties: u32) -> usize {
+    STATE_LEN + parties as usize * size_of::<Slot>()
+}
+
+/// A process-shared barrier, like Python's `multiprocessing.Barrier`: `wait` blocks until
+/// `parties` processes (or threads) have called it, then releases them all and the barrier is
+/// ready for the next round.
+///
+/// The barrier breaks (every current and later `wait` returns [`BrokenBarrierError`] until
+/// [`reset`](Self::reset)) when [`abort`](Self::abort) is called, when a `wait_timeout` times out,
+/// or when a sleeping waiter notices that a party which arrived in this round has died. So a
+/// killed party never leaves the others waiting forever. Python's `action` callback is not
+/// supported: run it on the waiter that gets index 0.
+///
+/// # Examples
+/// ```
+/// # fn main() -> Result<(), multiproc::OpenError> {
+/// let barrier = multiproc::Barrier::new(1)?;
+/// assert_eq!(barrier.wait(), Ok(0)); // one party: passes at once
+/// # Ok(()) }
+/// ```
+#[derive(Debug)]
+pub struct Barrier {
+    seg: Segment,
+    state: NonNull<BarrierState>,
+    slots: NonNull<Slot>,
+    parties: u32,
+}
+
+// SAFETY: the pointers target atomics inside the segment the Barrier owns (module note).
+unsafe impl Send for Barrier {}
+// SAFETY: as above; all access is through shared references to atomics.
+unsafe impl Sync for Barrier {}
+
+impl sealed::Object for Barrier {
+    type Config = u32;
+    const KIND: u32 = kind::BARRIER;
+
+    fn payload_len(parties: &u32) -> usize {
+        payload_len(*parties)
+    }
+
+    fn init(payload: NonNull<u8>, parties: &u32) {
+        // SAFETY: the payload is zeroed, 64-byte aligned and at least STATE_LEN bytes long; the
+        // segment outlives this call.
+        let st = unsafe { payload.cast::<BarrierState>().as_ref() };
+        st.parties.store(*parties, Ordering::Relaxed);
+    }
+
+    fn from_segment(seg: Segment) -> Result<Self, OpenError> {
+        if seg.payload_len() < STATE_LEN {
+            return Err(OpenError::Truncated {
+                found: seg.payload_len() as u64,
+                expected: STATE_LEN as u64,
+            });
+        }
+        let state = seg.payload().cast::<BarrierState>();
+        // SAFETY: the payload holds at least a BarrierState (checked above), all atomics.
+        let parties = unsafe { state.as_ref() }.parties.load(Ordering::Relaxed);
+        if parties == 0 || parties > MAX_PARTIES {
+            return Err(OpenError::Corrupted("barrier parties out of range"));
+        }
+        expect_payload(&seg, payload_len(parties))?;
+        // SAFETY: STATE_LEN is inside the payload (checked above) and 16-byte aligned.
+        let slots = unsafe { seg.payload().add(STATE_LEN) }.cast::<Slot>();
+        Ok(Self {
+            seg,
+            state,
+            slots,
+            parties,
+        })
+    }
+
+    fn segment(&self) -> &Segment {
+        &self.seg
+    }
+}
+
+impl Builder<Barrier> {
+    /// Number of parties (1 to [`MAX_PARTIES`]).
+    ///
+    /// # Panics
+    /// If `parties` is 0 or above [`MAX_PARTIES`].
+    pub fn parties(mut self, parties: u32) -> Self {
+        assert!(
+            (1..=MAX_PARTIES).contains(&parties),
+            "barrier parties must be in 1..={MAX_PARTIES}"
+        );
+        self.config = parties;
+        self
+    }
+}
+
+impl Barrier {
+    /// Creates a barrier for `parties` parties in a new memfd segment.
+    ///
+    /// # Errors
+    /// The system error if the segment cannot be created.
+    ///
+    /// # Panics
+    /// If `parties` is 0 or above [`MAX_PARTIES`].
+    pub fn new(parties: u32) -> Result<Self, OpenError> {
+        Self::builder().parties(parties).create()
+    }
+
+    /// A builder (set [`parties`](Builder::parties); default 1).
+    pub fn builder() -> Builder<Self> {
+        Builder::with_config(1)
+    }
+
+    /// Opens the existing barrier named `name`.
+    ///
+    /// # Errors
+    /// As [`Builder::open`].
+    pub fn open(name: &str) -> Result<Self, OpenError> {
+        Self::builder().name(name).open()
+    }
+
+    fn st(&self) -> &BarrierState {
+        // SAFETY: validated in from_segment; the segment lives as long as self (module note).
+        unsafe { self.state.as_ref() }
+    }
+
+    fn slot(&self, i: u32) -> &Slot {
+        assert!(i < self.parties);
+        // SAFETY: i < parties, and the payload holds `parties` slots (module note).
+        unsafe { self.slots.add(i as usize).as_ref() }
+    }
+
+    /// Number of parties needed to pass.
+    pub fn parties(&self) -> u32 {
+        self.parties
+    }
+
+    /// Number of parties waiting right now.
+    pub fn n_waiting(&self) -> u32 {
+        let w = self.st().word.load(Ordering::Relaxed);
+        if w & BROKEN != 0 { 0 } else { w & COUNT_MASK }
+    }
+
+    /// Whether the barrier is broken.
+    pub fn is_broken(&self) -> bool {
+        self.st().word.load(Ordering::Relaxed) & BROKEN != 0
+    }
+
+    /// Waits for all parties. Returns this party's arrival index, `0..parties` (the last to
+    /// arrive gets `parties - 1`).
+    ///
+    /// # Errors
+    /// [`BrokenBarrierError`] if the barrier is or becomes broken.
+    pub fn wait(&self) -> Result<u32, BrokenBarrierError> {
+        self.wait_deadline(None)
+    }
+
+    /// As [`wait`](Self::wait), but a wait longer than `timeout` breaks the barrier (as in
+    /// Python) and returns [`BrokenBarrierError`].
+    ///
+    /// # Errors
+    /// [`BrokenBarrierError`] on timeout or if the barrier is or becomes broken.
+    pub fn wait_timeout(&self, timeout: Duration) -> Result<u32, BrokenBarrierError> {
+        self.wait_deadline(deadline_after(timeout))
+    }
+
+    fn wait_deadline(&self, deadline: Option<Instant>) -> Result<u32, BrokenBarrierError> {
+        let st = self.st();
+        let (generation, index) = loop {
+            let w = st.word.load(Ordering::Acquire);
+            let count = w & COUNT_MASK;
+            if w & BROKEN != 0 || count >= self.parties {
+                return Err(BrokenBarrierError);
+            }
+            let generation = gen_of(w);
+            if count + 1 == self.parties {
+                // Last arrival: record "completed" for this generation, then open the gate.
+                st.history
+                    .fetch_and(!(1 << (generation % 32)), Ordering::Relaxed);
+                let next = ((generation + 1) & GEN_MASK) << COUNT_BITS;
+                if st
+                    .word
+                    .compare_exchange(w, next, Ordering::AcqRel, Ordering::Acquire)
+                    .is_ok()
+                {
+                    sys::futex_wake_all(&st.word);
+                    return Ok(count);
+                }
+                continue;
+            }
+            if st
+                .word
+                .compare_exchange(w, w + 1, Ordering::AcqRel, Ordering::Acquire)
+                .is_ok()
+            {
+                let me = sys::current_thread();
+                let slot = self.slot(count);
+                slot.tid.store(me.tid, Ordering::Relaxed);
+                slot.start.store(me.start, Ordering::Relaxed);
+                slot.generation.store(generation, Ordering::Release);
+                break (generation, count);
+            }
+        };
+
+        let mut backoff = Backoff::new();
+        let mut prober = Prober::new();
+        loop {
+            let w = st.word.load(Ordering::Acquire);
+            if gen_of(w) != generation {
+                return if st.history.load(Ordering::Acquire) & (1 << (generation % 32)) != 0 {
+                    Err(BrokenBarrierError)
+                } else {
+                    Ok(index)
+                };
+            }
+            if w & BROKEN != 0 {
+                return Err(BrokenBarrierError);
+            }
+            if !backoff.is_completed() {
+                backoff.snooze();
+                continue;
+            }
+            if prober.due() && self.a_party_died(generation, w & COUNT_MASK) {
+                self.abort();
+                return Err(BrokenBarrierError);
+            }
+            let Some(left) = prober.sleep_budget(deadline) else {
+                self.abort();
+                return Err(BrokenBarrierError);
+            };
+            let _ = sys::futex_wait(&st.word, w, Some(left));
+        }
+    }
+
+    /// Whether any party that arrived in `generation` (slots `0..count`) is dead.
+    fn a_party_died(&self, generation: u32, count: u32) -> bool {
+        (0..count.min(self.parties)).any(|i| {
+            let slot = self.slot(i);
+            if slot.generation.load(Ordering::Acquire) != generation {
+                return false;
+            }
+            let who = ThreadId {
+                tid: slot.tid.load(Ordering::Relaxed),
+                start: slot.start.load(Ordering::Relaxed),
+            };
+            sys::probe_thread(who) != Liveness::Alive
+        })
+    }
+
+    /// Breaks the barrier: current and future waiters get [`BrokenBarrierError`] until
+    /// [`reset`](Self::reset).
+    pub fn abort(&self) {
+        let st = self.st();
+        st.word.fetch_or(BROKEN, Ordering::AcqRel);
+        sys::futex_wake_all(&st.word);
+    }
+
+    /// Returns the barrier to its initial, unbroken state; parties waiting right now get
+    /// [`BrokenBarrierError`].
+    pub fn reset(&self) {
+        let st = self.st();
+        let mut w = st.word.load(Ordering::Acquire);
+        loop {
+            if w & (BROKEN | COUNT_MASK) == 0 {
+                return;
+            }
+            let generation = gen_of(w);
+            st.history.fetch_or(1 << (generation % 32), Ordering::Release);
+            let next = ((generation + 1) & GEN_MASK) << COUNT_BITS;
+            match st
+                .word
+                .compare_exchange(w, next, Ordering::AcqRel, Ordering::Acquire)
+            {
+                Ok(_) => break,
+                Err(now) => w = now,
+            }
+        }
+        sys::futex_wake_all(&st.word);
+    }
+}

@@ -1,0 +1,91 @@
+//! `Fixed<S>`: a segment whose payload is one `#[repr(C)]` state struct made of atomics.
+#![allow(unsafe_code)]
+//! # Safety
+//! `AtomicState` types consist only of atomics (and arrays of them), so every bit pattern is a
+//! valid value and a shared reference to one in memory that other processes write is sound.
+//! `Fixed` checks the payload length before forming the reference, and keeps the segment (and so
+//! the mapping) alive as long as the reference can be used.
+
+use std::ptr::NonNull;
+
+use super::object::expect_payload;
+use crate::error::OpenError;
+use crate::segment::Segment;
+
+/// A `#[repr(C)]` struct of atomics, valid for every bit pattern including all zeros.
+///
+/// # Safety
+/// - The type is `#[repr(C)]`, contains only `core::sync::atomic` integers (or arrays/structs of
+///   them), has no padding that matters, and alignment at most 64.
+pub(crate) unsafe trait AtomicState: Sync {}
+
+/// A validated segment holding one `S`.
+#[derive(Debug)]
+pub(crate) struct Fixed<S> {
+    seg: Segment,
+    state: NonNull<S>,
+}
+
+// SAFETY: `S` is Sync (atomics) and the segment is Send; the pointer is only dereferenced as &S.
+unsafe impl<S: AtomicState> Send for Fixed<S> {}
+// SAFETY: as above; all access is through &S, which is Sync.
+unsafe impl<S: AtomicState> Sync for Fixed<S> {}
+
+impl<S: AtomicState> Fixed<S> {
+    pub(crate) fn new(seg: Segment) -> Result<Self, OpenError> {
+        expect_payload(&seg, size_of::<S>())?;
+        const { assert!(align_of::<S>() <= 64) };
+        let state = seg.payload().cast::<S>();
+        Ok(Self { seg, state })
+    }
+
+    /// Reinterprets a zeroed payload as `S` for initialisation.
+    pub(crate) fn init_ref<'a>(payload: NonNull<u8>) -> &'a S {
+        // SAFETY: `payload` is the 64-byte aligned start of at least size_of::<S>() zeroed bytes
+        // (Segment::create sized it with payload_len = size_of::<S>()), zero is a valid S, and
+        // the segment outlives the init closure that uses this reference.
+        unsafe { payload.cast::<S>().as_ref() }
+    }
+
+    #[inline]
+    pub(crate) fn state(&self) -> &S {
+        // SAFETY: payload length checked in `new`; the mapping lives as long as `self.seg`;
+        // AtomicState makes a shared reference sound under concurrent writers (module note).
+        unsafe { self.state.as_ref() }
+    }
+
+    pub(crate) fn segment(&self) -> &Segment {
+        &self.seg
+    }
+}
+
+/// Implements `sealed::Object` for a `Fixed<State>` newtype.
+macro_rules! fixed_object {
+    ($ty:ty, $state:ty, $kind:expr, $config:ty, |$st:ident, $cfg:ident| $init:expr) => {
+        impl $crate::sync::object::sealed::Object for $ty {
+            type Config = $config;
+            const KIND: u32 = $kind;
+
+            fn payload_len(_: &Self::Config) -> usize {
+                size_of::<$state>()
+            }
+
+            fn init(payload: std::ptr::NonNull<u8>, $cfg: &Self::Config) {
+                let $st: &$state = $crate::sync::fixed::Fixed::<$state>::init_ref(payload);
+                $init
+            }
+
+            fn from_segment(
+                seg: $crate::segment::Segment,
+            ) -> Result<Self, $crate::error::OpenError> {
+                let inner = $crate::sync::fixed::Fixed::new(seg)?;
+                Self::validate(inner)
+            }
+
+            fn segment(&self) -> &$crate::segment::Segment {
+                self.inner.segment()
+            }
+        }
+    };
+}
+pub(crate) use fixed_object;

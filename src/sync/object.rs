@@ -1,0 +1,199 @@
+//! What every shared object has in common: a typed segment, a builder, a handle.
+
+use std::marker::PhantomData;
+use std::ptr::NonNull;
+use std::time::Duration;
+
+use crate::error::OpenError;
+use crate::segment::{Backing, DEFAULT_OPEN_TIMEOUT, Handle, Location, Segment};
+use crate::sys::Errno;
+
+pub(crate) mod sealed {
+    use super::*;
+
+    /// The creation and attach steps each object type implements.
+    pub trait Object: Sized {
+        /// Type-specific creation parameters (initial count, number of parties, ...).
+        type Config: Clone;
+        /// Header type tag.
+        const KIND: u32;
+        /// Payload size for `config`.
+        fn payload_len(config: &Self::Config) -> usize;
+        /// Fills a zeroed payload of `payload_len(config)` bytes.
+        fn init(payload: NonNull<u8>, config: &Self::Config);
+        /// Wraps a segment whose header was validated; must validate the payload itself.
+        fn from_segment(seg: Segment) -> Result<Self, OpenError>;
+        /// The segment behind the object.
+        fn segment(&self) -> &Segment;
+    }
+}
+
+/// A shared object: something that lives in a segment and can be re-attached from a [`Handle`].
+///
+/// Implemented by every primitive in this crate; not implementable outside it.
+pub trait SharedObject: sealed::Object {
+    /// The handle another process uses to attach this object (see [`Handle`]).
+    fn handle(&self) -> Handle {
+        self.segment().handle()
+    }
+
+    /// Attaches the object a handle describes, validating the segment.
+    ///
+    /// # Errors
+    /// [`OpenError::WrongType`] if the handle is for another kind of object, and any error of
+    /// opening and validating the segment.
+    fn from_handle(handle: &Handle) -> Result<Self, OpenError> {
+        if handle.kind() != Self::KIND {
+            return Err(OpenError::WrongType {
+                found: handle.kind(),
+                expected: Self::KIND,
+            });
+        }
+        let seg = Segment::open(handle.location(), Self::KIND, DEFAULT_OPEN_TIMEOUT)?;
+        Self::from_segment(seg)
+    }
+
+    /// Lets a memfd-backed object's descriptor survive `exec`, so that an exec'd child can use
+    /// [`from_handle`](Self::from_handle). Named and anonymous objects need nothing.
+    ///
+    /// # Errors
+    /// The `fcntl` error, if any.
+    fn set_inheritable(&self, inheritable: bool) -> Result<(), Errno> {
+        self.segment().set_inheritable(inheritable)
+    }
+
+    /// The POSIX shm name of a named object.
+    fn name(&self) -> Option<&str> {
+        self.segment().name()
+    }
+
+    /// Removes a named object's name now (mappings stay valid); `Ok(false)` if it was already
+    /// removed or the object has no name. The creating process also does this when it drops
+    /// the object.
+    ///
+    /// # Errors
+    /// The `shm_unlink` error, if any.
+    fn unlink(&self) -> Result<bool, OpenError> {
+        self.segment().unlink()
+    }
+}
+
+impl<T: sealed::Object> SharedObject for T {}
+
+/// Creates or opens a shared object of type `T`.
+///
+/// ```
+/// # fn main() -> Result<(), multiproc::OpenError> {
+/// use multiproc::{Semaphore, SharedObject};
+/// let sem = Semaphore::builder().value(3).create()?; // memfd, inherited by children
+/// assert_eq!(sem.get_value(), 3);
+/// # Ok(()) }
+/// ```
+#[must_use = "a builder does nothing until create() or open()"]
+pub struct Builder<T: sealed::Object> {
+    backing: Backing,
+    open_timeout: Duration,
+    pub(crate) config: T::Config,
+    _type: PhantomData<fn() -> T>,
+}
+
+impl<T: sealed::Object> Builder<T> {
+    pub(crate) fn with_config(config: T::Config) -> Self {
+        Self {
+            backing: Backing::Memfd,
+            open_timeout: DEFAULT_OPEN_TIMEOUT,
+            config,
+            _type: PhantomData,
+        }
+    }
+
+    /// Backs the object with the POSIX shm object `name` (`/dev/shm/<name>`; a leading `/` is
+    /// optional, as in Python). Created exclusively with mode 0600; unlinked when the creating
+    /// process drops it.
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.backing = Backing::Named(Some(name.into()));
+        self
+    }
+
+    /// Backs the object with a named POSIX shm object whose name is random and unguessable.
+    pub fn named(mut self) -> Self {
+        self.backing = Backing::Named(None);
+        self
+    }
+
+    /// Backs the object with an anonymous shared mapping, reachable only by children forked
+    /// after creation (no handle can re-open it).
+    pub fn anonymous(mut self) -> Self {
+        self.backing = Backing::Anonymous;
+        self
+    }
+
+    /// How long [`open`](Self::open) waits for a creator that is still initialising
+    /// (default 1 s).
+    pub fn open_timeout(mut self, timeout: Duration) -> Self {
+        self.open_timeout = timeout;
+        self
+    }
+
+    /// Creates the object.
+    ///
+    /// # Errors
+    /// [`OpenError::AlreadyExists`] if the name is taken, [`OpenError::InvalidName`], or the
+    /// system error.
+    pub fn create(self) -> Result<T, OpenError> {
+        let config = self.config;
+        let seg = Segment::create(&self.backing, T::KIND, T::payload_len(&config), |p| {
+            T::init(p, &config)
+        })?;
+        T::from_segment(seg)
+    }
+
+    /// Opens the existing object of the name given with [`name`](Self::name).
+    ///
+    /// # Errors
+    /// [`OpenError::NotFound`], a validation error if the segment is not a valid object of this
+    /// type, or [`OpenError::NotInheritable`] if no name was given.
+    pub fn open(self) -> Result<T, OpenError> {
+        match self.backing {
+            Backing::Named(Some(name)) => {
+                let seg = Segment::open(&Location::Named(name), T::KIND, self.open_timeout)?;
+                T::from_segment(seg)
+            }
+            _ => Err(OpenError::NotInheritable("open() needs a name")),
+        }
+    }
+
+    /// Opens the named object, creating it if it does not exist yet.
+    ///
+    /// # Errors
+    /// As [`create`](Self::create) and [`open`](Self::open).
+    pub fn open_or_create(self) -> Result<T, OpenError> {
+        let Backing::Named(Some(name)) = &self.backing else {
+            return self.create();
+        };
+        let name = name.clone();
+        let timeout = self.open_timeout;
+        match self.create() {
+            Err(OpenError::AlreadyExists) => {
+                let seg = Segment::open(&Location::Named(name), T::KIND, timeout)?;
+                T::from_segment(seg)
+            }
+            other => other,
+        }
+    }
+}
+
+/// Checks that a validated segment's payload is exactly `expected` bytes.
+pub(crate) fn expect_payload(seg: &Segment, expected: usize) -> Result<(), OpenError> {
+    let found = seg.payload_len();
+    if found < expected {
+        return Err(OpenError::Truncated {
+            found: found as u64,
+            expected: expected as u64,
+        });
+    }
+    if found != expected {
+        return Err(OpenError::Corrupted("payload size does not match the object"));
+    }
+    Ok(())
+}

@@ -1,0 +1,254 @@
+//! The futex lock word: a process-shared, owner-tracking mutex without data.
+#![allow(unsafe_code)]
+//! # Safety
+//! `release` is unsafe because unlocking a lock someone else holds breaks mutual exclusion; its
+//! callers are guards, which exist only while their lock is held.
+
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::time::Instant;
+
+use crate::sync::wait::{Backoff, Prober};
+use crate::sys::{self, ThreadId};
+
+/// Low bits of the lock word: the owner's kernel thread id (pid_max is at most 2^22).
+const TID_MASK: u32 = (1 << 30) - 1;
+/// High bit of the lock word: someone may be asleep on it; unlock must wake.
+const WAITERS: u32 = 1 << 31;
+/// `flags` bit: a holder died inside its critical section and nobody has marked the protected
+/// state consistent since.
+const INCONSISTENT: u32 = 1;
+
+/// How a lock was acquired.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Acquired {
+    /// Normally: the protected state is as the last holder left it.
+    Clean,
+    /// The previous holder died holding the lock (now, or earlier and nobody recovered).
+    OwnerDied,
+}
+
+/// A mutual-exclusion lock word for memory shared between processes.
+///
+/// This is the data-less layer under [`Lock`](crate::Lock), [`RLock`](crate::RLock), the lock
+/// inside [`Condition`](crate::Condition) and [`Value`](crate::Value). It is `#[repr(C)]`, 16
+/// bytes, valid when zeroed, and may be placed anywhere in shared memory (for example inside a
+/// [`SharedMemory`](crate::SharedMemory) region, or behind the `lock_api` feature as the raw
+/// mutex of a `lock_api::Mutex`).
+///
+/// `word` state table:
+///
+/// | value              | meaning                                                    |
+/// |--------------------|------------------------------------------------------------|
+/// | `0`                | unlocked                                                   |
+/// | `tid`              | held by thread `tid`, nobody asleep                        |
+/// | `tid \| WAITERS`   | held by thread `tid`, waiters may be asleep: unlock wakes one |
+///
+/// The uncontended path is one compare-and-swap to lock and one swap to unlock; no system call.
+/// A waiter spins briefly, then sleeps on the word with `FUTEX_WAIT` (shared, not private).
+/// While asleep it wakes now and then to check that the owner still lives (thread id plus start
+/// time from `/proc`, so pid reuse cannot fool it); a dead owner's lock is taken over and
+/// reported as owner-died.
+#[repr(C)]
+#[derive(Debug, Default)]
+pub struct RawLock {
+    word: AtomicU32,
+    flags: AtomicU32,
+    /// Start time of the owner thread, written by the owner right after it takes the word.
+    owner_start: AtomicU64,
+}
+
+const _: () = assert!(size_of::<RawLock>() == 16);
+
+impl RawLock {
+    /// An unlocked lock word.
+    pub const fn new() -> Self {
+        Self {
+            word: AtomicU32::new(0),
+            flags: AtomicU32::new(0),
+            owner_start: AtomicU64::new(0),
+        }
+    }
+
+    #[inline]
+    fn acquired(&self, me: ThreadId) -> Acquired {
+        self.owner_start.store(me.start, Ordering::Relaxed);
+        if self.flags.load(Ordering::Relaxed) & INCONSISTENT != 0 {
+            Acquired::OwnerDied
+        } else {
+            Acquired::Clean
+        }
+    }
+
+    /// Takes the lock if it is free.
+    #[inline]
+    pub(crate) fn try_acquire(&self) -> Option<Acquired> {
+        let me = sys::current_thread();
+        self.word
+            .compare_exchange(0, me.tid, Ordering::Acquire, Ordering::Relaxed)
+            .ok()
+            .map(|_| self.acquired(me))
+    }
+
+    /// Takes the lock, waiting until `deadline` (forever if `None`). `None` means timed out.
+    #[inline]
+    pub(crate) fn acquire(&self, deadline: Option<Instant>) -> Option<Acquired> {
+        let me = sys::current_thread();
+        if self
+            .word
+            .compare_exchange(0, me.tid, Ordering::Acquire, Ordering::Relaxed)
+            .is_ok()
+        {
+            return Some(self.acquired(me));
+        }
+        self.acquire_slow(me, deadline)
+    }
+
+    #[cold]
+    fn acquire_slow(&self, me: ThreadId, deadline: Option<Instant>) -> Option<Acquired> {
+        // Spin while the owner runs and nobody sleeps yet: short critical sections end sooner
+        // than a futex round trip takes.
+        let mut backoff = Backoff::new();
+        while !backoff.is_completed() {
+            let w = self.word.load(Ordering::Relaxed);
+            if w == 0 {
+                if self
+                    .word
+                    .compare_exchange_weak(0, me.tid, Ordering::Acquire, Ordering::Relaxed)
+                    .is_ok()
+                {
+                    return Some(self.acquired(me));
+                }
+            } else if w & WAITERS != 0 {
+                break;
+            }
+            backoff.snooze();
+        }
+
+        let mut prober = Prober::new();
+        loop {
+            let w = self.word.load(Ordering::Relaxed);
+            if w & TID_MASK == 0 {
+                // Free. We cannot know whether other sleepers remain, so keep WAITERS set: at
+                // worst our unlock makes one needless wake call.
+                if self
+                    .word
+                    .compare_exchange(w, me.tid | WAITERS, Ordering::Acquire, Ordering::Relaxed)
+                    .is_ok()
+                {
+                    return Some(self.acquired(me));
+                }
+                continue;
+            }
+            if w & WAITERS == 0
+                && self
+                    .word
+                    .compare_exchange(w, w | WAITERS, Ordering::Relaxed, Ordering::Relaxed)
+                    .is_err()
+            {
+                continue;
+            }
+            let expected = w | WAITERS;
+            let owner = ThreadId {
+                tid: w & TID_MASK,
+                start: self.owner_start.load(Ordering::Relaxed),
+            };
+            if prober.owner_is_dead(expected, owner) {
+                // Take over exactly the word we probed; if it moved meanwhile, look again.
+                if self
+                    .word
+                    .compare_exchange(expected, me.tid | WAITERS, Ordering::Acquire, Ordering::Relaxed)
+                    .is_ok()
+                {
+                    self.flags.fetch_or(INCONSISTENT, Ordering::Relaxed);
+                    return Some(self.acquired(me));
+                }
+                continue;
+            }
+            let timeout = prober.sleep_budget(deadline)?;
+            // AGAIN (word changed), TIMEDOUT (slice over) and wake-ups all lead back to the loop.
+            let _ = sys::futex_wait(&self.word, expected, Some(timeout));
+        }
+    }
+
+    /// Releases the lock.
+    ///
+    /// # Safety
+    /// - The calling code holds this lock (acquired it and has not released it since). Unlocking a
+    ///   lock held elsewhere breaks mutual exclusion for whoever holds it.
+    #[inline]
+    pub(crate) unsafe fn release(&self) {
+        let w = self.word.swap(0, Ordering::Release);
+        if w & WAITERS != 0 {
+            self.wake_one();
+        }
+    }
+
+    #[cold]
+    fn wake_one(&self) {
+        sys::futex_wake(&self.word, 1);
+    }
+
+    /// Whether some thread holds the lock right now (a snapshot).
+    pub(crate) fn is_locked(&self) -> bool {
+        self.word.load(Ordering::Relaxed) & TID_MASK != 0
+    }
+
+    /// Whether the calling thread holds the lock.
+    pub(crate) fn is_owned_by_current_thread(&self) -> bool {
+        let me = sys::current_thread();
+        self.word.load(Ordering::Relaxed) & TID_MASK == me.tid
+            && self.owner_start.load(Ordering::Relaxed) == me.start
+    }
+
+    /// Clears the owner-died state. Call only while holding the lock.
+    pub(crate) fn mark_consistent(&self) {
+        self.flags.fetch_and(!INCONSISTENT, Ordering::Relaxed);
+    }
+
+    /// Whether a holder died and nobody has marked the state consistent since.
+    pub(crate) fn is_inconsistent(&self) -> bool {
+        self.flags.load(Ordering::Relaxed) & INCONSISTENT != 0
+    }
+}
+
+#[cfg(feature = "lock_api")]
+#[allow(unsafe_code)]
+mod lock_api_impl {
+    //! # Safety
+    //! `RawLock` provides mutual exclusion across threads and processes; see the trait impl.
+    use super::RawLock;
+
+    // SAFETY: `lock`/`try_lock` only return once the word holds our thread id, which excludes
+    // every other thread and process until `unlock` swaps it back to 0.
+    unsafe impl lock_api::RawMutex for RawLock {
+        #[allow(clippy::declare_interior_mutable_const)]
+        const INIT: Self = RawLock::new();
+        type GuardMarker = lock_api::GuardNoSend;
+
+        /// Acquires the lock. If a previous holder died, the lock is taken over and the
+        /// owner-died state is cleared: lock_api has no way to report it.
+        fn lock(&self) {
+            let _ = self.acquire(None);
+            self.mark_consistent();
+        }
+
+        fn try_lock(&self) -> bool {
+            match self.try_acquire() {
+                Some(_) => {
+                    self.mark_consistent();
+                    true
+                }
+                None => false,
+            }
+        }
+
+        unsafe fn unlock(&self) {
+            // SAFETY: lock_api's contract: the caller holds the lock.
+            unsafe { self.release() }
+        }
+
+        fn is_locked(&self) -> bool {
+            RawLock::is_locked(self)
+        }
+    }
+}

@@ -1,0 +1,257 @@
+//! `Semaphore` and `BoundedSemaphore`.
+#![allow(unsafe_code)]
+//! # Safety
+//! The unsafe code here is `AtomicState` impls for `#[repr(C)]` structs of atomics and calls to
+//! `RawLock::release` from guards (or code) that hold the lock.
+
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use super::fixed::{AtomicState, Fixed, fixed_object};
+use super::object::Builder;
+use super::wait::{Backoff, deadline_after, remaining};
+use crate::error::{OpenError, OverReleaseError};
+use crate::segment::kind;
+use crate::sys;
+
+/// Shared state of a semaphore.
+///
+/// `count` is the futex word: the number of permits available. `sleepers` counts processes
+/// asleep (or about to sleep) on it, so `release` calls `FUTEX_WAKE` only when someone sleeps.
+/// `max` is the bound of a `BoundedSemaphore` (0 for an unbounded one).
+#[repr(C)]
+#[derive(Debug, Default)]
+pub(crate) struct SemState {
+    count: AtomicU32,
+    sleepers: AtomicU32,
+    max: AtomicU32,
+    _pad: AtomicU32,
+}
+
+// SAFETY: #[repr(C)] struct of atomics.
+unsafe impl AtomicState for SemState {}
+
+impl SemState {
+    fn try_take(&self) -> bool {
+        let mut c = self.count.load(Ordering::Relaxed);
+        while c > 0 {
+            match self
+                .count
+                .compare_exchange_weak(c, c - 1, Ordering::Acquire, Ordering::Relaxed)
+            {
+                Ok(_) => return true,
+                Err(now) => c = now,
+            }
+        }
+        false
+    }
+
+    fn take(&self, deadline: Option<Instant>) -> bool {
+        if self.try_take() {
+            return true;
+        }
+        let mut backoff = Backoff::new();
+        while !backoff.is_completed() {
+            backoff.snooze();
+            if self.try_take() {
+                return true;
+            }
+        }
+        // SeqCst on both sides (here and in `give`) so that either we see the new count or the
+        // releaser sees us counted as a sleeper: no lost wake-up.
+        self.sleepers.fetch_add(1, Ordering::SeqCst);
+        let got = loop {
+            if self.count.load(Ordering::SeqCst) > 0 && self.try_take() {
+                break true;
+            }
+            let Some(left) = remaining(deadline) else {
+                break false;
+            };
+            let _ = sys::futex_wait(&self.count, 0, left);
+        };
+        self.sleepers.fetch_sub(1, Ordering::SeqCst);
+        got
+    }
+
+    fn give(&self, n: u32, bound: Option<u32>) -> Result<(), OverReleaseError> {
+        let mut c = self.count.load(Ordering::Relaxed);
+        loop {
+            let new = c.checked_add(n).ok_or(OverReleaseError)?;
+            if bound.is_some_and(|max| new > max) {
+                return Err(OverReleaseError);
+            }
+            match self
+                .count
+                .compare_exchange_weak(c, new, Ordering::SeqCst, Ordering::Relaxed)
+            {
+                Ok(_) => break,
+                Err(now) => c = now,
+            }
+        }
+        if self.sleepers.load(Ordering::SeqCst) > 0 {
+            sys::futex_wake(&self.count, n);
+        }
+        Ok(())
+    }
+}
+
+macro_rules! semaphore_common {
+    ($ty:ident) => {
+        impl $ty {
+            /// Creates a semaphore with `value` permits in a new memfd segment.
+            ///
+            /// # Errors
+            /// The system error if the segment cannot be created.
+            pub fn new(value: u32) -> Result<Self, OpenError> {
+                Self::builder().value(value).create()
+            }
+
+            /// A builder (initial value 1, like Python).
+            pub fn builder() -> Builder<Self> {
+                Builder::with_config(1)
+            }
+
+            /// Opens the existing semaphore named `name`.
+            ///
+            /// # Errors
+            /// As [`Builder::open`].
+            pub fn open(name: &str) -> Result<Self, OpenError> {
+                Self::builder().name(name).open()
+            }
+
+            /// Takes a permit, waiting as long as it takes.
+            pub fn acquire(&self) {
+                self.inner.state().take(None);
+            }
+
+            /// Takes a permit if one is available right now.
+            #[doc(alias = "acquire")]
+            pub fn try_acquire(&self) -> bool {
+                self.inner.state().try_take()
+            }
+
+            /// Takes a permit, waiting at most `timeout`; `false` if none came.
+            #[doc(alias = "acquire")]
+            pub fn try_acquire_for(&self, timeout: Duration) -> bool {
+                self.inner.state().take(deadline_after(timeout))
+            }
+
+            /// Takes a permit, waiting until `deadline` at the latest.
+            pub fn try_acquire_until(&self, deadline: Instant) -> bool {
+                self.inner.state().take(Some(deadline))
+            }
+
+            /// Permits available right now (Python's `get_value`).
+            pub fn get_value(&self) -> u32 {
+                self.inner.state().count.load(Ordering::Relaxed)
+            }
+        }
+
+        impl Builder<$ty> {
+            /// Initial number of permits.
+            pub fn value(mut self, value: u32) -> Self {
+                self.config = value;
+                self
+            }
+        }
+    };
+}
+
+/// A process-shared counting semaphore, like Python's `multiprocessing.Semaphore`.
+///
+/// Permits are not owned: any process may release, and a process that dies holding permits
+/// does not give them back (as in Python). Use a [`Lock`](crate::Lock) where death of a holder
+/// must be detected.
+///
+/// # Examples
+/// ```
+/// # fn main() -> Result<(), multiproc::OpenError> {
+/// let sem = multiproc::Semaphore::new(2)?;
+/// assert!(sem.try_acquire());
+/// assert!(sem.try_acquire());
+/// assert!(!sem.try_acquire());
+/// sem.release();
+/// assert_eq!(sem.get_value(), 1);
+/// # Ok(()) }
+/// ```
+#[derive(Debug)]
+pub struct Semaphore {
+    inner: Fixed<SemState>,
+}
+
+fixed_object!(Semaphore, SemState, kind::SEMAPHORE, u32, |st, value| st
+    .count
+    .store(*value, Ordering::Relaxed));
+
+semaphore_common!(Semaphore);
+
+impl Semaphore {
+    fn validate(inner: Fixed<SemState>) -> Result<Self, OpenError> {
+        Ok(Self { inner })
+    }
+
+    /// Returns a permit, waking one waiter.
+    ///
+    /// # Panics
+    /// If the count would overflow `u32::MAX`.
+    pub fn release(&self) {
+        self.release_n(1);
+    }
+
+    /// Returns `n` permits, waking up to `n` waiters.
+    ///
+    /// # Panics
+    /// If the count would overflow `u32::MAX`.
+    pub fn release_n(&self, n: u32) {
+        self.inner
+            .state()
+            .give(n, None)
+            .expect("semaphore count overflow");
+    }
+}
+
+/// A semaphore that refuses to be released above its initial value, like Python's
+/// `multiprocessing.BoundedSemaphore`.
+///
+/// # Examples
+/// ```
+/// # fn main() -> Result<(), multiproc::OpenError> {
+/// let sem = multiproc::BoundedSemaphore::new(1)?;
+/// assert!(sem.release().is_err()); // already at its bound
+/// sem.acquire();
+/// assert!(sem.release().is_ok());
+/// # Ok(()) }
+/// ```
+#[derive(Debug)]
+pub struct BoundedSemaphore {
+    inner: Fixed<SemState>,
+    max: u32,
+}
+
+fixed_object!(BoundedSemaphore, SemState, kind::BOUNDED_SEMAPHORE, u32, |st, value| {
+    st.count.store(*value, Ordering::Relaxed);
+    st.max.store(*value, Ordering::Relaxed);
+});
+
+semaphore_common!(BoundedSemaphore);
+
+impl BoundedSemaphore {
+    fn validate(inner: Fixed<SemState>) -> Result<Self, OpenError> {
+        // The bound is read once, here; a peer scribbling on it later cannot change ours.
+        let max = inner.state().max.load(Ordering::Relaxed);
+        Ok(Self { inner, max })
+    }
+
+    /// Returns a permit.
+    ///
+    /// # Errors
+    /// [`OverReleaseError`] if that would exceed the initial value; nothing changes then.
+    pub fn release(&self) -> Result<(), OverReleaseError> {
+        self.inner.state().give(1, Some(self.max))
+    }
+
+    /// The bound: the initial value.
+    pub fn max_value(&self) -> u32 {
+        self.max
+    }
+}

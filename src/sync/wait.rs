@@ -1,0 +1,129 @@
+//! Waiting helpers shared by the primitives: spin backoff, deadlines, and the owner prober.
+
+use std::time::{Duration, Instant};
+
+use crate::sys::{self, Liveness, ThreadId};
+
+/// The deadline `timeout` from now; `None` (wait forever) if that overflows `Instant`.
+pub(crate) fn deadline_after(timeout: Duration) -> Option<Instant> {
+    Instant::now().checked_add(timeout)
+}
+
+/// Time left until `deadline`, `None` once it has passed; `Some(None)` means no deadline.
+pub(crate) fn remaining(deadline: Option<Instant>) -> Option<Option<Duration>> {
+    match deadline {
+        None => Some(None),
+        Some(d) => {
+            let now = Instant::now();
+            if now >= d { None } else { Some(Some(d - now)) }
+        }
+    }
+}
+
+const SPIN_LIMIT: u32 = 6;
+const YIELD_LIMIT: u32 = 9;
+
+/// Exponential spin-then-yield backoff before sleeping, after crossbeam's `Backoff`.
+pub(crate) struct Backoff {
+    step: u32,
+}
+
+impl Backoff {
+    pub(crate) fn new() -> Self {
+        Self { step: 0 }
+    }
+
+    /// Spins `2^step` times while `step <= SPIN_LIMIT`, then yields the CPU.
+    pub(crate) fn snooze(&mut self) {
+        if self.step <= SPIN_LIMIT {
+            for _ in 0..(1u32 << self.step) {
+                std::hint::spin_loop();
+            }
+        } else {
+            std::thread::yield_now();
+        }
+        if self.step <= YIELD_LIMIT {
+            self.step += 1;
+        }
+    }
+
+    /// Whether spinning has stopped paying and it is time to sleep.
+    pub(crate) fn is_completed(&self) -> bool {
+        self.step > YIELD_LIMIT
+    }
+}
+
+/// First liveness probe after this long asleep; the interval then doubles up to the maximum.
+const FIRST_PROBE: Duration = Duration::from_millis(10);
+const MAX_PROBE_INTERVAL: Duration = Duration::from_millis(200);
+
+/// Decides when a sleeping waiter checks whether the thread it waits for still lives, so that a
+/// dead owner is noticed within [`MAX_PROBE_INTERVAL`] plus a little, while a long legitimate
+/// wait costs a `/proc` read only five times a second.
+pub(crate) struct Prober {
+    next: Instant,
+    interval: Duration,
+    suspect: Option<(u32, ThreadId)>,
+}
+
+impl Prober {
+    pub(crate) fn new() -> Self {
+        Self {
+            next: Instant::now() + FIRST_PROBE,
+            interval: FIRST_PROBE,
+            suspect: None,
+        }
+    }
+
+    /// Whether it is time to probe; advances the schedule when it is.
+    pub(crate) fn due(&mut self) -> bool {
+        let now = Instant::now();
+        if now < self.next {
+            return false;
+        }
+        self.interval = (self.interval * 2).min(MAX_PROBE_INTERVAL);
+        self.next = now + self.interval;
+        true
+    }
+
+    /// Probes `owner` (seen in word value `word`) if one is due, and says whether it is dead.
+    ///
+    /// A thread that is gone or a zombie is dead at once. A thread id that now has another start
+    /// time is dead only if a second probe, one interval later, sees the same word and the same
+    /// owner: the first sighting may just be a new owner that has not written its start time yet.
+    pub(crate) fn owner_is_dead(&mut self, word: u32, owner: ThreadId) -> bool {
+        if !self.due() {
+            return false;
+        }
+        match sys::probe_thread(owner) {
+            Liveness::Alive => {
+                self.suspect = None;
+                false
+            }
+            Liveness::Gone => true,
+            Liveness::Reused => {
+                if self.suspect == Some((word, owner)) {
+                    true
+                } else {
+                    self.suspect = Some((word, owner));
+                    false
+                }
+            }
+        }
+    }
+
+    /// How long to sleep before the next probe or the deadline; `None` if the deadline passed.
+    pub(crate) fn sleep_budget(&self, deadline: Option<Instant>) -> Option<Duration> {
+        let now = Instant::now();
+        let until = match deadline {
+            Some(d) if now >= d => return None,
+            Some(d) => d.min(self.next),
+            None => self.next,
+        };
+        Some(
+            until
+                .saturating_duration_since(now)
+                .max(Duration::from_micros(20)),
+        )
+    }
+}

@@ -1,0 +1,107 @@
+//! L0: the only code that talks to the operating system.
+//!
+//! Everything above this module sees [`Errno`], plain integers and raw pointers; rustix and libc
+//! types stay inside. Linux is the supported backend; other targets fail to compile for now
+//! (a macOS backend on `os_sync_wait_on_address` can slot in beside `linux`).
+
+#[cfg(not(target_os = "linux"))]
+compile_error!("multiproc currently supports Linux only");
+
+mod futex;
+mod mem;
+mod proc;
+
+pub(crate) use futex::{futex_wait, futex_wake, futex_wake_all};
+pub(crate) use mem::{
+    Fd, Mapping, dup_raw_fd, fd_len, memfd_create, raw_fd, set_cloexec, shm_create_excl,
+    shm_open_existing, shm_unlink,
+};
+pub(crate) use proc::{
+    Liveness, ThreadId, current_pid, current_thread, probe_thread, random_u64,
+};
+
+use std::fmt;
+
+/// An operating-system error number, as returned by a failed system call.
+///
+/// `Errno` is `Copy` and cheap; [`Errno::raw`] gives the number and `Display` the system's message.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Errno(i32);
+
+impl Errno {
+    /// Interrupted system call.
+    pub const INTR: Self = Self(libc::EINTR);
+    /// Resource temporarily unavailable (also: the futex word did not hold the expected value).
+    pub const AGAIN: Self = Self(libc::EAGAIN);
+    /// Timer expired.
+    pub const TIMEDOUT: Self = Self(libc::ETIMEDOUT);
+    /// No such file or directory.
+    pub const NOENT: Self = Self(libc::ENOENT);
+    /// File exists.
+    pub const EXIST: Self = Self(libc::EEXIST);
+    /// Permission denied.
+    pub const ACCES: Self = Self(libc::EACCES);
+    /// Invalid argument.
+    pub const INVAL: Self = Self(libc::EINVAL);
+    /// No such process.
+    pub const SRCH: Self = Self(libc::ESRCH);
+    /// Function not implemented.
+    pub const NOSYS: Self = Self(libc::ENOSYS);
+    /// Name too long.
+    pub const NAMETOOLONG: Self = Self(libc::ENAMETOOLONG);
+
+    /// Wraps a raw error number.
+    pub const fn from_raw(raw: i32) -> Self {
+        Self(raw)
+    }
+
+    /// The raw error number.
+    pub const fn raw(self) -> i32 {
+        self.0
+    }
+
+    pub(crate) fn from_rustix(e: rustix::io::Errno) -> Self {
+        Self(e.raw_os_error())
+    }
+
+    fn io(self) -> std::io::Error {
+        std::io::Error::from_raw_os_error(self.0)
+    }
+}
+
+impl From<rustix::io::Errno> for Errno {
+    fn from(e: rustix::io::Errno) -> Self {
+        Self::from_rustix(e)
+    }
+}
+
+impl fmt::Debug for Errno {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Errno({}: {})", self.0, self.io())
+    }
+}
+
+impl fmt::Display for Errno {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // The io::Error message ends with " (os error N)"; that is what users grep for.
+        write!(f, "{}", self.io())
+    }
+}
+
+impl std::error::Error for Errno {}
+
+impl From<Errno> for std::io::Error {
+    fn from(e: Errno) -> Self {
+        e.io()
+    }
+}
+
+/// Runs `f` until it does not fail with `EINTR`.
+pub(crate) fn retry_on_intr<T>(mut f: impl FnMut() -> Result<T, Errno>) -> Result<T, Errno> {
+    loop {
+        match f() {
+            Err(Errno::INTR) => continue,
+            other => return other,
+        }
+    }
+}

@@ -1,0 +1,177 @@
+//! Who we are (thread id, start time) and whether another thread or process is still alive.
+//!
+//! A liveness probe must not be fooled by pid reuse, so identities are the pair (thread id,
+//! start time in clock ticks since boot), both read from `/proc`. A reused id has a later start
+//! time; a killed process that is not yet reaped is a zombie (`Z`) and counts as dead.
+//!
+//! # References
+//! - [proc_pid_stat(5)](https://man7.org/linux/man-pages/man5/proc_pid_stat.5.html)
+//! - [pthread_atfork(3)](https://man7.org/linux/man-pages/man3/pthread_atfork.3.html)
+#![allow(unsafe_code)]
+//! # Safety
+//! The only unsafe code registers a fork handler that increments an atomic, which is
+//! async-signal-safe and so allowed in a child of `fork`.
+
+use std::cell::Cell;
+use std::sync::Once;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use super::Errno;
+
+/// A thread's identity that pid reuse cannot fake: kernel thread id plus its start time.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct ThreadId {
+    /// Kernel thread id (equal to the pid for a process's main thread).
+    pub(crate) tid: u32,
+    /// Start time of that thread, clock ticks after boot (`/proc/<tid>/stat` field 22).
+    pub(crate) start: u64,
+}
+
+/// What a probe found out about a thread.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Liveness {
+    /// The thread exists and started at the expected time (or we cannot tell).
+    Alive,
+    /// No thread has that id, or it is a zombie: certainly dead.
+    Gone,
+    /// A thread has that id but another start time: the id was reused, or the start time we
+    /// were given is stale. Callers confirm with a second probe before acting.
+    Reused,
+}
+
+/// Incremented in every child right after `fork`, so per-thread caches know to refresh.
+static FORK_GENERATION: AtomicU32 = AtomicU32::new(0);
+static ATFORK: Once = Once::new();
+
+extern "C" fn after_fork_in_child() {
+    FORK_GENERATION.fetch_add(1, Ordering::Relaxed);
+}
+
+fn register_atfork() {
+    ATFORK.call_once(|| {
+        // SAFETY: the handler is a plain `extern "C" fn` with static lifetime that only touches an
+        // atomic; registering it has no other precondition.
+        let rc = unsafe { libc::pthread_atfork(None, None, Some(after_fork_in_child)) };
+        assert_eq!(rc, 0, "pthread_atfork failed");
+    });
+}
+
+thread_local! {
+    /// (fork generation + 1, identity); generation 0 means "not filled yet".
+    static ME: Cell<(u32, ThreadId)> = const { Cell::new((0, ThreadId { tid: 0, start: 0 })) };
+}
+
+/// The calling thread's identity, cached per thread and refreshed after `fork`.
+#[inline]
+pub(crate) fn current_thread() -> ThreadId {
+    let generation = FORK_GENERATION.load(Ordering::Relaxed).wrapping_add(1);
+    let (cached_gen, id) = ME.with(Cell::get);
+    if cached_gen == generation && generation != 0 {
+        return id;
+    }
+    current_thread_slow()
+}
+
+#[cold]
+fn current_thread_slow() -> ThreadId {
+    register_atfork();
+    let generation = FORK_GENERATION.load(Ordering::Relaxed).wrapping_add(1);
+    let tid = rustix::thread::gettid().as_raw_nonzero().get() as u32;
+    let start = read_stat(tid).map(|s| s.start).unwrap_or(0);
+    let id = ThreadId { tid, start };
+    ME.with(|c| c.set((generation, id)));
+    id
+}
+
+/// The calling process's id.
+pub(crate) fn current_pid() -> u32 {
+    rustix::process::getpid().as_raw_nonzero().get() as u32
+}
+
+struct Stat {
+    state: u8,
+    start: u64,
+}
+
+fn read_stat(tid: u32) -> Result<Stat, Errno> {
+    let path = format!("/proc/{tid}/stat");
+    let text = match std::fs::read(&path) {
+        Ok(t) => t,
+        Err(e) => return Err(Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO))),
+    };
+    parse_stat(&text).ok_or(Errno::INVAL)
+}
+
+/// Parses the state (field 3) and start time (field 22) out of a `/proc/<pid>/stat` line.
+/// The command name (field 2) may contain spaces and parentheses, so we split after the last `)`.
+fn parse_stat(text: &[u8]) -> Option<Stat> {
+    let close = text.iter().rposition(|&b| b == b')')?;
+    let rest = std::str::from_utf8(&text[close + 1..]).ok()?;
+    let mut fields = rest.split_ascii_whitespace();
+    let state = fields.next()?.bytes().next()?;
+    // Fields 4..=21 sit between state (3) and starttime (22).
+    let start = fields.nth(18)?.parse().ok()?;
+    Some(Stat { state, start })
+}
+
+/// Finds out whether the thread `who` still exists.
+///
+/// Errors other than "no such thread" (e.g. a `/proc` mounted with `hidepid`) report `Alive`:
+/// a probe may only ever declare a thread dead when it knows.
+pub(crate) fn probe_thread(who: ThreadId) -> Liveness {
+    if who.tid == 0 || who.tid > (1 << 22) {
+        // Not a thread id the kernel hands out (pid_max is at most 2^22): a scribbled word.
+        return Liveness::Gone;
+    }
+    match read_stat(who.tid) {
+        Ok(st) if st.state == b'Z' || st.state == b'X' || st.state == b'x' => Liveness::Gone,
+        Ok(st) if who.start != 0 && st.start != who.start => Liveness::Reused,
+        Ok(_) => Liveness::Alive,
+        Err(Errno::NOENT) | Err(Errno::SRCH) => Liveness::Gone,
+        Err(_) => Liveness::Alive,
+    }
+}
+
+/// 64 random bits from the kernel, for unguessable segment names.
+pub(crate) fn random_u64() -> u64 {
+    let mut buf = [0u8; 8];
+    let mut filled = 0;
+    while filled < buf.len() {
+        match rustix::rand::getrandom(&mut buf[filled..], rustix::rand::GetRandomFlags::empty()) {
+            Ok(n) => filled += n,
+            Err(e) if e == rustix::io::Errno::INTR => {}
+            Err(_) => {
+                // No getrandom: fall back to time and pid, still unique per process and call.
+                let t = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_nanos() as u64)
+                    .unwrap_or(0);
+                return t ^ (u64::from(current_pid()) << 32);
+            }
+        }
+    }
+    u64::from_ne_bytes(buf)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_stat_with_parens_in_name() {
+        let line = b"1234 (a (weird) name) S 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 987654 20";
+        let st = parse_stat(line).unwrap();
+        assert_eq!(st.state, b'S');
+        assert_eq!(st.start, 987654);
+    }
+
+    #[test]
+    fn me_is_alive_and_a_made_up_thread_is_not() {
+        let me = current_thread();
+        assert_ne!(me.start, 0);
+        assert_eq!(probe_thread(me), Liveness::Alive);
+        let older = ThreadId { start: me.start + 1, ..me };
+        assert_eq!(probe_thread(older), Liveness::Reused);
+        assert_eq!(probe_thread(ThreadId { tid: 0, start: 0 }), Liveness::Gone);
+    }
+}

@@ -1,0 +1,727 @@
+//! L3: `Value<T>`, `Array<T>` (with a lock) and `RawValue<T>`, `RawArray<T>` (without).
+#![allow(unsafe_code)]
+//! # Safety
+//! The payload is a 64-byte `CellsState` followed by `len` elements of `T`. `from_segment`
+//! checks the element size and alignment recorded by the creator against `T` and the payload
+//! length against `len`, caching `len` locally, so `data.add(i)` for `i < len` stays inside the
+//! mapping, which lives as long as the object.
+//!
+//! `T: ShmSafe` (zerocopy's `FromBytes + IntoBytes`) means every bit pattern is a valid `T` and a
+//! `T` has no padding, so copying bytes in either direction never produces an invalid value or
+//! reads uninitialised memory. Copies go through atomic loads and stores of the widest unit the
+//! alignment allows, so a racing writer (allowed for the `Raw*` types, which have no lock) makes
+//! the result a mix of old and new bytes, never undefined behaviour.
+//!
+//! References (`&T`, `&[T]`, `&mut T`) into the segment are handed out only when they are sound:
+//! - through a lock guard, because every access to a `Value`/`Array`'s elements in every
+//!   process goes through the same lock (the segment's type tag keeps `Raw*` handles away);
+//! - for `T: ShmAtomic`, whose every access is itself atomic.
+
+use std::fmt;
+use std::marker::PhantomData;
+use std::mem::MaybeUninit;
+use std::ops::{Deref, DerefMut};
+use std::ptr::NonNull;
+use std::sync::atomic::{self, AtomicU8, AtomicU32, AtomicU64, Ordering};
+use std::time::Duration;
+
+use zerocopy::{FromBytes, IntoBytes};
+
+use crate::error::OpenError;
+use crate::segment::{Segment, kind};
+use crate::sync::lock::{
+    LockResult, NotSend, RecoverableGuard, TryLockResult, lock_result, private, try_lock_result,
+};
+use crate::sync::object::{Builder, expect_payload, sealed};
+use crate::sync::raw_lock::RawLock;
+use crate::sync::wait::deadline_after;
+
+/// Plain data that can live in shared memory: every bit pattern valid, no padding, no pointers.
+///
+/// Implemented for every type that implements zerocopy's [`FromBytes`] and [`IntoBytes`]: the
+/// integers and floats, arrays of them, the `core::sync::atomic` integers, and your own
+/// `#[repr(C)]` structs with `#[derive(FromBytes, IntoBytes, KnownLayout, Immutable)]`.
+/// Do not put file descriptors or addresses in them: they mean nothing in another process.
+pub trait ShmSafe: FromBytes + IntoBytes + Sized {}
+impl<T: FromBytes + IntoBytes> ShmSafe for T {}
+
+/// Types whose every access through `&T` is atomic, so a shared reference into memory that other
+/// processes write is sound: the `core::sync::atomic` integers and arrays of them.
+///
+/// [`RawValue<T>`] and [`RawArray<T>`] deref to `&T` / `&[T]` for these, so
+/// `counter.fetch_add(1, Relaxed)` works directly, with no lock.
+///
+/// # Safety
+/// - All of the type's state is in atomics (no plain fields), and it is [`ShmSafe`].
+pub unsafe trait ShmAtomic: ShmSafe + Sync {}
+
+macro_rules! shm_atomic {
+    ($($t:ty),*) => { $(
+        // SAFETY: a core atomic integer: every access through &Self is atomic.
+        unsafe impl ShmAtomic for $t {}
+    )* };
+}
+shm_atomic!(
+    atomic::AtomicU8,
+    atomic::AtomicU16,
+    atomic::AtomicU32,
+    atomic::AtomicU64,
+    atomic::AtomicI8,
+    atomic::AtomicI16,
+    atomic::AtomicI32,
+    atomic::AtomicI64,
+    atomic::AtomicUsize,
+    atomic::AtomicIsize
+);
+// SAFETY: an array of ShmAtomic elements is accessed element-wise, each access atomic.
+unsafe impl<T: ShmAtomic, const N: usize> ShmAtomic for [T; N] {}
+
+/// Copies a `T` out of shared memory with atomic loads.
+///
+/// # Safety
+/// - `src` is valid for reads of `size_of::<T>()` bytes and aligned for `T`.
+unsafe fn atomic_load<T: ShmSafe>(src: NonNull<T>) -> T {
+    let mut out = MaybeUninit::<T>::uninit();
+    let dst = out.as_mut_ptr().cast::<u8>();
+    let size = size_of::<T>();
+    let s = src.as_ptr().cast::<u8>();
+    if align_of::<T>() >= 8 && size % 8 == 0 {
+        for i in (0..size).step_by(8) {
+            // SAFETY: in bounds and 8-aligned (T's alignment); atomics may alias racing writers.
+            let v = unsafe { AtomicU64::from_ptr(s.add(i).cast()) }.load(Ordering::Relaxed);
+            // SAFETY: `out` has room for size bytes; unaligned write is fine.
+            unsafe { dst.add(i).cast::<u64>().write_unaligned(v) };
+        }
+    } else if align_of::<T>() >= 4 && size % 4 == 0 {
+        for i in (0..size).step_by(4) {
+            // SAFETY: in bounds and 4-aligned, as above.
+            let v = unsafe { AtomicU32::from_ptr(s.add(i).cast()) }.load(Ordering::Relaxed);
+            // SAFETY: in bounds of `out`.
+            unsafe { dst.add(i).cast::<u32>().write_unaligned(v) };
+        }
+    } else {
+        for i in 0..size {
+            // SAFETY: in bounds; any byte address is aligned for AtomicU8.
+            let v = unsafe { AtomicU8::from_ptr(s.add(i)) }.load(Ordering::Relaxed);
+            // SAFETY: in bounds of `out`.
+            unsafe { dst.add(i).write(v) };
+        }
+    }
+    atomic::fence(Ordering::Acquire);
+    // SAFETY: every byte of `out` was written, and T: FromBytes accepts any bit pattern.
+    unsafe { out.assume_init() }
+}
+
+/// Copies `value` into shared memory with atomic stores.
+///
+/// # Safety
+/// - `dst` is valid for writes of `size_of::<T>()` bytes and aligned for `T`.
+unsafe fn atomic_store<T: ShmSafe>(dst: NonNull<T>, value: &T) {
+    let src = bytes_of(value);
+    let d = dst.as_ptr().cast::<u8>();
+    atomic::fence(Ordering::Release);
+    if align_of::<T>() >= 8 && src.len() % 8 == 0 {
+        for (i, chunk) in src.chunks_exact(8).enumerate() {
+            let v = u64::from_ne_bytes(chunk.try_into().expect("8 bytes"));
+            // SAFETY: in bounds and 8-aligned (T's alignment).
+            unsafe { AtomicU64::from_ptr(d.add(i * 8).cast()) }.store(v, Ordering::Relaxed);
+        }
+    } else if align_of::<T>() >= 4 && src.len() % 4 == 0 {
+        for (i, chunk) in src.chunks_exact(4).enumerate() {
+            let v = u32::from_ne_bytes(chunk.try_into().expect("4 bytes"));
+            // SAFETY: in bounds and 4-aligned.
+            unsafe { AtomicU32::from_ptr(d.add(i * 4).cast()) }.store(v, Ordering::Relaxed);
+        }
+    } else {
+        for (i, b) in src.iter().enumerate() {
+            // SAFETY: in bounds.
+            unsafe { AtomicU8::from_ptr(d.add(i)) }.store(*b, Ordering::Relaxed);
+        }
+    }
+}
+
+/// The bytes of a value in local memory. zerocopy's `as_bytes` also wants `Immutable`, which
+/// atomics are not; we only read `value` while we hold the sole reference to it.
+fn bytes_of<T: ShmSafe>(value: &T) -> Vec<u8> {
+    let mut out = vec![0u8; size_of::<T>()];
+    // SAFETY: `value` is a live T in this thread's memory; T: IntoBytes has no padding, so every
+    // byte is initialised; `out` has exactly size_of::<T>() bytes; the two do not overlap.
+    unsafe {
+        std::ptr::copy_nonoverlapping((value as *const T).cast::<u8>(), out.as_mut_ptr(), out.len())
+    };
+    out
+}
+
+/// The 64-byte state in front of the elements.
+#[repr(C)]
+#[derive(Debug, Default)]
+struct CellsState {
+    lock: RawLock,
+    elem_size: AtomicU32,
+    elem_align: AtomicU32,
+    len: AtomicU64,
+    _reserved: [AtomicU64; 4],
+}
+const STATE_LEN: usize = 64;
+const _: () = assert!(size_of::<CellsState>() == STATE_LEN);
+
+/// Creation parameters: the element count and, optionally, the initial bytes.
+#[derive(Clone, Debug, Default)]
+pub struct CellsConfig {
+    len: usize,
+    init: Option<Vec<u8>>,
+}
+
+/// The segment and validated geometry shared by the four types.
+struct Cells<T> {
+    seg: Segment,
+    state: NonNull<CellsState>,
+    data: NonNull<T>,
+    len: usize,
+}
+
+// SAFETY: elements are only reached via atomic copies, lock guards or ShmAtomic refs (module
+// note); T: Send makes moving values between threads fine.
+unsafe impl<T: Send> Send for Cells<T> {}
+// SAFETY: as above; `&Cells` gives no unsynchronised access to T.
+unsafe impl<T: Send> Sync for Cells<T> {}
+
+impl<T: ShmSafe> Cells<T> {
+    fn payload_len(len: usize) -> usize {
+        const { assert!(align_of::<T>() <= 64, "element alignment above 64 is not supported") };
+        len.checked_mul(size_of::<T>())
+            .and_then(|n| n.checked_add(STATE_LEN))
+            .expect("array too large")
+    }
+
+    fn init(payload: NonNull<u8>, config: &CellsConfig) {
+        // SAFETY: the zeroed payload starts with a CellsState (payload_len >= STATE_LEN).
+        let st = unsafe { payload.cast::<CellsState>().as_ref() };
+        st.elem_size.store(size_of::<T>() as u32, Ordering::Relaxed);
+        st.elem_align.store(align_of::<T>() as u32, Ordering::Relaxed);
+        st.len.store(config.len as u64, Ordering::Relaxed);
+        if let Some(bytes) = &config.init {
+            let n = bytes.len().min(config.len * size_of::<T>());
+            // SAFETY: the payload has len * size_of::<T>() bytes after STATE_LEN, n is at most
+            // that, and nobody else can see a segment being created.
+            unsafe {
+                std::ptr::copy_nonoverlapping(bytes.as_ptr(), payload.as_ptr().add(STATE_LEN), n)
+            };
+        }
+    }
+
+    fn open(seg: Segment, single: bool) -> Result<Self, OpenError> {
+        if seg.payload_len() < STATE_LEN {
+            return Err(OpenError::Truncated {
+                found: seg.payload_len() as u64,
+                expected: STATE_LEN as u64,
+            });
+        }
+        let state = seg.payload().cast::<CellsState>();
+        // SAFETY: the payload holds a CellsState (checked above), all atomics.
+        let st = unsafe { state.as_ref() };
+        if st.elem_size.load(Ordering::Relaxed) as usize != size_of::<T>()
+            || st.elem_align.load(Ordering::Relaxed) as usize != align_of::<T>()
+        {
+            return Err(OpenError::Corrupted(
+                "element size or alignment differs from the type opened",
+            ));
+        }
+        let len = usize::try_from(st.len.load(Ordering::Relaxed))
+            .map_err(|_| OpenError::Corrupted("length"))?;
+        if single && len != 1 {
+            return Err(OpenError::Corrupted("a value segment must hold one element"));
+        }
+        let needed = len
+            .checked_mul(size_of::<T>())
+            .and_then(|n| n.checked_add(STATE_LEN))
+            .ok_or(OpenError::Corrupted("length"))?;
+        expect_payload(&seg, needed)?;
+        // SAFETY: STATE_LEN is within the payload (checked) and 64-aligned, enough for T.
+        let data = unsafe { seg.payload().add(STATE_LEN) }.cast::<T>();
+        Ok(Self {
+            seg,
+            state,
+            data,
+            len,
+        })
+    }
+
+    fn lock(&self) -> &RawLock {
+        // SAFETY: validated in `open`; the segment lives as long as self.
+        &unsafe { self.state.as_ref() }.lock
+    }
+
+    fn ptr(&self, i: usize) -> NonNull<T> {
+        assert!(i < self.len, "index {i} out of range for length {}", self.len);
+        // SAFETY: i < len and the payload holds len elements (module note).
+        unsafe { self.data.add(i) }
+    }
+
+    fn load(&self, i: usize) -> T {
+        // SAFETY: `ptr` checked the index; the element is aligned and in bounds.
+        unsafe { atomic_load(self.ptr(i)) }
+    }
+
+    fn store(&self, i: usize, v: &T) {
+        // SAFETY: as in `load`.
+        unsafe { atomic_store(self.ptr(i), v) }
+    }
+
+    fn atomics(&self) -> &[T]
+    where
+        T: ShmAtomic,
+    {
+        // SAFETY: len elements in bounds (module note); T: ShmAtomic makes &[T] sound with
+        // concurrent writers.
+        unsafe { std::slice::from_raw_parts(self.data.as_ptr(), self.len) }
+    }
+}
+
+impl<T> fmt::Debug for Cells<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Cells").field("len", &self.len).finish_non_exhaustive()
+    }
+}
+
+macro_rules! cells_object {
+    ($ty:ident, $kind:expr, $single:expr) => {
+        impl<T: ShmSafe + Send> sealed::Object for $ty<T> {
+            type Config = CellsConfig;
+            const KIND: u32 = $kind;
+
+            fn payload_len(config: &CellsConfig) -> usize {
+                Cells::<T>::payload_len(config.len)
+            }
+
+            fn init(payload: NonNull<u8>, config: &CellsConfig) {
+                Cells::<T>::init(payload, config)
+            }
+
+            fn from_segment(seg: Segment) -> Result<Self, OpenError> {
+                Ok(Self {
+                    cells: Cells::open(seg, $single)?,
+                })
+            }
+
+            fn segment(&self) -> &Segment {
+                &self.cells.seg
+            }
+        }
+
+        impl<T: ShmSafe + Send> $ty<T> {
+            /// Opens the existing object named `name`.
+            ///
+            /// # Errors
+            /// As [`Builder::open`]; [`OpenError::Corrupted`] if the element type's size or
+            /// alignment differs from the creator's.
+            pub fn open(name: &str) -> Result<Self, OpenError> {
+                Self::builder().name(name).open()
+            }
+        }
+    };
+}
+
+macro_rules! value_common {
+    ($ty:ident) => {
+        impl<T: ShmSafe + Send> $ty<T> {
+            /// Creates the object holding `value`, in a new memfd segment.
+            ///
+            /// # Errors
+            /// The system error if the segment cannot be created.
+            pub fn new(value: T) -> Result<Self, OpenError> {
+                Self::builder().value(value).create()
+            }
+
+            /// A builder; the initial value is all zeros unless set.
+            pub fn builder() -> Builder<Self> {
+                Builder::with_config(CellsConfig {
+                    len: 1,
+                    init: None,
+                })
+            }
+        }
+
+        impl<T: ShmSafe + Send> Builder<$ty<T>> {
+            /// The initial value.
+            pub fn value(mut self, value: T) -> Self {
+                self.config.init = Some(bytes_of(&value));
+                self
+            }
+        }
+    };
+}
+
+macro_rules! array_common {
+    ($ty:ident) => {
+        impl<T: ShmSafe + Send> $ty<T> {
+            /// Creates an array of `len` zeroed elements in a new memfd segment.
+            ///
+            /// # Errors
+            /// The system error if the segment cannot be created.
+            pub fn zeroed(len: usize) -> Result<Self, OpenError> {
+                Self::builder().len(len).create()
+            }
+
+            /// Creates an array holding a copy of `values`.
+            ///
+            /// # Errors
+            /// The system error if the segment cannot be created.
+            pub fn from_slice(values: &[T]) -> Result<Self, OpenError>
+            where
+                T: zerocopy::Immutable,
+            {
+                Self::builder().values(values).create()
+            }
+
+            /// A builder; set [`len`](Builder::len) or [`values`](Builder::values).
+            pub fn builder() -> Builder<Self> {
+                Builder::with_config(CellsConfig::default())
+            }
+
+            /// Number of elements.
+            pub fn len(&self) -> usize {
+                self.cells.len
+            }
+
+            /// Whether the array has no elements.
+            pub fn is_empty(&self) -> bool {
+                self.cells.len == 0
+            }
+        }
+
+        impl<T: ShmSafe + Send> Builder<$ty<T>> {
+            /// Number of elements (zero-initialised unless [`values`](Self::values) is set).
+            pub fn len(mut self, len: usize) -> Self {
+                self.config.len = len;
+                self
+            }
+
+            /// Initial elements; also sets the length.
+            pub fn values(mut self, values: &[T]) -> Self
+            where
+                T: zerocopy::Immutable,
+            {
+                self.config.len = values.len();
+                self.config.init = Some(values.as_bytes().to_vec());
+                self
+            }
+        }
+    };
+}
+
+/// A value of plain data `T` in shared memory with a lock, like Python's
+/// `multiprocessing.Value(typecode, v, lock=True)`.
+///
+/// [`get`](Self::get) and [`set`](Self::set) take the lock for the copy; [`lock`](Self::lock)
+/// (Python's `get_lock()`) returns a guard that derefs to `T` for read-modify-write.
+///
+/// # Examples
+/// ```
+/// # fn main() -> Result<(), multiproc::OpenError> {
+/// let counter = multiproc::Value::new(0u64)?;
+/// *counter.lock().unwrap() += 1;
+/// counter.set(counter.get() + 1);
+/// assert_eq!(counter.get(), 2);
+/// # Ok(()) }
+/// ```
+#[derive(Debug)]
+pub struct Value<T> {
+    cells: Cells<T>,
+}
+
+cells_object!(Value, kind::VALUE, true);
+value_common!(Value);
+
+impl<T: ShmSafe + Send> Value<T> {
+    /// A copy of the value (taken under the lock).
+    ///
+    /// A holder that died mid-update is ignored here: the copy may show its partial write. Use
+    /// [`lock`](Self::lock) to see and handle that case.
+    pub fn get(&self) -> T {
+        let _g = self.cells.lock().acquire(None);
+        let v = self.cells.load(0);
+        // SAFETY: acquired just above.
+        unsafe { self.cells.lock().release() };
+        v
+    }
+
+    /// Replaces the value (under the lock; see [`get`](Self::get) on dead holders).
+    pub fn set(&self, value: T) {
+        let _g = self.cells.lock().acquire(None);
+        self.cells.store(0, &value);
+        // SAFETY: acquired just above.
+        unsafe { self.cells.lock().release() };
+    }
+
+    /// Locks the value (Python's `get_lock()`), waiting as long as it takes.
+    #[doc(alias = "get_lock")]
+    pub fn lock(&self) -> LockResult<ValueGuard<'_, T>> {
+        let how = self.cells.lock().acquire(None).expect("no deadline");
+        lock_result(how, self.guard())
+    }
+
+    /// Locks the value if it is free.
+    pub fn try_lock(&self) -> TryLockResult<ValueGuard<'_, T>> {
+        try_lock_result(self.cells.lock().try_acquire(), || self.guard())
+    }
+
+    /// Locks the value, waiting at most `timeout`.
+    pub fn try_lock_for(&self, timeout: Duration) -> TryLockResult<ValueGuard<'_, T>> {
+        try_lock_result(self.cells.lock().acquire(deadline_after(timeout)), || {
+            self.guard()
+        })
+    }
+
+    fn guard(&self) -> ValueGuard<'_, T> {
+        ValueGuard {
+            lock: self.cells.lock(),
+            data: self.cells.data,
+            _marker: PhantomData,
+        }
+    }
+
+    /// The value itself, without the lock, for atomics.
+    pub fn as_atomic(&self) -> &T
+    where
+        T: ShmAtomic,
+    {
+        &self.cells.atomics()[0]
+    }
+}
+
+/// Exclusive access to a [`Value`]'s data; unlocks when dropped.
+#[must_use = "dropping the guard unlocks at once"]
+pub struct ValueGuard<'a, T> {
+    lock: &'a RawLock,
+    data: NonNull<T>,
+    _marker: PhantomData<(&'a mut T, NotSend)>,
+}
+
+impl<T> Deref for ValueGuard<'_, T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        // SAFETY: we hold the lock that every access to this element goes through (module note).
+        unsafe { self.data.as_ref() }
+    }
+}
+
+impl<T> DerefMut for ValueGuard<'_, T> {
+    fn deref_mut(&mut self) -> &mut T {
+        // SAFETY: as in deref, and `&mut self` makes this the only reference in this process.
+        unsafe { self.data.as_mut() }
+    }
+}
+
+impl<T> Drop for ValueGuard<'_, T> {
+    fn drop(&mut self) {
+        // SAFETY: the guard exists only while the lock is held.
+        unsafe { self.lock.release() }
+    }
+}
+
+impl<T> private::Sealed for ValueGuard<'_, T> {}
+impl<T> RecoverableGuard for ValueGuard<'_, T> {
+    fn mark_consistent(&self) {
+        self.lock.mark_consistent();
+    }
+}
+
+/// A value of plain data `T` in shared memory without a lock, like Python's `RawValue`.
+///
+/// For atomics (`T: ShmAtomic`) it derefs to `&T`:
+/// ```
+/// # fn main() -> Result<(), multiproc::OpenError> {
+/// use std::sync::atomic::{AtomicU64, Ordering};
+/// let hits = multiproc::RawValue::new(AtomicU64::new(0))?;
+/// hits.fetch_add(1, Ordering::Relaxed);
+/// assert_eq!(hits.load(Ordering::Relaxed), 1);
+/// # Ok(()) }
+/// ```
+/// For other types, [`get`](Self::get) and [`set`](Self::set) copy with relaxed atomic loads and
+/// stores: a racing `set` in another process can make `get` return a mix of old and new bytes.
+#[derive(Debug)]
+pub struct RawValue<T> {
+    cells: Cells<T>,
+}
+
+cells_object!(RawValue, kind::RAW_VALUE, true);
+value_common!(RawValue);
+
+impl<T: ShmSafe + Send> RawValue<T> {
+    /// A copy of the value (not synchronised with writers; see the type docs).
+    pub fn get(&self) -> T {
+        self.cells.load(0)
+    }
+
+    /// Replaces the value (not synchronised with other writers).
+    pub fn set(&self, value: T) {
+        self.cells.store(0, &value)
+    }
+}
+
+impl<T: ShmAtomic + Send> Deref for RawValue<T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        &self.cells.atomics()[0]
+    }
+}
+
+/// A fixed-length array of plain data in shared memory with one lock, like Python's
+/// `multiprocessing.Array(typecode, n, lock=True)`.
+///
+/// # Examples
+/// ```
+/// # fn main() -> Result<(), multiproc::OpenError> {
+/// let arr = multiproc::Array::<u32>::zeroed(4)?;
+/// arr.set(2, 7);
+/// arr.lock().unwrap()[3] = 9;
+/// assert_eq!(arr.to_vec(), [0, 0, 7, 9]);
+/// # Ok(()) }
+/// ```
+#[derive(Debug)]
+pub struct Array<T> {
+    cells: Cells<T>,
+}
+
+cells_object!(Array, kind::ARRAY, false);
+array_common!(Array);
+
+impl<T: ShmSafe + Send> Array<T> {
+    /// A copy of element `i` (under the lock), or `None` if out of range.
+    pub fn get(&self, i: usize) -> Option<T> {
+        if i >= self.cells.len {
+            return None;
+        }
+        let _ = self.cells.lock().acquire(None);
+        let v = self.cells.load(i);
+        // SAFETY: acquired just above.
+        unsafe { self.cells.lock().release() };
+        Some(v)
+    }
+
+    /// Sets element `i` (under the lock).
+    ///
+    /// # Panics
+    /// If `i >= len()`.
+    pub fn set(&self, i: usize, value: T) {
+        assert!(i < self.cells.len, "index {i} out of range for length {}", self.cells.len);
+        let _ = self.cells.lock().acquire(None);
+        self.cells.store(i, &value);
+        // SAFETY: acquired just above.
+        unsafe { self.cells.lock().release() };
+    }
+
+    /// A copy of all elements (under the lock).
+    pub fn to_vec(&self) -> Vec<T> {
+        let _ = self.cells.lock().acquire(None);
+        let v = (0..self.cells.len).map(|i| self.cells.load(i)).collect();
+        // SAFETY: acquired just above.
+        unsafe { self.cells.lock().release() };
+        v
+    }
+
+    /// Locks the array (Python's `get_lock()`); the guard derefs to `[T]`.
+    #[doc(alias = "get_lock")]
+    pub fn lock(&self) -> LockResult<ArrayGuard<'_, T>> {
+        let how = self.cells.lock().acquire(None).expect("no deadline");
+        lock_result(how, self.guard())
+    }
+
+    /// Locks the array if it is free.
+    pub fn try_lock(&self) -> TryLockResult<ArrayGuard<'_, T>> {
+        try_lock_result(self.cells.lock().try_acquire(), || self.guard())
+    }
+
+    /// Locks the array, waiting at most `timeout`.
+    pub fn try_lock_for(&self, timeout: Duration) -> TryLockResult<ArrayGuard<'_, T>> {
+        try_lock_result(self.cells.lock().acquire(deadline_after(timeout)), || {
+            self.guard()
+        })
+    }
+
+    fn guard(&self) -> ArrayGuard<'_, T> {
+        ArrayGuard {
+            lock: self.cells.lock(),
+            data: self.cells.data,
+            len: self.cells.len,
+            _marker: PhantomData,
+        }
+    }
+}
+
+/// Exclusive access to an [`Array`]'s elements; unlocks when dropped.
+#[must_use = "dropping the guard unlocks at once"]
+pub struct ArrayGuard<'a, T> {
+    lock: &'a RawLock,
+    data: NonNull<T>,
+    len: usize,
+    _marker: PhantomData<(&'a mut [T], NotSend)>,
+}
+
+impl<T> Deref for ArrayGuard<'_, T> {
+    type Target = [T];
+    fn deref(&self) -> &[T] {
+        // SAFETY: len elements in bounds; we hold the lock every access goes through.
+        unsafe { std::slice::from_raw_parts(self.data.as_ptr(), self.len) }
+    }
+}
+
+impl<T> DerefMut for ArrayGuard<'_, T> {
+    fn deref_mut(&mut self) -> &mut [T] {
+        // SAFETY: as in deref, and `&mut self` makes this the only reference in this process.
+        unsafe { std::slice::from_raw_parts_mut(self.data.as_ptr(), self.len) }
+    }
+}
+
+impl<T> Drop for ArrayGuard<'_, T> {
+    fn drop(&mut self) {
+        // SAFETY: the guard exists only while the lock is held.
+        unsafe { self.lock.release() }
+    }
+}
+
+impl<T> private::Sealed for ArrayGuard<'_, T> {}
+impl<T> RecoverableGuard for ArrayGuard<'_, T> {
+    fn mark_consistent(&self) {
+        self.lock.mark_consistent();
+    }
+}
+
+/// A fixed-length array of plain data in shared memory without a lock, like Python's
+/// `RawArray`. Derefs to `&[T]` for atomics; otherwise element copies are unsynchronised, as
+/// for [`RawValue`].
+#[derive(Debug)]
+pub struct RawArray<T> {
+    cells: Cells<T>,
+}
+
+cells_object!(RawArray, kind::RAW_ARRAY, false);
+array_common!(RawArray);
+
+impl<T: ShmSafe + Send> RawArray<T> {
+    /// A copy of element `i`, or `None` if out of range.
+    pub fn get(&self, i: usize) -> Option<T> {
+        (i < self.cells.len).then(|| self.cells.load(i))
+    }
+
+    /// Sets element `i`.
+    ///
+    /// # Panics
+    /// If `i >= len()`.
+    pub fn set(&self, i: usize, value: T) {
+        self.cells.store(i, &value)
+    }
+
+    /// A copy of all elements.
+    pub fn to_vec(&self) -> Vec<T> {
+        (0..self.cells.len).map(|i| self.cells.load(i)).collect()
+    }
+}
+
+impl<T: ShmAtomic + Send> Deref for RawArray<T> {
+    type Target = [T];
+    fn deref(&self) -> &[T] {
+        self.cells.atomics()
+    }
+}
