@@ -168,10 +168,9 @@ impl SharedMemory {
     /// [`OutOfBounds`] if the range does not fit; nothing is copied then.
     pub fn read(&self, offset: usize, buf: &mut [u8]) -> Result<(), OutOfBounds> {
         self.check(offset, buf.len())?;
+        let src = self.as_ptr().wrapping_add(offset);
         // SAFETY: offset + len is within the mapping (checked); `buf` is a distinct local buffer.
-        unsafe {
-            std::ptr::copy_nonoverlapping(self.as_ptr().add(offset), buf.as_mut_ptr(), buf.len())
-        };
+        unsafe { std::ptr::copy_nonoverlapping(src, buf.as_mut_ptr(), buf.len()) };
         Ok(())
     }
 
@@ -181,12 +180,11 @@ impl SharedMemory {
     /// [`OutOfBounds`] if the range does not fit; nothing is copied then.
     pub fn write(&self, offset: usize, data: &[u8]) -> Result<(), OutOfBounds> {
         self.check(offset, data.len())?;
-        // SAFETY: offset + len is within the mapping (checked); `data` is not in the mapping's
-        // range unless the caller made it so through `as_ptr`, which copy tolerates for reads
-        // of distinct bytes only, hence the bounds of the mapping being ours alone.
-        unsafe {
-            std::ptr::copy_nonoverlapping(data.as_ptr(), self.as_ptr().add(offset), data.len())
-        };
+        let dst = self.as_ptr().wrapping_add(offset);
+        // SAFETY: offset + len is within the mapping (checked). `data` is a `&[u8]`, so it cannot
+        // point into the mapping (we never hand out references to it), and the ranges are
+        // disjoint.
+        unsafe { std::ptr::copy_nonoverlapping(data.as_ptr(), dst, data.len()) };
         Ok(())
     }
 

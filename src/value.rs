@@ -76,6 +76,71 @@ shm_atomic!(
 // SAFETY: an array of ShmAtomic elements is accessed element-wise, each access atomic.
 unsafe impl<T: ShmAtomic, const N: usize> ShmAtomic for [T; N] {}
 
+/// The widest atomic unit (8, 4 or 1 bytes) that divides `T`'s size and alignment.
+const fn unit_of<T>() -> usize {
+    if align_of::<T>() >= 8 && size_of::<T>() % 8 == 0 {
+        8
+    } else if align_of::<T>() >= 4 && size_of::<T>() % 4 == 0 {
+        4
+    } else {
+        1
+    }
+}
+
+/// Loads `unit` bytes at `src` atomically into `dst`.
+///
+/// # Safety
+/// - `src` is valid for `unit` bytes and aligned to `unit`; `dst` is valid for `unit` bytes.
+unsafe fn load_unit(src: *const u8, dst: *mut u8, unit: usize) {
+    match unit {
+        8 => {
+            // SAFETY: valid and 8-aligned (contract); an atomic may alias racing writers.
+            let v = unsafe { AtomicU64::from_ptr(src.cast_mut().cast()) }.load(Ordering::Relaxed);
+            // SAFETY: `dst` is valid for 8 bytes (contract); unaligned write.
+            unsafe { dst.cast::<u64>().write_unaligned(v) };
+        }
+        4 => {
+            // SAFETY: valid and 4-aligned (contract).
+            let v = unsafe { AtomicU32::from_ptr(src.cast_mut().cast()) }.load(Ordering::Relaxed);
+            // SAFETY: `dst` is valid for 4 bytes (contract).
+            unsafe { dst.cast::<u32>().write_unaligned(v) };
+        }
+        _ => {
+            // SAFETY: valid for 1 byte (contract); any address is aligned for AtomicU8.
+            let v = unsafe { AtomicU8::from_ptr(src.cast_mut()) }.load(Ordering::Relaxed);
+            // SAFETY: `dst` is valid for 1 byte (contract).
+            unsafe { dst.write(v) };
+        }
+    }
+}
+
+/// Stores `unit` bytes from `src` atomically at `dst`.
+///
+/// # Safety
+/// - `dst` is valid for `unit` bytes and aligned to `unit`; `src` is valid for `unit` bytes.
+unsafe fn store_unit(src: *const u8, dst: *mut u8, unit: usize) {
+    match unit {
+        8 => {
+            // SAFETY: `src` is valid for 8 bytes (contract).
+            let v = unsafe { src.cast::<u64>().read_unaligned() };
+            // SAFETY: valid and 8-aligned (contract).
+            unsafe { AtomicU64::from_ptr(dst.cast()) }.store(v, Ordering::Relaxed);
+        }
+        4 => {
+            // SAFETY: `src` is valid for 4 bytes (contract).
+            let v = unsafe { src.cast::<u32>().read_unaligned() };
+            // SAFETY: valid and 4-aligned (contract).
+            unsafe { AtomicU32::from_ptr(dst.cast()) }.store(v, Ordering::Relaxed);
+        }
+        _ => {
+            // SAFETY: `src` is valid for 1 byte (contract).
+            let v = unsafe { src.read() };
+            // SAFETY: valid for 1 byte (contract).
+            unsafe { AtomicU8::from_ptr(dst) }.store(v, Ordering::Relaxed);
+        }
+    }
+}
+
 /// Copies a `T` out of shared memory with atomic loads.
 ///
 /// # Safety
@@ -83,29 +148,12 @@ unsafe impl<T: ShmAtomic, const N: usize> ShmAtomic for [T; N] {}
 unsafe fn atomic_load<T: ShmSafe>(src: NonNull<T>) -> T {
     let mut out = MaybeUninit::<T>::uninit();
     let dst = out.as_mut_ptr().cast::<u8>();
-    let size = size_of::<T>();
     let s = src.as_ptr().cast::<u8>();
-    if align_of::<T>() >= 8 && size % 8 == 0 {
-        for i in (0..size).step_by(8) {
-            // SAFETY: in bounds and 8-aligned (T's alignment); atomics may alias racing writers.
-            let v = unsafe { AtomicU64::from_ptr(s.add(i).cast()) }.load(Ordering::Relaxed);
-            // SAFETY: `out` has room for size bytes; unaligned write is fine.
-            unsafe { dst.add(i).cast::<u64>().write_unaligned(v) };
-        }
-    } else if align_of::<T>() >= 4 && size % 4 == 0 {
-        for i in (0..size).step_by(4) {
-            // SAFETY: in bounds and 4-aligned, as above.
-            let v = unsafe { AtomicU32::from_ptr(s.add(i).cast()) }.load(Ordering::Relaxed);
-            // SAFETY: in bounds of `out`.
-            unsafe { dst.add(i).cast::<u32>().write_unaligned(v) };
-        }
-    } else {
-        for i in 0..size {
-            // SAFETY: in bounds; any byte address is aligned for AtomicU8.
-            let v = unsafe { AtomicU8::from_ptr(s.add(i)) }.load(Ordering::Relaxed);
-            // SAFETY: in bounds of `out`.
-            unsafe { dst.add(i).write(v) };
-        }
+    let unit = unit_of::<T>();
+    for i in (0..size_of::<T>()).step_by(unit) {
+        // SAFETY: i + unit <= size_of::<T>(), so both ranges are in bounds; `s + i` is aligned to
+        // `unit` because `unit` divides T's alignment and size.
+        unsafe { load_unit(s.wrapping_add(i), dst.wrapping_add(i), unit) };
     }
     atomic::fence(Ordering::Acquire);
     // SAFETY: every byte of `out` was written, and T: FromBytes accepts any bit pattern.
@@ -119,24 +167,11 @@ unsafe fn atomic_load<T: ShmSafe>(src: NonNull<T>) -> T {
 unsafe fn atomic_store<T: ShmSafe>(dst: NonNull<T>, value: &T) {
     let src = bytes_of(value);
     let d = dst.as_ptr().cast::<u8>();
+    let unit = unit_of::<T>();
     atomic::fence(Ordering::Release);
-    if align_of::<T>() >= 8 && src.len() % 8 == 0 {
-        for (i, chunk) in src.chunks_exact(8).enumerate() {
-            let v = u64::from_ne_bytes(chunk.try_into().expect("8 bytes"));
-            // SAFETY: in bounds and 8-aligned (T's alignment).
-            unsafe { AtomicU64::from_ptr(d.add(i * 8).cast()) }.store(v, Ordering::Relaxed);
-        }
-    } else if align_of::<T>() >= 4 && src.len() % 4 == 0 {
-        for (i, chunk) in src.chunks_exact(4).enumerate() {
-            let v = u32::from_ne_bytes(chunk.try_into().expect("4 bytes"));
-            // SAFETY: in bounds and 4-aligned.
-            unsafe { AtomicU32::from_ptr(d.add(i * 4).cast()) }.store(v, Ordering::Relaxed);
-        }
-    } else {
-        for (i, b) in src.iter().enumerate() {
-            // SAFETY: in bounds.
-            unsafe { AtomicU8::from_ptr(d.add(i)) }.store(*b, Ordering::Relaxed);
-        }
+    for i in (0..size_of::<T>()).step_by(unit) {
+        // SAFETY: as in `atomic_load`; `src` holds size_of::<T>() bytes.
+        unsafe { store_unit(src.as_ptr().wrapping_add(i), d.wrapping_add(i), unit) };
     }
 }
 
@@ -147,7 +182,11 @@ fn bytes_of<T: ShmSafe>(value: &T) -> Vec<u8> {
     // SAFETY: `value` is a live T in this thread's memory; T: IntoBytes has no padding, so every
     // byte is initialised; `out` has exactly size_of::<T>() bytes; the two do not overlap.
     unsafe {
-        std::ptr::copy_nonoverlapping((value as *const T).cast::<u8>(), out.as_mut_ptr(), out.len())
+        std::ptr::copy_nonoverlapping(
+            (value as *const T).cast::<u8>(),
+            out.as_mut_ptr(),
+            out.len(),
+        )
     };
     out
 }
@@ -188,7 +227,12 @@ unsafe impl<T: Send> Sync for Cells<T> {}
 
 impl<T: ShmSafe> Cells<T> {
     fn payload_len(len: usize) -> usize {
-        const { assert!(align_of::<T>() <= 64, "element alignment above 64 is not supported") };
+        const {
+            assert!(
+                align_of::<T>() <= 64,
+                "element alignment above 64 is not supported"
+            )
+        };
         len.checked_mul(size_of::<T>())
             .and_then(|n| n.checked_add(STATE_LEN))
             .expect("array too large")
@@ -198,15 +242,15 @@ impl<T: ShmSafe> Cells<T> {
         // SAFETY: the zeroed payload starts with a CellsState (payload_len >= STATE_LEN).
         let st = unsafe { payload.cast::<CellsState>().as_ref() };
         st.elem_size.store(size_of::<T>() as u32, Ordering::Relaxed);
-        st.elem_align.store(align_of::<T>() as u32, Ordering::Relaxed);
+        st.elem_align
+            .store(align_of::<T>() as u32, Ordering::Relaxed);
         st.len.store(config.len as u64, Ordering::Relaxed);
         if let Some(bytes) = &config.init {
             let n = bytes.len().min(config.len * size_of::<T>());
+            let dst = payload.as_ptr().wrapping_add(STATE_LEN);
             // SAFETY: the payload has len * size_of::<T>() bytes after STATE_LEN, n is at most
             // that, and nobody else can see a segment being created.
-            unsafe {
-                std::ptr::copy_nonoverlapping(bytes.as_ptr(), payload.as_ptr().add(STATE_LEN), n)
-            };
+            unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), dst, n) };
         }
     }
 
@@ -230,7 +274,9 @@ impl<T: ShmSafe> Cells<T> {
         let len = usize::try_from(st.len.load(Ordering::Relaxed))
             .map_err(|_| OpenError::Corrupted("length"))?;
         if single && len != 1 {
-            return Err(OpenError::Corrupted("a value segment must hold one element"));
+            return Err(OpenError::Corrupted(
+                "a value segment must hold one element",
+            ));
         }
         let needed = len
             .checked_mul(size_of::<T>())
@@ -253,7 +299,11 @@ impl<T: ShmSafe> Cells<T> {
     }
 
     fn ptr(&self, i: usize) -> NonNull<T> {
-        assert!(i < self.len, "index {i} out of range for length {}", self.len);
+        assert!(
+            i < self.len,
+            "index {i} out of range for length {}",
+            self.len
+        );
         // SAFETY: i < len and the payload holds len elements (module note).
         unsafe { self.data.add(i) }
     }
@@ -280,7 +330,9 @@ impl<T: ShmSafe> Cells<T> {
 
 impl<T> fmt::Debug for Cells<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Cells").field("len", &self.len).finish_non_exhaustive()
+        f.debug_struct("Cells")
+            .field("len", &self.len)
+            .finish_non_exhaustive()
     }
 }
 
@@ -335,10 +387,7 @@ macro_rules! value_common {
 
             /// A builder; the initial value is all zeros unless set.
             pub fn builder() -> Builder<Self> {
-                Builder::with_config(CellsConfig {
-                    len: 1,
-                    init: None,
-                })
+                Builder::with_config(CellsConfig { len: 1, init: None })
             }
         }
 
@@ -605,7 +654,11 @@ impl<T: ShmSafe + Send> Array<T> {
     /// # Panics
     /// If `i >= len()`.
     pub fn set(&self, i: usize, value: T) {
-        assert!(i < self.cells.len, "index {i} out of range for length {}", self.cells.len);
+        assert!(
+            i < self.cells.len,
+            "index {i} out of range for length {}",
+            self.cells.len
+        );
         let _ = self.cells.lock().acquire(None);
         self.cells.store(i, &value);
         // SAFETY: acquired just above.
@@ -723,5 +776,17 @@ impl<T: ShmAtomic + Send> Deref for RawArray<T> {
     type Target = [T];
     fn deref(&self) -> &[T] {
         self.cells.atomics()
+    }
+}
+
+impl<T: fmt::Debug> fmt::Debug for ValueGuard<'_, T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("ValueGuard").field(&**self).finish()
+    }
+}
+
+impl<T: fmt::Debug> fmt::Debug for ArrayGuard<'_, T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("ArrayGuard").field(&&**self).finish()
     }
 }

@@ -63,7 +63,8 @@ impl Header {
         self.magic.store(MAGIC, Ordering::Relaxed);
         self.version.store(LAYOUT_VERSION, Ordering::Relaxed);
         self.kind.store(kind, Ordering::Relaxed);
-        self.payload_offset.store(HEADER_LEN as u32, Ordering::Relaxed);
+        self.payload_offset
+            .store(HEADER_LEN as u32, Ordering::Relaxed);
         self.total_len.store(total_len, Ordering::Relaxed);
         self.payload_len.store(payload_len, Ordering::Relaxed);
         self.creator_pid
@@ -116,7 +117,9 @@ impl Header {
             });
         }
         if total != file_len {
-            return Err(OpenError::Corrupted("header size disagrees with the file size"));
+            return Err(OpenError::Corrupted(
+                "header size disagrees with the file size",
+            ));
         }
         let offset = self.payload_offset.load(Ordering::Relaxed);
         let payload = self.payload_len.load(Ordering::Relaxed);

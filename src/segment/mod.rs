@@ -19,8 +19,8 @@
 mod handle;
 mod header;
 
-pub use handle::{Handle, ParseHandleError};
 pub(crate) use handle::Location;
+pub use handle::{Handle, ParseHandleError};
 pub(crate) use header::{HEADER_LEN, Header, kind};
 
 use std::ptr::NonNull;
@@ -47,7 +47,9 @@ pub(crate) enum Backing {
 
 #[derive(Debug)]
 enum Source {
-    Anonymous { creator_pid: u32 },
+    Anonymous {
+        creator_pid: u32,
+    },
     Memfd(Fd),
     Named {
         name: String,
@@ -144,13 +146,20 @@ impl Segment {
     }
 
     /// Attaches the segment `location` names and validates its header against `kind`.
-    pub(crate) fn open(location: &Location, kind: u32, timeout: Duration) -> Result<Self, OpenError> {
+    pub(crate) fn open(
+        location: &Location,
+        kind: u32,
+        timeout: Duration,
+    ) -> Result<Self, OpenError> {
         let (fd, name) = match location {
             Location::Named(name) => {
                 let name = normalize_name(name)?;
                 (sys::shm_open_existing(&name)?, Some(name))
             }
-            Location::Fd(raw) => (sys::dup_raw_fd(*raw).map_err(|_| OpenError::NotFound)?, None),
+            Location::Fd(raw) => (
+                sys::dup_raw_fd(*raw).map_err(|_| OpenError::NotFound)?,
+                None,
+            ),
             Location::Anonymous => {
                 return Err(OpenError::NotInheritable(
                     "an anonymous segment is reachable only through inheritance across fork",

@@ -186,8 +186,9 @@ impl Barrier {
 
     fn slot(&self, i: u32) -> &Slot {
         assert!(i < self.parties);
-        // SAFETY: i < parties, and the payload holds `parties` slots (module note).
-        unsafe { self.slots.add(i as usize).as_ref() }
+        let slot = self.slots.as_ptr().wrapping_add(i as usize);
+        // SAFETY: i < parties, and the payload holds `parties` slots of atomics (module note).
+        unsafe { &*slot }
     }
 
     /// Number of parties needed to pass.
@@ -325,7 +326,8 @@ impl Barrier {
                 return;
             }
             let generation = gen_of(w);
-            st.history.fetch_or(1 << (generation % 32), Ordering::Release);
+            st.history
+                .fetch_or(1 << (generation % 32), Ordering::Release);
             let next = ((generation + 1) & GEN_MASK) << COUNT_BITS;
             match st
                 .word

@@ -166,7 +166,11 @@ impl Condition {
     pub fn wait<'a>(&'a self, guard: ConditionGuard<'a>) -> LockResult<ConditionGuard<'a>> {
         self.check_guard(&guard);
         let (_, died) = self.wait_raw(None);
-        if died { Err(OwnerDied::new(guard)) } else { Ok(guard) }
+        if died {
+            Err(OwnerDied::new(guard))
+        } else {
+            Ok(guard)
+        }
     }
 
     /// Waits until notified or `timeout` passes; the `bool` says whether it was notified
@@ -182,7 +186,11 @@ impl Condition {
         self.check_guard(&guard);
         let (notified, died) = self.wait_raw(deadline_after(timeout));
         let out = (guard, notified);
-        if died { Err(OwnerDied::new(out)) } else { Ok(out) }
+        if died {
+            Err(OwnerDied::new(out))
+        } else {
+            Ok(out)
+        }
     }
 
     /// Waits until `predicate()` is true, re-checking after each wake-up, for at most `timeout`
@@ -209,7 +217,11 @@ impl Condition {
             died |= self.wait_raw(deadline).1;
         };
         let out = (guard, ok);
-        if died { Err(OwnerDied::new(out)) } else { Ok(out) }
+        if died {
+            Err(OwnerDied::new(out))
+        } else {
+            Ok(out)
+        }
     }
 
     /// Wakes at most `n` waiting threads (in any process).
@@ -226,7 +238,8 @@ impl Condition {
         }
         st.waiters.store(waiters - k, Ordering::Relaxed);
         let signals = st.signals.load(Ordering::Relaxed);
-        st.signals.store(signals.saturating_add(k), Ordering::Relaxed);
+        st.signals
+            .store(signals.saturating_add(k), Ordering::Relaxed);
         st.seq.fetch_add(1, Ordering::Release);
         sys::futex_wake(&st.seq, k);
     }

@@ -131,7 +131,10 @@ pub(crate) fn lock_result<G>(how: Acquired, guard: G) -> LockResult<G> {
 }
 
 /// Same for the try forms; `None` is `WouldBlock`.
-pub(crate) fn try_lock_result<G>(how: Option<Acquired>, guard: impl FnOnce() -> G) -> TryLockResult<G> {
+pub(crate) fn try_lock_result<G>(
+    how: Option<Acquired>,
+    guard: impl FnOnce() -> G,
+) -> TryLockResult<G> {
     match how {
         None => Err(TryLockError::WouldBlock),
         Some(how) => lock_result(how, guard()).map_err(TryLockError::OwnerDied),
@@ -206,14 +209,23 @@ impl Lock {
     #[inline]
     pub fn lock(&self) -> LockResult<LockGuard<'_>> {
         let how = self.raw().acquire(None).expect("no deadline");
-        lock_result(how, LockGuard { lock: self.raw(), _not_send: PhantomData })
+        lock_result(
+            how,
+            LockGuard {
+                lock: self.raw(),
+                _not_send: PhantomData,
+            },
+        )
     }
 
     /// Acquires the lock if it is free right now.
     #[doc(alias = "acquire")]
     #[inline]
     pub fn try_lock(&self) -> TryLockResult<LockGuard<'_>> {
-        try_lock_result(self.raw().try_acquire(), || LockGuard { lock: self.raw(), _not_send: PhantomData })
+        try_lock_result(self.raw().try_acquire(), || LockGuard {
+            lock: self.raw(),
+            _not_send: PhantomData,
+        })
     }
 
     /// Acquires the lock, waiting at most `timeout`.
@@ -228,7 +240,10 @@ impl Lock {
     }
 
     fn try_lock_until_opt(&self, deadline: Option<Instant>) -> TryLockResult<LockGuard<'_>> {
-        try_lock_result(self.raw().acquire(deadline), || LockGuard { lock: self.raw(), _not_send: PhantomData })
+        try_lock_result(self.raw().acquire(deadline), || LockGuard {
+            lock: self.raw(),
+            _not_send: PhantomData,
+        })
     }
 
     /// Whether the lock is held right now (by anyone; a snapshot).
@@ -353,7 +368,10 @@ impl RLock {
         if st.lock.is_owned_by_current_thread() {
             let d = st.depth.load(Ordering::Relaxed);
             st.depth.store(d.saturating_add(1), Ordering::Relaxed);
-            return Some(RLockGuard { state: st, _not_send: PhantomData });
+            return Some(RLockGuard {
+                state: st,
+                _not_send: PhantomData,
+            });
         }
         None
     }
@@ -361,7 +379,13 @@ impl RLock {
     fn entered(&self, how: Acquired) -> LockResult<RLockGuard<'_>> {
         let st = self.state();
         st.depth.store(1, Ordering::Relaxed);
-        lock_result(how, RLockGuard { state: st, _not_send: PhantomData })
+        lock_result(
+            how,
+            RLockGuard {
+                state: st,
+                _not_send: PhantomData,
+            },
+        )
     }
 
     /// Acquires the lock (again, if this thread holds it already).

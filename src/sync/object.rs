@@ -193,7 +193,9 @@ pub(crate) fn expect_payload(seg: &Segment, expected: usize) -> Result<(), OpenE
         });
     }
     if found != expected {
-        return Err(OpenError::Corrupted("payload size does not match the object"));
+        return Err(OpenError::Corrupted(
+            "payload size does not match the object",
+        ));
     }
     Ok(())
 }

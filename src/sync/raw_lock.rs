@@ -156,7 +156,12 @@ impl RawLock {
                 // Take over exactly the word we probed; if it moved meanwhile, look again.
                 if self
                     .word
-                    .compare_exchange(expected, me.tid | WAITERS, Ordering::Acquire, Ordering::Relaxed)
+                    .compare_exchange(
+                        expected,
+                        me.tid | WAITERS,
+                        Ordering::Acquire,
+                        Ordering::Relaxed,
+                    )
                     .is_ok()
                 {
                     self.flags.fetch_or(INCONSISTENT, Ordering::Relaxed);

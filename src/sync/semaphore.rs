@@ -228,10 +228,16 @@ pub struct BoundedSemaphore {
     max: u32,
 }
 
-fixed_object!(BoundedSemaphore, SemState, kind::BOUNDED_SEMAPHORE, u32, |st, value| {
-    st.count.store(*value, Ordering::Relaxed);
-    st.max.store(*value, Ordering::Relaxed);
-});
+fixed_object!(
+    BoundedSemaphore,
+    SemState,
+    kind::BOUNDED_SEMAPHORE,
+    u32,
+    |st, value| {
+        st.count.store(*value, Ordering::Relaxed);
+        st.max.store(*value, Ordering::Relaxed);
+    }
+);
 
 semaphore_common!(BoundedSemaphore);
 

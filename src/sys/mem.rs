@@ -44,7 +44,11 @@ pub(crate) fn dup_raw_fd(raw: i32) -> Result<Fd, Errno> {
     // SAFETY: F_DUPFD_CLOEXEC only reads the descriptor table; an unused number fails with EBADF.
     let new = unsafe { libc::fcntl(raw, libc::F_DUPFD_CLOEXEC, 0) };
     if new < 0 {
-        return Err(Errno::from_raw(std::io::Error::last_os_error().raw_os_error().unwrap_or(libc::EBADF)));
+        return Err(Errno::from_raw(
+            std::io::Error::last_os_error()
+                .raw_os_error()
+                .unwrap_or(libc::EBADF),
+        ));
     }
     // SAFETY: `new` is a descriptor the kernel just allocated for us; nothing else owns it.
     Ok(unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(new) })

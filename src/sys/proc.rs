@@ -159,7 +159,8 @@ mod tests {
 
     #[test]
     fn parses_stat_with_parens_in_name() {
-        let line = b"1234 (a (weird) name) S 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 987654 20";
+        let line =
+            b"1234 (a (weird) name) S 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 987654 20";
         let st = parse_stat(line).unwrap();
         assert_eq!(st.state, b'S');
         assert_eq!(st.start, 987654);
@@ -170,7 +171,10 @@ mod tests {
         let me = current_thread();
         assert_ne!(me.start, 0);
         assert_eq!(probe_thread(me), Liveness::Alive);
-        let older = ThreadId { start: me.start + 1, ..me };
+        let older = ThreadId {
+            start: me.start + 1,
+            ..me
+        };
         assert_eq!(probe_thread(older), Liveness::Reused);
         assert_eq!(probe_thread(ThreadId { tid: 0, start: 0 }), Liveness::Gone);
     }

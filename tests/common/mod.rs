@@ -1,0 +1,124 @@
+//! Helpers for cross-process tests.
+//!
+//! A cross-process test re-runs its own test binary with `--exact <test name>` and the
+//! environment variable `MULTIPROC_TEST_ROLE` set; the test function checks [`role`] first and,
+//! in a child, plays its part and returns. No `fork` inside the threaded test harness.
+#![allow(dead_code)]
+
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+pub(crate) const ROLE_VAR: &str = "MULTIPROC_TEST_ROLE";
+
+/// The role this process plays, if it is a child started by [`spawn`].
+pub(crate) fn role() -> Option<String> {
+    std::env::var(ROLE_VAR).ok()
+}
+
+/// An environment variable the parent passed to the child.
+pub(crate) fn arg(key: &str) -> String {
+    std::env::var(format!("MULTIPROC_TEST_{key}")).unwrap_or_else(|_| panic!("missing {key}"))
+}
+
+/// A segment name unique to this process and call: `mpt-<pid>-<n>-<tag>`.
+pub(crate) fn unique_name(tag: &str) -> String {
+    static N: AtomicU32 = AtomicU32::new(0);
+    format!(
+        "mpt-{}-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed),
+        tag
+    )
+}
+
+/// Aborts the whole process if it is still running after `limit`: a deadlocked test must fail,
+/// not hang the run.
+pub(crate) fn watchdog(limit: Duration, what: &'static str) {
+    std::thread::spawn(move || {
+        std::thread::sleep(limit);
+        eprintln!("watchdog: {what} still running after {limit:?}; aborting");
+        std::process::abort();
+    });
+}
+
+/// Full test path (`module::name`) from `module_path!()` and the function name.
+pub(crate) fn test_path(module_path: &str, name: &str) -> String {
+    match module_path.split_once("::") {
+        Some((_, rest)) => format!("{rest}::{name}"),
+        None => name.to_owned(),
+    }
+}
+
+/// Starts this test binary again, running only `test` with `role` and the given arguments.
+pub(crate) fn spawn(test: &str, role: &str, args: &[(&str, String)]) -> Child {
+    let exe = std::env::current_exe().expect("current_exe");
+    let mut cmd = Command::new(exe);
+    cmd.args([test, "--exact", "--nocapture", "--test-threads=1", "-q"])
+        .env(ROLE_VAR, role)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null());
+    for (k, v) in args {
+        cmd.env(format!("MULTIPROC_TEST_{k}"), v);
+    }
+    cmd.spawn().expect("spawn child test process")
+}
+
+/// Waits for `child` for at most `limit`; kills it and panics on timeout.
+pub(crate) fn wait_for(child: &mut Child, limit: Duration) -> ExitStatus {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            return status;
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("child {} did not finish within {limit:?}", child.id());
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// Waits for every child and asserts each exited successfully.
+pub(crate) fn join_all(children: Vec<Child>, limit: Duration) {
+    for mut c in children {
+        let status = wait_for(&mut c, limit);
+        assert!(status.success(), "child {} failed: {status}", c.id());
+    }
+}
+
+/// Kills `child` with SIGKILL and reaps it.
+pub(crate) fn kill9(child: &mut Child) {
+    child.kill().expect("kill");
+    let _ = child.wait();
+}
+
+/// Whether a `/dev/shm` entry with this name (with or without leading slash) exists.
+pub(crate) fn shm_exists(name: &str) -> bool {
+    std::path::Path::new("/dev/shm")
+        .join(name.trim_start_matches('/'))
+        .exists()
+}
+
+/// Polls `cond` until true or `limit` passes.
+pub(crate) fn eventually(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + limit;
+    loop {
+        if cond() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
+/// Declares a test that can also run as a child. Inside, `role()` tells which side we are.
+#[macro_export]
+macro_rules! this_test {
+    ($name:ident) => {
+        $crate::common::test_path(module_path!(), stringify!($name))
+    };
+}

@@ -1,0 +1,107 @@
+//! Inheritance across `fork`: objects created before the fork work in the child as they are,
+//! including anonymous ones that no handle can reach. This binary has no test harness (so it
+//! forks from a single-threaded process) and prints a summary line the CI reads.
+#![allow(unsafe_code)]
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use multiproc::{Barrier, Event, Lock, RawValue, SharedObject, Value};
+
+fn fork_children(n: usize, body: impl Fn(usize)) -> Vec<libc::pid_t> {
+    (0..n)
+        .map(|i| {
+            // SAFETY: this process is single-threaded (no harness), so the child may run
+            // arbitrary code; it leaves with `_exit` and never returns into the caller.
+            let pid = unsafe { libc::fork() };
+            assert!(pid >= 0, "fork failed");
+            if pid == 0 {
+                let ok = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| body(i))).is_ok();
+                // SAFETY: _exit ends the child without running the parent's atexit handlers.
+                unsafe { libc::_exit(if ok { 0 } else { 1 }) };
+            }
+            pid
+        })
+        .collect()
+}
+
+fn reap(pids: Vec<libc::pid_t>) -> bool {
+    pids.into_iter().all(|pid| {
+        let mut status = 0;
+        // SAFETY: `pid` is our child; `status` is a valid out-pointer.
+        let r = unsafe { libc::waitpid(pid, &mut status, 0) };
+        r == pid && libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0
+    })
+}
+
+fn anonymous_objects_are_inherited() -> bool {
+    let lock = Lock::builder().anonymous().create().unwrap();
+    let value = Value::<u64>::builder().anonymous().create().unwrap();
+    let hits = RawValue::<AtomicU64>::builder()
+        .anonymous()
+        .create()
+        .unwrap();
+    let barrier = Barrier::builder().anonymous().parties(3).create().unwrap();
+    let pids = fork_children(2, |_| {
+        for _ in 0..20_000 {
+            let _g = lock.lock().unwrap();
+            *value.lock().unwrap() += 1;
+            hits.fetch_add(1, Ordering::Relaxed);
+        }
+        barrier.wait().unwrap();
+    });
+    barrier.wait().unwrap();
+    let ok = reap(pids);
+    ok && value.get() == 40_000 && hits.load(Ordering::Relaxed) == 40_000
+}
+
+fn memfd_handles_reopen_in_a_forked_child() -> bool {
+    let ev = Event::new().unwrap();
+    let handle = ev.handle();
+    let pids = fork_children(1, |_| {
+        let again = Event::from_handle(&handle).unwrap();
+        again.set();
+    });
+    reap(pids) && ev.wait_timeout(std::time::Duration::from_secs(10))
+}
+
+fn named_object_survives_child_drop() -> bool {
+    let name = format!("mpt-fork-{}", std::process::id());
+    let lock = Lock::builder().name(&name).create().unwrap();
+    // The child drops its inherited copy: that must not unlink the name.
+    let pids = fork_children(1, |_| {
+        // SAFETY: the child owns a private copy of the parent's memory; taking the inherited
+        // `Lock` out by value and dropping it runs its destructor here only, once (the child
+        // leaves with `_exit`, so the original is never dropped in this process).
+        let inherited = unsafe { std::ptr::read(&lock) };
+        drop(inherited);
+    });
+    let ok = reap(pids);
+    ok && Lock::open(&name).is_ok()
+}
+
+fn main() {
+    let tests: [(&str, fn() -> bool); 3] = [
+        (
+            "anonymous_objects_are_inherited",
+            anonymous_objects_are_inherited,
+        ),
+        (
+            "memfd_handles_reopen_in_a_forked_child",
+            memfd_handles_reopen_in_a_forked_child,
+        ),
+        (
+            "named_object_survives_child_drop",
+            named_object_survives_child_drop,
+        ),
+    ];
+    let mut failed = 0;
+    for (name, f) in tests {
+        let ok = f();
+        println!("test {name} ... {}", if ok { "ok" } else { "FAILED" });
+        failed += usize::from(!ok);
+    }
+    println!("{} passed, {} failed", tests.len() - failed, failed);
+    if failed > 0 {
+        std::process::exit(1);
+    }
+}
