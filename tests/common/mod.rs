@@ -32,14 +32,23 @@ pub(crate) fn unique_name(tag: &str) -> String {
     )
 }
 
-/// Aborts the whole process if it is still running after `limit`: a deadlocked test must fail,
-/// not hang the run.
-pub(crate) fn watchdog(limit: Duration, what: &'static str) {
+/// Aborts the whole process if the returned guard is still alive after `limit`: a deadlocked
+/// test must fail, not hang the run. Dropping the guard (at the end of the test) disarms it.
+#[must_use = "the watchdog is disarmed when the guard drops"]
+pub(crate) fn watchdog(limit: Duration, what: &'static str) -> Watchdog {
+    let (tx, rx) = std::sync::mpsc::channel::<()>();
     std::thread::spawn(move || {
-        std::thread::sleep(limit);
-        eprintln!("watchdog: {what} still running after {limit:?}; aborting");
-        std::process::abort();
+        if let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = rx.recv_timeout(limit) {
+            eprintln!("watchdog: {what} still running after {limit:?}; aborting");
+            std::process::abort();
+        }
     });
+    Watchdog { _tx: tx }
+}
+
+/// Disarms its watchdog when dropped.
+pub(crate) struct Watchdog {
+    _tx: std::sync::mpsc::Sender<()>,
 }
 
 /// Full test path (`module::name`) from `module_path!()` and the function name.

@@ -80,7 +80,7 @@ fn increment_under(reentrant: bool, rounds: u64) {
 
 fn owner_died_scenario(test: &str, reentrant: bool) {
     const ROUNDS: u64 = 10_000;
-    watchdog(LIMIT, "owner-died test");
+    let _watchdog = watchdog(LIMIT, "owner-died test");
     let lock_name = unique_name("lock");
     // Keep whichever object we create alive for the whole test (the creator unlinks on drop).
     let lock = (!reentrant).then(|| Lock::builder().name(&lock_name).create().unwrap());
@@ -194,7 +194,7 @@ fn condition_lock_holder_killed_is_owner_died() {
         std::thread::sleep(LIMIT);
         return;
     }
-    watchdog(LIMIT, "condition owner-died test");
+    let _watchdog = watchdog(LIMIT, "condition owner-died test");
     let name = unique_name("cond");
     let cond = Condition::builder().name(&name).create().unwrap();
     let (held, held_name) = new_counter("held");
@@ -225,7 +225,7 @@ fn barrier_four_processes_thousand_rounds() {
     const PARTIES: u32 = 4;
     const ROUNDS: u64 = 1_000;
     if role().as_deref() == Some("party") {
-        watchdog(LIMIT, "barrier party");
+        let _watchdog = watchdog(LIMIT, "barrier party");
         let barrier = Barrier::open(&arg("BARRIER")).unwrap();
         let arrived = counter(&arg("ARRIVED"));
         let index_sum = counter(&arg("INDEX_SUM"));
@@ -243,7 +243,7 @@ fn barrier_four_processes_thousand_rounds() {
         }
         return;
     }
-    watchdog(LIMIT, "barrier test");
+    let _watchdog = watchdog(LIMIT, "barrier test");
     let name = unique_name("barrier");
     let barrier = Barrier::builder()
         .name(&name)
@@ -280,7 +280,7 @@ fn barrier_party_killed_breaks_barrier() {
         let _ = barrier.wait();
         unreachable!("the third party never comes");
     }
-    watchdog(LIMIT, "barrier kill test");
+    let _watchdog = watchdog(LIMIT, "barrier kill test");
     let name = unique_name("barrier");
     let barrier = Barrier::builder().name(&name).parties(3).create().unwrap();
     let mut child = spawn(
@@ -304,14 +304,14 @@ fn barrier_party_killed_breaks_barrier() {
 #[test]
 fn event_set_wakes_waiters_in_four_processes() {
     if role().as_deref() == Some("waiter") {
-        watchdog(LIMIT, "event waiter");
+        let _watchdog = watchdog(LIMIT, "event waiter");
         let ev = Event::open(&arg("EVENT")).unwrap();
         counter(&arg("READY")).fetch_add(1, Ordering::SeqCst);
         assert!(ev.wait_timeout(Duration::from_secs(30)), "never woken");
         counter(&arg("WOKE")).fetch_add(1, Ordering::SeqCst);
         return;
     }
-    watchdog(LIMIT, "event test");
+    let _watchdog = watchdog(LIMIT, "event test");
     let name = unique_name("event");
     let ev = Event::builder().name(&name).create().unwrap();
     let (ready, ready_name) = new_counter("ready");
@@ -347,7 +347,7 @@ fn event_set_wakes_waiters_in_four_processes() {
 #[test]
 fn condition_notify_one_then_all_across_processes() {
     if role().as_deref() == Some("waiter") {
-        watchdog(LIMIT, "condition waiter");
+        let _watchdog = watchdog(LIMIT, "condition waiter");
         let cond = Condition::open(&arg("COND")).unwrap();
         let waiting = counter(&arg("WAITING"));
         let woken = counter(&arg("WOKEN"));
@@ -359,7 +359,7 @@ fn condition_notify_one_then_all_across_processes() {
         drop(g);
         return;
     }
-    watchdog(LIMIT, "condition test");
+    let _watchdog = watchdog(LIMIT, "condition test");
     let name = unique_name("cond");
     let cond = Condition::builder().name(&name).create().unwrap();
     let (waiting, waiting_name) = new_counter("waiting");
@@ -408,7 +408,7 @@ fn condition_notify_one_then_all_across_processes() {
 fn semaphore_two_across_six_processes_never_more_than_two_holders() {
     const ROUNDS: u64 = 2_000;
     if role().as_deref() == Some("user") {
-        watchdog(LIMIT, "semaphore user");
+        let _watchdog = watchdog(LIMIT, "semaphore user");
         let sem = Semaphore::open(&arg("SEM")).unwrap();
         let inside = counter(&arg("INSIDE"));
         let max = counter(&arg("MAX"));
@@ -426,7 +426,7 @@ fn semaphore_two_across_six_processes_never_more_than_two_holders() {
         }
         return;
     }
-    watchdog(LIMIT, "semaphore test");
+    let _watchdog = watchdog(LIMIT, "semaphore test");
     let name = unique_name("sem");
     let sem = Semaphore::builder().name(&name).value(2).create().unwrap();
     let (inside, inside_name) = new_counter("inside");
@@ -476,12 +476,12 @@ fn bounded_semaphore_over_release_is_an_error() {
 #[test]
 fn semaphore_release_wakes_a_waiter_in_another_process() {
     if role().as_deref() == Some("waiter") {
-        watchdog(LIMIT, "semaphore waiter");
+        let _watchdog = watchdog(LIMIT, "semaphore waiter");
         let sem = Semaphore::open(&arg("SEM")).unwrap();
         assert!(sem.try_acquire_for(Duration::from_secs(30)));
         return;
     }
-    watchdog(LIMIT, "semaphore wake test");
+    let _watchdog = watchdog(LIMIT, "semaphore wake test");
     let name = unique_name("sem");
     let sem = Semaphore::builder().name(&name).value(0).create().unwrap();
     let mut child = spawn(
@@ -536,7 +536,7 @@ fn every_timeout_form_waits_at_least_its_timeout() {
         drop(guards);
         return;
     }
-    watchdog(LIMIT, "timeout test");
+    let _watchdog = watchdog(LIMIT, "timeout test");
     let names: Vec<String> = ["lock", "rlock", "cond", "value", "array"]
         .iter()
         .map(|t| unique_name(t))
@@ -624,7 +624,7 @@ fn every_timeout_form_waits_at_least_its_timeout() {
 fn lock_contended_by_threads_and_processes_counts_exactly() {
     const PER: u64 = 50_000;
     if role().as_deref() == Some("worker") {
-        watchdog(LIMIT, "lock worker");
+        let _watchdog = watchdog(LIMIT, "lock worker");
         let lock = Lock::open(&arg("LOCK")).unwrap();
         let total = counter(&arg("TOTAL"));
         std::thread::scope(|s| {
@@ -640,7 +640,7 @@ fn lock_contended_by_threads_and_processes_counts_exactly() {
         });
         return;
     }
-    watchdog(LIMIT, "lock contention test");
+    let _watchdog = watchdog(LIMIT, "lock contention test");
     let name = unique_name("lock");
     let _lock = Lock::builder().name(&name).create().unwrap();
     let (total, total_name) = new_counter("total");

@@ -22,7 +22,7 @@ fn run_workers(test: &str, args: &[(&str, String)]) {
 #[test]
 fn value_u64_four_processes_under_its_lock() {
     if role().is_some() {
-        watchdog(LIMIT, "value worker");
+        let _watchdog = watchdog(LIMIT, "value worker");
         let v = Value::<u64>::open(&arg("VALUE")).unwrap();
         for _ in 0..PER {
             *v.lock().unwrap() += 1;
@@ -41,7 +41,7 @@ fn value_u64_four_processes_under_its_lock() {
 #[test]
 fn raw_value_atomic_fetch_add_four_processes() {
     if role().is_some() {
-        watchdog(LIMIT, "raw value worker");
+        let _watchdog = watchdog(LIMIT, "raw value worker");
         let v = RawValue::<AtomicU64>::open(&arg("VALUE")).unwrap();
         for _ in 0..PER {
             v.fetch_add(1, Ordering::Relaxed);
@@ -63,7 +63,7 @@ fn raw_value_atomic_fetch_add_four_processes() {
 #[test]
 fn lock_guarding_array_of_sixteen_four_processes() {
     if role().is_some() {
-        watchdog(LIMIT, "array worker");
+        let _watchdog = watchdog(LIMIT, "array worker");
         let lock = Lock::open(&arg("LOCK")).unwrap();
         let arr = Array::<u64>::open(&arg("ARRAY")).unwrap();
         assert_eq!(arr.len(), 16);
@@ -126,7 +126,7 @@ fn struct_values_and_arrays_round_trip_between_processes() {
         raw.set(1, 20);
         return;
     }
-    watchdog(LIMIT, "struct test");
+    let _watchdog = watchdog(LIMIT, "struct test");
     let p_name = unique_name("point");
     let raw_name = unique_name("raw");
     let p = Value::builder()
@@ -193,7 +193,7 @@ fn value_guard_owner_died_keeps_the_data_and_recovers() {
         std::mem::forget(g); // "dies" holding the lock: the process exits without unlocking
         return;
     }
-    watchdog(LIMIT, "value owner-died test");
+    let _watchdog = watchdog(LIMIT, "value owner-died test");
     let name = unique_name("value");
     let v = Value::<u64>::builder().name(&name).create().unwrap();
     let mut child = spawn(
