@@ -9,7 +9,7 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::error::OpenError;
-use crate::segment::{normalize_name, random_name};
+use crate::segment::{NameOwner, normalize_name, random_name};
 use crate::sys::{self, Mapping};
 
 /// An access outside the segment.
@@ -62,7 +62,8 @@ pub struct SharedMemory {
     map: Mapping,
     /// With the leading slash.
     name: String,
-    owner_pid: Option<u32>,
+    /// Set in the creating process (until `persist`): unlinks the name on drop.
+    owner: Option<NameOwner>,
     unlinked: AtomicBool,
 }
 
@@ -95,10 +96,17 @@ impl SharedMemory {
                 return Err(e.into());
             }
         };
+        let owner = match NameOwner::new(&fd) {
+            Ok(o) => o,
+            Err(e) => {
+                let _ = sys::shm_unlink(&name);
+                return Err(e.into());
+            }
+        };
         Ok(Self {
             map,
             name,
-            owner_pid: Some(sys::current_pid()),
+            owner: Some(owner),
             unlinked: AtomicBool::new(false),
         })
     }
@@ -122,7 +130,7 @@ impl SharedMemory {
         Ok(Self {
             map: Mapping::map_fd(&fd, len)?,
             name,
-            owner_pid: None,
+            owner: None,
             unlinked: AtomicBool::new(false),
         })
     }
@@ -209,16 +217,17 @@ impl SharedMemory {
 
     /// Keeps the name after this (creating) handle is dropped, as Python does by default.
     pub fn persist(mut self) -> Self {
-        self.owner_pid = None;
+        self.owner = None;
         self
     }
 }
 
 impl Drop for SharedMemory {
     fn drop(&mut self) {
-        if self.owner_pid == Some(sys::current_pid()) && !self.unlinked.swap(true, Ordering::AcqRel)
-        {
-            let _ = sys::shm_unlink(&self.name);
+        if let Some(owner) = &self.owner {
+            if !self.unlinked.swap(true, Ordering::AcqRel) {
+                owner.release(&self.name);
+            }
         }
     }
 }

@@ -86,7 +86,7 @@ impl FromStr for Handle {
         let location = match tag {
             "name" if !rest.is_empty() => Location::Named(rest.to_owned()),
             "fd" => Location::Fd(rest.parse().map_err(|_| ParseHandleError)?),
-            "anon" => Location::Anonymous,
+            "anon" if rest.is_empty() => Location::Anonymous,
             _ => return Err(ParseHandleError),
         };
         Ok(Self { kind, location })

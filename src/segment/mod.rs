@@ -47,14 +47,12 @@ pub(crate) enum Backing {
 
 #[derive(Debug)]
 enum Source {
-    Anonymous {
-        creator_pid: u32,
-    },
+    Anonymous,
     Memfd(Fd),
     Named {
         name: String,
-        /// The pid that unlinks the name on drop: the creator, and never a forked child.
-        owner_pid: Option<u32>,
+        /// Set in the creating process only: it unlinks the name on drop.
+        owner: Option<NameOwner>,
         unlinked: AtomicBool,
     },
 }
@@ -66,6 +64,32 @@ pub(crate) struct Segment {
     source: Source,
     kind: u32,
     payload_len: usize,
+}
+
+/// The creator of a named segment, who unlinks the name when done with it.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct NameOwner {
+    pid: u32,
+    identity: (u64, u64),
+}
+
+impl NameOwner {
+    /// The calling process, owning the object behind `fd`.
+    pub(crate) fn new(fd: &Fd) -> Result<Self, Errno> {
+        Ok(Self {
+            pid: sys::current_pid(),
+            identity: sys::fd_identity(fd)?,
+        })
+    }
+
+    /// Unlinks `name`, but only from the creating process (a forked child dropping its
+    /// inherited copy must not take the name from everyone else) and only while the name still
+    /// refers to the object we created (someone may have unlinked it and reused the name).
+    pub(crate) fn release(&self, name: &str) {
+        if self.pid == sys::current_pid() && sys::shm_identity(name) == Ok(self.identity) {
+            let _ = sys::shm_unlink(name);
+        }
+    }
 }
 
 /// Normalises a user-supplied POSIX shm name to the `/name` form (as Python does) and checks it.
@@ -101,12 +125,7 @@ impl Segment {
                 let fd = sys::memfd_create("multiproc", total as u64)?;
                 (Mapping::map_fd(&fd, total)?, Source::Memfd(fd))
             }
-            Backing::Anonymous => (
-                Mapping::anonymous_shared(total)?,
-                Source::Anonymous {
-                    creator_pid: sys::current_pid(),
-                },
-            ),
+            Backing::Anonymous => (Mapping::anonymous_shared(total)?, Source::Anonymous),
             Backing::Named(name) => {
                 let name = match name {
                     Some(n) => normalize_name(n)?,
@@ -120,9 +139,16 @@ impl Segment {
                         return Err(e.into());
                     }
                 };
+                let owner = match NameOwner::new(&fd) {
+                    Ok(o) => o,
+                    Err(e) => {
+                        let _ = sys::shm_unlink(&name);
+                        return Err(e.into());
+                    }
+                };
                 let source = Source::Named {
                     name,
-                    owner_pid: Some(sys::current_pid()),
+                    owner: Some(owner),
                     unlinked: AtomicBool::new(false),
                 };
                 (map, source)
@@ -156,10 +182,11 @@ impl Segment {
                 let name = normalize_name(name)?;
                 (sys::shm_open_existing(&name)?, Some(name))
             }
-            Location::Fd(raw) => (
-                sys::dup_raw_fd(*raw).map_err(|_| OpenError::NotFound)?,
-                None,
-            ),
+            Location::Fd(raw) => match sys::dup_raw_fd(*raw) {
+                Ok(fd) => (fd, None),
+                Err(e) if e.raw() == libc::EBADF => return Err(OpenError::NotFound),
+                Err(e) => return Err(OpenError::Os(e)),
+            },
             Location::Anonymous => {
                 return Err(OpenError::NotInheritable(
                     "an anonymous segment is reachable only through inheritance across fork",
@@ -201,7 +228,7 @@ impl Segment {
                     let source = match name {
                         Some(name) => Source::Named {
                             name,
-                            owner_pid: None,
+                            owner: None,
                             unlinked: AtomicBool::new(false),
                         },
                         None => Source::Memfd(fd),
@@ -231,7 +258,7 @@ impl Segment {
     /// The handle another process uses to attach this segment.
     pub(crate) fn handle(&self) -> Handle {
         let location = match &self.source {
-            Source::Anonymous { .. } => Location::Anonymous,
+            Source::Anonymous => Location::Anonymous,
             Source::Memfd(fd) => Location::Fd(sys::raw_fd(fd)),
             Source::Named { name, .. } => Location::Named(name.clone()),
         };
@@ -268,30 +295,18 @@ impl Segment {
             _ => Ok(false),
         }
     }
-
-    /// The pid that created this segment in this process tree, if we know it.
-    #[allow(dead_code)]
-    pub(crate) fn creator_pid(&self) -> Option<u32> {
-        match &self.source {
-            Source::Anonymous { creator_pid } => Some(*creator_pid),
-            Source::Named { owner_pid, .. } => *owner_pid,
-            Source::Memfd(_) => None,
-        }
-    }
 }
 
 impl Drop for Segment {
     fn drop(&mut self) {
         if let Source::Named {
             name,
-            owner_pid: Some(owner),
+            owner: Some(owner),
             unlinked,
         } = &self.source
         {
-            // Only the creating process unlinks: a forked child dropping its inherited copy
-            // must not take the name away from everyone else.
-            if *owner == sys::current_pid() && !unlinked.swap(true, Ordering::AcqRel) {
-                let _ = sys::shm_unlink(name);
+            if !unlinked.swap(true, Ordering::AcqRel) {
+                owner.release(name);
             }
         }
     }

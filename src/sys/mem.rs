@@ -82,6 +82,18 @@ pub(crate) fn shm_unlink(name: &str) -> Result<(), Errno> {
     Ok(shm::unlink(name)?)
 }
 
+/// Device and inode of the file behind `fd`: which object a descriptor or name refers to.
+pub(crate) fn fd_identity(fd: impl AsFd) -> Result<(u64, u64), Errno> {
+    let st = rustix::fs::fstat(fd)?;
+    Ok((st.st_dev, st.st_ino))
+}
+
+/// Device and inode of the POSIX shm object that `name` refers to right now.
+pub(crate) fn shm_identity(name: &str) -> Result<(u64, u64), Errno> {
+    let fd = shm::open(name, shm::OFlags::RDONLY, Mode::empty())?;
+    fd_identity(fd)
+}
+
 /// The current size of the file behind `fd`.
 pub(crate) fn fd_len(fd: impl AsFd) -> Result<u64, Errno> {
     let st = rustix::fs::fstat(fd)?;
