@@ -80,7 +80,8 @@ fn named_object_survives_child_drop() -> bool {
 }
 
 fn main() {
-    let tests: [(&str, fn() -> bool); 3] = [
+    type Case = (&'static str, fn() -> bool);
+    let tests: [Case; 3] = [
         (
             "anonymous_objects_are_inherited",
             anonymous_objects_are_inherited,
