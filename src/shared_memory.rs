@@ -88,21 +88,7 @@ impl SharedMemory {
         if size == 0 {
             return Err(OpenError::Os(sys::Errno::INVAL));
         }
-        let fd = sys::shm_create_excl(&name, size as u64)?;
-        let map = match Mapping::map_fd(&fd, size) {
-            Ok(m) => m,
-            Err(e) => {
-                let _ = sys::shm_unlink(&name);
-                return Err(e.into());
-            }
-        };
-        let owner = match NameOwner::new(&fd) {
-            Ok(o) => o,
-            Err(e) => {
-                let _ = sys::shm_unlink(&name);
-                return Err(e.into());
-            }
-        };
+        let (map, owner) = NameOwner::create(&name, size)?;
         Ok(Self {
             map,
             name,

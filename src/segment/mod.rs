@@ -74,11 +74,20 @@ pub(crate) struct NameOwner {
 }
 
 impl NameOwner {
-    /// The calling process, owning the object behind `fd`.
-    pub(crate) fn new(fd: &Fd) -> Result<Self, Errno> {
-        Ok(Self {
-            pid: sys::current_pid(),
-            identity: sys::fd_identity(fd)?,
+    /// Creates the POSIX shm object `name` (exclusively, mode 0600) of `len` bytes and maps it.
+    /// On any failure after the name was taken, the name is removed again.
+    pub(crate) fn create(name: &str, len: usize) -> Result<(Mapping, Self), OpenError> {
+        let fd = sys::shm_create_excl(name, len as u64)?;
+        let mapped = Mapping::map_fd(&fd, len).and_then(|map| {
+            let owner = Self {
+                pid: sys::current_pid(),
+                identity: sys::fd_identity(&fd)?,
+            };
+            Ok((map, owner))
+        });
+        mapped.map_err(|e| {
+            let _ = sys::shm_unlink(name);
+            e.into()
         })
     }
 
@@ -131,21 +140,7 @@ impl Segment {
                     Some(n) => normalize_name(n)?,
                     None => random_name(),
                 };
-                let fd = sys::shm_create_excl(&name, total as u64)?;
-                let map = match Mapping::map_fd(&fd, total) {
-                    Ok(m) => m,
-                    Err(e) => {
-                        let _ = sys::shm_unlink(&name);
-                        return Err(e.into());
-                    }
-                };
-                let owner = match NameOwner::new(&fd) {
-                    Ok(o) => o,
-                    Err(e) => {
-                        let _ = sys::shm_unlink(&name);
-                        return Err(e.into());
-                    }
-                };
+                let (map, owner) = NameOwner::create(&name, total)?;
                 let source = Source::Named {
                     name,
                     owner: Some(owner),

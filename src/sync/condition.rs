@@ -8,12 +8,11 @@ use std::fmt;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-use super::fixed::{AtomicState, Fixed, fixed_object};
+use super::fixed::{AtomicState, Fixed, fixed_object, unit_constructors};
 use super::lock::{
     LockResult, NotSend, OwnerDied, RecoverableGuard, TryLockResult, lock_result, private,
     try_lock_result,
 };
-use super::object::Builder;
 use super::raw_lock::{Acquired, RawLock};
 use super::wait::{deadline_after, remaining};
 use crate::error::OpenError;
@@ -66,31 +65,11 @@ pub struct Condition {
 }
 
 fixed_object!(Condition, CondState, kind::CONDITION, (), |_st, _cfg| ());
+unit_constructors!(Condition, "a condition");
 
 impl Condition {
     fn validate(inner: Fixed<CondState>) -> Result<Self, OpenError> {
         Ok(Self { inner })
-    }
-
-    /// Creates a condition in a new memfd segment.
-    ///
-    /// # Errors
-    /// The system error if the segment cannot be created.
-    pub fn new() -> Result<Self, OpenError> {
-        Self::builder().create()
-    }
-
-    /// A builder, to name the condition or open an existing one.
-    pub fn builder() -> Builder<Self> {
-        Builder::with_config(())
-    }
-
-    /// Opens the existing condition named `name`.
-    ///
-    /// # Errors
-    /// As [`Builder::open`].
-    pub fn open(name: &str) -> Result<Self, OpenError> {
-        Self::builder().name(name).open()
     }
 
     fn state(&self) -> &CondState {

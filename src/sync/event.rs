@@ -7,8 +7,7 @@
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-use super::fixed::{AtomicState, Fixed, fixed_object};
-use super::object::Builder;
+use super::fixed::{AtomicState, Fixed, fixed_object, unit_constructors};
 use super::wait::{deadline_after, remaining};
 use crate::error::OpenError;
 use crate::segment::kind;
@@ -45,31 +44,11 @@ pub struct Event {
 }
 
 fixed_object!(Event, EventState, kind::EVENT, (), |_st, _cfg| ());
+unit_constructors!(Event, "a cleared event");
 
 impl Event {
     fn validate(inner: Fixed<EventState>) -> Result<Self, OpenError> {
         Ok(Self { inner })
-    }
-
-    /// Creates a cleared event in a new memfd segment.
-    ///
-    /// # Errors
-    /// The system error if the segment cannot be created.
-    pub fn new() -> Result<Self, OpenError> {
-        Self::builder().create()
-    }
-
-    /// A builder, to name the event or open an existing one.
-    pub fn builder() -> Builder<Self> {
-        Builder::with_config(())
-    }
-
-    /// Opens the existing event named `name`.
-    ///
-    /// # Errors
-    /// As [`Builder::open`].
-    pub fn open(name: &str) -> Result<Self, OpenError> {
-        Self::builder().name(name).open()
     }
 
     /// Whether the flag is set.

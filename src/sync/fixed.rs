@@ -89,3 +89,32 @@ macro_rules! fixed_object {
     };
 }
 pub(crate) use fixed_object;
+
+/// `new()`, `builder()` and `open(name)` for an object without creation parameters.
+macro_rules! unit_constructors {
+    ($ty:ty, $what:literal) => {
+        impl $ty {
+            #[doc = concat!("Creates ", $what, " in a new memfd segment.")]
+            ///
+            /// # Errors
+            /// The system error if the segment cannot be created.
+            pub fn new() -> Result<Self, $crate::error::OpenError> {
+                Self::builder().create()
+            }
+
+            /// A builder, to name the object or open an existing one.
+            pub fn builder() -> $crate::sync::object::Builder<Self> {
+                $crate::sync::object::Builder::with_config(())
+            }
+
+            /// Opens the existing object named `name`.
+            ///
+            /// # Errors
+            /// As [`Builder::open`](crate::Builder::open).
+            pub fn open(name: &str) -> Result<Self, $crate::error::OpenError> {
+                Self::builder().name(name).open()
+            }
+        }
+    };
+}
+pub(crate) use unit_constructors;

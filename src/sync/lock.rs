@@ -9,8 +9,7 @@ use std::marker::PhantomData;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-use super::fixed::{AtomicState, Fixed, fixed_object};
-use super::object::Builder;
+use super::fixed::{AtomicState, Fixed, fixed_object, unit_constructors};
 use super::raw_lock::{Acquired, RawLock};
 use super::wait::deadline_after;
 use crate::error::OpenError;
@@ -147,7 +146,7 @@ unsafe impl AtomicState for RawLock {}
 /// A process-shared mutual-exclusion lock, like Python's `multiprocessing.Lock`.
 ///
 /// Lives in a shared segment; clone it into another process by `fork` (it is inherited as is),
-/// by name ([`Builder::name`] + [`Builder::open`]) or by [`Handle`](crate::Handle).
+/// by name ([`Builder::name`](crate::Builder::name) + [`Builder::open`](crate::Builder::open)) or by [`Handle`](crate::Handle).
 ///
 /// - Uncontended `lock` + unlock: one compare-and-swap and one swap, no system call.
 /// - Waiters spin briefly, then sleep on a futex; unlock wakes only if someone sleeps.
@@ -173,31 +172,11 @@ pub struct Lock {
 }
 
 fixed_object!(Lock, RawLock, kind::LOCK, (), |_state, _cfg| ());
+unit_constructors!(Lock, "an unlocked lock");
 
 impl Lock {
     fn validate(inner: Fixed<RawLock>) -> Result<Self, OpenError> {
         Ok(Self { inner })
-    }
-
-    /// Creates an unlocked lock in a new memfd segment.
-    ///
-    /// # Errors
-    /// The system error if the segment cannot be created.
-    pub fn new() -> Result<Self, OpenError> {
-        Self::builder().create()
-    }
-
-    /// A builder, to name the lock or open an existing one.
-    pub fn builder() -> Builder<Self> {
-        Builder::with_config(())
-    }
-
-    /// Opens the existing lock named `name`.
-    ///
-    /// # Errors
-    /// As [`Builder::open`].
-    pub fn open(name: &str) -> Result<Self, OpenError> {
-        Self::builder().name(name).open()
     }
 
     pub(crate) fn raw(&self) -> &RawLock {
@@ -332,31 +311,11 @@ pub struct RLock {
 }
 
 fixed_object!(RLock, RLockState, kind::RLOCK, (), |_state, _cfg| ());
+unit_constructors!(RLock, "an unlocked reentrant lock");
 
 impl RLock {
     fn validate(inner: Fixed<RLockState>) -> Result<Self, OpenError> {
         Ok(Self { inner })
-    }
-
-    /// Creates an unlocked reentrant lock in a new memfd segment.
-    ///
-    /// # Errors
-    /// The system error if the segment cannot be created.
-    pub fn new() -> Result<Self, OpenError> {
-        Self::builder().create()
-    }
-
-    /// A builder, to name the lock or open an existing one.
-    pub fn builder() -> Builder<Self> {
-        Builder::with_config(())
-    }
-
-    /// Opens the existing reentrant lock named `name`.
-    ///
-    /// # Errors
-    /// As [`Builder::open`].
-    pub fn open(name: &str) -> Result<Self, OpenError> {
-        Self::builder().name(name).open()
     }
 
     fn state(&self) -> &RLockState {
