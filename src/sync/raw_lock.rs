@@ -69,7 +69,7 @@ impl RawLock {
         }
     }
 
-    #[inline]
+    #[inline(always)]
     fn acquired(&self, me: ThreadId) -> Acquired {
         self.owner_start.store(me.start, Ordering::Relaxed);
         if self.flags.load(Ordering::Relaxed) & INCONSISTENT != 0 {
@@ -180,7 +180,7 @@ impl RawLock {
     /// # Safety
     /// - The calling code holds this lock (acquired it and has not released it since). Unlocking a
     ///   lock held elsewhere breaks mutual exclusion for whoever holds it.
-    #[inline]
+    #[inline(always)]
     pub(crate) unsafe fn release(&self) {
         let w = self.word.swap(0, Ordering::Release);
         if w & WAITERS != 0 {

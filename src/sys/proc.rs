@@ -9,12 +9,11 @@
 //! - [pthread_atfork(3)](https://man7.org/linux/man-pages/man3/pthread_atfork.3.html)
 #![allow(unsafe_code)]
 //! # Safety
-//! The only unsafe code registers a fork handler that increments an atomic, which is
+//! The only unsafe code registers a fork handler that resets a thread-local slot, which is
 //! async-signal-safe and so allowed in a child of `fork`.
 
 use std::cell::Cell;
 use std::sync::Once;
-use std::sync::atomic::{AtomicU32, Ordering};
 
 use super::Errno;
 
@@ -39,34 +38,34 @@ pub(crate) enum Liveness {
     Reused,
 }
 
-/// Incremented in every child right after `fork`, so per-thread caches know to refresh.
-static FORK_GENERATION: AtomicU32 = AtomicU32::new(0);
 static ATFORK: Once = Once::new();
 
+thread_local! {
+    /// This thread's identity; tid 0 means "not filled yet". Reset in the child after `fork`
+    /// (the forking thread is the only thread there, and its id and start time changed).
+    static ME: Cell<ThreadId> = const { Cell::new(ThreadId { tid: 0, start: 0 }) };
+}
+
 extern "C" fn after_fork_in_child() {
-    FORK_GENERATION.fetch_add(1, Ordering::Relaxed);
+    // A const-initialised thread-local without destructor is a plain TLS slot: no allocation,
+    // no registration, so this is safe to run in the child of a fork.
+    ME.with(|me| me.set(ThreadId { tid: 0, start: 0 }));
 }
 
 fn register_atfork() {
     ATFORK.call_once(|| {
-        // SAFETY: the handler is a plain `extern "C" fn` with static lifetime that only touches an
-        // atomic; registering it has no other precondition.
+        // SAFETY: the handler is a plain `extern "C" fn` with static lifetime that only writes a
+        // thread-local slot; registering it has no other precondition.
         let rc = unsafe { libc::pthread_atfork(None, None, Some(after_fork_in_child)) };
         assert_eq!(rc, 0, "pthread_atfork failed");
     });
 }
 
-thread_local! {
-    /// (fork generation + 1, identity); generation 0 means "not filled yet".
-    static ME: Cell<(u32, ThreadId)> = const { Cell::new((0, ThreadId { tid: 0, start: 0 })) };
-}
-
 /// The calling thread's identity, cached per thread and refreshed after `fork`.
-#[inline]
+#[inline(always)]
 pub(crate) fn current_thread() -> ThreadId {
-    let generation = FORK_GENERATION.load(Ordering::Relaxed).wrapping_add(1);
-    let (cached_gen, id) = ME.with(Cell::get);
-    if cached_gen == generation && generation != 0 {
+    let id = ME.with(Cell::get);
+    if id.tid != 0 {
         return id;
     }
     current_thread_slow()
@@ -75,11 +74,10 @@ pub(crate) fn current_thread() -> ThreadId {
 #[cold]
 fn current_thread_slow() -> ThreadId {
     register_atfork();
-    let generation = FORK_GENERATION.load(Ordering::Relaxed).wrapping_add(1);
     let tid = rustix::thread::gettid().as_raw_nonzero().get() as u32;
     let start = read_stat(tid).map(|s| s.start).unwrap_or(0);
     let id = ThreadId { tid, start };
-    ME.with(|c| c.set((generation, id)));
+    ME.with(|c| c.set(id));
     id
 }
 

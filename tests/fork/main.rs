@@ -79,9 +79,30 @@ fn named_object_survives_child_drop() -> bool {
     ok && Lock::open(&name).is_ok()
 }
 
+/// After `fork` the child is another thread: it must not pass for the parent thread that holds
+/// an `RLock` (its cached thread id is refreshed in the child).
+fn child_is_not_the_owner_of_the_parents_rlock() -> bool {
+    let rlock = multiproc::RLock::builder().anonymous().create().unwrap();
+    let guard = rlock.lock().unwrap();
+    let pids = fork_children(1, |_| {
+        assert_eq!(rlock.depth(), 0);
+        assert!(matches!(
+            rlock.try_lock(),
+            Err(multiproc::TryLockError::WouldBlock)
+        ));
+    });
+    let ok = reap(pids);
+    drop(guard);
+    ok && !rlock.is_locked()
+}
+
 fn main() {
     type Case = (&'static str, fn() -> bool);
-    let tests: [Case; 3] = [
+    let tests: [Case; 4] = [
+        (
+            "child_is_not_the_owner_of_the_parents_rlock",
+            child_is_not_the_owner_of_the_parents_rlock,
+        ),
         (
             "anonymous_objects_are_inherited",
             anonymous_objects_are_inherited,
