@@ -14,9 +14,12 @@ use crate::sys::{self, ThreadId};
 const TID_MASK: u32 = (1 << 30) - 1;
 /// High bit of the lock word: someone may be asleep on it; unlock must wake.
 const WAITERS: u32 = 1 << 31;
-/// `flags` bit: a holder died inside its critical section and nobody has marked the protected
-/// state consistent since.
+/// `flags` bit 0: a holder died inside its critical section and nobody has marked the
+/// protected state consistent since.
 const INCONSISTENT: u32 = 1;
+/// `flags` bits 1..32 count the waiters asleep (or about to sleep) on the word, in steps of
+/// this unit.
+const SLEEPER: u32 = 2;
 
 /// How a lock was acquired.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -42,6 +45,10 @@ pub(crate) enum Acquired {
 /// | `0`                | unlocked                                                   |
 /// | `tid`              | held by thread `tid`, nobody asleep                        |
 /// | `tid \| WAITERS`   | held by thread `tid`, waiters may be asleep: unlock wakes one |
+///
+/// `flags` holds the owner-died bit and the number of sleeping waiters. A thread that takes the
+/// lock after waiting sets `WAITERS` only if others still sleep, so once the queue drains,
+/// unlocking stops making wake calls.
 ///
 /// The uncontended path is one compare-and-swap to lock and one swap to unlock; no system call.
 /// A waiter spins briefly, then sleeps on the word with `FUTEX_WAIT` (shared, not private).
@@ -128,11 +135,14 @@ impl RawLock {
         loop {
             let w = self.word.load(Ordering::Relaxed);
             if w & TID_MASK == 0 {
-                // Free. We cannot know whether other sleepers remain, so keep WAITERS set: at
-                // worst our unlock makes one needless wake call.
+                // Free. Keep WAITERS set if others sleep, so our unlock wakes the next one.
+                // SeqCst pairs with the sleeper's increment below: a sleeper we miss here would
+                // only sleep until its next probe, never for good.
+                let sleepers = self.flags.load(Ordering::SeqCst) >= SLEEPER;
+                let new = me.tid | if sleepers { WAITERS } else { 0 };
                 if self
                     .word
-                    .compare_exchange(w, me.tid | WAITERS, Ordering::Acquire, Ordering::Relaxed)
+                    .compare_exchange(w, new, Ordering::Acquire, Ordering::Relaxed)
                     .is_ok()
                 {
                     return Some(self.acquired(me));
@@ -169,9 +179,20 @@ impl RawLock {
                 }
                 continue;
             }
-            let timeout = prober.sleep_budget(deadline)?;
+            let Some(timeout) = prober.sleep_budget(deadline) else {
+                // Timed out. A wake meant for the next owner may have been ours: pass it on if
+                // the lock is free and someone still sleeps.
+                if self.word.load(Ordering::SeqCst) & TID_MASK == 0
+                    && self.flags.load(Ordering::SeqCst) >= SLEEPER
+                {
+                    self.wake_one();
+                }
+                return None;
+            };
+            self.flags.fetch_add(SLEEPER, Ordering::SeqCst);
             // AGAIN (word changed), TIMEDOUT (slice over) and wake-ups all lead back to the loop.
             let _ = sys::futex_wait(&self.word, expected, Some(timeout));
+            self.flags.fetch_sub(SLEEPER, Ordering::SeqCst);
         }
     }
 
