@@ -80,3 +80,72 @@ pub struct OverReleaseError;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[error("barrier is broken")]
 pub struct BrokenBarrierError;
+
+/// A put that did not happen; the value comes back.
+///
+/// `put` returns only `Disconnected`, `Closed` and `TooLarge`; the try and timed forms also
+/// `Full`.
+#[derive(PartialEq, Eq, Clone, Copy, thiserror::Error)]
+pub enum PutError<T> {
+    /// No room (right now, or before the timeout).
+    #[error("queue is full")]
+    Full(T),
+    /// Every receiving handle is gone (dropped, or its process died).
+    #[error("every receiver is gone")]
+    Disconnected(T),
+    /// The queue was closed with `close()`.
+    #[error("queue is closed")]
+    Closed(T),
+    /// The encoded message is larger than the queue can ever hold, or cannot be encoded.
+    #[error("message is larger than the queue can hold")]
+    TooLarge(T),
+}
+
+impl<T> PutError<T> {
+    /// The value that was not put.
+    pub fn into_inner(self) -> T {
+        match self {
+            Self::Full(v) | Self::Disconnected(v) | Self::Closed(v) | Self::TooLarge(v) => v,
+        }
+    }
+}
+
+impl<T> std::fmt::Debug for PutError<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Full(_) => "Full(..)",
+            Self::Disconnected(_) => "Disconnected(..)",
+            Self::Closed(_) => "Closed(..)",
+            Self::TooLarge(_) => "TooLarge(..)",
+        })
+    }
+}
+
+/// A get that returned no message.
+///
+/// `get` returns only `Disconnected`, `Corrupted` and `Decode`; the try and timed forms also
+/// `Empty`; `get_bytes_into` also `BufferTooSmall`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum GetError {
+    /// Nothing arrived (right now, or before the timeout).
+    #[error("queue is empty")]
+    Empty,
+    /// Every sending handle is gone (dropped, killed, or the queue closed) and the queue is
+    /// drained.
+    #[error("every sender is gone and the queue is drained")]
+    Disconnected,
+    /// The caller's buffer is smaller than the next message (which stays in the queue).
+    #[error("message of {0} bytes does not fit the buffer")]
+    BufferTooSmall(usize),
+    /// The message's bytes do not decode as the queue's type; it was consumed.
+    #[error(transparent)]
+    Decode(#[from] crate::channel::DecodeError),
+    /// The queue's shared state was scribbled on; nothing can be read safely.
+    #[error("queue is corrupted: {0}")]
+    Corrupted(&'static str),
+}
+
+/// `task_done` was called more times than there were messages put.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("task_done() called too many times")]
+pub struct TaskDoneError;

@@ -46,6 +46,7 @@
 // purpose, so nobody outside can implement it.
 #![allow(private_interfaces, private_bounds)]
 
+mod channel;
 mod error;
 mod segment;
 mod shared_memory;
@@ -53,7 +54,15 @@ mod sync;
 mod sys;
 mod value;
 
-pub use error::{BrokenBarrierError, OpenError, OverReleaseError};
+#[cfg(feature = "serde")]
+pub use channel::Serde;
+pub use channel::{
+    Codec, Connection, ConnectionHandle, DecodeError, DefaultCodec, EncodeError, JoinableQueue,
+    Plain, Queue, QueueConfig, Receiver, Sender, pipe, pipe_oneway,
+};
+pub use error::{
+    BrokenBarrierError, GetError, OpenError, OverReleaseError, PutError, TaskDoneError,
+};
 pub use segment::{Handle, ParseHandleError};
 pub use shared_memory::{OutOfBounds, SharedMemory};
 pub use sync::barrier::{Barrier, MAX_PARTIES};

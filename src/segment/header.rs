@@ -26,6 +26,8 @@ pub(crate) mod kind {
     pub(crate) const RAW_VALUE: u32 = 0x5641_0002;
     pub(crate) const ARRAY: u32 = 0x4152_0001;
     pub(crate) const RAW_ARRAY: u32 = 0x4152_0002;
+    pub(crate) const QUEUE: u32 = 0x5155_0001;
+    pub(crate) const JOINABLE_QUEUE: u32 = 0x5155_0002;
 }
 
 /// Segment header. All fields are atomics: any attached process can write them, so we only

@@ -16,7 +16,9 @@ pub(crate) use mem::{
     Fd, Mapping, dup_raw_fd, fd_identity, fd_len, memfd_create, raw_fd, set_cloexec,
     shm_create_excl, shm_identity, shm_open_existing, shm_unlink,
 };
-pub(crate) use proc::{Liveness, ThreadId, current_pid, current_thread, probe_thread, random_u64};
+pub(crate) use proc::{
+    Liveness, ThreadId, current_pid, current_process, current_thread, probe_thread, random_u64,
+};
 
 use std::fmt;
 

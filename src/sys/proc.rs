@@ -44,12 +44,16 @@ thread_local! {
     /// This thread's identity; tid 0 means "not filled yet". Reset in the child after `fork`
     /// (the forking thread is the only thread there, and its id and start time changed).
     static ME: Cell<ThreadId> = const { Cell::new(ThreadId { tid: 0, start: 0 }) };
+    /// This process's identity (pid and the main thread's start time), cached per thread and
+    /// reset after `fork` like `ME`.
+    static PROCESS: Cell<ThreadId> = const { Cell::new(ThreadId { tid: 0, start: 0 }) };
 }
 
 extern "C" fn after_fork_in_child() {
     // A const-initialised thread-local without destructor is a plain TLS slot: no allocation,
     // no registration, so this is safe to run in the child of a fork.
     ME.with(|me| me.set(ThreadId { tid: 0, start: 0 }));
+    PROCESS.with(|p| p.set(ThreadId { tid: 0, start: 0 }));
 }
 
 fn register_atfork() {
@@ -78,6 +82,26 @@ fn current_thread_slow() -> ThreadId {
     let start = read_stat(tid).map(|s| s.start).unwrap_or(0);
     let id = ThreadId { tid, start };
     ME.with(|c| c.set(id));
+    id
+}
+
+/// The calling process's identity: pid and process start time (that of its main thread).
+#[inline]
+pub(crate) fn current_process() -> ThreadId {
+    let id = PROCESS.with(Cell::get);
+    if id.tid != 0 {
+        return id;
+    }
+    current_process_slow()
+}
+
+#[cold]
+fn current_process_slow() -> ThreadId {
+    register_atfork();
+    let pid = current_pid();
+    let start = read_stat(pid).map(|s| s.start).unwrap_or(0);
+    let id = ThreadId { tid: pid, start };
+    PROCESS.with(|c| c.set(id));
     id
 }
 

@@ -1,0 +1,620 @@
+//! `Queue`, its one-sided views `Sender` and `Receiver`, and `JoinableQueue`.
+
+use std::marker::PhantomData;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use super::codec::{Codec, DefaultCodec};
+use super::ring::{GetFail, PutFail, Ring, Role};
+use crate::error::{GetError, OpenError, PutError, TaskDoneError};
+use crate::segment::{Segment, kind};
+use crate::sync::object::{Builder, sealed};
+use crate::sys;
+
+/// Creation parameters of a queue.
+#[derive(Clone, Copy, Debug)]
+pub struct QueueConfig {
+    messages: u32,
+    bytes: usize,
+}
+
+impl Default for QueueConfig {
+    fn default() -> Self {
+        Self {
+            messages: 1024,
+            bytes: 1 << 20,
+        }
+    }
+}
+
+/// One attached handle: the ring plus the role this handle plays, registered for the process
+/// that uses it (re-registered in a forked child on first use).
+#[derive(Debug)]
+pub(crate) struct Endpoint {
+    ring: Arc<Ring>,
+    role: Role,
+    pid: AtomicU32,
+}
+
+pub(crate) const BOTH: Role = Role {
+    send: true,
+    recv: true,
+};
+pub(crate) const SEND: Role = Role {
+    send: true,
+    recv: false,
+};
+pub(crate) const RECV: Role = Role {
+    send: false,
+    recv: true,
+};
+
+fn put_error<T>(f: PutFail, v: T) -> PutError<T> {
+    match f {
+        PutFail::Full => PutError::Full(v),
+        PutFail::Disconnected => PutError::Disconnected(v),
+        PutFail::Closed => PutError::Closed(v),
+        PutFail::TooBig => PutError::TooLarge(v),
+    }
+}
+
+fn get_error(f: GetFail) -> GetError {
+    match f {
+        GetFail::Empty => GetError::Empty,
+        GetFail::Disconnected => GetError::Disconnected,
+        GetFail::Corrupted(what) => GetError::Corrupted(what),
+        GetFail::BufferTooSmall(n) => GetError::BufferTooSmall(n),
+    }
+}
+
+fn now() -> Option<Instant> {
+    Some(Instant::now())
+}
+
+fn after(timeout: Duration) -> Option<Instant> {
+    crate::sync::wait::deadline_after(timeout)
+}
+
+impl Endpoint {
+    pub(crate) fn new(ring: Arc<Ring>, role: Role) -> Result<Self, OpenError> {
+        let pid = ring.attach(role)?;
+        Ok(Self {
+            ring,
+            role,
+            pid: AtomicU32::new(pid),
+        })
+    }
+
+    pub(crate) fn open(seg: Segment, role: Role) -> Result<Self, OpenError> {
+        Self::new(Arc::new(Ring::from_segment(seg)?), role)
+    }
+
+    pub(crate) fn ring(&self) -> &Ring {
+        &self.ring
+    }
+
+    /// A handle inherited across `fork` registers for the child on first use.
+    #[inline]
+    fn ensure_attached(&self) {
+        let me = sys::current_process().tid;
+        if self.pid.load(Ordering::Relaxed) != me {
+            self.attach_here(me);
+        }
+    }
+
+    #[cold]
+    fn attach_here(&self, me: u32) {
+        if self.ring.attach(self.role).is_ok() {
+            self.pid.store(me, Ordering::Relaxed);
+        }
+    }
+
+    pub(crate) fn put<T, C: Codec<T>>(
+        &self,
+        value: T,
+        deadline: Option<Instant>,
+    ) -> Result<(), PutError<T>> {
+        self.ensure_attached();
+        let Ok(len) = C::encoded_len(&value) else {
+            return Err(PutError::TooLarge(value));
+        };
+        match self
+            .ring
+            .put_with(len, deadline, |buf| C::encode(&value, buf))
+        {
+            Ok(()) => Ok(()),
+            Err(f) => Err(put_error(f, value)),
+        }
+    }
+
+    pub(crate) fn put_bytes(
+        &self,
+        bytes: &[u8],
+        deadline: Option<Instant>,
+    ) -> Result<(), PutError<()>> {
+        self.ensure_attached();
+        self.ring
+            .put_with(bytes.len(), deadline, |buf| buf.copy_from_slice(bytes))
+            .map_err(|f| put_error(f, ()))
+    }
+
+    pub(crate) fn get<T, C: Codec<T>>(&self, deadline: Option<Instant>) -> Result<T, GetError> {
+        self.ensure_attached();
+        match self.ring.get_with(deadline, None, C::decode) {
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(e)) => Err(GetError::Decode(e)),
+            Err(f) => Err(get_error(f)),
+        }
+    }
+
+    pub(crate) fn get_bytes(&self, deadline: Option<Instant>) -> Result<Vec<u8>, GetError> {
+        self.ensure_attached();
+        self.ring
+            .get_with(deadline, None, <[u8]>::to_vec)
+            .map_err(get_error)
+    }
+
+    pub(crate) fn get_bytes_into(
+        &self,
+        buf: &mut [u8],
+        deadline: Option<Instant>,
+    ) -> Result<usize, GetError> {
+        self.ensure_attached();
+        self.ring
+            .get_with(deadline, Some(buf.len()), |m| {
+                buf[..m.len()].copy_from_slice(m);
+                m.len()
+            })
+            .map_err(get_error)
+    }
+}
+
+impl Clone for Endpoint {
+    fn clone(&self) -> Self {
+        // Same process: the peer slot exists already, so attaching cannot run out of slots.
+        Self::new(self.ring.clone(), self.role).expect("attach a clone of an attached handle")
+    }
+}
+
+impl Drop for Endpoint {
+    fn drop(&mut self) {
+        self.ring
+            .detach(self.role, self.pid.load(Ordering::Relaxed));
+    }
+}
+
+/// Implements `sealed::Object`, `open` and `Clone` for a handle type wrapping an `Endpoint`.
+macro_rules! endpoint_type {
+    ($ty:ident, $kind:expr, $role:expr) => {
+        impl<T, C: Codec<T>> sealed::Object for $ty<T, C> {
+            type Config = QueueConfig;
+            const KIND: u32 = $kind;
+
+            fn payload_len(config: &QueueConfig) -> usize {
+                Ring::payload_len(Ring::round_capacity(config.bytes))
+            }
+
+            fn init(payload: std::ptr::NonNull<u8>, config: &QueueConfig) {
+                Ring::init(
+                    payload,
+                    Ring::round_capacity(config.bytes),
+                    config.messages.max(1),
+                )
+            }
+
+            fn from_segment(seg: Segment) -> Result<Self, OpenError> {
+                Ok(Self {
+                    ep: Endpoint::open(seg, $role)?,
+                    _types: PhantomData,
+                })
+            }
+
+            fn segment(&self) -> &Segment {
+                self.ep.ring().segment()
+            }
+        }
+
+        impl<T, C: Codec<T>> $ty<T, C> {
+            /// A builder: capacity in messages and bytes, name, backing.
+            pub fn builder() -> Builder<Self> {
+                Builder::with_config(QueueConfig::default())
+            }
+
+            /// Opens the existing queue named `name`.
+            ///
+            /// # Errors
+            /// As [`Builder::open`].
+            pub fn open(name: &str) -> Result<Self, OpenError> {
+                Self::builder().name(name).open()
+            }
+
+            /// Most messages the queue holds at once.
+            pub fn capacity(&self) -> usize {
+                self.ep.ring().capacity_messages()
+            }
+
+            /// Largest message (encoded bytes) the queue can ever hold.
+            pub fn max_message_len(&self) -> usize {
+                self.ep.ring().max_message()
+            }
+
+            /// Messages in the queue right now (Python's `qsize`).
+            #[doc(alias = "qsize")]
+            pub fn len(&self) -> usize {
+                self.ep.ring().len()
+            }
+
+            /// Whether the queue is empty right now.
+            pub fn is_empty(&self) -> bool {
+                self.len() == 0
+            }
+
+            /// Whether the queue holds its maximum number of messages right now (it may also
+            /// be full in bytes before that).
+            pub fn is_full(&self) -> bool {
+                self.len() >= self.capacity()
+            }
+
+            /// Closes the queue for every process: puts fail with `Closed`, gets drain what is
+            /// left and then fail with `Disconnected`.
+            pub fn close(&self) {
+                self.ep.ring().close()
+            }
+
+            /// Whether the queue was closed.
+            pub fn is_closed(&self) -> bool {
+                self.ep.ring().is_closed()
+            }
+        }
+
+        impl<T, C: Codec<T>> Clone for $ty<T, C> {
+            fn clone(&self) -> Self {
+                Self {
+                    ep: self.ep.clone(),
+                    _types: PhantomData,
+                }
+            }
+        }
+
+        impl<T, C> std::fmt::Debug for $ty<T, C> {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.debug_struct(stringify!($ty))
+                    .field("len", &self.ep.ring().len())
+                    .finish_non_exhaustive()
+            }
+        }
+    };
+}
+
+macro_rules! sending {
+    ($ty:ident) => {
+        impl<T, C: Codec<T>> $ty<T, C> {
+            /// Puts `value`, waiting for room as long as it takes.
+            ///
+            /// # Errors
+            /// `Disconnected`, `Closed` or `TooLarge`, with the value.
+            #[doc(alias = "send")]
+            pub fn put(&self, value: T) -> Result<(), PutError<T>> {
+                self.put_deadline(value, None)
+            }
+
+            /// Puts `value` if there is room right now (Python's `put_nowait`).
+            ///
+            /// # Errors
+            /// `Full`, `Disconnected`, `Closed` or `TooLarge`, with the value.
+            #[doc(alias = "put_nowait")]
+            pub fn try_put(&self, value: T) -> Result<(), PutError<T>> {
+                self.put_deadline(value, now())
+            }
+
+            /// Puts `value`, waiting at most `timeout` for room.
+            ///
+            /// # Errors
+            /// As [`try_put`](Self::try_put).
+            pub fn put_timeout(&self, value: T, timeout: Duration) -> Result<(), PutError<T>> {
+                self.put_deadline(value, after(timeout))
+            }
+
+            /// Puts a message of raw bytes (read back with `get_bytes`).
+            ///
+            /// # Errors
+            /// As [`put`](Self::put).
+            pub fn put_bytes(&self, bytes: &[u8]) -> Result<(), PutError<()>> {
+                self.put_bytes_deadline(bytes, None)
+            }
+
+            /// Puts raw bytes if there is room right now.
+            ///
+            /// # Errors
+            /// As [`try_put`](Self::try_put).
+            pub fn try_put_bytes(&self, bytes: &[u8]) -> Result<(), PutError<()>> {
+                self.put_bytes_deadline(bytes, now())
+            }
+        }
+    };
+}
+
+macro_rules! receiving {
+    ($ty:ident) => {
+        impl<T, C: Codec<T>> $ty<T, C> {
+            /// Takes the next message, waiting as long as it takes.
+            ///
+            /// # Errors
+            /// `Disconnected` once every sender is gone and the queue is drained; `Decode` or
+            /// `Corrupted` for bad bytes from another process.
+            #[doc(alias = "recv")]
+            pub fn get(&self) -> Result<T, GetError> {
+                self.ep.get::<T, C>(None)
+            }
+
+            /// Takes the next message if there is one (Python's `get_nowait`).
+            ///
+            /// # Errors
+            /// `Empty`, or as [`get`](Self::get).
+            #[doc(alias = "get_nowait")]
+            pub fn try_get(&self) -> Result<T, GetError> {
+                self.ep.get::<T, C>(now())
+            }
+
+            /// Takes the next message, waiting at most `timeout`.
+            ///
+            /// # Errors
+            /// `Empty` on timeout, or as [`get`](Self::get).
+            pub fn get_timeout(&self, timeout: Duration) -> Result<T, GetError> {
+                self.ep.get::<T, C>(after(timeout))
+            }
+
+            /// Takes the next message as raw bytes.
+            ///
+            /// # Errors
+            /// As [`get`](Self::get).
+            pub fn get_bytes(&self) -> Result<Vec<u8>, GetError> {
+                self.ep.get_bytes(None)
+            }
+
+            /// Takes the next message as raw bytes, waiting at most `timeout`.
+            ///
+            /// # Errors
+            /// As [`get_timeout`](Self::get_timeout).
+            pub fn get_bytes_timeout(&self, timeout: Duration) -> Result<Vec<u8>, GetError> {
+                self.ep.get_bytes(after(timeout))
+            }
+
+            /// Copies the next message into `buf` and returns its length. A message longer than
+            /// `buf` stays in the queue and gives `BufferTooSmall(len)`.
+            ///
+            /// # Errors
+            /// As [`get`](Self::get), and `BufferTooSmall`.
+            pub fn get_bytes_into(&self, buf: &mut [u8]) -> Result<usize, GetError> {
+                self.ep.get_bytes_into(buf, None)
+            }
+        }
+    };
+}
+
+/// A multi-producer, multi-consumer queue in shared memory, like Python's
+/// `multiprocessing.Queue`, for any number of processes and threads.
+///
+/// Messages are plain data copied once ([`Plain`](crate::Plain)), serde values encoded with
+/// postcard straight into the queue ([`Serde`](crate::Serde), the default), or raw bytes
+/// (`put_bytes`/`get_bytes`). There is no pipe or feeder thread underneath: a put is a copy and
+/// two stores, and a waiting peer that is awake sees it at once; sleepers are woken only when
+/// they exist.
+///
+/// A `Queue` handle both sends and receives. For disconnection to mean something, split roles
+/// with [`Sender`] and [`Receiver`]: once every sending handle is gone (dropped, or its process
+/// killed) receivers drain what is left and then get [`GetError::Disconnected`]; once every
+/// receiving handle is gone, puts hand the value back in [`PutError::Disconnected`]. A killed
+/// peer is noticed within about 0.2 s by a waiter.
+///
+/// Crash consistency: a producer killed mid-put never leaves a torn message visible and never
+/// wedges the queue; a consumer killed mid-get loses at most the message it was taking (if it
+/// died before taking it, the message stays for the next consumer). Per-producer order is kept.
+///
+/// # Examples
+/// ```
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let q = multiproc::Queue::<String>::builder().capacity(8).create()?;
+/// q.put("hello".to_string())?;
+/// assert_eq!(q.len(), 1);
+/// assert_eq!(q.get()?, "hello");
+/// assert!(q.try_get().is_err());
+/// # Ok(()) }
+/// ```
+pub struct Queue<T, C = DefaultCodec> {
+    ep: Endpoint,
+    _types: PhantomData<(fn(T) -> T, C)>,
+}
+
+endpoint_type!(Queue, kind::QUEUE, BOTH);
+sending!(Queue);
+receiving!(Queue);
+
+impl<T, C: Codec<T>> Queue<T, C> {
+    /// Creates a queue for `capacity` messages (and 1 MiB of message bytes) in a new memfd
+    /// segment.
+    ///
+    /// # Errors
+    /// The system error if the segment cannot be created.
+    pub fn new(capacity: usize) -> Result<Self, OpenError> {
+        Self::builder().capacity(capacity).create()
+    }
+
+    fn put_deadline(&self, value: T, deadline: Option<Instant>) -> Result<(), PutError<T>> {
+        self.ep.put::<T, C>(value, deadline)
+    }
+
+    fn put_bytes_deadline(
+        &self,
+        bytes: &[u8],
+        deadline: Option<Instant>,
+    ) -> Result<(), PutError<()>> {
+        self.ep.put_bytes(bytes, deadline)
+    }
+
+    /// A sending handle on the same queue.
+    ///
+    /// # Errors
+    /// If the queue has no free peer slot (too many processes attached).
+    pub fn sender(&self) -> Result<Sender<T, C>, OpenError> {
+        Ok(Sender {
+            ep: Endpoint::new(self.ep.ring.clone(), SEND)?,
+            _types: PhantomData,
+        })
+    }
+
+    /// A receiving handle on the same queue.
+    ///
+    /// # Errors
+    /// As [`sender`](Self::sender).
+    pub fn receiver(&self) -> Result<Receiver<T, C>, OpenError> {
+        Ok(Receiver {
+            ep: Endpoint::new(self.ep.ring.clone(), RECV)?,
+            _types: PhantomData,
+        })
+    }
+
+    /// Splits this handle into a sender and a receiver.
+    ///
+    /// # Errors
+    /// As [`sender`](Self::sender).
+    pub fn split(self) -> Result<(Sender<T, C>, Receiver<T, C>), OpenError> {
+        Ok((self.sender()?, self.receiver()?))
+    }
+}
+
+impl<T, C: Codec<T>> Builder<Queue<T, C>> {
+    /// Most messages held at once (Python's `maxsize`; default 1024).
+    ///
+    /// # Panics
+    /// If `messages` is 0 or above `u32::MAX`.
+    pub fn capacity(mut self, messages: usize) -> Self {
+        assert!(messages > 0, "queue capacity must be positive");
+        self.config.messages = u32::try_from(messages).expect("capacity fits in u32");
+        self
+    }
+
+    /// Bytes for message data (default 1 MiB, rounded up to a power of two). Each message
+    /// takes its encoded length plus 8 to 15 bytes; the largest message is this minus 8.
+    pub fn max_bytes(mut self, bytes: usize) -> Self {
+        self.config.bytes = bytes;
+        self
+    }
+}
+
+/// The sending side of a [`Queue`]. Receivers see `Disconnected` once every `Sender` and
+/// `Queue` handle is gone.
+pub struct Sender<T, C = DefaultCodec> {
+    ep: Endpoint,
+    _types: PhantomData<(fn(T) -> T, C)>,
+}
+
+endpoint_type!(Sender, kind::QUEUE, SEND);
+sending!(Sender);
+
+impl<T, C: Codec<T>> Sender<T, C> {
+    fn put_deadline(&self, value: T, deadline: Option<Instant>) -> Result<(), PutError<T>> {
+        self.ep.put::<T, C>(value, deadline)
+    }
+
+    fn put_bytes_deadline(
+        &self,
+        bytes: &[u8],
+        deadline: Option<Instant>,
+    ) -> Result<(), PutError<()>> {
+        self.ep.put_bytes(bytes, deadline)
+    }
+}
+
+/// The receiving side of a [`Queue`]. Senders see `Disconnected` once every `Receiver` and
+/// `Queue` handle is gone.
+pub struct Receiver<T, C = DefaultCodec> {
+    ep: Endpoint,
+    _types: PhantomData<(fn(T) -> T, C)>,
+}
+
+endpoint_type!(Receiver, kind::QUEUE, RECV);
+receiving!(Receiver);
+
+impl<T, C: Codec<T>> Receiver<T, C> {
+    pub(crate) fn ring_poll(&self, deadline: Option<Instant>) -> bool {
+        self.ep.ring().poll(deadline)
+    }
+}
+
+/// A [`Queue`] that counts unfinished tasks, like Python's `multiprocessing.JoinableQueue`:
+/// every put adds one, every [`task_done`](Self::task_done) removes one, and
+/// [`join`](Self::join) waits until none is left.
+///
+/// A consumer that dies between `get` and `task_done` leaves its task unfinished for good, as
+/// in Python; use [`join_timeout`](Self::join_timeout) where that matters.
+///
+/// # Examples
+/// ```
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let q = multiproc::JoinableQueue::<u32>::builder().create()?;
+/// q.put(7)?;
+/// assert_eq!(q.get()?, 7);
+/// q.task_done()?;
+/// q.join();
+/// assert!(q.task_done().is_err());
+/// # Ok(()) }
+/// ```
+pub struct JoinableQueue<T, C = DefaultCodec> {
+    ep: Endpoint,
+    _types: PhantomData<(fn(T) -> T, C)>,
+}
+
+endpoint_type!(JoinableQueue, kind::JOINABLE_QUEUE, BOTH);
+sending!(JoinableQueue);
+receiving!(JoinableQueue);
+
+impl<T, C: Codec<T>> JoinableQueue<T, C> {
+    fn put_deadline(&self, value: T, deadline: Option<Instant>) -> Result<(), PutError<T>> {
+        // Count the task before it becomes visible, so a fast consumer's task_done never
+        // finds it uncounted; undo if the put fails.
+        self.ep.ring().task_added();
+        self.ep.put::<T, C>(value, deadline).inspect_err(|_| {
+            self.ep.ring().task_done();
+        })
+    }
+
+    fn put_bytes_deadline(
+        &self,
+        bytes: &[u8],
+        deadline: Option<Instant>,
+    ) -> Result<(), PutError<()>> {
+        self.ep.ring().task_added();
+        self.ep.put_bytes(bytes, deadline).inspect_err(|_| {
+            self.ep.ring().task_done();
+        })
+    }
+
+    /// Marks one task taken with `get` as done.
+    ///
+    /// # Errors
+    /// [`TaskDoneError`] if called more times than messages were put (Python's `ValueError`).
+    pub fn task_done(&self) -> Result<(), TaskDoneError> {
+        if self.ep.ring().task_done() {
+            Ok(())
+        } else {
+            Err(TaskDoneError)
+        }
+    }
+
+    /// Waits until every message put has been marked done.
+    pub fn join(&self) {
+        self.ep.ring().join(None);
+    }
+
+    /// Waits at most `timeout`; returns whether every task is done.
+    pub fn join_timeout(&self, timeout: Duration) -> bool {
+        self.ep.ring().join(after(timeout))
+    }
+
+    /// Tasks put and not yet marked done.
+    pub fn unfinished_tasks(&self) -> u32 {
+        self.ep.ring().unfinished()
+    }
+}
