@@ -50,6 +50,10 @@ pub(crate) const RECV: Role = Role {
     recv: true,
 };
 
+/// Marker for a handle's message type and codec (`fn(T) -> T` keeps it `Send + Sync` for any
+/// `T`: the handle stores no `T`).
+type Types<T, C> = PhantomData<(fn(T) -> T, C)>;
+
 fn put_error<T>(f: PutFail, v: T) -> PutError<T> {
     match f {
         PutFail::Full => PutError::Full(v),
@@ -424,7 +428,7 @@ macro_rules! receiving {
 /// ```
 pub struct Queue<T, C = DefaultCodec> {
     ep: Endpoint,
-    _types: PhantomData<(fn(T) -> T, C)>,
+    _types: Types<T, C>,
 }
 
 endpoint_type!(Queue, kind::QUEUE, BOTH);
@@ -507,7 +511,7 @@ impl<T, C: Codec<T>> Builder<Queue<T, C>> {
 /// `Queue` handle is gone.
 pub struct Sender<T, C = DefaultCodec> {
     ep: Endpoint,
-    _types: PhantomData<(fn(T) -> T, C)>,
+    _types: Types<T, C>,
 }
 
 endpoint_type!(Sender, kind::QUEUE, SEND);
@@ -531,7 +535,7 @@ impl<T, C: Codec<T>> Sender<T, C> {
 /// `Queue` handle is gone.
 pub struct Receiver<T, C = DefaultCodec> {
     ep: Endpoint,
-    _types: PhantomData<(fn(T) -> T, C)>,
+    _types: Types<T, C>,
 }
 
 endpoint_type!(Receiver, kind::QUEUE, RECV);
@@ -563,7 +567,7 @@ impl<T, C: Codec<T>> Receiver<T, C> {
 /// ```
 pub struct JoinableQueue<T, C = DefaultCodec> {
     ep: Endpoint,
-    _types: PhantomData<(fn(T) -> T, C)>,
+    _types: Types<T, C>,
 }
 
 endpoint_type!(JoinableQueue, kind::JOINABLE_QUEUE, BOTH);

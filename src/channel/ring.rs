@@ -225,7 +225,7 @@ impl Ring {
         let st = unsafe { state.as_ref() };
         let cap = st.config.capacity.load(Ordering::Relaxed);
         let max_messages = st.config.max_messages.load(Ordering::Relaxed);
-        if !cap.is_power_of_two() || cap < MIN_CAPACITY || cap > 1 << 31 || max_messages == 0 {
+        if !cap.is_power_of_two() || !(MIN_CAPACITY..=1 << 31).contains(&cap) || max_messages == 0 {
             return Err(OpenError::Corrupted("ring capacity"));
         }
         crate::sync::object::expect_payload(&seg, Self::payload_len(cap))?;
