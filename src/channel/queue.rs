@@ -483,6 +483,7 @@ impl<T, C: Codec<T>> Queue<T, C> {
     ///
     /// # Errors
     /// As [`sender`](Self::sender).
+    #[allow(clippy::type_complexity)]
     pub fn split(self) -> Result<(Sender<T, C>, Receiver<T, C>), OpenError> {
         Ok((self.sender()?, self.receiver()?))
     }
