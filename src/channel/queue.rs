@@ -501,7 +501,7 @@ impl<T, C: Codec<T>> Builder<Queue<T, C>> {
     }
 
     /// Bytes for message data (default 1 MiB, rounded up to a power of two). Each message
-    /// takes its encoded length plus 8 to 15 bytes; the largest message is this minus 8.
+    /// takes its encoded length plus 8 to 15 bytes; the largest message is half of this minus 8.
     pub fn max_bytes(mut self, bytes: usize) -> Self {
         self.config.bytes = bytes;
         self

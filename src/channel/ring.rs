@@ -254,9 +254,12 @@ impl Ring {
         self.max_messages as usize
     }
 
-    /// Largest payload that can ever fit.
+    /// Largest payload that can ever fit: records are at most half the region, which is what
+    /// guarantees progress across the wrap. A record that does not fit before the end needs
+    /// `to_end + record <= free`; in an empty ring that holds whenever `record <= cap / 2`
+    /// (then `to_end < record` means the offset is past the middle, so `record <= offset`).
     pub(crate) fn max_message(&self) -> usize {
-        (self.cap - RECORD_HEADER) as usize
+        (self.cap / 2 - RECORD_HEADER) as usize
     }
 
     /// Messages in the ring now (a snapshot).
@@ -610,7 +613,7 @@ impl Ring {
         let st = self.st();
         if !waiter.backoff.is_completed() {
             if deadline.is_some_and(|d| Instant::now() >= d) {
-                return Err(GetFail::Empty);
+                return Err(self.empty_or_disconnected(observed_tail));
             }
             waiter.backoff.snooze();
             return Ok(());
@@ -635,8 +638,19 @@ impl Ring {
         }
         st.data_wait.sleepers.fetch_sub(1, Ordering::SeqCst);
         match timeout {
-            None if unchanged => Err(GetFail::Empty),
+            None if unchanged => Err(self.empty_or_disconnected(observed_tail)),
             _ => Ok(()),
+        }
+    }
+
+    /// The error of a get that gives up on an empty ring: `Disconnected` if no sender is left
+    /// (as far as the counts say) and nothing arrived meanwhile.
+    fn empty_or_disconnected(&self, observed_tail: u64) -> GetFail {
+        let gone = self.is_closed() || !self.any_alive(true, false);
+        if gone && self.st().producer.pos.load(Ordering::SeqCst) == observed_tail {
+            GetFail::Disconnected
+        } else {
+            GetFail::Empty
         }
     }
 

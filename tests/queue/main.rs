@@ -1,0 +1,463 @@
+//! `Queue`, `Sender`/`Receiver`, `JoinableQueue` and `Pipe`: functional tests with real
+#![cfg(feature = "serde")]
+//! processes (death and crash consistency live in tests/queue_death).
+
+#[path = "../common/mod.rs"]
+mod common;
+
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use common::{arg, join_all, role, spawn, unique_name, wait_for, watchdog};
+use multiproc::{
+    Connection, GetError, Plain, PutError, Queue, RawArray, RawValue, Receiver, Sender,
+    SharedObject,
+};
+use serde::{Deserialize, Serialize};
+use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
+
+const LIMIT: Duration = Duration::from_secs(120);
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, FromBytes, IntoBytes, KnownLayout, Immutable)]
+#[repr(C)]
+struct Tagged {
+    producer: u32,
+    seq: u32,
+}
+
+// ---------------------------------------------------------------------------------------------
+// 4 producers x 4 consumers x 250,000 messages, each a separate process.
+
+const PRODUCERS: u32 = 4;
+const CONSUMERS: u32 = 4;
+const PER_PRODUCER: u32 = 250_000;
+
+#[test]
+fn four_producers_four_consumers_exactly_once_in_order() {
+    match role().as_deref() {
+        Some("producer") => {
+            let _watchdog = watchdog(LIMIT, "producer");
+            let id: u32 = arg("ID").parse().unwrap();
+            let tx = Sender::<Tagged, Plain>::open(&arg("QUEUE")).unwrap();
+            RawValue::<AtomicU64>::open(&arg("READY"))
+                .unwrap()
+                .fetch_add(1, Ordering::SeqCst);
+            for seq in 0..PER_PRODUCER {
+                tx.put(Tagged { producer: id, seq }).unwrap();
+            }
+            return;
+        }
+        Some("consumer") => {
+            let _watchdog = watchdog(LIMIT, "consumer");
+            let rx = Receiver::<Tagged, Plain>::open(&arg("QUEUE")).unwrap();
+            let seen = RawArray::<AtomicU8>::open(&arg("SEEN")).unwrap();
+            RawValue::<AtomicU64>::open(&arg("READY"))
+                .unwrap()
+                .fetch_add(1, Ordering::SeqCst);
+            let mut last = [None::<u32>; PRODUCERS as usize];
+            loop {
+                match rx.get() {
+                    Ok(m) => {
+                        assert!(m.producer < PRODUCERS && m.seq < PER_PRODUCER, "{m:?}");
+                        // Per-producer order: this consumer sees each producer's seqs rising.
+                        let l = &mut last[m.producer as usize];
+                        assert!(
+                            l.is_none_or(|l| l < m.seq),
+                            "out of order: {l:?} then {m:?}"
+                        );
+                        *l = Some(m.seq);
+                        let i = (m.producer * PER_PRODUCER + m.seq) as usize;
+                        assert_eq!(seen[i].swap(1, Ordering::Relaxed), 0, "duplicate {m:?}");
+                    }
+                    Err(GetError::Disconnected) => return,
+                    Err(e) => panic!("get: {e}"),
+                }
+            }
+        }
+        _ => {}
+    }
+    let _watchdog = watchdog(LIMIT, "4x4 test");
+    let name = unique_name("q4x4");
+    let queue = Queue::<Tagged, Plain>::builder()
+        .name(&name)
+        .capacity(4096)
+        .max_bytes(1 << 16)
+        .create()
+        .unwrap();
+    let seen_name = unique_name("seen");
+    let seen = RawArray::<AtomicU8>::builder()
+        .name(&seen_name)
+        .len((PRODUCERS * PER_PRODUCER) as usize)
+        .create()
+        .unwrap();
+    let ready_name = unique_name("ready");
+    let ready = RawValue::<AtomicU64>::builder()
+        .name(&ready_name)
+        .create()
+        .unwrap();
+    let test = this_test!(four_producers_four_consumers_exactly_once_in_order);
+    let mut children = Vec::new();
+    for id in 0..PRODUCERS {
+        children.push(spawn(
+            &test,
+            "producer",
+            &[
+                ("QUEUE", name.clone()),
+                ("READY", ready_name.clone()),
+                ("ID", id.to_string()),
+            ],
+        ));
+    }
+    for _ in 0..CONSUMERS {
+        children.push(spawn(
+            &test,
+            "consumer",
+            &[
+                ("QUEUE", name.clone()),
+                ("READY", ready_name.clone()),
+                ("SEEN", seen_name.clone()),
+            ],
+        ));
+    }
+    // Everyone attached: our own handle (a sender too) may go; then only the producers keep
+    // the queue connected.
+    assert!(common::eventually(Duration::from_secs(60), || ready
+        .load(Ordering::SeqCst)
+        == u64::from(PRODUCERS + CONSUMERS)));
+    let (tx, rx) = queue.split().unwrap();
+    drop(tx);
+    join_all(children, LIMIT);
+    let missing = seen
+        .iter()
+        .filter(|b| b.load(Ordering::Relaxed) == 0)
+        .count();
+    assert_eq!(missing, 0, "{missing} messages never received");
+    assert!(rx.is_empty(), "messages left over");
+    assert_eq!(rx.try_get(), Err(GetError::Disconnected));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Message types round-trip through Queue and Pipe, across a process boundary.
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+enum Job {
+    Stop,
+    Text(String),
+    Numbers(Vec<i64>),
+    Pair { name: String, weight: f64 },
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, FromBytes, IntoBytes, KnownLayout, Immutable)]
+#[repr(C)]
+struct Block64 {
+    words: [u64; 7],
+    check: u64,
+}
+
+fn jobs() -> Vec<Job> {
+    vec![
+        Job::Text(String::new()),
+        Job::Text("héllo, wörld".into()),
+        Job::Numbers((-500..500).collect()),
+        Job::Pair {
+            name: "x".repeat(1000),
+            weight: 0.25,
+        },
+        Job::Numbers(vec![i64::MIN, i64::MAX]),
+    ]
+}
+
+fn byte_messages() -> Vec<Vec<u8>> {
+    [1usize, 7, 8, 9, 63, 64, 65, 1000, 4096, 65_537, 1 << 20]
+        .iter()
+        .map(|&n| (0..n).map(|i| (i * 31 + n) as u8).collect())
+        .collect()
+}
+
+fn blocks() -> Vec<Block64> {
+    (0..100u64)
+        .map(|i| Block64 {
+            words: [i, i + 1, i + 2, u64::MAX - i, 5, 6, 7],
+            check: i * 3,
+        })
+        .collect()
+}
+
+/// Builder for the echo queues: room for 1 MiB messages.
+fn big<T, C: multiproc::Codec<T>>(name: &str) -> Queue<T, C> {
+    Queue::<T, C>::builder()
+        .name(name)
+        .capacity(64)
+        .max_bytes(4 << 20)
+        .create()
+        .unwrap()
+}
+
+#[test]
+fn types_round_trip_through_queues_across_processes() {
+    if role().as_deref() == Some("echo") {
+        let _watchdog = watchdog(LIMIT, "echo");
+        let jobs_in = Receiver::<Job>::open(&arg("JOBS_IN")).unwrap();
+        let jobs_out = Sender::<Job>::open(&arg("JOBS_OUT")).unwrap();
+        let u64_in = Receiver::<u64, Plain>::open(&arg("U64_IN")).unwrap();
+        let u64_out = Sender::<u64, Plain>::open(&arg("U64_OUT")).unwrap();
+        let blk_in = Receiver::<Block64, Plain>::open(&arg("BLK_IN")).unwrap();
+        let blk_out = Sender::<Block64, Plain>::open(&arg("BLK_OUT")).unwrap();
+        loop {
+            match jobs_in.get().unwrap() {
+                Job::Stop => break,
+                j => jobs_out.put(j).unwrap(),
+            }
+        }
+        for _ in 0..1000 {
+            u64_out.put(u64_in.get().unwrap()).unwrap();
+        }
+        for _ in 0..blocks().len() {
+            blk_out.put(blk_in.get().unwrap()).unwrap();
+        }
+        for _ in 0..byte_messages().len() {
+            let b = jobs_in.get_bytes().unwrap();
+            jobs_out.put_bytes(&b).unwrap();
+        }
+        return;
+    }
+    let _watchdog = watchdog(LIMIT, "round trip test");
+    let names: Vec<String> = ["ji", "jo", "ui", "uo", "bi", "bo"]
+        .iter()
+        .map(|t| unique_name(t))
+        .collect();
+    let jobs_in = big::<Job, multiproc::Serde>(&names[0]);
+    let jobs_out = big::<Job, multiproc::Serde>(&names[1]);
+    let u64_in = big::<u64, Plain>(&names[2]);
+    let u64_out = big::<u64, Plain>(&names[3]);
+    let blk_in = big::<Block64, Plain>(&names[4]);
+    let blk_out = big::<Block64, Plain>(&names[5]);
+    let mut child = spawn(
+        &this_test!(types_round_trip_through_queues_across_processes),
+        "echo",
+        &[
+            ("JOBS_IN", names[0].clone()),
+            ("JOBS_OUT", names[1].clone()),
+            ("U64_IN", names[2].clone()),
+            ("U64_OUT", names[3].clone()),
+            ("BLK_IN", names[4].clone()),
+            ("BLK_OUT", names[5].clone()),
+        ],
+    );
+    for j in jobs() {
+        jobs_in.put(j.clone()).unwrap();
+        assert_eq!(jobs_out.get().unwrap(), j);
+    }
+    jobs_in.put(Job::Stop).unwrap();
+    for i in 0..1000u64 {
+        let v = i.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        u64_in.put(v).unwrap();
+        assert_eq!(u64_out.get().unwrap(), v);
+    }
+    for b in blocks() {
+        blk_in.put(b).unwrap();
+        assert_eq!(blk_out.get().unwrap(), b);
+    }
+    for m in byte_messages() {
+        jobs_in.put_bytes(&m).unwrap();
+        assert_eq!(jobs_out.get_bytes().unwrap(), m, "{} bytes", m.len());
+    }
+    assert!(wait_for(&mut child, LIMIT).success());
+}
+
+#[test]
+fn types_round_trip_through_a_pipe_across_processes() {
+    if role().as_deref() == Some("echo") {
+        let _watchdog = watchdog(LIMIT, "pipe echo");
+        let conn: Connection<Job> = Connection::from_handle(&arg("CONN").parse().unwrap()).unwrap();
+        loop {
+            match conn.recv() {
+                Ok(Job::Stop) => break,
+                Ok(j) => conn.send(j).unwrap(),
+                Err(e) => panic!("recv: {e}"),
+            }
+        }
+        for _ in 0..byte_messages().len() {
+            let b = conn.recv_bytes().unwrap();
+            conn.send_bytes(&b).unwrap();
+        }
+        return;
+    }
+    let _watchdog = watchdog(LIMIT, "pipe round trip test");
+    // Named rings so the child can open them by handle; 4 MiB of room for the 1 MiB message.
+    let (a, b, creators) = named_pipe();
+    let mut child = spawn(
+        &this_test!(types_round_trip_through_a_pipe_across_processes),
+        "echo",
+        &[("CONN", b.handle().to_string())],
+    );
+    drop(b);
+    for (i, j) in jobs().into_iter().enumerate() {
+        a.send(j.clone()).unwrap();
+        assert_eq!(a.recv().unwrap(), j);
+        if i == 0 {
+            // The child has attached: the creating handles (which unlink the names and would
+            // keep both directions connected) can go.
+            drop(std::mem::take(&mut *creators.borrow_mut()));
+        }
+    }
+    a.send(Job::Stop).unwrap();
+    for m in byte_messages() {
+        a.send_bytes(&m).unwrap();
+        let mut buf = vec![0u8; 2 << 20];
+        let n = a.recv_bytes_into(&mut buf).unwrap();
+        assert_eq!(&buf[..n], &m[..], "{} bytes", m.len());
+    }
+    assert!(wait_for(&mut child, LIMIT).success());
+    // The child is gone: EOF.
+    assert_eq!(
+        a.recv_timeout(Duration::from_secs(10)),
+        Err(GetError::Disconnected)
+    );
+}
+
+type Creators = std::cell::RefCell<Vec<Queue<Job>>>;
+
+/// A duplex pipe over two named rings with room for 1 MiB messages, and the creating queue
+/// handles (to drop once the other end is attached).
+fn named_pipe() -> (Connection<Job>, Connection<Job>, Creators) {
+    let ab = big::<Job, multiproc::Serde>(&unique_name("ab"));
+    let ba = big::<Job, multiproc::Serde>(&unique_name("ba"));
+    let conn = |tx: &Queue<Job>, rx: &Queue<Job>| {
+        let h = format!("{}|{}", tx.handle(), rx.handle());
+        Connection::<Job>::from_handle(&h.parse().unwrap()).unwrap()
+    };
+    let a = conn(&ab, &ba);
+    let b = conn(&ba, &ab);
+    (a, b, std::cell::RefCell::new(vec![ab, ba]))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Threads of one process, limits, timeouts.
+
+#[test]
+fn the_same_queue_works_between_threads() {
+    let _watchdog = watchdog(LIMIT, "threads test");
+    const PER: u32 = 20_000;
+    let q = Queue::<Tagged, Plain>::builder()
+        .capacity(256)
+        .create()
+        .unwrap();
+    let seen: Vec<AtomicU8> = (0..4 * PER).map(|_| AtomicU8::new(0)).collect();
+    std::thread::scope(|s| {
+        for id in 0..4u32 {
+            let tx = q.sender().unwrap();
+            s.spawn(move || {
+                for seq in 0..PER {
+                    tx.put(Tagged { producer: id, seq }).unwrap();
+                }
+            });
+        }
+        let (tx, rx) = q.clone().split().unwrap();
+        drop(tx);
+        for _ in 0..4 {
+            let rx = rx.clone();
+            let seen = &seen;
+            s.spawn(move || {
+                let mut got = 0;
+                while got < PER {
+                    let m = rx.get().unwrap();
+                    assert_eq!(
+                        seen[(m.producer * PER + m.seq) as usize].swap(1, Ordering::Relaxed),
+                        0
+                    );
+                    got += 1;
+                }
+            });
+        }
+    });
+    assert!(seen.iter().all(|b| b.load(Ordering::Relaxed) == 1));
+    assert!(q.is_empty());
+}
+
+#[test]
+fn limits_and_timeouts() {
+    let q = Queue::<u64, Plain>::builder().capacity(2).create().unwrap();
+    assert_eq!(q.capacity(), 2);
+    q.put(1).unwrap();
+    q.try_put(2).unwrap();
+    assert!(q.is_full());
+    assert_eq!(q.try_put(3), Err(PutError::Full(3)));
+    let d = Duration::from_millis(100);
+    let t = Instant::now();
+    assert_eq!(q.put_timeout(4, d), Err(PutError::Full(4)));
+    assert!(t.elapsed() >= d && t.elapsed() < d + Duration::from_secs(1));
+    assert_eq!(q.get().unwrap(), 1);
+    assert_eq!(q.get().unwrap(), 2);
+    let t = Instant::now();
+    assert_eq!(q.get_timeout(d), Err(GetError::Empty));
+    assert!(t.elapsed() >= d && t.elapsed() < d + Duration::from_secs(1));
+    assert_eq!(q.try_get(), Err(GetError::Empty));
+
+    // Too large for the queue, ever: an error at once, with the value back.
+    let small = Queue::<Vec<u8>>::builder()
+        .max_bytes(1024)
+        .create()
+        .unwrap();
+    let v = vec![7u8; 2000];
+    assert_eq!(small.try_put(v.clone()), Err(PutError::TooLarge(v.clone())));
+    assert_eq!(small.put(v.clone()).unwrap_err().into_inner(), v);
+    assert_eq!(small.max_message_len(), 504);
+    assert_eq!(small.put_bytes(&[0; 505]), Err(PutError::TooLarge(())));
+    small.put_bytes(&[9; 504]).unwrap();
+    // A buffer too small leaves the message in place.
+    let mut buf = [0u8; 10];
+    assert_eq!(
+        small.get_bytes_into(&mut buf),
+        Err(GetError::BufferTooSmall(504))
+    );
+    assert_eq!(small.len(), 1);
+    assert_eq!(small.get_bytes().unwrap(), vec![9; 504]);
+
+    // Wrong type on the wire: a decode error, not garbage.
+    small.put_bytes(&[0xff; 3]).unwrap();
+    assert!(matches!(small.get(), Err(GetError::Decode(_))));
+
+    // close(): puts fail, gets drain and then report Disconnected.
+    q.put(5).unwrap();
+    q.close();
+    assert!(q.is_closed());
+    assert_eq!(q.put(6), Err(PutError::Closed(6)));
+    assert_eq!(q.get().unwrap(), 5);
+    assert_eq!(q.get(), Err(GetError::Disconnected));
+}
+
+#[test]
+fn many_wraps_of_a_small_ring_keep_messages_intact() {
+    let q = Queue::<Vec<u8>>::builder()
+        .capacity(1000)
+        .max_bytes(512)
+        .create()
+        .unwrap();
+    for round in 0..5_000usize {
+        let m: Vec<u8> = (0..(round * 7) % 200).map(|i| (i + round) as u8).collect();
+        q.put(m.clone()).unwrap();
+        if round % 3 == 0 {
+            q.put(vec![]).unwrap();
+            assert_eq!(q.get().unwrap(), m);
+            assert_eq!(q.get().unwrap(), Vec::<u8>::new());
+        } else {
+            assert_eq!(q.get().unwrap(), m);
+        }
+    }
+    assert!(q.is_empty());
+}
+
+#[test]
+fn disconnect_within_one_process() {
+    let q = Queue::<u32>::new(8).unwrap();
+    let (tx, rx) = q.split().unwrap();
+    tx.put(1).unwrap();
+    drop(tx);
+    assert_eq!(rx.get().unwrap(), 1);
+    assert_eq!(rx.get(), Err(GetError::Disconnected));
+    let q = Queue::<u32>::new(8).unwrap();
+    let (tx, rx) = q.split().unwrap();
+    drop(rx);
+    assert_eq!(tx.put(2), Err(PutError::Disconnected(2)));
+}
