@@ -272,6 +272,26 @@ macro_rules! endpoint_type {
             }
         }
 
+        impl<T, C: Codec<T>> Builder<$ty<T, C>> {
+            /// Most messages held at once (Python's `maxsize`; default 1024).
+            ///
+            /// # Panics
+            /// If `messages` is 0 or above `u32::MAX`.
+            pub fn capacity(mut self, messages: usize) -> Self {
+                assert!(messages > 0, "queue capacity must be positive");
+                self.config.messages = u32::try_from(messages).expect("capacity fits in u32");
+                self
+            }
+
+            /// Bytes for message data (default 1 MiB, rounded up to a power of two). Each
+            /// message takes its encoded length plus 8 to 15 bytes; the largest message is half
+            /// of this minus 8.
+            pub fn max_bytes(mut self, bytes: usize) -> Self {
+                self.config.bytes = bytes;
+                self
+            }
+        }
+
         impl<T, C: Codec<T>> Clone for $ty<T, C> {
             fn clone(&self) -> Self {
                 Self {
@@ -489,25 +509,6 @@ impl<T, C: Codec<T>> Queue<T, C> {
     }
 }
 
-impl<T, C: Codec<T>> Builder<Queue<T, C>> {
-    /// Most messages held at once (Python's `maxsize`; default 1024).
-    ///
-    /// # Panics
-    /// If `messages` is 0 or above `u32::MAX`.
-    pub fn capacity(mut self, messages: usize) -> Self {
-        assert!(messages > 0, "queue capacity must be positive");
-        self.config.messages = u32::try_from(messages).expect("capacity fits in u32");
-        self
-    }
-
-    /// Bytes for message data (default 1 MiB, rounded up to a power of two). Each message
-    /// takes its encoded length plus 8 to 15 bytes; the largest message is half of this minus 8.
-    pub fn max_bytes(mut self, bytes: usize) -> Self {
-        self.config.bytes = bytes;
-        self
-    }
-}
-
 /// The sending side of a [`Queue`]. Receivers see `Disconnected` once every `Sender` and
 /// `Queue` handle is gone.
 pub struct Sender<T, C = DefaultCodec> {
@@ -576,13 +577,9 @@ sending!(JoinableQueue);
 receiving!(JoinableQueue);
 
 impl<T, C: Codec<T>> JoinableQueue<T, C> {
+    // Every published message is a task: the ring counts them (see `Ring::task_done`).
     fn put_deadline(&self, value: T, deadline: Option<Instant>) -> Result<(), PutError<T>> {
-        // Count the task before it becomes visible, so a fast consumer's task_done never
-        // finds it uncounted; undo if the put fails.
-        self.ep.ring().task_added();
-        self.ep.put::<T, C>(value, deadline).inspect_err(|_| {
-            self.ep.ring().task_done();
-        })
+        self.ep.put::<T, C>(value, deadline)
     }
 
     fn put_bytes_deadline(
@@ -590,10 +587,7 @@ impl<T, C: Codec<T>> JoinableQueue<T, C> {
         bytes: &[u8],
         deadline: Option<Instant>,
     ) -> Result<(), PutError<()>> {
-        self.ep.ring().task_added();
-        self.ep.put_bytes(bytes, deadline).inspect_err(|_| {
-            self.ep.ring().task_done();
-        })
+        self.ep.put_bytes(bytes, deadline)
     }
 
     /// Marks one task taken with `get` as done.

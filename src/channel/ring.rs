@@ -89,12 +89,14 @@ struct WaitLine {
     _r: [AtomicU32; 14],
 }
 
-/// Task accounting for `JoinableQueue`.
+/// Task accounting for `JoinableQueue`: unfinished tasks are the messages ever published
+/// (the message count in `tail`) minus `done`, so a producer killed mid-put can never leave a
+/// task that nobody can finish.
 #[repr(C)]
 #[derive(Debug, Default)]
 struct TaskLine {
-    /// Messages put and not yet marked done (the futex word `join` waits on).
-    unfinished: AtomicU32,
+    /// Tasks marked done, wrapping like the message counts (the futex word `join` waits on).
+    done: AtomicU32,
     sleepers: AtomicU32,
     _r: [AtomicU32; 14],
 }
@@ -346,26 +348,24 @@ impl Ring {
         if me.tid != pid {
             return; // inherited across fork and never used here: nothing registered
         }
-        if let Some(peer) = st.peers.iter().find(|p| {
+        // Two threads attaching at once may have claimed two slots for this process: take the
+        // handle out of one that counts it.
+        let ours = |p: &&Peer| {
             p.pid.load(Ordering::Acquire) == me.tid && p.start.load(Ordering::Relaxed) == me.start
-        }) {
-            let dec = |c: &AtomicU32| {
-                c.fetch_update(Ordering::SeqCst, Ordering::Relaxed, |n| n.checked_sub(1))
-                    .is_ok()
-            };
-            if role.send && dec(&peer.senders) {
-                dec(&st.config.senders);
-            }
-            if role.recv && dec(&peer.receivers) {
-                dec(&st.config.receivers);
-            }
-            if peer.senders.load(Ordering::SeqCst) == 0
-                && peer.receivers.load(Ordering::SeqCst) == 0
-            {
-                peer.start.store(0, Ordering::Relaxed);
-                peer.pid.store(0, Ordering::Release);
-            }
+        };
+        let dec = |c: &AtomicU32| {
+            c.fetch_update(Ordering::SeqCst, Ordering::Relaxed, |n| n.checked_sub(1))
+                .is_ok()
+        };
+        if role.send && st.peers.iter().filter(ours).any(|p| dec(&p.senders)) {
+            dec(&st.config.senders);
         }
+        if role.recv && st.peers.iter().filter(ours).any(|p| dec(&p.receivers)) {
+            dec(&st.config.receivers);
+        }
+        // The slot stays ours (empty) until this process dies: freeing it here could race
+        // with another thread of this process attaching to it. Dead processes' slots are
+        // reclaimed by `reclaim_dead_peers`.
         // Someone may be waiting for exactly this: let them look.
         self.wake_all();
     }
@@ -401,7 +401,9 @@ impl Ring {
                 tid: pid,
                 start: p.start.load(Ordering::Relaxed),
             };
-            if sys::probe_thread(who) == Liveness::Gone {
+            // `start` is either 0 (then the probe checks existence only) or the peer's real
+            // start time, so `Reused` reliably means the peer died and its pid was reused.
+            if sys::probe_thread(who) != Liveness::Alive {
                 freed |= self.reclaim(p, pid);
             }
         }
@@ -712,47 +714,55 @@ impl Ring {
     // ------------------------------------------------------------------------------------
     // Tasks (JoinableQueue)
 
-    pub(crate) fn task_added(&self) {
-        self.st().tasks.unfinished.fetch_add(1, Ordering::SeqCst);
+    fn published(&self) -> u32 {
+        unpack(self.st().producer.pos.load(Ordering::SeqCst)).0
     }
 
     /// Marks one task done; `false` if there was none unfinished.
     pub(crate) fn task_done(&self) -> bool {
         let t = &self.st().tasks;
-        match t
-            .unfinished
-            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
-        {
-            Ok(1) => {
-                if t.sleepers.load(Ordering::SeqCst) > 0 {
-                    sys::futex_wake_all(&t.unfinished);
-                }
-                true
+        let mut done = t.done.load(Ordering::SeqCst);
+        loop {
+            let published = self.published();
+            if published == done {
+                return false;
             }
-            Ok(_) => true,
-            Err(_) => false,
+            match t.done.compare_exchange(
+                done,
+                done.wrapping_add(1),
+                Ordering::SeqCst,
+                Ordering::SeqCst,
+            ) {
+                Ok(_) => break,
+                Err(now) => done = now,
+            }
         }
+        if t.sleepers.load(Ordering::SeqCst) > 0 {
+            sys::futex_wake_all(&t.done);
+        }
+        true
     }
 
     /// Waits until every task is done; `false` on timeout.
     pub(crate) fn join(&self, deadline: Option<Instant>) -> bool {
         let t = &self.st().tasks;
         t.sleepers.fetch_add(1, Ordering::SeqCst);
-        let done = loop {
-            let n = t.unfinished.load(Ordering::SeqCst);
-            if n == 0 {
+        let finished = loop {
+            let done = t.done.load(Ordering::SeqCst);
+            if self.published() == done {
                 break true;
             }
             let Some(left) = remaining(deadline) else {
                 break false;
             };
-            let _ = sys::futex_wait(&t.unfinished, n, left);
+            let _ = sys::futex_wait(&t.done, done, left);
         };
         t.sleepers.fetch_sub(1, Ordering::SeqCst);
-        done
+        finished
     }
 
     pub(crate) fn unfinished(&self) -> u32 {
-        self.st().tasks.unfinished.load(Ordering::SeqCst)
+        self.published()
+            .wrapping_sub(self.st().tasks.done.load(Ordering::SeqCst))
     }
 }

@@ -180,6 +180,9 @@ impl RawLock {
                 continue;
             }
             let Some(timeout) = prober.sleep_budget(deadline) else {
+                if prober.last_chance() {
+                    continue; // probe the owner once before giving up
+                }
                 // Timed out. A wake meant for the next owner may have been ours: pass it on if
                 // the lock is free and someone still sleeps.
                 if self.word.load(Ordering::SeqCst) & TID_MASK == 0

@@ -64,6 +64,7 @@ pub(crate) struct Prober {
     next: Instant,
     interval: Duration,
     suspect: Option<(u32, ThreadId)>,
+    probed: bool,
 }
 
 impl Prober {
@@ -72,7 +73,20 @@ impl Prober {
             next: Instant::now() + FIRST_PROBE,
             interval: FIRST_PROBE,
             suspect: None,
+            probed: false,
         }
+    }
+
+    /// For a wait that is about to time out without having probed at all (a try, or a timeout
+    /// shorter than the first probe): makes one probe due now and returns true, once. Without
+    /// it, a dead holder would make every short wait fail forever.
+    pub(crate) fn last_chance(&mut self) -> bool {
+        if self.probed {
+            return false;
+        }
+        self.probed = true;
+        self.next = Instant::now();
+        true
     }
 
     /// Whether it is time to probe; advances the schedule when it is.
@@ -83,6 +97,7 @@ impl Prober {
         }
         self.interval = (self.interval * 2).min(MAX_PROBE_INTERVAL);
         self.next = now + self.interval;
+        self.probed = true;
         true
     }
 
