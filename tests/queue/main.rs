@@ -461,3 +461,51 @@ fn disconnect_within_one_process() {
     drop(rx);
     assert_eq!(tx.put(2), Err(PutError::Disconnected(2)));
 }
+
+/// Stress for lost wake-ups: two processes bounce messages through two one-slot queues, so
+/// every get finds the queue empty and every put finds it full, and both sides keep going to
+/// sleep and waking each other. A lost wake-up would stall a round trip until the next
+/// liveness probe; the watchdog and the round count make that visible as a failure.
+#[test]
+fn ping_pong_through_one_slot_queues_never_loses_a_wakeup() {
+    const ROUNDS: u64 = 20_000;
+    if role().as_deref() == Some("pong") {
+        let _watchdog = watchdog(LIMIT, "pong");
+        let ping = Receiver::<u64, Plain>::open(&arg("PING")).unwrap();
+        let pong = Sender::<u64, Plain>::open(&arg("PONG")).unwrap();
+        for _ in 0..ROUNDS {
+            let v = ping.get().unwrap();
+            pong.put(v + 1).unwrap();
+        }
+        return;
+    }
+    let _watchdog = watchdog(LIMIT, "ping-pong test");
+    let one_slot = |tag: &str| {
+        let name = unique_name(tag);
+        let q = Queue::<u64, Plain>::builder()
+            .name(&name)
+            .capacity(1)
+            .create()
+            .unwrap();
+        (q, name)
+    };
+    let (ping, ping_name) = one_slot("ping");
+    let (pong, pong_name) = one_slot("pong");
+    let mut child = spawn(
+        &this_test!(ping_pong_through_one_slot_queues_never_loses_a_wakeup),
+        "pong",
+        &[("PING", ping_name), ("PONG", pong_name)],
+    );
+    let t = Instant::now();
+    for i in 0..ROUNDS {
+        ping.put(i * 2).unwrap();
+        assert_eq!(pong.get().unwrap(), i * 2 + 1);
+    }
+    let took = t.elapsed();
+    assert!(wait_for(&mut child, LIMIT).success());
+    // Generous: a lost wake-up costs at least one 10 ms probe slice; thousands would show.
+    assert!(
+        took < Duration::from_secs(60),
+        "{ROUNDS} round trips took {took:?}"
+    );
+}
