@@ -545,6 +545,7 @@ receiving!(Receiver);
 
 impl<T, C: Codec<T>> Receiver<T, C> {
     pub(crate) fn ring_poll(&self, deadline: Option<Instant>) -> bool {
+        self.ep.ensure_attached();
         self.ep.ring().poll(deadline)
     }
 }

@@ -22,6 +22,10 @@
 //! (Acquire), then frees it by storing the new `head` (Release). A record that would cross the
 //! end of the data region is preceded by a wrap marker that fills the rest of the region.
 //!
+//! Each side keeps its lock and a cached copy of the other side's position on a cache line of
+//! its own, and re-reads the other side's real position only when the copy says full (put) or
+//! empty (get), so a message costs few cache-line transfers between the cores.
+//!
 //! Crash consistency follows: a producer killed before its `tail` store leaves nothing visible
 //! (the next producer takes the put lock as owner-died and overwrites the bytes); a consumer
 //! killed before its `head` store leaves the message in place for the next consumer; one killed
@@ -29,7 +33,7 @@
 
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crate::error::OpenError;
 use crate::segment::Segment;
@@ -71,13 +75,23 @@ struct ConfigLine {
     _r: [AtomicU32; 11],
 }
 
+/// One side's lock, and its cached copy of the other side's position (valid under the lock),
+/// on a line of its own: the other side never touches it, so taking the lock costs no miss.
 #[repr(C)]
 #[derive(Debug, Default)]
-struct EndLine {
+struct SideLine {
     lock: RawLock,
-    /// `tail` on the producer line, `head` on the consumer line.
-    pos: AtomicU64,
+    /// Put side: a copy of `head` (never ahead of it). Get side: a copy of `tail`.
+    cached: AtomicU64,
     _r: [AtomicU64; 5],
+}
+
+/// A published position (`tail` or `head`) on a line of its own.
+#[repr(C)]
+#[derive(Debug, Default)]
+struct PosLine {
+    pos: AtomicU64,
+    _r: [AtomicU64; 7],
 }
 
 /// A futex word that sleepers wait on and wakers bump, with a count of sleepers.
@@ -117,8 +131,10 @@ struct Peer {
 #[derive(Debug)]
 pub(crate) struct RingState {
     config: ConfigLine,
-    producer: EndLine,
-    consumer: EndLine,
+    put_side: SideLine,
+    tail: PosLine,
+    get_side: SideLine,
+    head: PosLine,
     data_wait: WaitLine,
     space_wait: WaitLine,
     tasks: TaskLine,
@@ -127,7 +143,8 @@ pub(crate) struct RingState {
 
 const STATE_LEN: usize = size_of::<RingState>();
 const _: () = assert!(STATE_LEN % 64 == 0);
-const _: () = assert!(size_of::<ConfigLine>() == 64 && size_of::<EndLine>() == 64);
+const _: () = assert!(size_of::<ConfigLine>() == 64 && size_of::<SideLine>() == 64);
+const _: () = assert!(size_of::<PosLine>() == 64);
 const _: () = assert!(size_of::<WaitLine>() == 64 && size_of::<Peer>() == 32);
 
 /// Why a put did not happen.
@@ -156,20 +173,29 @@ pub(crate) enum GetFail {
     BufferTooSmall(usize),
 }
 
-/// Spin-then-sleep state of one blocking call.
+/// Spin-then-sleep state of one blocking get.
 struct Waiter {
-    backoff: Backoff,
+    spin_start: Option<Instant>,
+    spun: bool,
+    slept: bool,
     prober: Option<Prober>,
 }
 
 impl Waiter {
     fn new() -> Self {
         Self {
-            backoff: Backoff::new(),
+            spin_start: None,
+            spun: false,
+            slept: false,
             prober: None,
         }
     }
 }
+
+/// Bounds of the adaptive spin of a waiting get, in nanoseconds.
+const MIN_SPIN_NS: u32 = 2_000;
+const MAX_SPIN_NS: u32 = 100_000;
+const INITIAL_SPIN_NS: u32 = 50_000;
 
 /// Which kind of handle a process holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -186,6 +212,8 @@ pub(crate) struct Ring {
     data: NonNull<u8>,
     cap: u32,
     max_messages: u32,
+    /// This process's current spin budget for gets (see `adapt_spin`).
+    spin_ns: AtomicU32,
 }
 
 // SAFETY: all shared state is atomics; data bytes are accessed under the protocol (module note).
@@ -239,6 +267,7 @@ impl Ring {
             data,
             cap,
             max_messages,
+            spin_ns: AtomicU32::new(INITIAL_SPIN_NS),
         })
     }
 
@@ -266,8 +295,8 @@ impl Ring {
 
     /// Messages in the ring now (a snapshot).
     pub(crate) fn len(&self) -> usize {
-        let (tm, _) = unpack(self.st().producer.pos.load(Ordering::Acquire));
-        let (hm, _) = unpack(self.st().consumer.pos.load(Ordering::Acquire));
+        let (tm, _) = unpack(self.st().tail.pos.load(Ordering::Acquire));
+        let (hm, _) = unpack(self.st().head.pos.load(Ordering::Acquire));
         tm.wrapping_sub(hm).min(self.max_messages) as usize
     }
 
@@ -456,12 +485,20 @@ impl Ring {
             }
             // A dead holder only means its half-written record was never published: the ring
             // is consistent, and we overwrite those bytes.
-            let how = st.producer.lock.acquire(deadline).ok_or(PutFail::Full)?;
+            let how = st.put_side.lock.acquire(deadline).ok_or(PutFail::Full)?;
             if how == Acquired::OwnerDied {
-                st.producer.lock.mark_consistent();
+                st.put_side.lock.mark_consistent();
             }
-            let observed_head = st.consumer.pos.load(Ordering::Acquire);
-            if let Some(slot) = self.reserve(observed_head, len) {
+            // Look at the cached head first: it never runs ahead of the real one, so it can only
+            // make us think the ring fuller than it is; re-read the real head only then.
+            let mut observed_head = st.put_side.cached.load(Ordering::Relaxed);
+            let mut slot = self.reserve(observed_head, len);
+            if slot.is_none() {
+                observed_head = st.head.pos.load(Ordering::Acquire);
+                st.put_side.cached.store(observed_head, Ordering::Relaxed);
+                slot = self.reserve(observed_head, len);
+            }
+            if let Some(slot) = slot {
                 let (tail, off, total) = slot;
                 // SAFETY: `reserve` checked that [off, off + record) is free space inside the data
                 // region, which only we (holding the put lock) write until we publish it.
@@ -472,12 +509,12 @@ impl Ring {
                 // SAFETY: the header word is inside the reserved, 8-aligned record.
                 unsafe { AtomicU32::from_ptr(self.at(off).cast()) }.store(len, Ordering::Relaxed);
                 let (tm, tp) = unpack(tail);
-                st.producer.pos.swap(
+                st.tail.pos.swap(
                     pack(tm.wrapping_add(1), tp.wrapping_add(total)),
                     Ordering::SeqCst,
                 );
                 // SAFETY: we hold the put lock.
-                unsafe { st.producer.lock.release() };
+                unsafe { st.put_side.lock.release() };
                 if st.data_wait.sleepers.load(Ordering::SeqCst) > 0 {
                     st.data_wait.seq.fetch_add(1, Ordering::SeqCst);
                     sys::futex_wake(&st.data_wait.seq, 1);
@@ -485,7 +522,7 @@ impl Ring {
                 return Ok(());
             }
             // SAFETY: we hold the put lock.
-            unsafe { st.producer.lock.release() };
+            unsafe { st.put_side.lock.release() };
             // Full: wait for a consumer to free space.
             if !backoff.is_completed() {
                 if deadline.is_some_and(|d| Instant::now() >= d) {
@@ -502,7 +539,7 @@ impl Ring {
             let seq = st.space_wait.seq.load(Ordering::SeqCst);
             st.space_wait.sleepers.fetch_add(1, Ordering::SeqCst);
             let unchanged =
-                st.consumer.pos.load(Ordering::SeqCst) == observed_head && !self.is_closed();
+                st.head.pos.load(Ordering::SeqCst) == observed_head && !self.is_closed();
             let timeout = prober.sleep_budget(deadline);
             if unchanged {
                 if let Some(t) = timeout {
@@ -520,7 +557,7 @@ impl Ring {
     /// marker if the record must start at offset 0. Returns (tail, offset, bytes to advance).
     fn reserve(&self, head: u64, len: u32) -> Option<(u64, u32, u32)> {
         let st = self.st();
-        let tail = st.producer.pos.load(Ordering::Relaxed);
+        let tail = st.tail.pos.load(Ordering::Relaxed);
         let (tm, tp) = unpack(tail);
         let (hm, hp) = unpack(head);
         let used = tp.wrapping_sub(hp);
@@ -558,18 +595,19 @@ impl Ring {
         let mut read = Some(read);
         let mut waiter = Waiter::new();
         loop {
-            let observed_tail = st.producer.pos.load(Ordering::Acquire);
+            let observed_tail = self.tail_for_reading();
             if !self.is_empty_at(observed_tail) {
                 // A dead holder never moved `head`: its message is still there for us.
-                let how = st.consumer.lock.acquire(deadline).ok_or(GetFail::Empty)?;
+                let how = st.get_side.lock.acquire(deadline).ok_or(GetFail::Empty)?;
                 if how == Acquired::OwnerDied {
-                    st.consumer.lock.mark_consistent();
+                    st.get_side.lock.mark_consistent();
                 }
                 let r = self.take(max, &mut read);
                 // SAFETY: we hold the get lock.
-                unsafe { st.consumer.lock.release() };
+                unsafe { st.get_side.lock.release() };
                 match r {
                     Some(r) => {
+                        self.adapt_spin(&waiter);
                         if r.is_ok() && st.space_wait.sleepers.load(Ordering::SeqCst) > 0 {
                             st.space_wait.seq.fetch_add(1, Ordering::SeqCst);
                             sys::futex_wake(&st.space_wait.seq, 1);
@@ -588,7 +626,7 @@ impl Ring {
     pub(crate) fn poll(&self, deadline: Option<Instant>) -> bool {
         let mut waiter = Waiter::new();
         loop {
-            let observed_tail = self.st().producer.pos.load(Ordering::Acquire);
+            let observed_tail = self.tail_for_reading();
             if !self.is_empty_at(observed_tail) {
                 return true;
             }
@@ -600,8 +638,34 @@ impl Ring {
         }
     }
 
+    /// The tail to test for emptiness: the get side's cached copy if it shows messages (no
+    /// cache miss on the producer's line), else the real tail.
+    fn tail_for_reading(&self) -> u64 {
+        let st = self.st();
+        let cached = st.get_side.cached.load(Ordering::Acquire);
+        if !self.is_empty_at(cached) {
+            return cached;
+        }
+        st.tail.pos.load(Ordering::Acquire)
+    }
+
+    /// After a successful get: spin longer next time if spinning paid off, shorter if we
+    /// had to sleep anyway (adaptive, bounded).
+    fn adapt_spin(&self, waiter: &Waiter) {
+        if waiter.spin_start.is_none() {
+            return; // data was there at once
+        }
+        let ns = self.spin_ns.load(Ordering::Relaxed);
+        let next = if waiter.slept {
+            (ns / 2).max(MIN_SPIN_NS)
+        } else {
+            ns.saturating_mul(2).min(MAX_SPIN_NS)
+        };
+        self.spin_ns.store(next, Ordering::Relaxed);
+    }
+
     fn is_empty_at(&self, tail: u64) -> bool {
-        unpack(tail).0 == unpack(self.st().consumer.pos.load(Ordering::Acquire)).0
+        unpack(tail).0 == unpack(self.st().head.pos.load(Ordering::Acquire)).0
     }
 
     /// One round of waiting while the ring looked empty with `tail == observed_tail`: spin,
@@ -613,25 +677,35 @@ impl Ring {
         deadline: Option<Instant>,
     ) -> Result<(), GetFail> {
         let st = self.st();
-        if !waiter.backoff.is_completed() {
-            if deadline.is_some_and(|d| Instant::now() >= d) {
-                return Err(self.empty_or_disconnected(observed_tail));
+        if !waiter.spun {
+            // Spin for a while: waking a sleeper costs tens of microseconds on a busy host,
+            // so a peer that answers sooner than that should find us awake.
+            let start = *waiter.spin_start.get_or_insert_with(Instant::now);
+            let budget = Duration::from_nanos(u64::from(self.spin_ns.load(Ordering::Relaxed)));
+            if start.elapsed() < budget {
+                if deadline.is_some_and(|d| Instant::now() >= d) {
+                    return Err(self.empty_or_disconnected(observed_tail));
+                }
+                for _ in 0..16 {
+                    std::hint::spin_loop();
+                }
+                return Ok(());
             }
-            waiter.backoff.snooze();
-            return Ok(());
+            waiter.spun = true;
         }
         let prober = waiter.prober.get_or_insert_with(Prober::new);
         let probe = prober.due();
         if self.is_closed() || !self.any_alive(true, probe) {
             // Senders are gone; but one may have published just before leaving.
-            if st.producer.pos.load(Ordering::SeqCst) == observed_tail {
+            if st.tail.pos.load(Ordering::SeqCst) == observed_tail {
                 return Err(GetFail::Disconnected);
             }
             return Ok(());
         }
         let seq = st.data_wait.seq.load(Ordering::SeqCst);
         st.data_wait.sleepers.fetch_add(1, Ordering::SeqCst);
-        let unchanged = st.producer.pos.load(Ordering::SeqCst) == observed_tail;
+        waiter.slept = true;
+        let unchanged = st.tail.pos.load(Ordering::SeqCst) == observed_tail;
         let timeout = prober.sleep_budget(deadline);
         if unchanged {
             if let Some(t) = timeout {
@@ -649,7 +723,7 @@ impl Ring {
     /// (as far as the counts say) and nothing arrived meanwhile.
     fn empty_or_disconnected(&self, observed_tail: u64) -> GetFail {
         let gone = self.is_closed() || !self.any_alive(true, false);
-        if gone && self.st().producer.pos.load(Ordering::SeqCst) == observed_tail {
+        if gone && self.st().tail.pos.load(Ordering::SeqCst) == observed_tail {
             GetFail::Disconnected
         } else {
             GetFail::Empty
@@ -663,8 +737,12 @@ impl Ring {
         read: &mut Option<impl FnOnce(&[u8]) -> R>,
     ) -> Option<Result<R, GetFail>> {
         let st = self.st();
-        let head = st.consumer.pos.load(Ordering::Relaxed);
-        let tail = st.producer.pos.load(Ordering::Acquire);
+        let head = st.head.pos.load(Ordering::Relaxed);
+        let mut tail = st.get_side.cached.load(Ordering::Relaxed);
+        if unpack(head).0 == unpack(tail).0 {
+            tail = st.tail.pos.load(Ordering::Acquire);
+            st.get_side.cached.store(tail, Ordering::Relaxed);
+        }
         let (hm, mut hp) = unpack(head);
         let (tm, tp) = unpack(tail);
         if hm == tm {
@@ -704,7 +782,7 @@ impl Ring {
         let payload =
             unsafe { std::slice::from_raw_parts(self.at(off + RECORD_HEADER), len as usize) };
         let r = (read.take().expect("read once"))(payload);
-        st.consumer.pos.store(
+        st.head.pos.store(
             pack(hm.wrapping_add(1), hp.wrapping_add(record_len(len))),
             Ordering::SeqCst,
         );
@@ -715,7 +793,7 @@ impl Ring {
     // Tasks (JoinableQueue)
 
     fn published(&self) -> u32 {
-        unpack(self.st().producer.pos.load(Ordering::SeqCst)).0
+        unpack(self.st().tail.pos.load(Ordering::SeqCst)).0
     }
 
     /// Marks one task done; `false` if there was none unfinished.
