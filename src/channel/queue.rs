@@ -1,8 +1,9 @@
 //! `Queue`, its one-sided views `Sender` and `Receiver`, and `JoinableQueue`.
 
 use std::marker::PhantomData;
-use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, TryLockError, Weak};
 use std::time::{Duration, Instant};
 
 use super::codec::{Codec, DefaultCodec};
@@ -29,12 +30,78 @@ impl Default for QueueConfig {
 }
 
 /// One attached handle: the ring plus the role this handle plays, registered for the process
-/// that uses it (re-registered in a forked child on first use).
+/// that holds it. Across `fork` the child registers its inherited handles at once (see
+/// [`reattach_after_fork`]), so a parent that drops its copy right after forking does not
+/// disconnect the child.
 #[derive(Debug)]
 pub(crate) struct Endpoint {
+    inner: Arc<Attached>,
+}
+
+#[derive(Debug)]
+struct Attached {
     ring: Arc<Ring>,
     role: Role,
     pid: AtomicU32,
+}
+
+/// Every live handle of this process, for the fork hooks.
+static LIVE: Mutex<Vec<Weak<Attached>>> = Mutex::new(Vec::new());
+/// Set by [`before_fork`] when it counted every live handle once more for the coming child;
+/// the child then takes those counts over (the value is inherited by the child).
+static COUNTED_FOR_CHILD: AtomicBool = AtomicBool::new(false);
+
+fn remember(attached: &Arc<Attached>) {
+    sys::on_fork(before_fork, reattach_after_fork);
+    let mut live = LIVE.lock().unwrap_or_else(PoisonError::into_inner);
+    live.retain(|w| w.strong_count() > 0);
+    live.push(Arc::downgrade(attached));
+}
+
+fn lock_live() -> Option<MutexGuard<'static, Vec<Weak<Attached>>>> {
+    match LIVE.try_lock() {
+        Ok(g) => Some(g),
+        Err(TryLockError::Poisoned(p)) => Some(p.into_inner()),
+        // Another thread holds it right now: inherited handles register on first use instead.
+        Err(TryLockError::WouldBlock) => None,
+    }
+}
+
+/// Runs in the parent just before `fork`: counts every live handle once more, on behalf of the
+/// child that will inherit a copy, so that the parent dropping its copy right after the fork
+/// cannot look like the last handle going away.
+fn before_fork() {
+    COUNTED_FOR_CHILD.store(false, Ordering::Relaxed);
+    let Some(live) = lock_live() else {
+        return;
+    };
+    let me = sys::current_process().tid;
+    for a in live.iter().filter_map(Weak::upgrade) {
+        if a.pid.load(Ordering::Relaxed) == me {
+            let _ = a.ring.attach(a.role);
+        }
+    }
+    COUNTED_FOR_CHILD.store(true, Ordering::Relaxed);
+}
+
+/// Runs in a child right after `fork`: registers every inherited handle for the child, then
+/// gives back the counts the parent made on its behalf.
+fn reattach_after_fork() {
+    let Some(live) = lock_live() else {
+        return;
+    };
+    let me = sys::current_process();
+    let counted = COUNTED_FOR_CHILD.swap(false, Ordering::Relaxed);
+    for a in live.iter().filter_map(Weak::upgrade) {
+        let parent = a.pid.load(Ordering::Relaxed);
+        if parent == me.tid || a.ring.attach(a.role).is_err() {
+            continue;
+        }
+        a.pid.store(me.tid, Ordering::Relaxed);
+        if counted {
+            a.ring.detach_peer(a.role, parent);
+        }
+    }
 }
 
 pub(crate) const BOTH: Role = Role {
@@ -83,11 +150,13 @@ fn after(timeout: Duration) -> Option<Instant> {
 impl Endpoint {
     pub(crate) fn new(ring: Arc<Ring>, role: Role) -> Result<Self, OpenError> {
         let pid = ring.attach(role)?;
-        Ok(Self {
+        let inner = Arc::new(Attached {
             ring,
             role,
             pid: AtomicU32::new(pid),
-        })
+        });
+        remember(&inner);
+        Ok(Self { inner })
     }
 
     pub(crate) fn open(seg: Segment, role: Role) -> Result<Self, OpenError> {
@@ -95,22 +164,23 @@ impl Endpoint {
     }
 
     pub(crate) fn ring(&self) -> &Ring {
-        &self.ring
+        &self.inner.ring
     }
 
-    /// A handle inherited across `fork` registers for the child on first use.
+    /// A handle inherited across `fork` that the fork hook could not register registers on
+    /// first use.
     #[inline]
     fn ensure_attached(&self) {
         let me = sys::current_process().tid;
-        if self.pid.load(Ordering::Relaxed) != me {
+        if self.inner.pid.load(Ordering::Relaxed) != me {
             self.attach_here(me);
         }
     }
 
     #[cold]
     fn attach_here(&self, me: u32) {
-        if self.ring.attach(self.role).is_ok() {
-            self.pid.store(me, Ordering::Relaxed);
+        if self.inner.ring.attach(self.inner.role).is_ok() {
+            self.inner.pid.store(me, Ordering::Relaxed);
         }
     }
 
@@ -124,7 +194,7 @@ impl Endpoint {
             return Err(PutError::TooLarge(value));
         };
         match self
-            .ring
+            .ring()
             .put_with(len, deadline, |buf| C::encode(&value, buf))
         {
             Ok(()) => Ok(()),
@@ -138,14 +208,14 @@ impl Endpoint {
         deadline: Option<Instant>,
     ) -> Result<(), PutError<()>> {
         self.ensure_attached();
-        self.ring
+        self.ring()
             .put_with(bytes.len(), deadline, |buf| buf.copy_from_slice(bytes))
             .map_err(|f| put_error(f, ()))
     }
 
     pub(crate) fn get<T, C: Codec<T>>(&self, deadline: Option<Instant>) -> Result<T, GetError> {
         self.ensure_attached();
-        match self.ring.get_with(deadline, None, C::decode) {
+        match self.ring().get_with(deadline, None, C::decode) {
             Ok(Ok(v)) => Ok(v),
             Ok(Err(e)) => Err(GetError::Decode(e)),
             Err(f) => Err(get_error(f)),
@@ -154,7 +224,7 @@ impl Endpoint {
 
     pub(crate) fn get_bytes(&self, deadline: Option<Instant>) -> Result<Vec<u8>, GetError> {
         self.ensure_attached();
-        self.ring
+        self.ring()
             .get_with(deadline, None, <[u8]>::to_vec)
             .map_err(get_error)
     }
@@ -165,7 +235,7 @@ impl Endpoint {
         deadline: Option<Instant>,
     ) -> Result<usize, GetError> {
         self.ensure_attached();
-        self.ring
+        self.ring()
             .get_with(deadline, Some(buf.len()), |m| {
                 buf[..m.len()].copy_from_slice(m);
                 m.len()
@@ -177,14 +247,15 @@ impl Endpoint {
 impl Clone for Endpoint {
     fn clone(&self) -> Self {
         // Same process: the peer slot exists already, so attaching cannot run out of slots.
-        Self::new(self.ring.clone(), self.role).expect("attach a clone of an attached handle")
+        Self::new(self.inner.ring.clone(), self.inner.role)
+            .expect("attach a clone of an attached handle")
     }
 }
 
 impl Drop for Endpoint {
     fn drop(&mut self) {
-        self.ring
-            .detach(self.role, self.pid.load(Ordering::Relaxed));
+        let a = &self.inner;
+        a.ring.detach(a.role, a.pid.load(Ordering::Relaxed));
     }
 }
 
@@ -432,6 +503,11 @@ macro_rules! receiving {
 /// receiving handle is gone, puts hand the value back in [`PutError::Disconnected`]. A killed
 /// peer is noticed within about 0.2 s by a waiter.
 ///
+/// Handles are inherited across `fork`: the child holds its copies from the moment of the fork
+/// (a fork hook counts them), so a parent may drop its copy of the child's end right away, as
+/// with Python's `Pipe`. If a parent thread is creating or dropping a handle at the very moment
+/// another thread forks, the child's copies register on first use instead.
+///
 /// Crash consistency: a producer killed mid-put never leaves a torn message visible and never
 /// wedges the queue; a consumer killed mid-get loses at most the message it was taking (if it
 /// died before taking it, the message stays for the next consumer). Per-producer order is kept.
@@ -483,7 +559,7 @@ impl<T, C: Codec<T>> Queue<T, C> {
     /// If the queue has no free peer slot (too many processes attached).
     pub fn sender(&self) -> Result<Sender<T, C>, OpenError> {
         Ok(Sender {
-            ep: Endpoint::new(self.ep.ring.clone(), SEND)?,
+            ep: Endpoint::new(self.ep.inner.ring.clone(), SEND)?,
             _types: PhantomData,
         })
     }
@@ -494,7 +570,7 @@ impl<T, C: Codec<T>> Queue<T, C> {
     /// As [`sender`](Self::sender).
     pub fn receiver(&self) -> Result<Receiver<T, C>, OpenError> {
         Ok(Receiver {
-            ep: Endpoint::new(self.ep.ring.clone(), RECV)?,
+            ep: Endpoint::new(self.ep.inner.ring.clone(), RECV)?,
             _types: PhantomData,
         })
     }

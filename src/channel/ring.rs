@@ -372,16 +372,19 @@ impl Ring {
     /// Unregisters one handle of `role` that process `pid` registered; wakes the other side if
     /// it was the last of its kind.
     pub(crate) fn detach(&self, role: Role, pid: u32) {
-        let st = self.st();
-        let me = sys::current_process();
-        if me.tid != pid {
+        if sys::current_process().tid != pid {
             return; // inherited across fork and never used here: nothing registered
         }
+        self.detach_peer(role, pid);
+    }
+
+    /// Unregisters one handle of `role` counted for process `pid` (ourselves, or our parent
+    /// when a forked child takes over the count its parent made for it).
+    pub(crate) fn detach_peer(&self, role: Role, pid: u32) {
+        let st = self.st();
         // Two threads attaching at once may have claimed two slots for this process: take the
         // handle out of one that counts it.
-        let ours = |p: &&Peer| {
-            p.pid.load(Ordering::Acquire) == me.tid && p.start.load(Ordering::Relaxed) == me.start
-        };
+        let ours = |p: &&Peer| p.pid.load(Ordering::Acquire) == pid;
         let dec = |c: &AtomicU32| {
             c.fetch_update(Ordering::SeqCst, Ordering::Relaxed, |n| n.checked_sub(1))
                 .is_ok()

@@ -17,7 +17,8 @@ pub(crate) use mem::{
     shm_create_excl, shm_identity, shm_open_existing, shm_unlink,
 };
 pub(crate) use proc::{
-    Liveness, ThreadId, current_pid, current_process, current_thread, probe_thread, random_u64,
+    Liveness, ThreadId, current_pid, current_process, current_thread, on_fork, probe_thread,
+    random_u64,
 };
 
 use std::fmt;

@@ -49,18 +49,41 @@ thread_local! {
     static PROCESS: Cell<ThreadId> = const { Cell::new(ThreadId { tid: 0, start: 0 }) };
 }
 
+/// Run in the parent just before `fork`, and in the child after the identity reset (see
+/// [`on_fork`]).
+static FORK_HOOKS: std::sync::OnceLock<(fn(), fn())> = std::sync::OnceLock::new();
+
+extern "C" fn before_fork() {
+    if let Some((prepare, _)) = FORK_HOOKS.get() {
+        prepare();
+    }
+}
+
 extern "C" fn after_fork_in_child() {
     // A const-initialised thread-local without destructor is a plain TLS slot: no allocation,
     // no registration, so this is safe to run in the child of a fork.
     ME.with(|me| me.set(ThreadId { tid: 0, start: 0 }));
     PROCESS.with(|p| p.set(ThreadId { tid: 0, start: 0 }));
+    if let Some((_, child)) = FORK_HOOKS.get() {
+        child();
+    }
+}
+
+/// Installs `prepare` to run in the parent just before every `fork` and `child` in the child
+/// right after it (once; later calls are ignored). The child hook runs in the only thread of
+/// the child; glibc keeps `malloc` usable there, but a lock another parent thread held at the
+/// fork stays held, so both hooks must only `try_lock`.
+pub(crate) fn on_fork(prepare: fn(), child: fn()) {
+    register_atfork();
+    let _ = FORK_HOOKS.set((prepare, child));
 }
 
 fn register_atfork() {
     ATFORK.call_once(|| {
-        // SAFETY: the handler is a plain `extern "C" fn` with static lifetime that only writes a
-        // thread-local slot; registering it has no other precondition.
-        let rc = unsafe { libc::pthread_atfork(None, None, Some(after_fork_in_child)) };
+        // SAFETY: the handlers are plain `extern "C" fn`s with static lifetime; registering them
+        // has no other precondition.
+        let rc =
+            unsafe { libc::pthread_atfork(Some(before_fork), None, Some(after_fork_in_child)) };
         assert_eq!(rc, 0, "pthread_atfork failed");
     });
 }

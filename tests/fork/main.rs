@@ -96,9 +96,33 @@ fn child_is_not_the_owner_of_the_parents_rlock() -> bool {
     ok && !rlock.is_locked()
 }
 
+/// Python's pattern: make a pipe, fork, and let the parent drop the child's end at once. The
+/// child's inherited end must count from the moment of the fork, or the parent's send would
+/// find nobody listening.
+fn pipe_end_inherited_by_a_child_counts_at_once() -> bool {
+    let (parent_end, child_end) = multiproc::pipe::<u64>().unwrap();
+    let pids = fork_children(1, |_| {
+        let v = child_end.recv().unwrap();
+        child_end.send(v + 1).unwrap();
+    });
+    // Our copy of the child's end goes; the child has its own.
+    drop(child_end);
+    let sent = parent_end.send(41).is_ok();
+    let reply = parent_end.recv_timeout(std::time::Duration::from_secs(10));
+    let ok = reap(pids);
+    // The child exited: end of file.
+    let eof = parent_end.recv_timeout(std::time::Duration::from_secs(10))
+        == Err(multiproc::GetError::Disconnected);
+    sent && reply == Ok(42) && ok && eof
+}
+
 fn main() {
     type Case = (&'static str, fn() -> bool);
-    let tests: [Case; 4] = [
+    let tests: [Case; 5] = [
+        (
+            "pipe_end_inherited_by_a_child_counts_at_once",
+            pipe_end_inherited_by_a_child_counts_at_once,
+        ),
         (
             "child_is_not_the_owner_of_the_parents_rlock",
             child_is_not_the_owner_of_the_parents_rlock,
