@@ -51,7 +51,10 @@ thread_local! {
 
 /// Run in the parent just before `fork`, and in the child after the identity reset (see
 /// [`on_fork`]).
-static FORK_HOOKS: std::sync::OnceLock<(fn(), fn())> = std::sync::OnceLock::new();
+static FORK_HOOKS: std::sync::OnceLock<ForkHooks> = std::sync::OnceLock::new();
+
+/// (run in the parent before `fork`, run in the child after it).
+type ForkHooks = (fn(), fn());
 
 extern "C" fn before_fork() {
     if let Some((prepare, _)) = FORK_HOOKS.get() {
