@@ -385,6 +385,18 @@ macro_rules! endpoint_type {
 macro_rules! sending {
     ($ty:ident) => {
         impl<T, C: Codec<T>> $ty<T, C> {
+            fn put_deadline(&self, value: T, deadline: Option<Instant>) -> Result<(), PutError<T>> {
+                self.ep.put::<T, C>(value, deadline)
+            }
+
+            fn put_bytes_deadline(
+                &self,
+                bytes: &[u8],
+                deadline: Option<Instant>,
+            ) -> Result<(), PutError<()>> {
+                self.ep.put_bytes(bytes, deadline)
+            }
+
             /// Puts `value`, waiting for room as long as it takes.
             ///
             /// # Errors
@@ -541,18 +553,6 @@ impl<T, C: Codec<T>> Queue<T, C> {
         Self::builder().capacity(capacity).create()
     }
 
-    fn put_deadline(&self, value: T, deadline: Option<Instant>) -> Result<(), PutError<T>> {
-        self.ep.put::<T, C>(value, deadline)
-    }
-
-    fn put_bytes_deadline(
-        &self,
-        bytes: &[u8],
-        deadline: Option<Instant>,
-    ) -> Result<(), PutError<()>> {
-        self.ep.put_bytes(bytes, deadline)
-    }
-
     /// A sending handle on the same queue.
     ///
     /// # Errors
@@ -594,20 +594,6 @@ pub struct Sender<T, C = DefaultCodec> {
 
 endpoint_type!(Sender, kind::QUEUE, SEND);
 sending!(Sender);
-
-impl<T, C: Codec<T>> Sender<T, C> {
-    fn put_deadline(&self, value: T, deadline: Option<Instant>) -> Result<(), PutError<T>> {
-        self.ep.put::<T, C>(value, deadline)
-    }
-
-    fn put_bytes_deadline(
-        &self,
-        bytes: &[u8],
-        deadline: Option<Instant>,
-    ) -> Result<(), PutError<()>> {
-        self.ep.put_bytes(bytes, deadline)
-    }
-}
 
 /// The receiving side of a [`Queue`]. Senders see `Disconnected` once every `Receiver` and
 /// `Queue` handle is gone.
@@ -653,20 +639,8 @@ endpoint_type!(JoinableQueue, kind::JOINABLE_QUEUE, BOTH);
 sending!(JoinableQueue);
 receiving!(JoinableQueue);
 
+// Every published message is a task: the ring counts them (see `Ring::task_done`).
 impl<T, C: Codec<T>> JoinableQueue<T, C> {
-    // Every published message is a task: the ring counts them (see `Ring::task_done`).
-    fn put_deadline(&self, value: T, deadline: Option<Instant>) -> Result<(), PutError<T>> {
-        self.ep.put::<T, C>(value, deadline)
-    }
-
-    fn put_bytes_deadline(
-        &self,
-        bytes: &[u8],
-        deadline: Option<Instant>,
-    ) -> Result<(), PutError<()>> {
-        self.ep.put_bytes(bytes, deadline)
-    }
-
     /// Marks one task taken with `get` as done.
     ///
     /// # Errors

@@ -131,3 +131,20 @@ macro_rules! this_test {
         $crate::common::test_path(module_path!(), stringify!($name))
     };
 }
+
+/// Opens the shared counter `name` (a named `RawValue<AtomicU64>`).
+pub(crate) fn counter(name: &str) -> multiproc::RawValue<std::sync::atomic::AtomicU64> {
+    multiproc::RawValue::open(name).expect("open counter")
+}
+
+/// Creates a named shared counter; returns it and its name for the children.
+pub(crate) fn new_counter(
+    tag: &str,
+) -> (multiproc::RawValue<std::sync::atomic::AtomicU64>, String) {
+    let name = unique_name(tag);
+    let c = multiproc::RawValue::<std::sync::atomic::AtomicU64>::builder()
+        .name(&name)
+        .create()
+        .expect("create counter");
+    (c, name)
+}

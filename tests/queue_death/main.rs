@@ -14,10 +14,10 @@ use std::sync::OnceLock;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use common::{arg, eventually, join_all, role, spawn, unique_name, watchdog};
+use common::{arg, counter, eventually, join_all, new_counter, role, spawn, unique_name, watchdog};
 use multiproc::{
-    Connection, ConnectionHandle, GetError, JoinableQueue, PutError, Queue, RawArray, RawValue,
-    Receiver, Sender, TaskDoneError, pipe,
+    Connection, ConnectionHandle, GetError, JoinableQueue, PutError, Queue, RawArray, Receiver,
+    Sender, TaskDoneError, pipe,
 };
 use serde::de::{self, Deserializer, SeqAccess, Visitor};
 use serde::ser::{SerializeSeq, Serializer};
@@ -28,19 +28,6 @@ const LIMIT: Duration = Duration::from_secs(60);
 const START: Duration = Duration::from_secs(20);
 /// A killed peer must be noticed this soon (the crate promises about 0.2 s).
 const NOTICE: Duration = Duration::from_secs(1);
-
-fn counter(name: &str) -> RawValue<AtomicU64> {
-    RawValue::open(name).expect("open counter")
-}
-
-fn new_counter(tag: &str) -> (RawValue<AtomicU64>, String) {
-    let name = unique_name(tag);
-    let c = RawValue::<AtomicU64>::builder()
-        .name(&name)
-        .create()
-        .expect("create counter");
-    (c, name)
-}
 
 fn new_slots(tag: &str, len: usize) -> (RawArray<AtomicU64>, String) {
     let name = unique_name(tag);

@@ -4,29 +4,18 @@
 #[path = "../common/mod.rs"]
 mod common;
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use common::{arg, eventually, join_all, role, spawn, unique_name, wait_for, watchdog};
+use common::{
+    arg, counter, eventually, join_all, new_counter, role, spawn, unique_name, wait_for, watchdog,
+};
 use multiproc::{
-    Barrier, BoundedSemaphore, Condition, Event, Lock, OverReleaseError, RLock, RawValue,
-    Semaphore, SharedObject, TryLockError,
+    Barrier, BoundedSemaphore, Condition, Event, Lock, OverReleaseError, RLock, Semaphore,
+    SharedObject, TryLockError,
 };
 
 const LIMIT: Duration = Duration::from_secs(60);
-
-fn counter(name: &str) -> RawValue<AtomicU64> {
-    RawValue::open(name).expect("open counter")
-}
-
-fn new_counter(tag: &str) -> (RawValue<AtomicU64>, String) {
-    let name = unique_name(tag);
-    let c = RawValue::<AtomicU64>::builder()
-        .name(&name)
-        .create()
-        .expect("create counter");
-    (c, name)
-}
 
 // ---------------------------------------------------------------------------------------------
 // Owner death
