@@ -13,6 +13,24 @@
 //! | `Value('Q', 0)`, `Array('I', 16)`           | [`Value<u64>`](Value), [`Array<u32>`](Array) |
 //! | `RawValue`, `RawArray`                      | [`RawValue`], [`RawArray`]                 |
 //! | `shared_memory.SharedMemory(name, create, size)` | [`SharedMemory`]                      |
+//! | `Queue(maxsize)`, `JoinableQueue(maxsize)`  | [`Queue`] (and [`Sender`]/[`Receiver`]), [`JoinableQueue`] |
+//! | `Pipe()`, `Pipe(duplex=False)`              | [`pipe`], [`pipe_oneway`] ([`Connection`]) |
+//!
+//! # A queue between processes
+//!
+//! ```
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! use multiproc::{Plain, Queue};
+//!
+//! // Serde types by default; `Plain` copies plain data as bytes.
+//! let jobs = Queue::<u64, Plain>::builder().capacity(64).create()?;
+//! let (tx, rx) = jobs.split()?;
+//! tx.put(7)?; // from any process that holds (or inherited, or opened) the queue
+//! assert_eq!(rx.get()?, 7);
+//! drop(tx);
+//! assert!(rx.get().is_err()); // every sender gone: Disconnected
+//! # Ok(()) }
+//! ```
 //!
 //! # A counter shared by processes
 //!
