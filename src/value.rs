@@ -638,6 +638,10 @@ array_common!(Array);
 
 impl<T: ShmSafe + Send> Array<T> {
     /// A copy of element `i` (under the lock), or `None` if out of range.
+    ///
+    /// As for [`Value::get`], a holder that died mid-update is ignored here (the copy may show
+    /// its partial write); use [`lock`](Self::lock) to see and handle that case. The same holds
+    /// for [`set`](Self::set) and [`to_vec`](Self::to_vec).
     pub fn get(&self, i: usize) -> Option<T> {
         if i >= self.cells.len {
             return None;
