@@ -10,10 +10,9 @@
 mod common;
 
 use std::hint::black_box;
-use std::time::Duration;
 
 use common::locks::{LockShared, PthreadShared};
-use common::{PARENT_CORE, pin_to, run_two_processes};
+use common::run_two_processes;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use multiproc::{Lock, Value};
 
@@ -97,17 +96,9 @@ fn contended(c: &mut Criterion) {
     group.finish();
 }
 
-fn config() -> Criterion {
-    pin_to(PARENT_CORE);
-    Criterion::default()
-        .warm_up_time(Duration::from_secs(1))
-        .measurement_time(Duration::from_secs(3))
-        .sample_size(20)
-}
-
 criterion_group! {
     name = benches;
-    config = config();
+    config = common::criterion_config();
     targets = uncontended, contended
 }
 criterion_main!(benches);

@@ -24,7 +24,6 @@ use common::channels::{
     BusyPoll, memcpy, one_way, one_way_bytes, os_pipe, pipe_duplex, round_trips, socket_duplex,
     socketpair,
 };
-use common::{PARENT_CORE, pin_to};
 use criterion::{
     BenchmarkId, Criterion, SamplingMode, Throughput, criterion_group, criterion_main,
 };
@@ -206,17 +205,9 @@ fn mpsc(c: &mut Criterion) {
     group.finish();
 }
 
-fn config() -> Criterion {
-    pin_to(PARENT_CORE);
-    Criterion::default()
-        .warm_up_time(Duration::from_secs(1))
-        .measurement_time(Duration::from_secs(3))
-        .sample_size(20)
-}
-
 criterion_group! {
     name = benches;
-    config = config();
+    config = common::criterion_config();
     targets = round_trip, one_way_small, one_way_big, mpsc
 }
 criterion_main!(benches);

@@ -10,9 +10,8 @@ mod common;
 
 use std::hint::black_box;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
 
-use common::{Line, PARENT_CORE, Shm, pin_to, run_two_processes};
+use common::{Line, Shm, run_two_processes};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use multiproc::{RawValue, Value};
 
@@ -82,17 +81,9 @@ fn value_lock_uncontended(c: &mut Criterion) {
     group.finish();
 }
 
-fn config() -> Criterion {
-    pin_to(PARENT_CORE);
-    Criterion::default()
-        .warm_up_time(Duration::from_secs(1))
-        .measurement_time(Duration::from_secs(3))
-        .sample_size(20)
-}
-
 criterion_group! {
     name = benches;
-    config = config();
+    config = common::criterion_config();
     targets = fetch_add_uncontended, fetch_add_two_processes, value_lock_uncontended
 }
 criterion_main!(benches);

@@ -198,3 +198,13 @@ pub(crate) fn run_two_processes(iters: u64, warm: impl Fn(), work: impl Fn(u64))
     );
     elapsed
 }
+
+/// The criterion settings the benches share: pinned to [`PARENT_CORE`], short warm-up and
+/// measurement (the two-process benches fork per sample).
+pub(crate) fn criterion_config() -> criterion::Criterion {
+    pin_to(PARENT_CORE);
+    criterion::Criterion::default()
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(3))
+        .sample_size(20)
+}
