@@ -51,6 +51,15 @@ pub enum OpenError {
     /// The segment's bytes do not describe a valid object.
     #[error("segment is corrupted: {0}")]
     Corrupted(&'static str),
+    /// `open()` was called on a builder without a name.
+    #[error("opening needs a name (Builder::name)")]
+    NameRequired,
+    /// Every slot for attached processes is taken by live processes.
+    #[error("too many processes attached (at most {max})")]
+    TooManyProcesses {
+        /// Processes one object can have attached at once.
+        max: usize,
+    },
     /// The handle cannot be used in this process (e.g. an anonymous mapping after `exec`).
     #[error("handle cannot be opened in this process: {0}")]
     NotInheritable(&'static str),

@@ -556,7 +556,7 @@ impl<T, C: Codec<T>> Queue<T, C> {
     /// A sending handle on the same queue.
     ///
     /// # Errors
-    /// If the queue has no free peer slot (too many processes attached).
+    /// [`OpenError::TooManyProcesses`] if every peer slot is taken by live processes.
     pub fn sender(&self) -> Result<Sender<T, C>, OpenError> {
         Ok(Sender {
             ep: Endpoint::new(self.ep.inner.ring.clone(), SEND)?,

@@ -354,9 +354,7 @@ impl Ring {
             if self.reclaim_dead_peers() {
                 return self.attach(role);
             }
-            return Err(OpenError::Corrupted(
-                "too many processes attached to one queue",
-            ));
+            return Err(OpenError::TooManyProcesses { max: MAX_PEERS });
         };
         if role.send {
             peer.senders.fetch_add(1, Ordering::SeqCst);

@@ -152,14 +152,14 @@ impl<T: sealed::Object> Builder<T> {
     ///
     /// # Errors
     /// [`OpenError::NotFound`], a validation error if the segment is not a valid object of this
-    /// type, or [`OpenError::NotInheritable`] if no name was given.
+    /// type, or [`OpenError::NameRequired`] if no name was given.
     pub fn open(self) -> Result<T, OpenError> {
         match self.backing {
             Backing::Named(Some(name)) => {
                 let seg = Segment::open(&Location::Named(name), T::KIND, self.open_timeout)?;
                 T::from_segment(seg)
             }
-            _ => Err(OpenError::NotInheritable("open() needs a name")),
+            _ => Err(OpenError::NameRequired),
         }
     }
 

@@ -336,7 +336,7 @@ fn open_missing_or_invalid_name() {
     }
     // open() without a name cannot work.
     let r = Lock::builder().open();
-    assert!(matches!(r, Err(OpenError::NotInheritable(_))), "{r:?}");
+    assert!(matches!(r, Err(OpenError::NameRequired)), "{r:?}");
 }
 
 #[test]
