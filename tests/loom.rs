@@ -6,12 +6,14 @@
 //! The ring's spinning phase and its timed sleeps are left out on purpose: a model that only
 //! ever sleeps without timeout is the strictest test of the wake-up protocol.
 //!
-//! loom treats `SeqCst` accesses as `AcqRel` (a documented limitation), which is too weak for
-//! the store-then-load pairs the wake-up protocol relies on: the publisher stores its position
-//! and then loads the sleeper count, the sleeper bumps the count and then loads the position,
-//! all `SeqCst` in the ring, so the C++ model's single total order guarantees that one of them
-//! sees the other. The model states that guarantee with a `fence(SeqCst)` between each store
-//! and the following load, which loom does model exactly.
+//! The publishing stores (`tail` by a producer, `head` by a consumer) are plain release stores.
+//! What makes a sleeper and a publisher see each other is the lock word of the publisher's side:
+//! the publisher unlocks with an acquire-release swap after its store, and the sleeper, after
+//! bumping the sleeper count, does an acquire-release no-op RMW on that word (`handshake`)
+//! before its last look at the position. The two RMWs are ordered in the word's modification
+//! order, so one of them synchronises with the other. The model's locks are atomic words with
+//! exactly those operations (loom models RMW ordering exactly; its `SeqCst` is only `AcqRel`,
+//! which the protocol no longer relies on).
 //!
 //! ```text
 //! RUSTFLAGS="--cfg multiproc_loom" LOOM_MAX_PREEMPTIONS=3 \
@@ -19,7 +21,7 @@
 //! ```
 #![cfg(multiproc_loom)]
 
-use loom::sync::atomic::{AtomicU32, AtomicU64, Ordering, fence};
+use loom::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use loom::sync::{Arc, Condvar, Mutex};
 use loom::thread;
 
@@ -71,24 +73,57 @@ impl WaitLine {
         }
     }
 
-    /// The waker's side, after its publishing store: wake only if someone sleeps.
+    /// The waker's side, after its publishing store and its unlock: wake only if someone
+    /// sleeps.
     fn notify(&self) {
-        fence(Ordering::SeqCst); // the publishing store (SeqCst in the ring) comes first
-        if self.sleepers.load(Ordering::SeqCst) > 0 {
+        if self.sleepers.load(Ordering::Acquire) > 0 {
             self.seq.fetch_add(1, Ordering::SeqCst);
             self.futex.wake();
         }
     }
 
-    /// The sleeper's side: sleep unless `changed()` says the awaited position already moved.
-    fn sleep_unless(&self, changed: impl Fn() -> bool) {
+    /// The sleeper's side: sleep unless `changed()` says the awaited position already moved,
+    /// looking after a handshake on the publishers' lock.
+    fn sleep_unless(&self, publishers: &SpinLock, changed: impl Fn() -> bool) {
         let seq = self.seq.load(Ordering::SeqCst);
         self.sleepers.fetch_add(1, Ordering::SeqCst);
-        fence(Ordering::SeqCst); // then the SeqCst load of the position in `changed`
+        publishers.handshake();
         if !changed() {
             self.futex.wait(&self.seq, seq);
         }
         self.sleepers.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// The ring's lock word, reduced to what the protocol uses: acquire by compare-and-swap,
+/// release by an acquire-release swap, and the no-op RMW of `RawLock::handshake`.
+struct SpinLock {
+    word: AtomicU32,
+}
+
+impl SpinLock {
+    fn new() -> Self {
+        Self {
+            word: AtomicU32::new(0),
+        }
+    }
+
+    fn lock(&self) {
+        while self
+            .word
+            .compare_exchange(0, 1, Ordering::Acquire, Ordering::Relaxed)
+            .is_err()
+        {
+            thread::yield_now();
+        }
+    }
+
+    fn unlock(&self) {
+        self.word.swap(0, Ordering::AcqRel);
+    }
+
+    fn handshake(&self) {
+        self.word.fetch_add(0, Ordering::AcqRel);
     }
 }
 
@@ -98,8 +133,8 @@ struct Ring {
     tail: AtomicU64,
     head: AtomicU64,
     slots: [AtomicU64; CAP as usize],
-    put_lock: Mutex<()>,
-    get_lock: Mutex<()>,
+    put_lock: SpinLock,
+    get_lock: SpinLock,
     data: WaitLine,
     space: WaitLine,
 }
@@ -110,8 +145,8 @@ impl Ring {
             tail: AtomicU64::new(0),
             head: AtomicU64::new(0),
             slots: [AtomicU64::new(0)],
-            put_lock: Mutex::new(()),
-            get_lock: Mutex::new(()),
+            put_lock: SpinLock::new(),
+            get_lock: SpinLock::new(),
             data: WaitLine::new(),
             space: WaitLine::new(),
         }
@@ -119,21 +154,20 @@ impl Ring {
 
     fn put(&self, value: u64) {
         loop {
-            let observed_head;
-            {
-                let _g = self.put_lock.lock().unwrap();
-                observed_head = self.head.load(Ordering::Acquire);
-                let tail = self.tail.load(Ordering::Relaxed);
-                if tail - observed_head < CAP {
-                    self.slots[(tail % CAP) as usize].store(value, Ordering::Relaxed);
-                    self.tail.swap(tail + 1, Ordering::SeqCst);
-                    drop(_g);
-                    self.data.notify();
-                    return;
-                }
+            self.put_lock.lock();
+            let observed_head = self.head.load(Ordering::Acquire);
+            let tail = self.tail.load(Ordering::Relaxed);
+            if tail - observed_head < CAP {
+                self.slots[(tail % CAP) as usize].store(value, Ordering::Relaxed);
+                self.tail.store(tail + 1, Ordering::Release);
+                self.put_lock.unlock();
+                self.data.notify();
+                return;
             }
-            self.space
-                .sleep_unless(|| self.head.load(Ordering::SeqCst) != observed_head);
+            self.put_lock.unlock();
+            self.space.sleep_unless(&self.get_lock, || {
+                self.head.load(Ordering::Acquire) != observed_head
+            });
         }
     }
 
@@ -141,20 +175,22 @@ impl Ring {
         loop {
             let observed_tail = self.tail.load(Ordering::Acquire);
             if observed_tail != self.head.load(Ordering::Acquire) {
-                let g = self.get_lock.lock().unwrap();
+                self.get_lock.lock();
                 let head = self.head.load(Ordering::Relaxed);
                 let tail = self.tail.load(Ordering::Acquire);
                 if head != tail {
                     let v = self.slots[(head % CAP) as usize].load(Ordering::Relaxed);
-                    self.head.store(head + 1, Ordering::SeqCst);
-                    drop(g);
+                    self.head.store(head + 1, Ordering::Release);
+                    self.get_lock.unlock();
                     self.space.notify();
                     return v;
                 }
+                self.get_lock.unlock();
                 continue;
             }
-            self.data
-                .sleep_unless(|| self.tail.load(Ordering::SeqCst) != observed_tail);
+            self.data.sleep_unless(&self.put_lock, || {
+                self.tail.load(Ordering::Acquire) != observed_tail
+            });
         }
     }
 }

@@ -197,6 +197,9 @@ const MIN_SPIN_NS: u32 = 2_000;
 const MAX_SPIN_NS: u32 = 100_000;
 const INITIAL_SPIN_NS: u32 = 50_000;
 
+/// First backoff step of a put that found the ring full (2^step spins before the next look).
+const FULL_BACKOFF_STEP: u32 = 6;
+
 /// Which kind of handle a process holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Role {
@@ -475,7 +478,7 @@ impl Ring {
         }
         let len = len as u32;
         let st = self.st();
-        let mut backoff = Backoff::new();
+        let mut backoff = Backoff::starting_at(FULL_BACKOFF_STEP);
         let mut prober: Option<Prober> = None;
         loop {
             if self.is_closed() {
@@ -510,13 +513,15 @@ impl Ring {
                 // SAFETY: the header word is inside the reserved, 8-aligned record.
                 unsafe { AtomicU32::from_ptr(self.at(off).cast()) }.store(len, Ordering::Relaxed);
                 let (tm, tp) = unpack(tail);
-                st.tail.pos.swap(
+                st.tail.pos.store(
                     pack(tm.wrapping_add(1), tp.wrapping_add(total)),
-                    Ordering::SeqCst,
+                    Ordering::Release,
                 );
                 // SAFETY: we hold the put lock.
                 unsafe { st.put_side.lock.release() };
-                if st.data_wait.sleepers.load(Ordering::SeqCst) > 0 {
+                // The unlock orders the tail store against a consumer's sleeper announcement
+                // (see `RawLock::handshake`): it sees our tail, or we see it sleeping.
+                if st.data_wait.sleepers.load(Ordering::Acquire) > 0 {
                     st.data_wait.seq.fetch_add(1, Ordering::SeqCst);
                     sys::futex_wake(&st.data_wait.seq, 1);
                 }
@@ -539,8 +544,9 @@ impl Ring {
             }
             let seq = st.space_wait.seq.load(Ordering::SeqCst);
             st.space_wait.sleepers.fetch_add(1, Ordering::SeqCst);
+            st.get_side.lock.handshake();
             let unchanged =
-                st.head.pos.load(Ordering::SeqCst) == observed_head && !self.is_closed();
+                st.head.pos.load(Ordering::Acquire) == observed_head && !self.is_closed();
             let timeout = prober.sleep_budget(deadline);
             if unchanged {
                 if let Some(t) = timeout {
@@ -609,7 +615,8 @@ impl Ring {
                 match r {
                     Some(r) => {
                         self.adapt_spin(&waiter);
-                        if r.is_ok() && st.space_wait.sleepers.load(Ordering::SeqCst) > 0 {
+                        // As in a put: the unlock pairs with a producer's handshake.
+                        if r.is_ok() && st.space_wait.sleepers.load(Ordering::Acquire) > 0 {
                             st.space_wait.seq.fetch_add(1, Ordering::SeqCst);
                             sys::futex_wake(&st.space_wait.seq, 1);
                         }
@@ -706,7 +713,8 @@ impl Ring {
         let seq = st.data_wait.seq.load(Ordering::SeqCst);
         st.data_wait.sleepers.fetch_add(1, Ordering::SeqCst);
         waiter.slept = true;
-        let unchanged = st.tail.pos.load(Ordering::SeqCst) == observed_tail;
+        st.put_side.lock.handshake();
+        let unchanged = st.tail.pos.load(Ordering::Acquire) == observed_tail && !self.is_closed();
         let timeout = prober.sleep_budget(deadline);
         if unchanged {
             if let Some(t) = timeout {
@@ -783,10 +791,10 @@ impl Ring {
         let payload =
             unsafe { std::slice::from_raw_parts(self.at(off + RECORD_HEADER), len as usize) };
         let r = (read.take().expect("read once"))(payload);
-        st.head.pos.store(
-            pack(hm.wrapping_add(1), hp.wrapping_add(record_len(len))),
-            Ordering::SeqCst,
-        );
+        let next = hp.wrapping_add(record_len(len));
+        st.head
+            .pos
+            .store(pack(hm.wrapping_add(1), next), Ordering::Release);
         Some(Ok(r))
     }
 

@@ -206,10 +206,25 @@ impl RawLock {
     ///   lock held elsewhere breaks mutual exclusion for whoever holds it.
     #[inline(always)]
     pub(crate) unsafe fn release(&self) {
-        let w = self.word.swap(0, Ordering::Release);
+        // AcqRel, not just Release: see `handshake`.
+        let w = self.word.swap(0, Ordering::AcqRel);
         if w & WAITERS != 0 {
             self.wake_one();
         }
+    }
+
+    /// A read-modify-write of the word that changes nothing, with acquire and release
+    /// ordering.
+    ///
+    /// A thread about to sleep until the holder's side makes progress calls it after
+    /// announcing itself (bumping a sleeper count) and before its last look at the state the
+    /// holder publishes. The RMW and the holder's unlock (an AcqRel swap) are ordered in the
+    /// word's modification order: if the handshake comes after the unlock, it sees everything
+    /// the holder published before unlocking; if before, the holder's unlock sees the sleeper
+    /// announcement and so wakes it. So the holder can publish with plain release stores and
+    /// still never miss a sleeper, without a full fence per operation.
+    pub(crate) fn handshake(&self) {
+        self.word.fetch_add(0, Ordering::AcqRel);
     }
 
     #[cold]

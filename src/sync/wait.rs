@@ -33,6 +33,13 @@ impl Backoff {
         Self { step: 0 }
     }
 
+    /// A backoff whose first snooze already spins `2^step` times.
+    pub(crate) fn starting_at(step: u32) -> Self {
+        Self {
+            step: step.min(SPIN_LIMIT),
+        }
+    }
+
     /// Spins `2^step` times while `step <= SPIN_LIMIT`, then yields the CPU.
     pub(crate) fn snooze(&mut self) {
         if self.step <= SPIN_LIMIT {
