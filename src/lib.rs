@@ -66,6 +66,8 @@
 
 mod channel;
 mod error;
+#[cfg(feature = "serde")]
+mod process;
 mod segment;
 mod shared_memory;
 mod sync;
@@ -80,6 +82,11 @@ pub use channel::{
 };
 pub use error::{
     BrokenBarrierError, GetError, OpenError, OverReleaseError, PutError, TaskDoneError,
+};
+#[cfg(feature = "serde")]
+pub use process::{
+    Builder as ProcessBuilder, Process, ProcessError, ProcessInfo, StartMethod, active_children,
+    cpu_count, current_process, init, parent_process,
 };
 pub use segment::{Handle, ParseHandleError};
 pub use shared_memory::{OutOfBounds, SharedMemory};

@@ -28,10 +28,51 @@ pub(crate) enum Location {
 /// Handles print as short strings (`mp1:4c4b0001:name:/jobs`, `mp1:4c4b0001:fd:7`) and parse back
 /// with [`FromStr`], e.g. to travel in an environment variable.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
-#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "serde", derive(serde::Deserialize))]
 pub struct Handle {
     kind: u32,
     location: Location,
+}
+
+#[cfg(feature = "serde")]
+std::thread_local! {
+    /// Descriptors named by the handles serialised on this thread inside
+    /// [`collecting_fds`]: what a spawned child must inherit.
+    static FDS: std::cell::RefCell<Option<Vec<i32>>> = const { std::cell::RefCell::new(None) };
+}
+
+/// Runs `f`, returning also the descriptors of every memfd handle it serialised (so that the
+/// process that will deserialise them can be given those descriptors).
+#[cfg(feature = "serde")]
+pub(crate) fn collecting_fds<T>(f: impl FnOnce() -> T) -> (T, Vec<i32>) {
+    let outer = FDS.with(|c| c.replace(Some(Vec::new())));
+    let out = f();
+    let fds = FDS.with(|c| c.replace(outer)).unwrap_or_default();
+    (out, fds)
+}
+
+#[cfg(feature = "serde")]
+impl serde::Serialize for Handle {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        #[derive(serde::Serialize)]
+        #[serde(rename = "Handle")]
+        struct Repr<'a> {
+            kind: u32,
+            location: &'a Location,
+        }
+        if let Location::Fd(fd) = self.location {
+            FDS.with(|c| {
+                if let Some(v) = c.borrow_mut().as_mut() {
+                    v.push(fd);
+                }
+            });
+        }
+        Repr {
+            kind: self.kind,
+            location: &self.location,
+        }
+        .serialize(serializer)
+    }
 }
 
 impl Handle {

@@ -20,6 +20,8 @@ mod handle;
 mod header;
 
 pub(crate) use handle::Location;
+#[cfg(feature = "serde")]
+pub(crate) use handle::collecting_fds;
 pub use handle::{Handle, ParseHandleError};
 pub(crate) use header::{HEADER_LEN, Header, kind};
 

@@ -10,6 +10,7 @@ compile_error!("multiproc currently supports Linux only");
 mod futex;
 mod mem;
 mod proc;
+mod spawn;
 
 pub(crate) use futex::{futex_wait, futex_wake, futex_wake_all};
 pub(crate) use mem::{
@@ -19,6 +20,10 @@ pub(crate) use mem::{
 pub(crate) use proc::{
     Liveness, ThreadId, current_pid, current_process, current_thread, on_fork, probe_thread,
     random_u64,
+};
+pub(crate) use spawn::{
+    Forked, SIGKILL, SIGTERM, cstring, current_tid, exit_now, fork, kill_me_with_parent, kill_self,
+    parent_pid, pidfd_open, pidfd_signal, reap, spawn_self, try_reap, wait_readable,
 };
 
 use std::fmt;

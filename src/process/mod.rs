@@ -1,0 +1,696 @@
+//! L4: child processes (`Process`, with the `fork` and `spawn` start methods), the `Pool`, and
+//! the free functions about processes.
+//!
+//! Every child is watched through a pidfd and reaped: by `join`/`wait`, by a poll
+//! (`is_alive`, `exitcode`, [`active_children`]), or, once its `Process` is dropped while it
+//! runs, by a small reaper thread. A child never outlives its handle as a zombie.
+#![allow(unsafe_code)]
+//! # Safety
+//! The unsafe code is the `fork` itself and changing the environment in the forked child, whose
+//! only thread is ours.
+
+mod boot;
+// mod pool;
+
+use std::ffi::OsString;
+use std::marker::PhantomData;
+use std::os::fd::OwnedFd;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+use crate::channel::Queue;
+use crate::error::OpenError;
+use crate::segment::collecting_fds;
+use crate::sync::object::SharedObject;
+use crate::sys::{self, Errno, Forked};
+
+pub use boot::init;
+pub(crate) use boot::{BytesRx, BytesTx, Outcome, finish, target_of};
+// pub use pool::{AsyncResult, Imap, ImapUnordered, Pool, PoolBuilder, TaskError};
+
+/// Largest start argument or result a child can be handed (the rings are sparse: untouched
+/// capacity costs no memory).
+const MAX_TRANSFER: usize = 32 << 20;
+
+/// How a child process starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum StartMethod {
+    /// Re-execute this executable (`/proc/self/exe`) and call a function by address, with its
+    /// argument serialised (Python's `spawn`). The child starts clean: no threads, no locks
+    /// held, nothing inherited but what the argument carries. About a millisecond to start.
+    #[default]
+    Spawn,
+    /// `fork` this process and run a closure in the copy (Python's `fork`). Fast, and the
+    /// closure sees everything the parent had. The hazards are those of `fork` in a
+    /// multi-threaded program: only the forking thread exists in the child, so a lock another
+    /// parent thread held at that moment (the allocator's are handled by libc; `stdout`'s,
+    /// a `Mutex` of yours, a logger's) stays locked forever there. Prefer `Spawn` in programs
+    /// with threads, or fork before starting them.
+    Fork,
+}
+
+/// Why a child could not be started, or did not hand back a result.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ProcessError {
+    /// A system call failed (`fork`, `posix_spawn`, `waitpid`, ...).
+    #[error("system error: {0}")]
+    Os(#[from] Errno),
+    /// A shared segment for the child's start message or result could not be made.
+    #[error(transparent)]
+    Open(#[from] OpenError),
+    /// The argument or the result did not encode or decode.
+    #[error("{0}")]
+    Codec(String),
+    /// The argument is too large to hand to a child.
+    #[error("argument of {len} bytes is larger than the {max} bytes a child can be handed")]
+    TooLarge {
+        /// Encoded size of the argument.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// This executable does not run `multiproc`'s start-up hook, so a spawned copy would run
+    /// `main` instead of the function. Call [`init`] first thing in `main`.
+    #[error("the start-up hook did not run: call multiproc::init() first thing in main")]
+    NoStartupHook,
+    /// The child panicked; the panic message.
+    #[error("child panicked: {0}")]
+    Panicked(String),
+    /// The child could not run the function (see the message).
+    #[error("child failed: {0}")]
+    Failed(String),
+    /// The child was killed by this signal before it handed back a result (`exitcode` is
+    /// minus the signal number).
+    #[error("child was killed by signal {0}")]
+    Killed(i32),
+    /// The child exited with this code without handing back a result (it called
+    /// `std::process::exit`, for instance).
+    #[error("child exited with code {0} without a result")]
+    Exited(i32),
+}
+
+/// What a new child needs to know about itself.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct ChildSetup {
+    name: String,
+    parent: ProcessInfo,
+    daemon: bool,
+    /// Whether the parent started us from its main thread (then `PR_SET_PDEATHSIG`, which
+    /// fires when that thread ends, means "when the parent process ends").
+    from_main_thread: bool,
+}
+
+/// A process's pid and name, as [`current_process`], [`parent_process`] and
+/// [`active_children`] report them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProcessInfo {
+    /// Process id.
+    pub pid: u32,
+    /// Name: `MainProcess` for a process not started by `multiproc`, else the name its parent
+    /// gave it (by default `Process-N`).
+    pub name: String,
+}
+
+/// Who this process is and who its parent is, if a `multiproc` parent started it. A forked
+/// child inherits its parent's value, so readers check the pid.
+static ME: Mutex<Option<(ProcessInfo, ProcessInfo)>> = Mutex::new(None);
+
+/// Runs first in every new child, under both start methods.
+pub(crate) fn become_child(setup: &ChildSetup) {
+    let me = ProcessInfo {
+        pid: sys::current_pid(),
+        name: setup.name.clone(),
+    };
+    // Only `try_lock` here: in a forked child, a lock another parent thread held at the fork
+    // stays held. Then the name is lost, never the process.
+    if let Ok(mut slot) = ME.try_lock() {
+        *slot = Some((me, setup.parent.clone()));
+    }
+    // The parent's children are not ours.
+    if let Ok(mut list) = children().try_lock() {
+        list.clear();
+    }
+    if setup.daemon {
+        die_with_parent(setup.parent.pid, setup.from_main_thread);
+    }
+}
+
+/// Arms the death of this (daemon) child with its parent's, closing the race where the parent
+/// died before we armed anything.
+fn die_with_parent(parent: u32, from_main_thread: bool) {
+    if from_main_thread && sys::kill_me_with_parent().is_ok() {
+        if sys::parent_pid() != parent {
+            sys::kill_self(); // the parent died before we armed the signal
+        }
+        return;
+    }
+    // Started from another thread: PR_SET_PDEATHSIG would fire when that thread ends. Watch
+    // the parent process itself through a pidfd instead.
+    let Ok(fd) = sys::pidfd_open(parent) else {
+        sys::kill_self();
+    };
+    if sys::parent_pid() != parent {
+        sys::kill_self(); // the parent died (and we were re-parented) before we looked
+    }
+    let watcher = std::thread::Builder::new()
+        .name("multiproc-parent-watch".into())
+        .stack_size(64 << 10)
+        .spawn(move || {
+            let _ = sys::wait_readable(&fd, None);
+            sys::kill_self()
+        });
+    if watcher.is_err() {
+        sys::kill_self();
+    }
+}
+
+/// Flushes Rust's stdout and stderr (a child leaves with `_exit`, which does not).
+pub(crate) fn flush_stdio() {
+    use std::io::Write;
+    let _ = std::io::stdout().flush();
+    let _ = std::io::stderr().flush();
+}
+
+/// This process: its pid and name (`MainProcess` unless a `multiproc` parent started it).
+pub fn current_process() -> ProcessInfo {
+    let me = ME.lock().map(|m| m.clone()).unwrap_or_default();
+    match me {
+        Some((me, _)) if me.pid == sys::current_pid() => me,
+        _ => ProcessInfo {
+            pid: sys::current_pid(),
+            name: "MainProcess".into(),
+        },
+    }
+}
+
+/// The process that started this one with `multiproc`, or `None` in a process it did not
+/// start (Python's `parent_process`).
+pub fn parent_process() -> Option<ProcessInfo> {
+    let me = ME.lock().map(|m| m.clone()).unwrap_or_default();
+    match me {
+        Some((me, parent)) if me.pid == sys::current_pid() => Some(parent),
+        _ => None,
+    }
+}
+
+/// The children of this process that are still running. Children that have exited are reaped
+/// on the way (as in Python).
+pub fn active_children() -> Vec<ProcessInfo> {
+    let list: Vec<Arc<Child>> = children().lock().map(|c| c.clone()).unwrap_or_default();
+    list.iter()
+        .filter(|c| matches!(c.poll(), Ok(None)))
+        .map(|c| ProcessInfo {
+            pid: c.pid,
+            name: c.name.clone(),
+        })
+        .collect()
+}
+
+/// The number of CPUs this process may run on (its affinity mask), at least 1.
+pub fn cpu_count() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+/// Every child started here and not yet reaped.
+fn children() -> &'static Mutex<Vec<Arc<Child>>> {
+    static CHILDREN: Mutex<Vec<Arc<Child>>> = Mutex::new(Vec::new());
+    &CHILDREN
+}
+
+/// A started child: the part of a [`Process`] the registry and the reaper share.
+#[derive(Debug)]
+pub(crate) struct Child {
+    pid: u32,
+    name: String,
+    pidfd: OwnedFd,
+    /// The exit code, once reaped.
+    code: Mutex<Option<i32>>,
+}
+
+impl Child {
+    fn new(pid: u32, name: String) -> Result<Arc<Self>, Errno> {
+        let pidfd = match sys::pidfd_open(pid) {
+            Ok(fd) => fd,
+            Err(e) => {
+                let _ = sys::reap(pid);
+                return Err(e);
+            }
+        };
+        let child = Arc::new(Self {
+            pid,
+            name,
+            pidfd,
+            code: Mutex::new(None),
+        });
+        if let Ok(mut list) = children().lock() {
+            list.push(child.clone());
+        }
+        Ok(child)
+    }
+
+    pub(crate) fn pid(&self) -> u32 {
+        self.pid
+    }
+
+    /// The exit code if the child has exited (reaping it), `None` while it runs.
+    pub(crate) fn poll(&self) -> Result<Option<i32>, Errno> {
+        let mut code = self.code.lock().unwrap_or_else(|p| p.into_inner());
+        if code.is_none() {
+            *code = sys::try_reap(self.pid)?;
+            if code.is_some() {
+                if let Ok(mut list) = children().lock() {
+                    list.retain(|c| c.pid != self.pid);
+                }
+            }
+        }
+        Ok(*code)
+    }
+
+    /// Waits up to `timeout` (`None`: forever) for the child to exit; its exit code, or `None`
+    /// if it still runs.
+    pub(crate) fn wait(&self, timeout: Option<Duration>) -> Result<Option<i32>, Errno> {
+        if let Some(code) = self.poll()? {
+            return Ok(Some(code));
+        }
+        if !sys::wait_readable(&self.pidfd, timeout)? {
+            return Ok(None);
+        }
+        self.poll()
+    }
+
+    /// Whether the child has exited, without reaping it: for polling many at once.
+    pub(crate) fn has_exited(&self) -> bool {
+        sys::wait_readable(&self.pidfd, Some(Duration::ZERO)).unwrap_or(true)
+    }
+
+    pub(crate) fn signal(&self, sig: i32) -> Result<(), Errno> {
+        if self.poll()?.is_some() {
+            return Ok(()); // already gone: nothing to signal (and its pid may be reused)
+        }
+        match sys::pidfd_signal(&self.pidfd, sig) {
+            Err(e) if e == Errno::SRCH => Ok(()), // exited meanwhile
+            r => r,
+        }
+    }
+
+    /// Leaves the child to a reaper thread, if it still runs.
+    fn detach(self: Arc<Self>) {
+        if !matches!(self.poll(), Ok(None)) {
+            return;
+        }
+        let spawned = std::thread::Builder::new()
+            .name("multiproc-reaper".into())
+            .stack_size(64 << 10)
+            .spawn(move || {
+                let _ = self.wait(None);
+            });
+        // Without a thread, the registry keeps it: `active_children` reaps it later.
+        drop(spawned);
+    }
+}
+
+/// A child process: Python's `multiprocessing.Process`, started.
+///
+/// `R` is what the child's function returns; [`join`](Self::join) hands it over. Dropping a
+/// `Process` whose child still runs leaves the child running (like dropping a thread's
+/// `JoinHandle`) and has it reaped when it exits. A daemon child is killed when this process
+/// dies, however it dies.
+///
+/// ```
+/// use multiproc::Process;
+///
+/// fn square(x: u64) -> u64 {
+///     x * x
+/// }
+///
+/// # fn main() -> Result<(), multiproc::ProcessError> {
+/// let child = Process::spawn(square, 12)?;
+/// assert_eq!(child.join()?, 144);
+///
+/// let child = Process::fork(|| std::process::id())?;
+/// let pid = child.pid();
+/// assert_eq!(child.join()?, pid);
+/// # Ok(()) }
+/// ```
+pub struct Process<R = ()> {
+    child: Arc<Child>,
+    daemon: bool,
+    /// The child's result queue (and, while a spawned child starts, its start queue).
+    up: BytesRx,
+    _down: Option<BytesTx>,
+    _r: PhantomData<fn() -> R>,
+}
+
+impl<R> std::fmt::Debug for Process<R> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Process")
+            .field("pid", &self.child.pid)
+            .field("name", &self.child.name)
+            .field("daemon", &self.daemon)
+            .finish()
+    }
+}
+
+/// Configures a child before starting it: name, daemon flag, start method, environment.
+#[derive(Debug, Clone, Default)]
+pub struct Builder {
+    name: Option<String>,
+    daemon: bool,
+    method: StartMethod,
+    env: Vec<(OsString, Option<OsString>)>,
+}
+
+static COUNTER: AtomicU64 = AtomicU64::new(0);
+
+impl Builder {
+    /// The child's name (default `Process-N`, N counting the children this process started).
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.name = Some(name.into());
+        self
+    }
+
+    /// A daemon child is killed (SIGKILL) as soon as this process dies, even by SIGKILL.
+    /// Default `false`: the child outlives its parent.
+    pub fn daemon(mut self, daemon: bool) -> Self {
+        self.daemon = daemon;
+        self
+    }
+
+    /// How [`start`](Self::start) starts the child (default [`StartMethod::Spawn`]).
+    pub fn start_method(mut self, method: StartMethod) -> Self {
+        self.method = method;
+        self
+    }
+
+    /// Sets an environment variable for the child.
+    pub fn env(mut self, key: impl Into<OsString>, value: impl Into<OsString>) -> Self {
+        self.env.push((key.into(), Some(value.into())));
+        self
+    }
+
+    /// Removes an environment variable from the child's environment.
+    pub fn env_remove(mut self, key: impl Into<OsString>) -> Self {
+        self.env.push((key.into(), None));
+        self
+    }
+
+    fn setup(&self) -> ChildSetup {
+        let n = COUNTER.fetch_add(1, Ordering::Relaxed) + 1;
+        ChildSetup {
+            name: self.name.clone().unwrap_or_else(|| format!("Process-{n}")),
+            parent: current_process(),
+            daemon: self.daemon,
+            from_main_thread: sys::current_tid() == sys::current_pid(),
+        }
+    }
+
+    /// Starts a child that runs `f(arg)` with the configured start method, and hands back
+    /// what `f` returns.
+    ///
+    /// `f` is a `fn` item (or a closure that captures nothing): everything it needs travels in
+    /// `arg`, serialised. Handles of shared objects (a [`Queue`]'s, a
+    /// [`Lock`](crate::Lock)'s) can be part of `arg`; memfd-backed ones are handed down with
+    /// their descriptors.
+    ///
+    /// # Errors
+    /// A [`ProcessError`] if the child cannot be started.
+    pub fn start<F, A, R>(self, f: F, arg: A) -> Result<Process<R>, ProcessError>
+    where
+        F: Fn(A) -> R + Copy + 'static,
+        A: Serialize + DeserializeOwned,
+        R: Serialize + DeserializeOwned,
+    {
+        match self.method {
+            StartMethod::Spawn => self.spawn_fn(f, arg),
+            StartMethod::Fork => self.fork(move || f(arg)),
+        }
+    }
+
+    fn spawn_fn<F, A, R>(self, _f: F, arg: A) -> Result<Process<R>, ProcessError>
+    where
+        F: Fn(A) -> R + Copy + 'static,
+        A: Serialize + DeserializeOwned,
+        R: Serialize + DeserializeOwned,
+    {
+        if !boot::hook_ran() {
+            return Err(ProcessError::NoStartupHook);
+        }
+        let (arg, mut keep) = collecting_fds(|| postcard::to_allocvec(&arg));
+        let arg = arg.map_err(|e| ProcessError::Codec(format!("argument does not encode: {e}")))?;
+        if arg.len() > MAX_TRANSFER {
+            return Err(ProcessError::TooLarge {
+                len: arg.len(),
+                max: MAX_TRANSFER,
+            });
+        }
+        let setup = self.setup();
+        let name = setup.name.clone();
+        let boot = boot::Boot {
+            target: target_of::<F, A, R>(),
+            arg,
+            me: setup,
+        };
+        let boot = postcard::to_allocvec(&boot).map_err(|e| ProcessError::Codec(e.to_string()))?;
+        let (down_tx, down_rx) = link(boot.len())?;
+        let (up_tx, up_rx) = link(MAX_TRANSFER)?;
+        down_tx
+            .put_bytes(&boot)
+            .map_err(|e| ProcessError::Codec(e.to_string()))?;
+        let (down_h, up_h) = (down_rx.handle(), up_tx.handle());
+        for h in [&down_h, &up_h] {
+            if let crate::segment::Location::Fd(fd) = h.location() {
+                keep.push(*fd);
+            }
+        }
+        let envp = self.environment(boot::env_value(&down_h, &up_h))?;
+        let argv0 = std::env::args_os()
+            .next()
+            .unwrap_or_else(|| OsString::from("multiproc-child"));
+        let argv = [
+            sys::cstring(std::os::unix::ffi::OsStrExt::as_bytes(argv0.as_os_str()))?,
+            sys::cstring(format!("--multiproc-spawned={name}"))?,
+        ];
+        let pid = sys::spawn_self(&argv, &envp, &keep)?;
+        let child = Child::new(pid, name)?;
+        // The child attaches its own ends; ours of its ends go once it has (the rings keep
+        // the start message and the result whatever the order).
+        drop((down_rx, up_tx));
+        Ok(Process {
+            child,
+            daemon: self.daemon,
+            up: up_rx,
+            _down: Some(down_tx),
+            _r: PhantomData,
+        })
+    }
+
+    /// The child's environment: ours, with the builder's changes and `spawn` set.
+    fn environment(&self, spawn: String) -> Result<Vec<std::ffi::CString>, Errno> {
+        use std::os::unix::ffi::OsStrExt;
+        let mut vars: Vec<(OsString, OsString)> = std::env::vars_os()
+            .filter(|(k, _)| k != boot::ENV)
+            .collect();
+        for (k, v) in &self.env {
+            vars.retain(|(key, _)| key != k);
+            if let Some(v) = v {
+                vars.push((k.clone(), v.clone()));
+            }
+        }
+        vars.push((boot::ENV.into(), spawn.into()));
+        vars.iter()
+            .map(|(k, v)| {
+                let mut kv = k.as_bytes().to_vec();
+                kv.push(b'=');
+                kv.extend_from_slice(v.as_bytes());
+                sys::cstring(kv)
+            })
+            .collect()
+    }
+
+    /// Starts a child by `fork` that runs `body` and hands back what it returns.
+    ///
+    /// See [`StartMethod::Fork`] for what forking a multi-threaded process means. Handles the
+    /// closure captures are inherited and ready to use in the child.
+    ///
+    /// # Errors
+    /// A [`ProcessError`] if the child cannot be started.
+    pub fn fork<G, R>(self, body: G) -> Result<Process<R>, ProcessError>
+    where
+        G: FnOnce() -> R,
+        R: Serialize + DeserializeOwned,
+    {
+        let setup = self.setup();
+        let name = setup.name.clone();
+        let (up_tx, up_rx) = link(MAX_TRANSFER)?;
+        flush_stdio();
+        // SAFETY: the child runs `body`, our bookkeeping and `finish`, then `_exit`s; what the
+        // fork hazards mean for `body` is the caller's side of the contract, documented on
+        // `StartMethod::Fork`.
+        match unsafe { sys::fork() }? {
+            Forked::Child => {
+                become_child(&setup);
+                for (k, v) in &self.env {
+                    match v {
+                        // SAFETY: a forked child has a single thread, so nothing reads the
+                        // environment concurrently.
+                        Some(v) => unsafe { std::env::set_var(k, v) },
+                        // SAFETY: as above.
+                        None => unsafe { std::env::remove_var(k) },
+                    }
+                }
+                // Not dropped: dropping takes a process-local lock that another parent thread
+                // may have held at the fork. Our `_exit` ends the handle anyway.
+                std::mem::forget(up_rx);
+                let outcome = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(body)) {
+                    Ok(r) => match postcard::to_allocvec(&r) {
+                        Ok(bytes) => Outcome::Returned(bytes),
+                        Err(e) => Outcome::Failed(format!("result does not encode: {e}")),
+                    },
+                    Err(p) => Outcome::Panicked(boot::panic_message(p.as_ref())),
+                };
+                finish(&up_tx, outcome)
+            }
+            Forked::Parent(pid) => {
+                drop(up_tx);
+                Ok(Process {
+                    child: Child::new(pid, name)?,
+                    daemon: self.daemon,
+                    up: up_rx,
+                    _down: None,
+                    _r: PhantomData,
+                })
+            }
+        }
+    }
+}
+
+/// A one-message-at-a-time byte queue between a parent and a child, for messages up to
+/// `max` bytes.
+fn link(max: usize) -> Result<(BytesTx, BytesRx), OpenError> {
+    Queue::<u8, crate::Plain>::builder()
+        .capacity(4)
+        .max_bytes(2 * (max + 64))
+        .create()?
+        .split()
+}
+
+impl Process<()> {
+    /// A builder for a child with a name, daemon flag, start method or environment.
+    pub fn builder() -> Builder {
+        Builder::default()
+    }
+}
+
+impl<R: Serialize + DeserializeOwned> Process<R> {
+    /// Starts a child that runs `f(arg)` by re-executing this executable
+    /// ([`StartMethod::Spawn`]); see [`Builder::start`].
+    ///
+    /// # Errors
+    /// A [`ProcessError`] if the child cannot be started.
+    pub fn spawn<F, A>(f: F, arg: A) -> Result<Self, ProcessError>
+    where
+        F: Fn(A) -> R + Copy + 'static,
+        A: Serialize + DeserializeOwned,
+    {
+        Builder::default().start(f, arg)
+    }
+
+    /// Starts a child by `fork` that runs `body` ([`StartMethod::Fork`]); see
+    /// [`Builder::fork`].
+    ///
+    /// # Errors
+    /// A [`ProcessError`] if the child cannot be started.
+    pub fn fork<G: FnOnce() -> R>(body: G) -> Result<Self, ProcessError> {
+        Builder::default().fork(body)
+    }
+
+    /// Waits for the child to exit and hands back what its function returned.
+    ///
+    /// # Errors
+    /// [`ProcessError::Panicked`] with the panic message, [`ProcessError::Killed`] if a signal
+    /// ended it first, [`ProcessError::Exited`] if it exited without a result.
+    pub fn join(self) -> Result<R, ProcessError> {
+        let code = self.wait()?;
+        let outcome = match self.up.get_bytes_timeout(Duration::ZERO) {
+            Ok(bytes) => postcard::from_bytes::<Outcome>(&bytes)
+                .map_err(|e| ProcessError::Codec(format!("bad result message: {e}")))?,
+            Err(_) if code < 0 => return Err(ProcessError::Killed(-code)),
+            Err(_) => return Err(ProcessError::Exited(code)),
+        };
+        match outcome {
+            Outcome::Returned(bytes) => postcard::from_bytes(&bytes)
+                .map_err(|e| ProcessError::Codec(format!("result does not decode: {e}"))),
+            Outcome::Panicked(msg) => Err(ProcessError::Panicked(msg)),
+            Outcome::Failed(msg) => Err(ProcessError::Failed(msg)),
+        }
+    }
+}
+
+impl<R> Process<R> {
+    /// The child's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.pid
+    }
+
+    /// The child's name.
+    pub fn name(&self) -> &str {
+        &self.child.name
+    }
+
+    /// Whether the child dies with this process.
+    pub fn is_daemon(&self) -> bool {
+        self.daemon
+    }
+
+    /// Whether the child is still running (reaping it if it has exited).
+    pub fn is_alive(&self) -> bool {
+        matches!(self.child.poll(), Ok(None))
+    }
+
+    /// Python's `exitcode`: `None` while the child runs, then its exit code, or minus the
+    /// number of the signal that killed it.
+    pub fn exitcode(&self) -> Option<i32> {
+        self.child.poll().ok().flatten()
+    }
+
+    /// Waits for the child to exit; its exit code (Python's `join()` then `exitcode`).
+    ///
+    /// # Errors
+    /// The `waitpid` error, if any.
+    pub fn wait(&self) -> Result<i32, ProcessError> {
+        Ok(self.child.wait(None)?.unwrap_or(0))
+    }
+
+    /// Waits at most `timeout` for the child to exit: its exit code, or `None` if it still
+    /// runs (it is left alone).
+    pub fn join_timeout(&self, timeout: Duration) -> Option<i32> {
+        self.child.wait(Some(timeout)).ok().flatten()
+    }
+
+    /// Sends SIGTERM (Python's `terminate`). Nothing happens if the child has exited.
+    ///
+    /// # Errors
+    /// The system error, if the signal could not be sent.
+    pub fn terminate(&self) -> Result<(), Errno> {
+        self.child.signal(sys::SIGTERM)
+    }
+
+    /// Sends SIGKILL. Nothing happens if the child has exited.
+    ///
+    /// # Errors
+    /// The system error, if the signal could not be sent.
+    pub fn kill(&self) -> Result<(), Errno> {
+        self.child.signal(sys::SIGKILL)
+    }
+}
+
+impl<R> Drop for Process<R> {
+    fn drop(&mut self) {
+        self.child.clone().detach();
+    }
+}
