@@ -85,8 +85,9 @@ pub use error::{
 };
 #[cfg(feature = "serde")]
 pub use process::{
-    Builder as ProcessBuilder, Process, ProcessError, ProcessInfo, StartMethod, active_children,
-    cpu_count, current_process, init, parent_process,
+    AsyncResult, Builder as ProcessBuilder, Imap, ImapUnordered, Pool, PoolBuilder, Process,
+    ProcessError, ProcessInfo, StarFn, StartMethod, TaskError, active_children, cpu_count,
+    current_process, init, parent_process,
 };
 pub use segment::{Handle, ParseHandleError};
 pub use shared_memory::{OutOfBounds, SharedMemory};

@@ -16,7 +16,7 @@
 //! - `call` turns an offset into a function pointer. Offsets are made by `target_of` in a
 //!   process running this same executable image (the parent before `fork`, or the parent
 //!   that exec'd `/proc/self/exe`), so anchor plus offset is the entry it named.
-//! - `run` reads a zero-sized `Copy` value out of thin air, which copies no bytes.
+//! - `conjure` reads a zero-sized `Copy` value out of thin air, which copies no bytes.
 //! - The hook is registered with a link-section attribute, and clears [`ENV`] while the process
 //!   has only one thread.
 
@@ -106,7 +106,26 @@ pub(crate) struct Target {
     check: u64,
 }
 
-type Entry = fn(&[u8], u64) -> Outcome;
+/// How a call ended (the result itself was appended to the caller's buffer).
+#[derive(Debug)]
+pub(crate) enum Status {
+    Returned,
+    Panicked(String),
+    Failed(String),
+}
+
+impl Status {
+    /// The outcome of a call whose result (if any) is `out`.
+    pub(crate) fn into_outcome(self, out: Vec<u8>) -> Outcome {
+        match self {
+            Status::Returned => Outcome::Returned(out),
+            Status::Panicked(m) => Outcome::Panicked(m),
+            Status::Failed(m) => Outcome::Failed(m),
+        }
+    }
+}
+
+type Entry = fn(&[u8], Option<u64>, &mut Vec<u8>) -> Status;
 
 /// The fixed point that targets are measured from.
 #[inline(never)]
@@ -125,62 +144,147 @@ fn name_hash(name: &str) -> u64 {
     })
 }
 
-/// The target that calls `F` with a deserialised `A` and serialises its `R`.
-pub(crate) fn target_of<F, A, R>() -> Target
+/// A function a child can call: a zero-sized `Copy` value (a `fn` item or a closure that
+/// captures nothing) that takes one argument. Implemented for every `Fn(A) -> R` of that kind,
+/// and for [`Spread`], which spreads a tuple over a function of several arguments.
+pub(crate) trait Callable<A>: Copy + 'static {
+    type Output;
+    fn invoke(self, arg: A) -> Self::Output;
+}
+
+impl<F, A, R> Callable<A> for F
 where
     F: Fn(A) -> R + Copy + 'static,
-    A: DeserializeOwned,
-    R: Serialize,
 {
-    let entry: Entry = run::<F, A, R>;
-    Target {
-        offset: (entry as usize).wrapping_sub(anchor_addr()) as u64,
-        check: name_hash(type_name::<(F, A, R)>()),
+    type Output = R;
+    fn invoke(self, arg: A) -> R {
+        self(arg)
     }
 }
 
-/// Calls `target` with the serialised argument `arg`.
-pub(crate) fn call(target: Target, arg: &[u8]) -> Outcome {
-    let addr = anchor_addr().wrapping_add(target.offset as usize);
-    // SAFETY: `target` was made by `target_of` in a process running this executable image (see
-    // the module note), so `addr` is the address of a `run::<F, A, R>` here, which has type
-    // `Entry`. The entry checks `target.check` against its own type before anything else.
-    let entry = unsafe { std::mem::transmute::<usize, Entry>(addr) };
-    entry(arg, target.check)
+/// Calls `F` with the fields of a tuple as its arguments (for `starmap`).
+pub(crate) struct Spread<F>(std::marker::PhantomData<F>);
+
+impl<F> Clone for Spread<F> {
+    fn clone(&self) -> Self {
+        *self
+    }
 }
 
-/// The entry behind a target: checks it is the one meant, decodes the argument, calls `F`
-/// (catching a panic), encodes the result.
-fn run<F, A, R>(arg: &[u8], check: u64) -> Outcome
+impl<F> Copy for Spread<F> {}
+
+impl<F> Spread<F> {
+    pub(crate) fn new(_f: F) -> Self {
+        Self(std::marker::PhantomData)
+    }
+}
+
+impl<F, A, B, R> Callable<(A, B)> for Spread<F>
 where
-    F: Fn(A) -> R + Copy + 'static,
-    A: DeserializeOwned,
-    R: Serialize,
+    F: Fn(A, B) -> R + Copy + 'static,
 {
+    type Output = R;
+    fn invoke(self, (a, b): (A, B)) -> R {
+        conjure::<F>()(a, b)
+    }
+}
+
+impl<F, A, B, C, R> Callable<(A, B, C)> for Spread<F>
+where
+    F: Fn(A, B, C) -> R + Copy + 'static,
+{
+    type Output = R;
+    fn invoke(self, (a, b, c): (A, B, C)) -> R {
+        conjure::<F>()(a, b, c)
+    }
+}
+
+/// A value of the zero-sized `Copy` type `T`, whose values the caller has held.
+fn conjure<T: Copy + 'static>() -> T {
     const {
         assert!(
-            size_of::<F>() == 0,
+            size_of::<T>() == 0,
             "a function run in another process must be a fn item or a closure that captures \
              nothing: pass data through the argument"
         )
     };
-    if check != name_hash(type_name::<(F, A, R)>()) {
-        return Outcome::Failed(format!("entry mismatch for {}", type_name::<F>()));
+    // SAFETY: `T` is zero-sized (checked above at compile time) and `Copy`, and whoever made a
+    // target for it held a `T`: copying a zero-sized `Copy` value reads no bytes, so conjuring
+    // one is such a copy.
+    unsafe { std::ptr::NonNull::<T>::dangling().as_ptr().read() }
+}
+
+/// The target that calls `F` with a deserialised `A` and serialises its output.
+pub(crate) fn target_of<F, A>() -> Target
+where
+    F: Callable<A>,
+    A: DeserializeOwned,
+    F::Output: Serialize,
+{
+    let entry: Entry = run::<F, A>;
+    Target {
+        offset: (entry as usize).wrapping_sub(anchor_addr()) as u64,
+        check: name_hash(type_name::<(F, A)>()),
+    }
+}
+
+/// Calls `target` with the serialised argument `arg`, appending its serialised result to
+/// `out`.
+pub(crate) fn call(target: Target, arg: &[u8], out: &mut Vec<u8>) -> Status {
+    call_with(target, arg, out, true)
+}
+
+/// As [`call`]; with `check == false` the entry skips comparing its type-name hash, for
+/// calls after the first with the same target in this process (the hash is what costs).
+pub(crate) fn call_with(target: Target, arg: &[u8], out: &mut Vec<u8>, check: bool) -> Status {
+    let addr = anchor_addr().wrapping_add(target.offset as usize);
+    // SAFETY: `target` was made by `target_of` in a process running this executable image (see
+    // the module note), so `addr` is the address of a `run::<F, A>` here, which has type
+    // `Entry`. The entry checks `target.check` against its own type before anything else.
+    let entry = unsafe { std::mem::transmute::<usize, Entry>(addr) };
+    entry(arg, check.then_some(target.check), out)
+}
+
+/// Appends `value`, serialised, to `out`; on failure `out` is left as it was.
+pub(crate) fn append<T: Serialize + ?Sized>(value: &T, out: &mut Vec<u8>) -> Result<(), String> {
+    struct Appender<'a>(&'a mut Vec<u8>);
+    impl Extend<u8> for Appender<'_> {
+        fn extend<I: IntoIterator<Item = u8>>(&mut self, iter: I) {
+            self.0.extend(iter);
+        }
+    }
+    let len = out.len();
+    match postcard::to_extend(value, Appender(out)) {
+        Ok(_) => Ok(()),
+        Err(e) => {
+            out.truncate(len);
+            Err(e.to_string())
+        }
+    }
+}
+
+/// The entry behind a target: checks it is the one meant, decodes the argument, calls `F`
+/// (catching a panic), encodes the result.
+fn run<F, A>(arg: &[u8], check: Option<u64>, out: &mut Vec<u8>) -> Status
+where
+    F: Callable<A>,
+    A: DeserializeOwned,
+    F::Output: Serialize,
+{
+    if check.is_some_and(|c| c != name_hash(type_name::<(F, A)>())) {
+        return Status::Failed(format!("entry mismatch for {}", type_name::<F>()));
     }
     let arg: A = match postcard::from_bytes(arg) {
         Ok(a) => a,
-        Err(e) => return Outcome::Failed(format!("argument does not decode: {e}")),
+        Err(e) => return Status::Failed(format!("argument does not decode: {e}")),
     };
-    // SAFETY: `F` is zero-sized (checked above at compile time) and `Copy`, and the process
-    // that made the target held an `F`: copying a zero-sized `Copy` value reads no bytes, so
-    // conjuring one is such a copy.
-    let f: F = unsafe { std::ptr::NonNull::<F>::dangling().as_ptr().read() };
-    match catch_unwind(AssertUnwindSafe(|| f(arg))) {
-        Ok(r) => match postcard::to_allocvec(&r) {
-            Ok(bytes) => Outcome::Returned(bytes),
-            Err(e) => Outcome::Failed(format!("result does not encode: {e}")),
+    let f = conjure::<F>();
+    match catch_unwind(AssertUnwindSafe(|| f.invoke(arg))) {
+        Ok(r) => match append(&r, out) {
+            Ok(()) => Status::Returned,
+            Err(e) => Status::Failed(format!("result does not encode: {e}")),
         },
-        Err(payload) => Outcome::Panicked(panic_message(payload.as_ref())),
+        Err(payload) => Status::Panicked(panic_message(payload.as_ref())),
     }
 }
 
@@ -230,7 +334,8 @@ fn run_spawned(value: OsString) {
     };
     drop(down);
     super::become_child(&boot.me);
-    let outcome = call(boot.target, &boot.arg);
+    let mut out = Vec::new();
+    let outcome = call(boot.target, &boot.arg, &mut out).into_outcome(out);
     finish(&up, outcome)
 }
 

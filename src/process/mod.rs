@@ -10,7 +10,7 @@
 //! only thread is ours.
 
 mod boot;
-// mod pool;
+mod pool;
 
 use std::ffi::OsString;
 use std::marker::PhantomData;
@@ -29,8 +29,10 @@ use crate::sync::object::SharedObject;
 use crate::sys::{self, Errno, Forked};
 
 pub use boot::init;
-pub(crate) use boot::{BytesRx, BytesTx, Outcome, finish, target_of};
-// pub use pool::{AsyncResult, Imap, ImapUnordered, Pool, PoolBuilder, TaskError};
+pub(crate) use boot::{
+    BytesRx, BytesTx, Outcome, Status, Target, append, call, call_with, finish, target_of,
+};
+pub use pool::{AsyncResult, Imap, ImapUnordered, Pool, PoolBuilder, StarFn, TaskError};
 
 /// Largest start argument or result a child can be handed (the rings are sparse: untouched
 /// capacity costs no memory).
@@ -253,10 +255,6 @@ impl Child {
         Ok(child)
     }
 
-    pub(crate) fn pid(&self) -> u32 {
-        self.pid
-    }
-
     /// The exit code if the child has exited (reaping it), `None` while it runs.
     pub(crate) fn poll(&self) -> Result<Option<i32>, Errno> {
         let mut code = self.code.lock().unwrap_or_else(|p| p.into_inner());
@@ -451,7 +449,7 @@ impl Builder {
         let setup = self.setup();
         let name = setup.name.clone();
         let boot = boot::Boot {
-            target: target_of::<F, A, R>(),
+            target: target_of::<F, A>(),
             arg,
             me: setup,
         };
