@@ -794,3 +794,8 @@ impl<T: fmt::Debug> fmt::Debug for ArrayGuard<'_, T> {
         f.debug_tuple("ArrayGuard").field(&&**self).finish()
     }
 }
+
+crate::sync::object::serde_via_handle!([T: ShmSafe + Send] Value<T>);
+crate::sync::object::serde_via_handle!([T: ShmSafe + Send] RawValue<T>);
+crate::sync::object::serde_via_handle!([T: ShmSafe + Send] Array<T>);
+crate::sync::object::serde_via_handle!([T: ShmSafe + Send] RawArray<T>);

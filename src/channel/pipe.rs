@@ -298,3 +298,21 @@ impl<T, C> fmt::Debug for Connection<T, C> {
             .finish()
     }
 }
+
+/// With the `serde` feature, a connection end serialises as its [`ConnectionHandle`] and
+/// deserialises by attaching that end, like the other shared objects.
+#[cfg(feature = "serde")]
+impl<T, C: Codec<T>> serde::Serialize for Connection<T, C> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        crate::segment::note_object();
+        serde::Serialize::serialize(&self.handle(), s)
+    }
+}
+
+#[cfg(feature = "serde")]
+impl<'de, T, C: Codec<T>> serde::Deserialize<'de> for Connection<T, C> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let h = <ConnectionHandle as serde::Deserialize>::deserialize(d)?;
+        Self::from_handle(&h).map_err(serde::de::Error::custom)
+    }
+}

@@ -668,3 +668,8 @@ impl<T, C: Codec<T>> JoinableQueue<T, C> {
         self.ep.ring().unfinished()
     }
 }
+
+crate::sync::object::serde_via_handle!([T, C: Codec<T>] Queue<T, C>);
+crate::sync::object::serde_via_handle!([T, C: Codec<T>] Sender<T, C>);
+crate::sync::object::serde_via_handle!([T, C: Codec<T>] Receiver<T, C>);
+crate::sync::object::serde_via_handle!([T, C: Codec<T>] JoinableQueue<T, C>);

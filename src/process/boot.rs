@@ -125,7 +125,7 @@ impl Status {
     }
 }
 
-type Entry = fn(&[u8], Option<u64>, &mut Vec<u8>) -> Status;
+type Entry = fn(&[u8], Option<u64>, &mut Vec<u8>, &mut dyn FnMut()) -> Status;
 
 /// The fixed point that targets are measured from.
 #[inline(never)]
@@ -231,18 +231,26 @@ where
 /// Calls `target` with the serialised argument `arg`, appending its serialised result to
 /// `out`.
 pub(crate) fn call(target: Target, arg: &[u8], out: &mut Vec<u8>) -> Status {
-    call_with(target, arg, out, true)
+    call_with(target, arg, out, true, &mut || {})
 }
 
 /// As [`call`]; with `check == false` the entry skips comparing its type-name hash, for
 /// calls after the first with the same target in this process (the hash is what costs).
-pub(crate) fn call_with(target: Target, arg: &[u8], out: &mut Vec<u8>, check: bool) -> Status {
+/// `attached` runs once the argument is decoded (and so the objects in it attached), before
+/// the function runs.
+pub(crate) fn call_with(
+    target: Target,
+    arg: &[u8],
+    out: &mut Vec<u8>,
+    check: bool,
+    attached: &mut dyn FnMut(),
+) -> Status {
     let addr = anchor_addr().wrapping_add(target.offset as usize);
     // SAFETY: `target` was made by `target_of` in a process running this executable image (see
     // the module note), so `addr` is the address of a `run::<F, A>` here, which has type
     // `Entry`. The entry checks `target.check` against its own type before anything else.
     let entry = unsafe { std::mem::transmute::<usize, Entry>(addr) };
-    entry(arg, check.then_some(target.check), out)
+    entry(arg, check.then_some(target.check), out, attached)
 }
 
 /// Appends `value`, serialised, to `out`; on failure `out` is left as it was.
@@ -265,7 +273,12 @@ pub(crate) fn append<T: Serialize + ?Sized>(value: &T, out: &mut Vec<u8>) -> Res
 
 /// The entry behind a target: checks it is the one meant, decodes the argument, calls `F`
 /// (catching a panic), encodes the result.
-fn run<F, A>(arg: &[u8], check: Option<u64>, out: &mut Vec<u8>) -> Status
+fn run<F, A>(
+    arg: &[u8],
+    check: Option<u64>,
+    out: &mut Vec<u8>,
+    attached: &mut dyn FnMut(),
+) -> Status
 where
     F: Callable<A>,
     A: DeserializeOwned,
@@ -278,6 +291,7 @@ where
         Ok(a) => a,
         Err(e) => return Status::Failed(format!("argument does not decode: {e}")),
     };
+    attached();
     let f = conjure::<F>();
     match catch_unwind(AssertUnwindSafe(|| f.invoke(arg))) {
         Ok(r) => match append(&r, out) {
@@ -335,8 +349,13 @@ fn run_spawned(value: OsString) {
     drop(down);
     super::become_child(&boot.me);
     let mut out = Vec::new();
-    let outcome = call(boot.target, &boot.arg, &mut out).into_outcome(out);
-    finish(&up, outcome)
+    // An empty message tells the parent we hold the objects it passed (it keeps its own
+    // attached until then, so they never look abandoned in between).
+    let mut attached = || {
+        let _ = up.put_bytes(&[]);
+    };
+    let outcome = call_with(boot.target, &boot.arg, &mut out, true, &mut attached);
+    finish(&up, outcome.into_outcome(out))
 }
 
 fn parse_env(value: &OsString) -> Option<(Handle, Handle)> {

@@ -24,7 +24,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::channel::Queue;
 use crate::error::OpenError;
-use crate::segment::collecting_fds;
+use crate::segment::collecting;
 use crate::sync::object::SharedObject;
 use crate::sys::{self, Errno, Forked};
 
@@ -340,6 +340,8 @@ pub struct Process<R = ()> {
     daemon: bool,
     /// The child's result queue (and, while a spawned child starts, its start queue).
     up: BytesRx,
+    /// The outcome, if it arrived while we waited for something else.
+    outcome: Option<Vec<u8>>,
     _down: Option<BytesTx>,
     _r: PhantomData<fn() -> R>,
 }
@@ -438,11 +440,13 @@ impl Builder {
         if !boot::hook_ran() {
             return Err(ProcessError::NoStartupHook);
         }
-        let (arg, mut keep) = collecting_fds(|| postcard::to_allocvec(&arg));
-        let arg = arg.map_err(|e| ProcessError::Codec(format!("argument does not encode: {e}")))?;
-        if arg.len() > MAX_TRANSFER {
+        let (encoded, collected) = collecting(|| postcard::to_allocvec(&arg));
+        let encoded =
+            encoded.map_err(|e| ProcessError::Codec(format!("argument does not encode: {e}")))?;
+        let mut keep = collected.fds;
+        if encoded.len() > MAX_TRANSFER {
             return Err(ProcessError::TooLarge {
-                len: arg.len(),
+                len: encoded.len(),
                 max: MAX_TRANSFER,
             });
         }
@@ -450,7 +454,7 @@ impl Builder {
         let name = setup.name.clone();
         let boot = boot::Boot {
             target: target_of::<F, A>(),
-            arg,
+            arg: encoded,
             me: setup,
         };
         let boot = postcard::to_allocvec(&boot).map_err(|e| ProcessError::Codec(e.to_string()))?;
@@ -478,13 +482,22 @@ impl Builder {
         // The child attaches its own ends; ours of its ends go once it has (the rings keep
         // the start message and the result whatever the order).
         drop((down_rx, up_tx));
-        Ok(Process {
+        let mut process = Process {
             child,
             daemon: self.daemon,
             up: up_rx,
+            outcome: None,
             _down: Some(down_tx),
             _r: PhantomData,
-        })
+        };
+        if collected.objects {
+            // `arg` holds live objects (a queue's sender, say). Keep ours attached until the
+            // child has attached its own: otherwise a receiver here could see the queue
+            // without senders in between and report it disconnected.
+            process.await_attached();
+        }
+        drop(arg);
+        Ok(process)
     }
 
     /// The child's environment: ours, with the builder's changes and `spawn` set.
@@ -559,6 +572,7 @@ impl Builder {
                     child: Child::new(pid, name)?,
                     daemon: self.daemon,
                     up: up_rx,
+                    outcome: None,
                     _down: None,
                     _r: PhantomData,
                 })
@@ -612,13 +626,17 @@ impl<R: Serialize + DeserializeOwned> Process<R> {
     /// # Errors
     /// [`ProcessError::Panicked`] with the panic message, [`ProcessError::Killed`] if a signal
     /// ended it first, [`ProcessError::Exited`] if it exited without a result.
-    pub fn join(self) -> Result<R, ProcessError> {
+    pub fn join(mut self) -> Result<R, ProcessError> {
         let code = self.wait()?;
-        let outcome = match self.up.get_bytes_timeout(Duration::ZERO) {
-            Ok(bytes) => postcard::from_bytes::<Outcome>(&bytes)
+        let bytes = match self.outcome.take() {
+            Some(b) => Some(b),
+            None => self.next_message(Duration::ZERO),
+        };
+        let outcome = match bytes {
+            Some(bytes) => postcard::from_bytes::<Outcome>(&bytes)
                 .map_err(|e| ProcessError::Codec(format!("bad result message: {e}")))?,
-            Err(_) if code < 0 => return Err(ProcessError::Killed(-code)),
-            Err(_) => return Err(ProcessError::Exited(code)),
+            None if code < 0 => return Err(ProcessError::Killed(-code)),
+            None => return Err(ProcessError::Exited(code)),
         };
         match outcome {
             Outcome::Returned(bytes) => postcard::from_bytes(&bytes)
@@ -630,6 +648,43 @@ impl<R: Serialize + DeserializeOwned> Process<R> {
 }
 
 impl<R> Process<R> {
+    /// The next message from the child other than its "attached" note, waiting up to
+    /// `timeout`.
+    fn next_message(&self, timeout: Duration) -> Option<Vec<u8>> {
+        let deadline = crate::sync::wait::deadline_after(timeout);
+        loop {
+            let left = match crate::sync::wait::remaining(deadline) {
+                Some(left) => left.unwrap_or(Duration::MAX),
+                None => Duration::ZERO, // one last look
+            };
+            match self.up.get_bytes_timeout(left) {
+                Ok(b) if b.is_empty() => {}
+                Ok(b) => return Some(b),
+                Err(_) => return None,
+            }
+        }
+    }
+
+    /// Waits until the child has decoded its argument (attaching the objects in it), has
+    /// exited, or a generous time has passed.
+    fn await_attached(&mut self) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while std::time::Instant::now() < deadline {
+            match self.up.get_bytes_timeout(Duration::from_millis(20)) {
+                Ok(b) if b.is_empty() => return,
+                Ok(b) => {
+                    self.outcome = Some(b);
+                    return;
+                }
+                Err(_) => {
+                    if self.child.has_exited() {
+                        return;
+                    }
+                }
+            }
+        }
+    }
+
     /// The child's process id.
     pub fn pid(&self) -> u32 {
         self.child.pid

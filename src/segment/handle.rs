@@ -34,21 +34,40 @@ pub struct Handle {
     location: Location,
 }
 
+/// What serialising something for another process involved: the descriptors of memfd
+/// handles (the process must inherit them), and whether live objects were serialised (the
+/// sender should keep them attached until the other process has attached its own).
 #[cfg(feature = "serde")]
-std::thread_local! {
-    /// Descriptors named by the handles serialised on this thread inside
-    /// [`collecting_fds`]: what a spawned child must inherit.
-    static FDS: std::cell::RefCell<Option<Vec<i32>>> = const { std::cell::RefCell::new(None) };
+#[derive(Debug, Default)]
+pub(crate) struct Collected {
+    pub(crate) fds: Vec<i32>,
+    pub(crate) objects: bool,
 }
 
-/// Runs `f`, returning also the descriptors of every memfd handle it serialised (so that the
-/// process that will deserialise them can be given those descriptors).
 #[cfg(feature = "serde")]
-pub(crate) fn collecting_fds<T>(f: impl FnOnce() -> T) -> (T, Vec<i32>) {
-    let outer = FDS.with(|c| c.replace(Some(Vec::new())));
+std::thread_local! {
+    /// What the serialisation running inside [`collecting`] on this thread has met.
+    static COLLECTED: std::cell::RefCell<Option<Collected>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// Runs `f`, returning also what it serialised that matters to a receiving process.
+#[cfg(feature = "serde")]
+pub(crate) fn collecting<T>(f: impl FnOnce() -> T) -> (T, Collected) {
+    let outer = COLLECTED.with(|c| c.replace(Some(Collected::default())));
     let out = f();
-    let fds = FDS.with(|c| c.replace(outer)).unwrap_or_default();
-    (out, fds)
+    let got = COLLECTED.with(|c| c.replace(outer)).unwrap_or_default();
+    (out, got)
+}
+
+/// Notes, inside [`collecting`], that a live object (not just a handle) was serialised.
+#[cfg(feature = "serde")]
+pub(crate) fn note_object() {
+    COLLECTED.with(|c| {
+        if let Some(got) = c.borrow_mut().as_mut() {
+            got.objects = true;
+        }
+    });
 }
 
 #[cfg(feature = "serde")]
@@ -61,9 +80,9 @@ impl serde::Serialize for Handle {
             location: &'a Location,
         }
         if let Location::Fd(fd) = self.location {
-            FDS.with(|c| {
-                if let Some(v) = c.borrow_mut().as_mut() {
-                    v.push(fd);
+            COLLECTED.with(|c| {
+                if let Some(got) = c.borrow_mut().as_mut() {
+                    got.fds.push(fd);
                 }
             });
         }

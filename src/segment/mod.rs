@@ -20,9 +20,9 @@ mod handle;
 mod header;
 
 pub(crate) use handle::Location;
-#[cfg(feature = "serde")]
-pub(crate) use handle::collecting_fds;
 pub use handle::{Handle, ParseHandleError};
+#[cfg(feature = "serde")]
+pub(crate) use handle::{collecting, note_object};
 pub(crate) use header::{HEADER_LEN, Header, kind};
 
 use std::ptr::NonNull;

@@ -340,3 +340,5 @@ impl Barrier {
         sys::futex_wake_all(&st.word);
     }
 }
+
+crate::sync::object::serde_via_handle!([] Barrier);

@@ -267,3 +267,5 @@ impl fmt::Debug for ConditionGuard<'_> {
         f.debug_struct("ConditionGuard").finish_non_exhaustive()
     }
 }
+
+crate::sync::object::serde_via_handle!([] Condition);

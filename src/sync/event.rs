@@ -105,3 +105,5 @@ impl Event {
         set
     }
 }
+
+crate::sync::object::serde_via_handle!([] Event);

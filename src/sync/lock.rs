@@ -436,3 +436,6 @@ impl fmt::Debug for RLockGuard<'_> {
             .finish()
     }
 }
+
+crate::sync::object::serde_via_handle!([] Lock);
+crate::sync::object::serde_via_handle!([] RLock);

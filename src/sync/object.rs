@@ -80,6 +80,34 @@ pub trait SharedObject: sealed::Object {
 
 impl<T: sealed::Object> SharedObject for T {}
 
+/// With the `serde` feature, a shared object serialises as its [`Handle`] and deserialises by
+/// attaching the object the handle names (validating it like `from_handle`). So objects can
+/// travel inside a spawned child's argument, or a `Serde` message, like any other value.
+macro_rules! serde_via_handle {
+    ([$($gen:tt)*] $ty:ty) => {
+        #[cfg(feature = "serde")]
+        impl<$($gen)*> serde::Serialize for $ty {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                $crate::segment::note_object();
+                serde::Serialize::serialize(
+                    &$crate::sync::object::SharedObject::handle(self),
+                    s,
+                )
+            }
+        }
+
+        #[cfg(feature = "serde")]
+        impl<'de, $($gen)*> serde::Deserialize<'de> for $ty {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                let h = <$crate::segment::Handle as serde::Deserialize>::deserialize(d)?;
+                <Self as $crate::sync::object::SharedObject>::from_handle(&h)
+                    .map_err(serde::de::Error::custom)
+            }
+        }
+    };
+}
+pub(crate) use serde_via_handle;
+
 /// Creates or opens a shared object of type `T`.
 ///
 /// ```

@@ -261,3 +261,6 @@ impl BoundedSemaphore {
         self.max
     }
 }
+
+crate::sync::object::serde_via_handle!([] Semaphore);
+crate::sync::object::serde_via_handle!([] BoundedSemaphore);
