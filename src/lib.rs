@@ -15,6 +15,37 @@
 //! | `shared_memory.SharedMemory(name, create, size)` | [`SharedMemory`]                      |
 //! | `Queue(maxsize)`, `JoinableQueue(maxsize)`  | [`Queue`] (and [`Sender`]/[`Receiver`]), [`JoinableQueue`] |
 //! | `Pipe()`, `Pipe(duplex=False)`              | [`pipe`], [`pipe_oneway`] ([`Connection`]) |
+//! | `Process(target=f, args=(a,))`              | [`Process::spawn`], [`Process::fork`], [`ProcessBuilder`] |
+//! | `Pool(n)`, `map`, `imap`, `apply_async`     | [`Pool`]                                   |
+//! | `cpu_count()`, `current_process()`, ...     | [`cpu_count`], [`current_process`], [`parent_process`], [`active_children`] |
+//!
+//! # Processes and pools
+//!
+//! ```
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! use multiproc::{Pool, Process, Queue};
+//!
+//! fn count_to(n: u64) -> u64 {
+//!     (1..=n).sum()
+//! }
+//!
+//! // A child process: this executable started again, running `count_to(100)`.
+//! assert_eq!(Process::spawn(count_to, 100)?.join()?, 5050);
+//!
+//! // Shared objects travel in the argument.
+//! fn produce(tx: multiproc::Sender<String>) {
+//!     tx.put("hello from a child".into()).unwrap();
+//! }
+//! let (tx, rx) = Queue::<String>::builder().create()?.split()?;
+//! let child = Process::spawn(produce, tx)?;
+//! assert_eq!(rx.get()?, "hello from a child");
+//! child.join()?;
+//!
+//! // Worker processes; a killed worker fails only the task it ran, and is replaced.
+//! let pool = Pool::new(2)?;
+//! assert_eq!(pool.map(count_to, [1, 2, 3])?, [1, 3, 6]);
+//! # Ok(()) }
+//! ```
 //!
 //! # A queue between processes
 //!
