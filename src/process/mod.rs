@@ -34,9 +34,11 @@ pub(crate) use boot::{
 };
 pub use pool::{AsyncResult, Imap, ImapUnordered, Pool, PoolBuilder, StarFn, TaskError};
 
-/// Largest start argument or result a child can be handed (the rings are sparse: untouched
-/// capacity costs no memory).
-const MAX_TRANSFER: usize = 32 << 20;
+/// Bytes of the ring that carries a child's result (sparse: untouched capacity costs no
+/// memory). A message can take half a ring.
+const LINK_BYTES: usize = 64 << 20;
+/// Largest start argument or result a child can be handed.
+const MAX_TRANSFER: usize = (LINK_BYTES / 2) - (64 << 10);
 
 /// How a child process starts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -458,8 +460,8 @@ impl Builder {
             me: setup,
         };
         let boot = postcard::to_allocvec(&boot).map_err(|e| ProcessError::Codec(e.to_string()))?;
-        let (down_tx, down_rx) = link(boot.len())?;
-        let (up_tx, up_rx) = link(MAX_TRANSFER)?;
+        let (down_tx, down_rx) = link(2 * (boot.len() + 64))?;
+        let (up_tx, up_rx) = link(LINK_BYTES)?;
         down_tx
             .put_bytes(&boot)
             .map_err(|e| ProcessError::Codec(e.to_string()))?;
@@ -537,7 +539,7 @@ impl Builder {
     {
         let setup = self.setup();
         let name = setup.name.clone();
-        let (up_tx, up_rx) = link(MAX_TRANSFER)?;
+        let (up_tx, up_rx) = link(LINK_BYTES)?;
         flush_stdio();
         // SAFETY: the child runs `body`, our bookkeeping and `finish`, then `_exit`s; what the
         // fork hazards mean for `body` is the caller's side of the contract, documented on
@@ -581,12 +583,12 @@ impl Builder {
     }
 }
 
-/// A one-message-at-a-time byte queue between a parent and a child, for messages up to
-/// `max` bytes.
-fn link(max: usize) -> Result<(BytesTx, BytesRx), OpenError> {
+/// A byte queue of `bytes` (rounded up to a power of two) between a parent and a child, for a
+/// few messages of up to half that.
+fn link(bytes: usize) -> Result<(BytesTx, BytesRx), OpenError> {
     Queue::<u8, crate::Plain>::builder()
         .capacity(4)
-        .max_bytes(2 * (max + 64))
+        .max_bytes(bytes)
         .create()?
         .split()
 }

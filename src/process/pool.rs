@@ -65,12 +65,15 @@ pub enum TaskError {
     Start(String),
 }
 
+/// Bytes of each task queue and of the report queue (sparse: untouched capacity costs no
+/// memory). A message can take half a queue.
+const QUEUE_BYTES: usize = 64 << 20;
 /// A chunk is cut once its serialised arguments pass this many bytes...
-const CHUNK_BYTES: usize = 8 << 20;
+const CHUNK_BYTES: usize = 4 << 20;
 /// ...and one argument that makes it larger than this fails.
 const MAX_CHUNK_BYTES: usize = 24 << 20;
-/// Largest message on a task or result queue.
-const MAX_MESSAGE: usize = 32 << 20;
+/// A result larger than this fails (a report carries it whole).
+const MAX_RESULT: usize = 24 << 20;
 /// A worker is given more work while it holds fewer than this many chunks...
 const DEPTH_CHUNKS: usize = 2;
 /// ...or fewer than this many tasks.
@@ -250,10 +253,20 @@ fn worker_main(boot: WorkerBoot) {
             start = end as usize;
             slot.store(slot_value(id, i as u32), Ordering::Release);
             let check = checked != Some(target);
+            let before = pending.data.len();
             let status = call_with(target, arg, &mut pending.data, check, &mut || {});
             if check && !matches!(&status, Status::Failed(m) if m.starts_with("entry mismatch")) {
                 checked = Some(target);
             }
+            let status = match status {
+                Status::Returned if pending.data.len() - before > MAX_RESULT => {
+                    pending.data.truncate(before);
+                    Status::Failed(format!(
+                        "result larger than the {MAX_RESULT} bytes a task can return"
+                    ))
+                }
+                s => s,
+            };
             match status {
                 Status::Returned => {}
                 Status::Panicked(m) => pending.failed.push((i as u32, Failure::Panicked(m))),
@@ -678,7 +691,7 @@ impl PoolBuilder {
         let n = self.processes.unwrap_or_else(cpu_count);
         let (reports_tx, reports_rx) = Queue::<u8, Plain>::builder()
             .capacity(8192)
-            .max_bytes(2 * MAX_MESSAGE + 4096)
+            .max_bytes(QUEUE_BYTES)
             .create()?
             .split()?;
         let slots = RawArray::<AtomicU64>::builder().len(n).create()?;
@@ -745,7 +758,7 @@ impl Manager {
     fn start_worker(&mut self, index: u32) -> Result<Worker, ProcessError> {
         let (tasks_tx, tasks_rx) = Queue::<u8, Plain>::builder()
             .capacity(4 * DEPTH_TASKS)
-            .max_bytes(2 * MAX_MESSAGE + 4096)
+            .max_bytes(QUEUE_BYTES)
             .create()?
             .split()?;
         if let Some(s) = self.slot(index) {
@@ -1028,6 +1041,14 @@ impl Manager {
                 c.fail_rest(c.received, &TaskError::Terminated);
             }
         }
+    }
+}
+
+impl Drop for Manager {
+    fn drop(&mut self) {
+        // After a normal stop nothing is left. If the manager thread panicked, this fails
+        // whatever is still held, so that no reader waits for results forever.
+        self.terminate();
     }
 }
 
@@ -1578,4 +1599,12 @@ impl<R> AsyncResult<R> {
     pub fn ready(&self) -> bool {
         self.job.lock().is_ready(0)
     }
+}
+
+#[allow(dead_code)]
+fn assert_thread_safe() {
+    fn send_sync<T: Send + Sync>() {}
+    send_sync::<Pool>();
+    send_sync::<AsyncResult<u64>>();
+    send_sync::<Process<u64>>();
 }
