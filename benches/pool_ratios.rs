@@ -1,0 +1,2 @@
+//! Placeholder: replaced by the pool ratio benchmark.
+fn main() {}
