@@ -310,14 +310,21 @@ impl Ring {
     }
 
     pub(crate) fn is_closed(&self) -> bool {
-        self.st().config.closed.load(Ordering::Acquire) != 0
+        // SeqCst: a sleeper's last look pairs with `close` (see `wake_all`).
+        self.st().config.closed.load(Ordering::SeqCst) != 0
     }
 
+    /// Wakes every sleeper, after a change they re-check once they have announced
+    /// themselves (the peer totals, `closed`): the change is a SeqCst write, the sleeper
+    /// count a SeqCst read, and a sleeper bumps its count (SeqCst) before its last look, so
+    /// either we see it or it sees the change. Nobody asleep: no system call.
     fn wake_all(&self) {
         let st = self.st();
         for w in [&st.data_wait, &st.space_wait] {
-            w.seq.fetch_add(1, Ordering::SeqCst);
-            sys::futex_wake_all(&w.seq);
+            if w.sleepers.load(Ordering::SeqCst) > 0 {
+                w.seq.fetch_add(1, Ordering::SeqCst);
+                sys::futex_wake_all(&w.seq);
+            }
         }
     }
 
@@ -545,8 +552,9 @@ impl Ring {
             let seq = st.space_wait.seq.load(Ordering::SeqCst);
             st.space_wait.sleepers.fetch_add(1, Ordering::SeqCst);
             st.get_side.lock.handshake();
-            let unchanged =
-                st.head.pos.load(Ordering::Acquire) == observed_head && !self.is_closed();
+            let unchanged = st.head.pos.load(Ordering::Acquire) == observed_head
+                && !self.is_closed()
+                && self.any_alive(false, false);
             let timeout = prober.sleep_budget(deadline);
             if unchanged {
                 if let Some(t) = timeout {
@@ -714,7 +722,9 @@ impl Ring {
         st.data_wait.sleepers.fetch_add(1, Ordering::SeqCst);
         waiter.slept = true;
         st.put_side.lock.handshake();
-        let unchanged = st.tail.pos.load(Ordering::Acquire) == observed_tail && !self.is_closed();
+        let unchanged = st.tail.pos.load(Ordering::Acquire) == observed_tail
+            && !self.is_closed()
+            && self.any_alive(true, false);
         let timeout = prober.sleep_budget(deadline);
         if unchanged {
             if let Some(t) = timeout {

@@ -105,6 +105,12 @@ pub(crate) fn current_thread() -> ThreadId {
 fn current_thread_slow() -> ThreadId {
     register_atfork();
     let tid = rustix::thread::gettid().as_raw_nonzero().get() as u32;
+    if tid == current_pid() {
+        // The main thread: its identity is the process's (one `/proc` read for both).
+        let id = current_process();
+        ME.with(|c| c.set(id));
+        return id;
+    }
     let start = read_stat(tid).map(|s| s.start).unwrap_or(0);
     let id = ThreadId { tid, start };
     ME.with(|c| c.set(id));
@@ -125,7 +131,12 @@ pub(crate) fn current_process() -> ThreadId {
 fn current_process_slow() -> ThreadId {
     register_atfork();
     let pid = current_pid();
-    let start = read_stat(pid).map(|s| s.start).unwrap_or(0);
+    let me = ME.with(Cell::get);
+    let start = if me.tid == pid {
+        me.start // the main thread already read it
+    } else {
+        read_stat(pid).map(|s| s.start).unwrap_or(0)
+    };
     let id = ThreadId { tid: pid, start };
     PROCESS.with(|c| c.set(id));
     id
@@ -142,12 +153,21 @@ struct Stat {
 }
 
 fn read_stat(tid: u32) -> Result<Stat, Errno> {
-    let path = format!("/proc/{tid}/stat");
-    let text = match std::fs::read(&path) {
-        Ok(t) => t,
-        Err(e) => return Err(Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO))),
-    };
-    parse_stat(&text).ok_or(Errno::INVAL)
+    use std::io::Read;
+    let errno = |e: std::io::Error| Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO));
+    let mut file = std::fs::File::open(format!("/proc/{tid}/stat")).map_err(errno)?;
+    // The line is a few hundred bytes: one read into a stack buffer usually gets all of it.
+    let mut buf = [0u8; 1024];
+    let mut len = 0;
+    while len < buf.len() {
+        match file.read(&mut buf[len..]) {
+            Ok(0) => break,
+            Ok(n) => len += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(errno(e)),
+        }
+    }
+    parse_stat(&buf[..len]).ok_or(Errno::INVAL)
 }
 
 /// Parses the state (field 3) and start time (field 22) out of a `/proc/<pid>/stat` line.
