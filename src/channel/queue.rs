@@ -43,16 +43,19 @@ struct Attached {
     ring: Arc<Ring>,
     role: Role,
     pid: AtomicU32,
+    /// Cleared when the `Endpoint` is dropped (it unregisters itself then).
+    alive: AtomicBool,
 }
 
 /// Every live handle of this process, for the fork hooks.
 static LIVE: Mutex<Vec<Weak<Attached>>> = Mutex::new(Vec::new());
-/// Set by [`before_fork`] when it counted every live handle once more for the coming child;
-/// the child then takes those counts over (the value is inherited by the child).
-static COUNTED_FOR_CHILD: AtomicBool = AtomicBool::new(false);
+/// The handles [`before_fork`] counted once more for the coming child, held strongly: a handle
+/// another thread drops between that count and the fork itself still has its count given back
+/// by the child (the list is inherited). Emptied again in the parent after the fork.
+static PREPARED: Mutex<Vec<Arc<Attached>>> = Mutex::new(Vec::new());
 
 fn remember(attached: &Arc<Attached>) {
-    sys::on_fork(before_fork, reattach_after_fork);
+    sys::on_fork(before_fork, after_fork_in_parent, reattach_after_fork);
     let mut live = LIVE.lock().unwrap_or_else(PoisonError::into_inner);
     live.retain(|w| w.strong_count() > 0);
     live.push(Arc::downgrade(attached));
@@ -71,35 +74,62 @@ fn lock_live() -> Option<MutexGuard<'static, Vec<Weak<Attached>>>> {
 /// child that will inherit a copy, so that the parent dropping its copy right after the fork
 /// cannot look like the last handle going away.
 fn before_fork() {
-    COUNTED_FOR_CHILD.store(false, Ordering::Relaxed);
+    // Another thread forking at this very moment holds the list: its child gets the counts,
+    // ours registers its handles on first use.
+    let Ok(mut prepared) = PREPARED.try_lock() else {
+        return;
+    };
+    prepared.clear();
     let Some(live) = lock_live() else {
         return;
     };
     let me = sys::current_process().tid;
     for a in live.iter().filter_map(Weak::upgrade) {
-        if a.pid.load(Ordering::Relaxed) == me {
-            let _ = a.ring.attach(a.role);
+        if a.pid.load(Ordering::Relaxed) == me
+            && a.alive.load(Ordering::Acquire)
+            && a.ring.attach(a.role).is_ok()
+        {
+            prepared.push(a);
         }
     }
-    COUNTED_FOR_CHILD.store(true, Ordering::Relaxed);
 }
 
-/// Runs in a child right after `fork`: registers every inherited handle for the child, then
-/// gives back the counts the parent made on its behalf.
+/// Runs in the parent right after `fork`: lets go of the handles counted for the child.
+fn after_fork_in_parent() {
+    if let Ok(mut prepared) = PREPARED.try_lock() {
+        prepared.clear();
+    }
+}
+
+/// Runs in a child right after `fork`: registers every inherited handle that still exists
+/// for the child, and gives back every count the parent made on its behalf.
 fn reattach_after_fork() {
+    let prepared = match PREPARED.try_lock() {
+        Ok(mut p) => std::mem::take(&mut *p),
+        Err(TryLockError::Poisoned(p)) => std::mem::take(&mut *p.into_inner()),
+        Err(TryLockError::WouldBlock) => return,
+    };
+    let me = sys::current_process();
+    for a in prepared {
+        let parent = a.pid.load(Ordering::Relaxed);
+        if parent == me.tid {
+            continue;
+        }
+        if a.alive.load(Ordering::Acquire) && a.ring.attach(a.role).is_ok() {
+            a.pid.store(me.tid, Ordering::Relaxed);
+        }
+        a.ring.detach_peer(a.role, parent);
+    }
+    // Handles made after the count (nothing to give back) register now too.
     let Some(live) = lock_live() else {
         return;
     };
-    let me = sys::current_process();
-    let counted = COUNTED_FOR_CHILD.swap(false, Ordering::Relaxed);
     for a in live.iter().filter_map(Weak::upgrade) {
-        let parent = a.pid.load(Ordering::Relaxed);
-        if parent == me.tid || a.ring.attach(a.role).is_err() {
-            continue;
-        }
-        a.pid.store(me.tid, Ordering::Relaxed);
-        if counted {
-            a.ring.detach_peer(a.role, parent);
+        if a.pid.load(Ordering::Relaxed) != me.tid
+            && a.alive.load(Ordering::Acquire)
+            && a.ring.attach(a.role).is_ok()
+        {
+            a.pid.store(me.tid, Ordering::Relaxed);
         }
     }
 }
@@ -154,6 +184,7 @@ impl Endpoint {
             ring,
             role,
             pid: AtomicU32::new(pid),
+            alive: AtomicBool::new(true),
         });
         remember(&inner);
         Ok(Self { inner })
@@ -255,6 +286,7 @@ impl Clone for Endpoint {
 impl Drop for Endpoint {
     fn drop(&mut self) {
         let a = &self.inner;
+        a.alive.store(false, Ordering::Release);
         a.ring.detach(a.role, a.pid.load(Ordering::Relaxed));
     }
 }

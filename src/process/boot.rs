@@ -318,6 +318,9 @@ pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
 pub(crate) struct Boot {
     pub(crate) target: Target,
     pub(crate) arg: Vec<u8>,
+    /// Descriptors the argument's handles name: inherited, to stay open but not be passed on
+    /// to programs the child executes.
+    pub(crate) fds: Vec<i32>,
     pub(crate) me: super::ChildSetup,
 }
 
@@ -327,18 +330,31 @@ pub(crate) fn env_value(down: &Handle, up: &Handle) -> String {
 }
 
 /// Runs in a process started with [`ENV`]: reads the start message, runs the target, sends the
-/// outcome, exits. Returns (and the process goes on to `main`) only if the variable was not
-/// meant for this process: it names another parent, or its queues do not open.
-fn run_spawned(value: OsString) {
-    let Some((down, up)) = parse_env(&value) else {
-        return;
-    };
+/// outcome, exits. Never returns: a process started as a child must not run `main`, even if
+/// its parent is already gone (a daemon then dies at once, see `become_child`) or its start
+/// failed. (Only spawned children ever see the variable: they remove it before anything
+/// else, so nothing they start inherits it.)
+fn run_spawned(value: OsString) -> ! {
     // SAFETY: the start-up hook runs before `main`, while the process has one thread, so
-    // nothing reads the environment concurrently. Children of the target must not inherit it.
+    // nothing reads the environment concurrently.
     unsafe { std::env::remove_var(ENV) };
-    let (Ok(down), Ok(up)) = (BytesRx::from_handle(&down), BytesTx::from_handle(&up)) else {
-        return;
+    let fail = |what: &str| -> ! {
+        eprintln!("multiproc: spawned child {}: {what}", sys::current_pid());
+        sys::exit_now(1)
     };
+    let Some((down, up)) = parse_env(&value) else {
+        fail("malformed MULTIPROC_SPAWN")
+    };
+    let (Ok(down_rx), Ok(up_tx)) = (BytesRx::from_handle(&down), BytesTx::from_handle(&up)) else {
+        fail("its start queues do not open")
+    };
+    // The queues hold their own duplicates now.
+    for h in [&down, &up] {
+        if let crate::segment::Location::Fd(fd) = h.location() {
+            sys::close_inherited(*fd);
+        }
+    }
+    let (down, up) = (down_rx, up_tx);
     let boot = match down
         .get_bytes()
         .map(|b| postcard::from_bytes::<Boot>(b.as_slice()))
@@ -347,6 +363,9 @@ fn run_spawned(value: OsString) {
         _ => finish(&up, Outcome::Failed("no start message".into())),
     };
     drop(down);
+    for &fd in &boot.fds {
+        sys::keep_from_exec(fd);
+    }
     super::become_child(&boot.me);
     let mut out = Vec::new();
     // An empty message tells the parent we hold the objects it passed (it keeps its own
@@ -360,10 +379,8 @@ fn run_spawned(value: OsString) {
 
 fn parse_env(value: &OsString) -> Option<(Handle, Handle)> {
     let text = value.to_str()?;
-    let (ppid, rest) = text.split_once(':')?;
-    if ppid.parse::<u32>().ok()? != sys::parent_pid() {
-        return None; // inherited from a parent that is not the spawner
-    }
+    // `<parent pid>:` first, for people reading `/proc/<pid>/environ`.
+    let (_ppid, rest) = text.split_once(':')?;
     let (down, up) = rest.split_once('|')?;
     Some((down.parse().ok()?, up.parse().ok()?))
 }

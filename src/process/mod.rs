@@ -457,6 +457,7 @@ impl Builder {
         let boot = boot::Boot {
             target: target_of::<F, A>(),
             arg: encoded,
+            fds: keep.clone(),
             me: setup,
         };
         let boot = postcard::to_allocvec(&boot).map_err(|e| ProcessError::Codec(e.to_string()))?;
@@ -471,7 +472,7 @@ impl Builder {
                 keep.push(*fd);
             }
         }
-        let envp = self.environment(boot::env_value(&down_h, &up_h))?;
+        let envp = self.environment(Some(boot::env_value(&down_h, &up_h)))?;
         let argv0 = std::env::args_os()
             .next()
             .unwrap_or_else(|| OsString::from("multiproc-child"));
@@ -502,8 +503,9 @@ impl Builder {
         Ok(process)
     }
 
-    /// The child's environment: ours, with the builder's changes and `spawn` set.
-    fn environment(&self, spawn: String) -> Result<Vec<std::ffi::CString>, Errno> {
+    /// The child's environment: ours, with the builder's changes and, for a spawned child,
+    /// [`boot::ENV`] set to `spawn`.
+    fn environment(&self, spawn: Option<String>) -> Result<Vec<std::ffi::CString>, Errno> {
         use std::os::unix::ffi::OsStrExt;
         let mut vars: Vec<(OsString, OsString)> = std::env::vars_os()
             .filter(|(k, _)| k != boot::ENV)
@@ -514,7 +516,9 @@ impl Builder {
                 vars.push((k.clone(), v.clone()));
             }
         }
-        vars.push((boot::ENV.into(), spawn.into()));
+        if let Some(spawn) = spawn {
+            vars.push((boot::ENV.into(), spawn.into()));
+        }
         vars.iter()
             .map(|(k, v)| {
                 let mut kv = k.as_bytes().to_vec();
@@ -547,21 +551,33 @@ impl Builder {
             .anonymous()
             .create()?
             .split()?;
-        flush_stdio();
+        // The child's environment is made here: in the child, `set_var` would take a lock
+        // that another thread of ours may hold at the fork.
+        let env = if self.env.is_empty() {
+            None
+        } else {
+            Some(sys::Environment::new(self.environment(None)?))
+        };
+        // Hold stdout and stderr across the fork (as fork handlers do with libc's locks), so
+        // the child's copies are not left locked by another thread of ours, and flush them.
+        let mut out = std::io::stdout().lock();
+        let mut err = std::io::stderr().lock();
+        {
+            use std::io::Write;
+            let _ = out.flush();
+            let _ = err.flush();
+        }
         // SAFETY: the child runs `body`, our bookkeeping and `finish`, then `_exit`s; what the
         // fork hazards mean for `body` is the caller's side of the contract, documented on
         // `StartMethod::Fork`.
-        match unsafe { sys::fork() }? {
+        let forked = unsafe { sys::fork() };
+        drop((out, err));
+        match forked? {
             Forked::Child => {
                 become_child(&setup);
-                for (k, v) in &self.env {
-                    match v {
-                        // SAFETY: a forked child has a single thread, so nothing reads the
-                        // environment concurrently.
-                        Some(v) => unsafe { std::env::set_var(k, v) },
-                        // SAFETY: as above.
-                        None => unsafe { std::env::remove_var(k) },
-                    }
+                if let Some(env) = env {
+                    // SAFETY: a forked child has a single thread.
+                    unsafe { sys::install_environment(env) };
                 }
                 // Not dropped: dropping takes a process-local lock that another parent thread
                 // may have held at the fork. Our `_exit` ends the handle anyway.

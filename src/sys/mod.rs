@@ -22,8 +22,9 @@ pub(crate) use proc::{
     random_u64,
 };
 pub(crate) use spawn::{
-    Forked, SIGKILL, SIGTERM, cstring, current_tid, exit_now, fork, kill_me_with_parent, kill_self,
-    parent_pid, pidfd_open, pidfd_signal, reap, spawn_self, try_reap, wait_readable,
+    Environment, Forked, SIGKILL, SIGTERM, close_inherited, cstring, current_tid, exit_now, fork,
+    install_environment, keep_from_exec, kill_me_with_parent, kill_self, parent_pid, pidfd_open,
+    pidfd_signal, reap, spawn_self, try_reap, wait_readable,
 };
 
 use std::fmt;

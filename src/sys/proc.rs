@@ -53,12 +53,18 @@ thread_local! {
 /// [`on_fork`]).
 static FORK_HOOKS: std::sync::OnceLock<ForkHooks> = std::sync::OnceLock::new();
 
-/// (run in the parent before `fork`, run in the child after it).
-type ForkHooks = (fn(), fn());
+/// (run in the parent before `fork`, in the parent after it, in the child after it).
+type ForkHooks = (fn(), fn(), fn());
 
 extern "C" fn before_fork() {
-    if let Some((prepare, _)) = FORK_HOOKS.get() {
+    if let Some((prepare, _, _)) = FORK_HOOKS.get() {
         prepare();
+    }
+}
+
+extern "C" fn after_fork_in_parent() {
+    if let Some((_, parent, _)) = FORK_HOOKS.get() {
+        parent();
     }
 }
 
@@ -67,26 +73,32 @@ extern "C" fn after_fork_in_child() {
     // no registration, so this is safe to run in the child of a fork.
     ME.with(|me| me.set(ThreadId { tid: 0, start: 0 }));
     PROCESS.with(|p| p.set(ThreadId { tid: 0, start: 0 }));
-    if let Some((_, child)) = FORK_HOOKS.get() {
+    if let Some((_, _, child)) = FORK_HOOKS.get() {
         child();
     }
 }
 
-/// Installs `prepare` to run in the parent just before every `fork` and `child` in the child
-/// right after it (once; later calls are ignored). The child hook runs in the only thread of
-/// the child; glibc keeps `malloc` usable there, but a lock another parent thread held at the
-/// fork stays held, so both hooks must only `try_lock`.
-pub(crate) fn on_fork(prepare: fn(), child: fn()) {
+/// Installs `prepare` to run in the parent just before every `fork`, `parent` in the parent
+/// right after it, and `child` in the child right after it (once; later calls are ignored).
+/// The child hook runs in the only thread of the child; glibc keeps `malloc` usable there, but
+/// a lock another parent thread held at the fork stays held, so the hooks must only
+/// `try_lock`.
+pub(crate) fn on_fork(prepare: fn(), parent: fn(), child: fn()) {
     register_atfork();
-    let _ = FORK_HOOKS.set((prepare, child));
+    let _ = FORK_HOOKS.set((prepare, parent, child));
 }
 
 fn register_atfork() {
     ATFORK.call_once(|| {
         // SAFETY: the handlers are plain `extern "C" fn`s with static lifetime; registering them
         // has no other precondition.
-        let rc =
-            unsafe { libc::pthread_atfork(Some(before_fork), None, Some(after_fork_in_child)) };
+        let rc = unsafe {
+            libc::pthread_atfork(
+                Some(before_fork),
+                Some(after_fork_in_parent),
+                Some(after_fork_in_child),
+            )
+        };
         assert_eq!(rc, 0, "pthread_atfork failed");
     });
 }

@@ -272,3 +272,52 @@ pub(crate) fn kill_self() -> ! {
 pub(crate) fn cstring(s: impl Into<Vec<u8>>) -> Result<CString, Errno> {
     CString::new(s).map_err(|_| Errno::INVAL)
 }
+
+unsafe extern "C" {
+    /// The C library's environment: a NULL-terminated array of `KEY=value` strings.
+    static mut environ: *const *const libc::c_char;
+}
+
+/// A whole environment, prepared before a `fork` so that the child can install it without
+/// taking any lock (`std::env::set_var` takes one that another parent thread may have held at
+/// the fork).
+pub(crate) struct Environment {
+    _vars: Vec<CString>,
+    ptrs: Vec<*const libc::c_char>,
+}
+
+impl Environment {
+    pub(crate) fn new(vars: Vec<CString>) -> Self {
+        let mut ptrs: Vec<*const libc::c_char> = vars.iter().map(|v| v.as_ptr()).collect();
+        ptrs.push(std::ptr::null());
+        Self { _vars: vars, ptrs }
+    }
+}
+
+/// Makes `env` the process's environment for good (it is leaked).
+///
+/// # Safety
+/// No other thread may read or change the environment meanwhile: call it in the child of a
+/// `fork`, which has a single thread.
+pub(crate) unsafe fn install_environment(env: Environment) {
+    let env: &'static Environment = Box::leak(Box::new(env));
+    // SAFETY: the caller guarantees no concurrent access; the array and its strings live
+    // forever (leaked) and the array is NULL-terminated.
+    unsafe { environ = env.ptrs.as_ptr() };
+}
+
+/// Marks the inherited descriptor `fd` close-on-exec (a spawned child keeps what its parent
+/// handed down to itself). Errors (a number that is not open) are ignored.
+pub(crate) fn keep_from_exec(fd: i32) {
+    // SAFETY: F_SETFD only changes a flag in the descriptor table; a number that is not open
+    // fails with EBADF.
+    unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
+}
+
+/// Closes the inherited descriptor `fd`, which nothing in this process owns (its objects use
+/// their own duplicates). Errors are ignored.
+pub(crate) fn close_inherited(fd: i32) {
+    // SAFETY: the caller names a descriptor that no `OwnedFd` here owns; closing a number
+    // that is not open fails with EBADF.
+    unsafe { libc::close(fd) };
+}
