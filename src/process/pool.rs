@@ -738,6 +738,10 @@ struct Worker {
     index: u32,
     process: Process<()>,
     tasks: BytesTx,
+    /// Our receiving end of the worker's task queue, kept for the worker's life: until the
+    /// worker has attached its own, the queue would otherwise have no receiver and refuse
+    /// orders. (Death is noticed by the pidfd, not by the queue.)
+    _tasks_rx: BytesRx,
     inflight: VecDeque<Chunk>,
     inflight_tasks: usize,
     /// Tasks handed to this worker in its life (for `max_tasks_per_child`).
@@ -780,11 +784,11 @@ impl Manager {
             StartMethod::Spawn => builder.start(worker_main, boot)?,
             StartMethod::Fork => builder.fork(move || worker_main(boot))?,
         };
-        drop(tasks_rx);
         Ok(Worker {
             index,
             process,
             tasks: tasks_tx,
+            _tasks_rx: tasks_rx,
             inflight: VecDeque::new(),
             inflight_tasks: 0,
             assigned: 0,
