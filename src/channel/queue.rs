@@ -61,28 +61,34 @@ fn remember(attached: &Arc<Attached>) {
     live.push(Arc::downgrade(attached));
 }
 
-fn lock_live() -> Option<MutexGuard<'static, Vec<Weak<Attached>>>> {
-    match LIVE.try_lock() {
-        Ok(g) => Some(g),
-        Err(TryLockError::Poisoned(p)) => Some(p.into_inner()),
-        // Another thread holds it right now: inherited handles register on first use instead.
-        Err(TryLockError::WouldBlock) => None,
-    }
+type LiveGuard = MutexGuard<'static, Vec<Weak<Attached>>>;
+
+std::thread_local! {
+    /// The registry, locked by [`before_fork`] in the forking thread and held across the
+    /// fork, so that the child's copy of the lock is not left held by another thread of the
+    /// parent: the parent and child hooks (same thread, same thread-local) release it.
+    static HELD_ACROSS_FORK: std::cell::RefCell<Option<LiveGuard>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+fn lock_live() -> LiveGuard {
+    LIVE.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 /// Runs in the parent just before `fork`: counts every live handle once more, on behalf of the
 /// child that will inherit a copy, so that the parent dropping its copy right after the fork
 /// cannot look like the last handle going away.
 fn before_fork() {
+    // Other threads hold the registry only for a moment: wait for it, and keep it locked until
+    // the fork is done.
+    let live = lock_live();
     // Another thread forking at this very moment holds the list: its child gets the counts,
     // ours registers its handles on first use.
     let Ok(mut prepared) = PREPARED.try_lock() else {
+        HELD_ACROSS_FORK.with(|h| *h.borrow_mut() = Some(live));
         return;
     };
     prepared.clear();
-    let Some(live) = lock_live() else {
-        return;
-    };
     let me = sys::current_process().tid;
     for a in live.iter().filter_map(Weak::upgrade) {
         if a.pid.load(Ordering::Relaxed) == me
@@ -92,10 +98,13 @@ fn before_fork() {
             prepared.push(a);
         }
     }
+    drop(prepared);
+    HELD_ACROSS_FORK.with(|h| *h.borrow_mut() = Some(live));
 }
 
 /// Runs in the parent right after `fork`: lets go of the handles counted for the child.
 fn after_fork_in_parent() {
+    drop(HELD_ACROSS_FORK.with(|h| h.borrow_mut().take()));
     if let Ok(mut prepared) = PREPARED.try_lock() {
         prepared.clear();
     }
@@ -104,6 +113,9 @@ fn after_fork_in_parent() {
 /// Runs in a child right after `fork`: registers every inherited handle that still exists
 /// for the child, and gives back every count the parent made on its behalf.
 fn reattach_after_fork() {
+    // Ours since before the fork (see `before_fork`); `None` only if the fork did not go
+    // through our prepare hook.
+    let held = HELD_ACROSS_FORK.with(|h| h.borrow_mut().take());
     let prepared = match PREPARED.try_lock() {
         Ok(mut p) => std::mem::take(&mut *p),
         Err(TryLockError::Poisoned(p)) => std::mem::take(&mut *p.into_inner()),
@@ -121,7 +133,7 @@ fn reattach_after_fork() {
         a.ring.detach_peer(a.role, parent);
     }
     // Handles made after the count (nothing to give back) register now too.
-    let Some(live) = lock_live() else {
+    let Some(live) = held else {
         return;
     };
     for a in live.iter().filter_map(Weak::upgrade) {

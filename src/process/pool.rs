@@ -25,7 +25,7 @@ use super::{
 };
 use crate::channel::{Plain, Queue};
 use crate::error::GetError;
-use crate::segment::Handle;
+use crate::segment::{Handle, InheritFd, collecting};
 use crate::sync::object::SharedObject;
 use crate::value::RawArray;
 
@@ -80,6 +80,10 @@ const DEPTH_CHUNKS: usize = 2;
 const DEPTH_TASKS: usize = 32;
 /// Slot value of a worker that runs no task.
 const IDLE: u64 = u64::MAX;
+/// Slot value of a worker that has not finished its initializer yet.
+const INITIALIZING: u64 = u64::MAX - 1;
+/// Workers in a row that die inside the initializer before the pool gives up on it.
+const INIT_DEATHS: u32 = 3;
 
 /// What the manager sends a worker.
 #[derive(Serialize, Deserialize)]
@@ -140,6 +144,8 @@ struct WorkerBoot {
     slots: Handle,
     max_tasks: Option<u64>,
     init: Option<(Target, Vec<u8>)>,
+    /// Descriptors the initializer's argument names, handed down as they are.
+    init_fds: Vec<InheritFd>,
 }
 
 /// Slot value for task `index` of chunk `chunk`.
@@ -225,6 +231,7 @@ fn worker_main(boot: WorkerBoot) {
             return;
         }
     }
+    slot.store(IDLE, Ordering::Release);
     let mut done = 0u64;
     // The last target whose entry checked its type here: later calls skip the check.
     let mut checked: Option<Target> = None;
@@ -337,6 +344,8 @@ struct JobState {
     done: usize,
     /// Results handed to an iterating reader.
     taken: usize,
+    /// Task arguments holding shared objects, kept attached while the job lives.
+    kept: Vec<Box<dyn std::any::Any + Send>>,
     /// What a waiting consumer waits for, so the manager wakes it only then.
     want: Want,
 }
@@ -531,8 +540,31 @@ impl Chunk {
 
     /// Adds task `index` with argument `arg`; an argument that does not serialise fails at
     /// once.
-    fn push<A: Serialize>(&mut self, index: usize, arg: &A) {
-        match append(arg, &mut self.args) {
+    fn push<A: Serialize + Send + 'static>(&mut self, index: usize, arg: A) {
+        let start = self.args.len();
+        let (appended, collected) = collecting(|| append(&arg, &mut self.args));
+        let refused = if !collected.fds.is_empty() {
+            Some(
+                "the argument holds the handle of a memfd-backed object, whose descriptor pool \
+                 workers do not have: create the object with `.named()`, or give it to the \
+                 pool's initializer",
+            )
+        } else {
+            None
+        };
+        if let Some(why) = refused {
+            if appended.is_ok() {
+                self.args.truncate(start);
+            }
+            self.job.fail(index, TaskError::Codec(why.into()));
+            return;
+        }
+        if collected.objects && appended.is_ok() {
+            // Shared objects in the argument stay attached here until the job is done, so the
+            // worker always finds them (a named object's name, a queue's sender count).
+            self.job.lock().kept.push(Box::new(arg));
+        }
+        match appended {
             Ok(()) if self.args.len() <= MAX_CHUNK_BYTES => {
                 self.indices.push(index);
                 self.ends.push(self.args.len() as u32);
@@ -588,6 +620,11 @@ struct Inbox {
     stopped: bool,
     /// Why no task can run, once an initializer failed or workers cannot start.
     broken: Option<TaskError>,
+    /// Lazy iterations made before `close` that may still submit items: a closed pool waits
+    /// for them before it stops, until `join` is called.
+    open_feeds: usize,
+    /// `join` was called: stop once the submitted work is done.
+    joining: bool,
 }
 
 struct Shared {
@@ -612,8 +649,14 @@ impl Shared {
 
     /// Hands chunks to the manager; fails them at once if the pool takes no more work.
     fn submit(&self, chunks: Vec<Chunk>) {
+        self.submit_as(chunks, false);
+    }
+
+    /// As [`submit`](Self::submit); `admitted` work (of an iteration made before `close`) is
+    /// taken after `close` too.
+    fn submit_as(&self, chunks: Vec<Chunk>, admitted: bool) {
         let mut inbox = self.inbox();
-        let refuse = if inbox.closed {
+        let refuse = if inbox.closed && !admitted {
             Some(TaskError::Closed)
         } else if inbox.stopped || inbox.terminate {
             Some(TaskError::Terminated)
@@ -644,6 +687,11 @@ pub struct PoolBuilder {
     max_tasks_per_child: Option<u64>,
     method: StartMethod,
     init: Option<(Target, Vec<u8>)>,
+    /// Descriptors the initializer's argument names (handed down to spawned workers).
+    init_fds: Vec<InheritFd>,
+    /// The initializer's argument itself, kept for the pool's life: the objects in it stay
+    /// attached here while workers start and attach their own.
+    init_keep: Option<Arc<Mutex<Box<dyn std::any::Any + Send>>>>,
 }
 
 impl PoolBuilder {
@@ -667,19 +715,25 @@ impl PoolBuilder {
         self
     }
 
-    /// Each worker calls `f(arg)` when it starts. If it panics, the pool runs no tasks: they
-    /// fail with [`TaskError::InitializerFailed`].
+    /// Each worker calls `f(arg)` when it starts (Python's `initializer` and `initargs`).
+    /// Shared objects (a queue's sender, a lock) can be part of `arg`: this is how workers
+    /// get them, as in Python, where they are shared by inheritance. If the initializer
+    /// panics (or keeps killing its workers), the pool runs no tasks: they fail with
+    /// [`TaskError::InitializerFailed`].
     ///
     /// # Errors
     /// [`ProcessError::Codec`] if `arg` does not serialise.
     pub fn initializer<F, A>(mut self, f: F, arg: A) -> Result<Self, ProcessError>
     where
         F: Fn(A) + Copy + 'static,
-        A: Serialize + DeserializeOwned,
+        A: Serialize + DeserializeOwned + Send + 'static,
     {
         let _ = f;
-        let arg = postcard::to_allocvec(&arg).map_err(|e| ProcessError::Codec(e.to_string()))?;
-        self.init = Some((target_of::<F, A>(), arg));
+        let (bytes, collected) = collecting(|| postcard::to_allocvec(&arg));
+        let bytes = bytes.map_err(|e| ProcessError::Codec(e.to_string()))?;
+        self.init = Some((target_of::<F, A>(), bytes));
+        self.init_fds = collected.fds.into_iter().map(InheritFd).collect();
+        self.init_keep = Some(Arc::new(Mutex::new(Box::new(arg))));
         Ok(self)
     }
 
@@ -705,6 +759,8 @@ impl PoolBuilder {
                 terminate: false,
                 stopped: false,
                 broken: None,
+                open_feeds: 0,
+                joining: false,
             }),
             wake: reports_tx.clone(),
             next_chunk: AtomicU64::new(0),
@@ -718,6 +774,7 @@ impl PoolBuilder {
             slots,
             workers: Vec::with_capacity(n),
             spawned: 0,
+            init_deaths: 0,
         };
         for i in 0..n {
             let w = manager.start_worker(i as u32)?;
@@ -756,6 +813,9 @@ struct Manager {
     slots: RawArray<AtomicU64>,
     workers: Vec<Worker>,
     spawned: u64,
+    /// Workers in a row that died inside the initializer (an initializer that exits or is
+    /// killed, rather than panics).
+    init_deaths: u32,
 }
 
 impl Manager {
@@ -766,7 +826,12 @@ impl Manager {
             .create()?
             .split()?;
         if let Some(s) = self.slot(index) {
-            s.store(IDLE, Ordering::Release);
+            let start = if self.config.init.is_some() {
+                INITIALIZING
+            } else {
+                IDLE
+            };
+            s.store(start, Ordering::Release);
         }
         let boot = WorkerBoot {
             index,
@@ -775,6 +840,7 @@ impl Manager {
             slots: self.slots.handle(),
             max_tasks: self.config.max_tasks_per_child,
             init: self.config.init.clone(),
+            init_fds: self.config.init_fds.clone(),
         };
         self.spawned += 1;
         let builder = Process::builder()
@@ -813,7 +879,11 @@ impl Manager {
             }
             self.dispatch();
             let busy = self.workers.iter().any(|w| !w.inflight.is_empty());
-            if closed && !busy && self.shared.inbox().pending.is_empty() {
+            let drained = {
+                let inbox = self.shared.inbox();
+                inbox.pending.is_empty() && (inbox.open_feeds == 0 || inbox.joining)
+            };
+            if closed && !busy && drained {
                 self.shut_down();
                 return;
             }
@@ -967,6 +1037,17 @@ impl Manager {
             let exitcode = self.workers[i].process.wait().unwrap_or(-1);
             let pid = self.workers[i].process.pid();
             let slot = self.slot(index).map_or(IDLE, |s| s.load(Ordering::Acquire));
+            if slot == INITIALIZING {
+                self.init_deaths += 1;
+                if self.init_deaths >= INIT_DEATHS {
+                    self.broken(TaskError::InitializerFailed(format!(
+                        "{INIT_DEATHS} workers in a row died in the initializer \
+                         (the last with exit code {exitcode})"
+                    )));
+                }
+            } else {
+                self.init_deaths = 0;
+            }
             let inflight: Vec<Chunk> = self.workers[i].inflight.drain(..).collect();
             let mut requeue = Vec::new();
             for mut c in inflight {
@@ -1128,7 +1209,7 @@ impl<'s> Chunker<'s> {
         }
     }
 
-    fn push<A: Serialize>(&mut self, index: usize, arg: &A) {
+    fn push<A: Serialize + Send + 'static>(&mut self, index: usize, arg: A) {
         let c = self
             .cur
             .get_or_insert_with(|| Chunk::new(self.shared, self.target, &self.job));
@@ -1192,7 +1273,7 @@ impl Pool {
     pub fn map<F, A, R, I>(&self, f: F, items: I) -> Result<Vec<R>, TaskError>
     where
         F: Fn(A) -> R + Copy + 'static,
-        A: Serialize + DeserializeOwned,
+        A: Serialize + DeserializeOwned + Send + 'static,
         R: Serialize + DeserializeOwned,
         I: IntoIterator<Item = A>,
     {
@@ -1212,7 +1293,7 @@ impl Pool {
     ) -> Result<Vec<R>, TaskError>
     where
         F: Fn(A) -> R + Copy + 'static,
-        A: Serialize + DeserializeOwned,
+        A: Serialize + DeserializeOwned + Send + 'static,
         R: Serialize + DeserializeOwned,
         I: IntoIterator<Item = A>,
     {
@@ -1229,7 +1310,7 @@ impl Pool {
     where
         F: StarFn<T, Output = R> + Copy + 'static,
         Spread<F>: Callable<T, Output = R>,
-        T: Serialize + DeserializeOwned,
+        T: Serialize + DeserializeOwned + Send + 'static,
         R: Serialize + DeserializeOwned,
         I: IntoIterator<Item = T>,
     {
@@ -1244,7 +1325,7 @@ impl Pool {
     ) -> Result<Vec<F::Output>, TaskError>
     where
         F: Callable<A>,
-        A: Serialize + DeserializeOwned,
+        A: Serialize + DeserializeOwned + Send + 'static,
         F::Output: Serialize + DeserializeOwned,
         I: IntoIterator<Item = A>,
     {
@@ -1266,7 +1347,7 @@ impl Pool {
         let mut chunker = Chunker::new(&self.shared, target_of::<F, A>(), &job, size);
         let mut count = 0;
         for (i, a) in items.enumerate() {
-            chunker.push(i, &a);
+            chunker.push(i, a);
             count = i + 1;
         }
         chunker.finish();
@@ -1284,7 +1365,7 @@ impl Pool {
     pub fn imap<F, A, R, I>(&self, f: F, items: I) -> Imap<'_, R, I::IntoIter>
     where
         F: Fn(A) -> R + Copy + 'static,
-        A: Serialize + DeserializeOwned,
+        A: Serialize + DeserializeOwned + Send + 'static,
         R: Serialize + DeserializeOwned,
         I: IntoIterator<Item = A>,
     {
@@ -1300,7 +1381,7 @@ impl Pool {
     ) -> Imap<'_, R, I::IntoIter>
     where
         F: Fn(A) -> R + Copy + 'static,
-        A: Serialize + DeserializeOwned,
+        A: Serialize + DeserializeOwned + Send + 'static,
         R: Serialize + DeserializeOwned,
         I: IntoIterator<Item = A>,
     {
@@ -1317,7 +1398,7 @@ impl Pool {
     pub fn imap_unordered<F, A, R, I>(&self, f: F, items: I) -> ImapUnordered<'_, R, I::IntoIter>
     where
         F: Fn(A) -> R + Copy + 'static,
-        A: Serialize + DeserializeOwned,
+        A: Serialize + DeserializeOwned + Send + 'static,
         R: Serialize + DeserializeOwned,
         I: IntoIterator<Item = A>,
     {
@@ -1335,14 +1416,14 @@ impl Pool {
     pub fn apply_async<F, A, R>(&self, f: F, arg: A) -> AsyncResult<R>
     where
         F: Fn(A) -> R + Copy + 'static,
-        A: Serialize + DeserializeOwned,
+        A: Serialize + DeserializeOwned + Send + 'static,
         R: Serialize + DeserializeOwned,
     {
         let _ = f;
         let job = Job::new(1);
         job.reserve(1);
         let mut chunk = Chunk::new(&self.shared, target_of::<F, A>(), &job);
-        chunk.push(0, &arg);
+        chunk.push(0, arg);
         if chunk.len() > 0 {
             self.shared.submit(vec![chunk]);
         }
@@ -1352,8 +1433,10 @@ impl Pool {
         }
     }
 
-    /// Takes no more tasks; those submitted still run. Then [`join`](Self::join) waits for
-    /// them and the workers.
+    /// Takes no more tasks. Those submitted still run, and so do the items of an `imap` made
+    /// before, as it is read. Then [`join`](Self::join) waits for the submitted tasks and the
+    /// workers (an `imap` read after that gets [`TaskError::Terminated`] for items it had not
+    /// submitted yet).
     pub fn close(&self) {
         self.shared.inbox().closed = true;
         self.shared.poke();
@@ -1370,7 +1453,12 @@ impl Pool {
     /// ended and the workers have exited; after [`terminate`](Self::terminate), at once.
     /// Joining a pool that is neither closed nor terminated closes it first.
     pub fn join(&self) {
-        self.close();
+        {
+            let mut inbox = self.shared.inbox();
+            inbox.closed = true;
+            inbox.joining = true;
+        }
+        self.shared.poke();
         self.join_thread();
     }
 
@@ -1417,13 +1505,39 @@ struct Feed<'p, I> {
     job: Arc<Job>,
     submitted: usize,
     exhausted: bool,
+    /// Made while the pool was open: its items are taken after `close` too (as if all had
+    /// been submitted before it), until `join`. Counted in `Inbox::open_feeds` until done.
+    admitted: bool,
+}
+
+impl<I> Feed<'_, I> {
+    /// No more items will come from this iteration.
+    fn release(&mut self) {
+        self.exhausted = true;
+        if std::mem::take(&mut self.admitted) {
+            self.pool.shared.inbox().open_feeds -= 1;
+            self.pool.shared.poke();
+        }
+    }
+}
+
+impl<I> Drop for Feed<'_, I> {
+    fn drop(&mut self) {
+        self.release();
+    }
 }
 
 impl<'p, I: Iterator> Feed<'p, I>
 where
-    I::Item: Serialize,
+    I::Item: Serialize + Send + 'static,
 {
     fn new(pool: &'p Pool, target: Target, items: I, chunksize: usize) -> Self {
+        let admitted = {
+            let mut inbox = pool.shared.inbox();
+            let open = !(inbox.closed || inbox.stopped || inbox.terminate);
+            inbox.open_feeds += usize::from(open);
+            open
+        };
         Self {
             pool,
             target,
@@ -1432,6 +1546,7 @@ where
             job: Job::new(0),
             submitted: 0,
             exhausted: false,
+            admitted,
         }
     }
 
@@ -1447,17 +1562,20 @@ where
             let first = self.submitted;
             for a in self.items.by_ref().take(self.chunksize) {
                 self.job.reserve(self.submitted + 1);
-                chunk.push(self.submitted, &a);
+                chunk.push(self.submitted, a);
                 self.submitted += 1;
-            }
-            if self.submitted - first < self.chunksize {
-                self.exhausted = true;
             }
             if chunk.len() > 0 {
                 chunks.push(chunk);
             }
+            if self.submitted - first < self.chunksize {
+                self.exhausted = true;
+            }
         }
-        self.pool.shared.submit(chunks);
+        self.pool.shared.submit_as(chunks, self.admitted);
+        if self.exhausted {
+            self.release();
+        }
     }
 }
 
@@ -1470,7 +1588,7 @@ pub struct Imap<'p, R, I> {
 
 impl<R: DeserializeOwned, I: Iterator> Iterator for Imap<'_, R, I>
 where
-    I::Item: Serialize,
+    I::Item: Serialize + Send + 'static,
 {
     type Item = Result<R, TaskError>;
 
@@ -1501,7 +1619,7 @@ where
 }
 
 impl<R: DeserializeOwned, I: ExactSizeIterator> ExactSizeIterator for Imap<'_, R, I> where
-    I::Item: Serialize
+    I::Item: Serialize + Send + 'static
 {
 }
 
@@ -1514,7 +1632,7 @@ pub struct ImapUnordered<'p, R, I> {
 
 impl<R: DeserializeOwned, I: Iterator> Iterator for ImapUnordered<'_, R, I>
 where
-    I::Item: Serialize,
+    I::Item: Serialize + Send + 'static,
 {
     type Item = (usize, Result<R, TaskError>);
 
@@ -1551,7 +1669,7 @@ where
 }
 
 impl<R: DeserializeOwned, I: ExactSizeIterator> ExactSizeIterator for ImapUnordered<'_, R, I> where
-    I::Item: Serialize
+    I::Item: Serialize + Send + 'static
 {
 }
 

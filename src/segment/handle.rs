@@ -70,6 +70,24 @@ pub(crate) fn note_object() {
     });
 }
 
+/// A descriptor number a spawned child must inherit as it is: serialises as the number, and
+/// tells [`collecting`] to hand the descriptor down.
+#[cfg(feature = "serde")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+pub(crate) struct InheritFd(pub(crate) i32);
+
+#[cfg(feature = "serde")]
+impl serde::Serialize for InheritFd {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        COLLECTED.with(|c| {
+            if let Some(got) = c.borrow_mut().as_mut() {
+                got.fds.push(self.0);
+            }
+        });
+        serializer.serialize_i32(self.0)
+    }
+}
+
 #[cfg(feature = "serde")]
 impl serde::Serialize for Handle {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {

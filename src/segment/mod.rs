@@ -22,7 +22,7 @@ mod header;
 pub(crate) use handle::Location;
 pub use handle::{Handle, ParseHandleError};
 #[cfg(feature = "serde")]
-pub(crate) use handle::{collecting, note_object};
+pub(crate) use handle::{InheritFd, collecting, note_object};
 pub(crate) use header::{HEADER_LEN, Header, kind};
 
 use std::ptr::NonNull;
