@@ -27,6 +27,10 @@
 //! contenders and the goals are skipped with a note, unless `MULTIPROC_REQUIRE_PYTHON` is set,
 //! in which case the bench fails.
 
+#[path = "common/report.rs"]
+mod report;
+use report::{goal, median, spread};
+
 use std::cell::RefCell;
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
@@ -46,17 +50,6 @@ const DEFAULT_ROUNDS: usize = 11;
 /// The mapped function.
 fn square(x: u64) -> u64 {
     x * x
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
-}
-
-fn spread(v: &[f64]) -> (f64, f64) {
-    let lo = v.iter().copied().fold(f64::INFINITY, f64::min);
-    let hi = v.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-    (lo, hi)
 }
 
 /// Checks that `r` is `square` over `0..n`, in order.
@@ -283,23 +276,6 @@ impl<'a> Group<'a> {
             );
         }
     }
-}
-
-/// Checks `value` against a goal and prints the verdict with the margin (as `queue_ratios`).
-fn goal(what: &str, value: f64, at_least: bool, target: f64) {
-    let met = if at_least {
-        value >= target
-    } else {
-        value <= target
-    };
-    let verdict = if met { "MET" } else { "MISSED" };
-    let cmp = if at_least { ">=" } else { "<=" };
-    let margin = if at_least {
-        value / target
-    } else {
-        target / value
-    };
-    println!("  {what:<58} {value:>8.3}x  (goal {cmp} {target}x: {verdict}, {margin:.2}x of goal)");
 }
 
 const OURS_CS1: &str = "multiproc Pool::map_chunked(.., 1), Spawn";

@@ -14,6 +14,10 @@
 
 #![allow(unsafe_code)] // fork, posix_spawn, waitpid: see the SAFETY comments
 
+#[path = "common/report.rs"]
+mod report;
+use report::{goal, median, spread};
+
 use std::ffi::{CString, OsString};
 use std::os::unix::ffi::OsStrExt;
 use std::time::{Duration, Instant};
@@ -30,17 +34,6 @@ const SPAWNS: u32 = 200;
 /// Each round interleaves the contenders in this many chunks, so that drift within a round
 /// (a neighbour on the host, frequency changes) falls on all of them alike.
 const CHUNKS: u32 = 5;
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
-}
-
-fn spread(v: &[f64]) -> (f64, f64) {
-    let lo = v.iter().copied().fold(f64::INFINITY, f64::min);
-    let hi = v.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-    (lo, hi)
-}
 
 /// Runs `once` `n` times; the time it took.
 fn timed(n: u32, mut once: impl FnMut()) -> Duration {
@@ -128,13 +121,6 @@ impl Group {
             );
         }
     }
-}
-
-/// Checks `value` against an upper-bound goal and prints the verdict with the margin.
-fn goal(what: &str, value: f64, target: f64) {
-    let verdict = if value <= target { "MET" } else { "MISSED" };
-    let margin = target / value;
-    println!("  {what:<58} {value:>8.3}x  (goal <= {target}x: {verdict}, {margin:.2}x of goal)");
 }
 
 /// Waits for `pid` and checks that it exited with code 0.
@@ -274,12 +260,14 @@ fn main() {
     goal(
         "fork + join: ours / raw fork + waitpid",
         fork.median("Process::fork(|| ()) + join") / fork.median("libc::fork + _exit(0) + waitpid"),
+        false,
         1.5,
     );
     goal(
         "spawn + join: ours / posix_spawn + waitpid",
         spawn.median("Process::spawn(noop, ()) + join")
             / spawn.median("posix_spawn(/proc/self/exe) + waitpid"),
+        false,
         1.3,
     );
 }

@@ -14,6 +14,10 @@
 
 mod common;
 
+#[path = "common/report.rs"]
+mod report;
+use report::{goal, median, spread};
+
 use std::time::Duration;
 
 use common::channels::{
@@ -25,11 +29,6 @@ use multiproc::{Connection, Plain, Queue};
 
 const MIB: usize = 1 << 20;
 const PAUSE: Duration = Duration::from_millis(2);
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
-}
 
 fn per(d: Duration, n: u64) -> f64 {
     d.as_nanos() as f64 / n as f64
@@ -101,29 +100,6 @@ impl Group {
             );
         }
     }
-}
-
-fn spread(v: &[f64]) -> (f64, f64) {
-    let lo = v.iter().copied().fold(f64::INFINITY, f64::min);
-    let hi = v.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-    (lo, hi)
-}
-
-/// Checks `value` against a goal and prints the verdict with the margin.
-fn goal(what: &str, value: f64, at_least: bool, target: f64) {
-    let met = if at_least {
-        value >= target
-    } else {
-        value <= target
-    };
-    let verdict = if met { "MET" } else { "MISSED" };
-    let cmp = if at_least { ">=" } else { "<=" };
-    let margin = if at_least {
-        value / target
-    } else {
-        target / value
-    };
-    println!("  {what:<58} {value:>8.3}x  (goal {cmp} {target}x: {verdict}, {margin:.2}x of goal)");
 }
 
 fn main() {

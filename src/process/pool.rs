@@ -1550,6 +1550,18 @@ where
         }
     }
 
+    /// Results still to come for a reader that has read `read`: those submitted and not
+    /// read, plus the items not pulled yet.
+    fn remaining(&self, read: usize) -> (usize, Option<usize>) {
+        let queued = self.submitted - read;
+        let (lo, hi) = if self.exhausted {
+            (0, Some(0))
+        } else {
+            self.items.size_hint()
+        };
+        (queued + lo, hi.map(|h| h + queued))
+    }
+
     /// Submits items until a window of tasks beyond `read` is out (or the items end).
     fn top_up(&mut self, read: usize) {
         let window = (self.pool.shared.processes * 4 * self.chunksize).max(self.chunksize * 2);
@@ -1608,13 +1620,7 @@ where
     }
 
     fn size_hint(&self) -> (usize, Option<usize>) {
-        let queued = self.feed.submitted - self.next;
-        let (lo, hi) = if self.feed.exhausted {
-            (0, Some(0))
-        } else {
-            self.feed.items.size_hint()
-        };
-        (queued + lo, hi.map(|h| h + queued))
+        self.feed.remaining(self.next)
     }
 }
 
@@ -1658,13 +1664,7 @@ where
     }
 
     fn size_hint(&self) -> (usize, Option<usize>) {
-        let queued = self.feed.submitted - self.taken;
-        let (lo, hi) = if self.feed.exhausted {
-            (0, Some(0))
-        } else {
-            self.feed.items.size_hint()
-        };
-        (queued + lo, hi.map(|h| h + queued))
+        self.feed.remaining(self.taken)
     }
 }
 

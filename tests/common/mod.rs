@@ -148,3 +148,63 @@ pub(crate) fn new_counter(
         .expect("create counter");
     (c, name)
 }
+
+/// What the tests read from `/proc/<pid>/stat`.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Stat {
+    pub(crate) state: char,
+    pub(crate) ppid: u32,
+    /// Start time in clock ticks since boot: tells a reused pid from the process we meant.
+    pub(crate) start: u64,
+}
+
+/// The stat of `pid`, if it has a `/proc` entry (running, or a zombie).
+pub(crate) fn stat(pid: u32) -> Option<Stat> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name may contain anything, spaces and parentheses included: skip past it.
+    let rest = &text[text.rfind(')')? + 2..];
+    let fields: Vec<&str> = rest.split(' ').collect();
+    Some(Stat {
+        state: fields[0].chars().next()?,
+        ppid: fields[1].parse().ok()?,
+        start: fields[19].parse().ok()?,
+    })
+}
+
+/// A process, as one incarnation of its pid (pids are reused: `pid_max` may be small).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) struct Ident {
+    pub(crate) pid: u32,
+    pub(crate) start: u64,
+}
+
+impl Ident {
+    /// `pid`, which must not have been reaped yet.
+    pub(crate) fn of(pid: u32) -> Self {
+        let s = stat(pid).unwrap_or_else(|| panic!("no /proc/{pid}/stat: already gone"));
+        Self {
+            pid,
+            start: s.start,
+        }
+    }
+
+    /// Our incarnation's stat, if it still has a `/proc` entry (running, or a zombie).
+    pub(crate) fn stat(&self) -> Option<Stat> {
+        stat(self.pid).filter(|s| s.start == self.start)
+    }
+
+    /// Exists and has not exited (not a zombie).
+    pub(crate) fn running(&self) -> bool {
+        self.stat().is_some_and(|s| !matches!(s.state, 'Z' | 'X'))
+    }
+
+    /// Has exited (zombie) or is gone.
+    pub(crate) fn exited(&self) -> bool {
+        !self.running()
+    }
+
+    /// Exited and reaped: no `/proc` entry any more, not even a zombie's.
+    pub(crate) fn reaped(&self) -> bool {
+        self.stat().is_none()
+    }
+}

@@ -24,7 +24,7 @@ use std::sync::atomic::AtomicBool;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-use common::{eventually, new_counter, watchdog};
+use common::{Ident, eventually, new_counter, stat, watchdog};
 use multiproc::{Pool, Queue, Receiver, Sender, StartMethod, TaskError};
 
 /// Watchdog for a whole test.
@@ -127,53 +127,6 @@ fn reported_worker(rx: &Receiver<u32>) -> Ident {
         "worker {pid} is not our child"
     );
     ident
-}
-
-/// The fields of `/proc/<pid>/stat` these tests look at.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Stat {
-    ppid: u32,
-    /// Start time in clock ticks since boot: tells a reused pid from the process we meant.
-    start: u64,
-}
-
-fn stat(pid: u32) -> Option<Stat> {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // The command name may contain anything, spaces and parentheses included: skip past it.
-    let rest = &text[text.rfind(')')? + 2..];
-    let fields: Vec<&str> = rest.split(' ').collect();
-    Some(Stat {
-        ppid: fields[1].parse().ok()?,
-        start: fields[19].parse().ok()?,
-    })
-}
-
-/// A process, as one incarnation of its pid (pids are reused: `pid_max` may be small).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-struct Ident {
-    pid: u32,
-    start: u64,
-}
-
-impl Ident {
-    /// `pid`, which must not have been reaped yet.
-    fn of(pid: u32) -> Self {
-        let s = stat(pid).unwrap_or_else(|| panic!("no /proc/{pid}/stat: worker already gone"));
-        Self {
-            pid,
-            start: s.start,
-        }
-    }
-
-    /// Our incarnation's stat, if it still has a `/proc` entry (running, or a zombie).
-    fn stat(&self) -> Option<Stat> {
-        stat(self.pid).filter(|s| s.start == self.start)
-    }
-
-    /// Exited and reaped: no `/proc` entry any more, not even a zombie's.
-    fn reaped(&self) -> bool {
-        self.stat().is_none()
-    }
 }
 
 /// Asserts that every worker in `workers` has exited and been reaped.

@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use common::{eventually, unique_name, watchdog};
+use common::{Ident, eventually, unique_name, watchdog};
 use multiproc::{
     Connection, ConnectionHandle, GetError, Handle, Lock, Process, ProcessError, ProcessInfo,
     Queue, Receiver, Sender, SharedObject, StartMethod, Value, active_children, cpu_count,
@@ -45,64 +45,6 @@ fn channel() -> (Sender<u32>, Receiver<u32>) {
         .expect("create queue")
         .split()
         .expect("split queue")
-}
-
-/// The fields of `/proc/<pid>/stat` these tests look at.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Stat {
-    state: char,
-    ppid: u32,
-    /// Start time in clock ticks since boot: tells a reused pid from the process we meant.
-    start: u64,
-}
-
-fn stat(pid: u32) -> Option<Stat> {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // The command name may contain anything, spaces and parentheses included: skip past it.
-    let rest = &text[text.rfind(')')? + 2..];
-    let fields: Vec<&str> = rest.split(' ').collect();
-    Some(Stat {
-        state: fields[0].chars().next()?,
-        ppid: fields[1].parse().ok()?,
-        start: fields[19].parse().ok()?,
-    })
-}
-
-/// A process, as one incarnation of its pid.
-#[derive(Debug, Clone, Copy)]
-struct Ident {
-    pid: u32,
-    start: u64,
-}
-
-impl Ident {
-    fn of(pid: u32) -> Self {
-        let s = stat(pid).unwrap_or_else(|| panic!("no /proc/{pid}/stat"));
-        Self {
-            pid,
-            start: s.start,
-        }
-    }
-
-    /// Our incarnation's stat, if it still has a `/proc` entry.
-    fn stat(&self) -> Option<Stat> {
-        stat(self.pid).filter(|s| s.start == self.start)
-    }
-
-    /// Exists and has not exited (not a zombie).
-    fn running(&self) -> bool {
-        self.stat().is_some_and(|s| !matches!(s.state, 'Z' | 'X'))
-    }
-
-    /// Has exited (zombie) or is gone.
-    fn exited(&self) -> bool {
-        !self.running()
-    }
-
-    /// Reaped: no `/proc` entry any more.
-    fn reaped(&self) -> bool {
-        self.stat().is_none()
-    }
 }
 
 /// SIGKILLs every process it watches when dropped, so a failing test leaves nothing running.
