@@ -46,28 +46,59 @@ pub(crate) struct Collected {
 
 #[cfg(feature = "serde")]
 std::thread_local! {
-    /// What the serialisation running inside [`collecting`] on this thread has met.
-    static COLLECTED: std::cell::RefCell<Option<Collected>> =
-        const { std::cell::RefCell::new(None) };
+    /// How many [`collecting`] calls are running on this thread (nested ones count too).
+    static DEPTH: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
+    /// Whether a live object was serialised inside the innermost running [`collecting`].
+    static OBJECTS: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    /// Descriptors noted by the running [`collecting`] calls, innermost last, and their number
+    /// (kept apart so the common case, no descriptor, never touches the vector).
+    static FDS: std::cell::RefCell<Vec<i32>> = const { std::cell::RefCell::new(Vec::new()) };
+    static FD_COUNT: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
 }
 
-/// Runs `f`, returning also what it serialised that matters to a receiving process.
+/// Runs `f`, returning also what it serialised that matters to a receiving process. Cheap
+/// enough to wrap every task argument: a few thread-local cell accesses unless a handle is
+/// met.
 #[cfg(feature = "serde")]
 pub(crate) fn collecting<T>(f: impl FnOnce() -> T) -> (T, Collected) {
-    let outer = COLLECTED.with(|c| c.replace(Some(Collected::default())));
+    let outer_objects = OBJECTS.replace(false);
+    let fds_before = FD_COUNT.get();
+    DEPTH.set(DEPTH.get() + 1);
     let out = f();
-    let got = COLLECTED.with(|c| c.replace(outer)).unwrap_or_default();
-    (out, got)
+    let depth = DEPTH.get() - 1;
+    DEPTH.set(depth);
+    let objects = OBJECTS.get();
+    // What the inner call met, the outer one (if any) met too.
+    OBJECTS.set(outer_objects || objects);
+    let mut fds = Vec::new();
+    if FD_COUNT.get() != fds_before {
+        FDS.with(|v| {
+            let mut v = v.borrow_mut();
+            fds = v[fds_before..].to_vec();
+            if depth == 0 {
+                v.clear();
+                FD_COUNT.set(0);
+            }
+        });
+    }
+    (out, Collected { fds, objects })
+}
+
+/// Notes, inside [`collecting`], that the descriptor `fd` was serialised.
+#[cfg(feature = "serde")]
+fn note_fd(fd: i32) {
+    if DEPTH.get() > 0 {
+        FDS.with(|v| v.borrow_mut().push(fd));
+        FD_COUNT.set(FD_COUNT.get() + 1);
+    }
 }
 
 /// Notes, inside [`collecting`], that a live object (not just a handle) was serialised.
 #[cfg(feature = "serde")]
 pub(crate) fn note_object() {
-    COLLECTED.with(|c| {
-        if let Some(got) = c.borrow_mut().as_mut() {
-            got.objects = true;
-        }
-    });
+    if DEPTH.get() > 0 {
+        OBJECTS.set(true);
+    }
 }
 
 /// A descriptor number a spawned child must inherit as it is: serialises as the number, and
@@ -79,11 +110,7 @@ pub(crate) struct InheritFd(pub(crate) i32);
 #[cfg(feature = "serde")]
 impl serde::Serialize for InheritFd {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        COLLECTED.with(|c| {
-            if let Some(got) = c.borrow_mut().as_mut() {
-                got.fds.push(self.0);
-            }
-        });
+        note_fd(self.0);
         serializer.serialize_i32(self.0)
     }
 }
@@ -98,11 +125,7 @@ impl serde::Serialize for Handle {
             location: &'a Location,
         }
         if let Location::Fd(fd) = self.location {
-            COLLECTED.with(|c| {
-                if let Some(got) = c.borrow_mut().as_mut() {
-                    got.fds.push(fd);
-                }
-            });
+            note_fd(fd);
         }
         Repr {
             kind: self.kind,
