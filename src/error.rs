@@ -92,8 +92,8 @@ pub struct BrokenBarrierError;
 
 /// A put that did not happen; the value comes back.
 ///
-/// `put` returns only `Disconnected`, `Closed` and `TooLarge`; the try and timed forms also
-/// `Full`.
+/// `put` returns only `Disconnected`, `Closed`, `TooLarge` and `Corrupted`; the try and timed
+/// forms also `Full`.
 #[derive(PartialEq, Eq, Clone, Copy, thiserror::Error)]
 pub enum PutError<T> {
     /// No room (right now, or before the timeout).
@@ -108,13 +108,20 @@ pub enum PutError<T> {
     /// The encoded message is larger than the queue can ever hold, or cannot be encoded.
     #[error("message is larger than the queue can hold")]
     TooLarge(T),
+    /// The queue's shared state was scribbled on; nothing can be written safely.
+    #[error("queue is corrupted: {1}")]
+    Corrupted(T, &'static str),
 }
 
 impl<T> PutError<T> {
     /// The value that was not put.
     pub fn into_inner(self) -> T {
         match self {
-            Self::Full(v) | Self::Disconnected(v) | Self::Closed(v) | Self::TooLarge(v) => v,
+            Self::Full(v)
+            | Self::Disconnected(v)
+            | Self::Closed(v)
+            | Self::TooLarge(v)
+            | Self::Corrupted(v, _) => v,
         }
     }
 }
@@ -126,6 +133,7 @@ impl<T> std::fmt::Debug for PutError<T> {
             Self::Disconnected(_) => "Disconnected(..)",
             Self::Closed(_) => "Closed(..)",
             Self::TooLarge(_) => "TooLarge(..)",
+            Self::Corrupted(_, _) => "Corrupted(..)",
         })
     }
 }

@@ -1,13 +1,13 @@
 //! `Queue`, its one-sided views `Sender` and `Receiver`, and `JoinableQueue`.
 
 use std::marker::PhantomData;
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, AtomicUsize};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, TryLockError, Weak};
 use std::time::{Duration, Instant};
 
 use super::codec::{Codec, DefaultCodec};
-use super::ring::{GetFail, PutFail, Ring, Role};
+use super::ring::{ChildSlot, GetFail, PutFail, Ring, Role};
 use crate::error::{GetError, OpenError, PutError, TaskDoneError};
 use crate::segment::{Segment, kind};
 use crate::sync::object::{Builder, sealed};
@@ -30,7 +30,8 @@ impl Default for QueueConfig {
 }
 
 /// One attached handle: the ring plus the role this handle plays, registered for the process
-/// that holds it. Across `fork` the child registers its inherited handles at once (see
+/// that holds it. Clones share the registration, so cloning never touches the shared peer
+/// table and cannot fail. Across `fork` the child registers its inherited handles at once (see
 /// [`reattach_after_fork`]), so a parent that drops its copy right after forking does not
 /// disconnect the child.
 #[derive(Debug)]
@@ -42,17 +43,53 @@ pub(crate) struct Endpoint {
 struct Attached {
     ring: Arc<Ring>,
     role: Role,
+    /// The process this registration is counted for.
     pid: AtomicU32,
-    /// Cleared when the `Endpoint` is dropped (it unregisters itself then).
+    /// `Endpoint`s sharing this registration; the last one to go unregisters it.
+    handles: AtomicUsize,
+    /// Cleared when the last `Endpoint` is dropped (it unregisters itself then).
     alive: AtomicBool,
 }
 
 /// Every live handle of this process, for the fork hooks.
 static LIVE: Mutex<Vec<Weak<Attached>>> = Mutex::new(Vec::new());
-/// The handles [`before_fork`] counted once more for the coming child, held strongly: a handle
-/// another thread drops between that count and the fork itself still has its count given back
-/// by the child (the list is inherited). Emptied again in the parent after the fork.
-static PREPARED: Mutex<Vec<Arc<Attached>>> = Mutex::new(Vec::new());
+
+/// What [`before_fork`] counted for the coming child, held strongly: a handle another thread
+/// drops between that count and the fork itself still has its count given back by the child
+/// (the list is inherited). Emptied again in the parent after the fork.
+static PREPARED: Mutex<Prepared> = Mutex::new(Prepared::new());
+
+/// The counts taken for a child about to be forked.
+#[derive(Debug, Default)]
+struct Prepared {
+    /// Each registration counted for the child, with the peer slot it was counted in.
+    handles: Vec<(Arc<Attached>, ChildSlot)>,
+    /// The slot reserved in each ring (one per ring).
+    slots: Vec<(Arc<Ring>, ChildSlot)>,
+    /// The forking thread's children before the fork (`None`: unknown), so the parent can tell
+    /// which process the fork made.
+    children_before: Option<Vec<u32>>,
+}
+
+impl Prepared {
+    const fn new() -> Self {
+        Self {
+            handles: Vec::new(),
+            slots: Vec::new(),
+            children_before: None,
+        }
+    }
+
+    /// The slot reserved for the child in `ring`, reserving one on first use.
+    fn slot_in(&mut self, ring: &Arc<Ring>) -> Option<ChildSlot> {
+        if let Some((_, slot)) = self.slots.iter().find(|(r, _)| Arc::ptr_eq(r, ring)) {
+            return Some(*slot);
+        }
+        let slot = ring.reserve_for_child()?;
+        self.slots.push((ring.clone(), slot));
+        Some(slot)
+    }
+}
 
 fn remember(attached: &Arc<Attached>) {
     sys::on_fork(before_fork, after_fork_in_parent, reattach_after_fork);
@@ -77,7 +114,9 @@ fn lock_live() -> LiveGuard {
 
 /// Runs in the parent just before `fork`: counts every live handle once more, on behalf of the
 /// child that will inherit a copy, so that the parent dropping its copy right after the fork
-/// cannot look like the last handle going away.
+/// cannot look like the last handle going away. The counts go into a peer slot of their own,
+/// which names the child once the fork is done (see [`after_fork_in_parent`]): if the child
+/// dies before it could take them over, its death frees them.
 fn before_fork() {
     // Other threads hold the registry only for a moment: wait for it, and keep it locked until
     // the fork is done.
@@ -88,30 +127,59 @@ fn before_fork() {
         HELD_ACROSS_FORK.with(|h| *h.borrow_mut() = Some(live));
         return;
     };
-    prepared.clear();
+    *prepared = Prepared::new();
     let me = sys::current_process().tid;
     for a in live.iter().filter_map(Weak::upgrade) {
-        if a.pid.load(Ordering::Relaxed) == me
-            && a.alive.load(Ordering::Acquire)
-            && a.ring.attach(a.role).is_ok()
-        {
-            prepared.push(a);
+        if a.pid.load(Ordering::Relaxed) != me || !a.alive.load(Ordering::Acquire) {
+            continue;
         }
+        // No free slot: the child registers this handle on first use instead.
+        if let Some(slot) = prepared.slot_in(&a.ring) {
+            a.ring.count_for_child(slot, a.role);
+            prepared.handles.push((a, slot));
+        }
+    }
+    if !prepared.slots.is_empty() {
+        prepared.children_before = sys::thread_children();
     }
     drop(prepared);
     HELD_ACROSS_FORK.with(|h| *h.borrow_mut() = Some(live));
 }
 
-/// Runs in the parent right after `fork`: lets go of the handles counted for the child.
+/// Runs in the parent right after `fork`: names the child in the slots counted for it (or
+/// frees them if the fork made no child that still lives), and lets go of the handles.
 fn after_fork_in_parent() {
     drop(HELD_ACROSS_FORK.with(|h| h.borrow_mut().take()));
-    if let Ok(mut prepared) = PREPARED.try_lock() {
-        prepared.clear();
+    let Ok(mut prepared) = PREPARED.try_lock() else {
+        return;
+    };
+    if !prepared.slots.is_empty() {
+        // The fork's child is the one child of this thread that was not there before.
+        let settle = match (&prepared.children_before, sys::thread_children()) {
+            (Some(before), Some(after)) => {
+                let mut new = after.into_iter().filter(|pid| !before.contains(pid));
+                match (new.next(), new.next()) {
+                    (Some(pid), None) => Some(Some(pid)),
+                    (None, _) => Some(None), // no child (the fork failed), or it is gone
+                    (Some(_), Some(_)) => None,
+                }
+            }
+            _ => None,
+        };
+        // Unknown (no `/proc` list, or several new children): the slot stays in our name
+        // until the child takes it over.
+        if let Some(child) = settle {
+            for (ring, slot) in &prepared.slots {
+                ring.settle_child_slot(*slot, child);
+            }
+        }
     }
+    *prepared = Prepared::new();
 }
 
-/// Runs in a child right after `fork`: registers every inherited handle that still exists
-/// for the child, and gives back every count the parent made on its behalf.
+/// Runs in a child right after `fork`: takes over the slots its parent counted its inherited
+/// handles in, gives back the counts of handles dropped meanwhile, and registers every other
+/// inherited handle that still exists.
 fn reattach_after_fork() {
     // Ours since before the fork (see `before_fork`); `None` only if the fork did not go
     // through our prepare hook.
@@ -122,15 +190,28 @@ fn reattach_after_fork() {
         Err(TryLockError::WouldBlock) => return,
     };
     let me = sys::current_process();
-    for a in prepared {
-        let parent = a.pid.load(Ordering::Relaxed);
-        if parent == me.tid {
-            continue;
-        }
-        if a.alive.load(Ordering::Acquire) && a.ring.attach(a.role).is_ok() {
+    let adopted: Vec<bool> = prepared
+        .slots
+        .iter()
+        .map(|(ring, slot)| ring.adopt_child_slot(*slot))
+        .collect();
+    for (a, slot) in prepared.handles {
+        let ours = prepared
+            .slots
+            .iter()
+            .zip(&adopted)
+            .any(|((ring, s), &ok)| ok && *s == slot && Arc::ptr_eq(ring, &a.ring));
+        let alive = a.alive.load(Ordering::Acquire);
+        if ours {
+            if alive {
+                a.pid.store(me.tid, Ordering::Relaxed);
+            } else {
+                // Dropped by another parent thread after the count: give it back.
+                a.ring.detach_peer(a.role, me.tid);
+            }
+        } else if alive && a.ring.attach(a.role).is_ok() {
             a.pid.store(me.tid, Ordering::Relaxed);
         }
-        a.ring.detach_peer(a.role, parent);
     }
     // Handles made after the count (nothing to give back) register now too.
     let Some(live) = held else {
@@ -169,6 +250,7 @@ fn put_error<T>(f: PutFail, v: T) -> PutError<T> {
         PutFail::Disconnected => PutError::Disconnected(v),
         PutFail::Closed => PutError::Closed(v),
         PutFail::TooBig => PutError::TooLarge(v),
+        PutFail::Corrupted(what) => PutError::Corrupted(v, what),
     }
 }
 
@@ -196,6 +278,7 @@ impl Endpoint {
             ring,
             role,
             pid: AtomicU32::new(pid),
+            handles: AtomicUsize::new(1),
             alive: AtomicBool::new(true),
         });
         remember(&inner);
@@ -288,16 +371,22 @@ impl Endpoint {
 }
 
 impl Clone for Endpoint {
+    /// Another handle on the same registration: no shared state is touched, so a clone cannot
+    /// fail, however full or scribbled the peer table.
     fn clone(&self) -> Self {
-        // Same process: the peer slot exists already, so attaching cannot run out of slots.
-        Self::new(self.inner.ring.clone(), self.inner.role)
-            .expect("attach a clone of an attached handle")
+        self.inner.handles.fetch_add(1, Ordering::Relaxed);
+        Self {
+            inner: self.inner.clone(),
+        }
     }
 }
 
 impl Drop for Endpoint {
     fn drop(&mut self) {
         let a = &self.inner;
+        if a.handles.fetch_sub(1, Ordering::AcqRel) != 1 {
+            return;
+        }
         a.alive.store(false, Ordering::Release);
         a.ring.detach(a.role, a.pid.load(Ordering::Relaxed));
     }
@@ -638,6 +727,14 @@ pub struct Sender<T, C = DefaultCodec> {
 
 endpoint_type!(Sender, kind::QUEUE, SEND);
 sending!(Sender);
+
+#[cfg(test)]
+impl<T, C> Sender<T, C> {
+    /// The ring under this handle, for tests that play a hostile peer.
+    pub(crate) fn ring(&self) -> &Ring {
+        self.ep.ring()
+    }
+}
 
 /// The receiving side of a [`Queue`]. Senders see `Disconnected` once every `Receiver` and
 /// `Queue` handle is gone.

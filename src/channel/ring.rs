@@ -22,9 +22,15 @@
 //! (Acquire), then frees it by storing the new `head` (Release). A record that would cross the
 //! end of the data region is preceded by a wrap marker that fills the rest of the region.
 //!
-//! Each side keeps its lock and a cached copy of the other side's position on a cache line of
-//! its own, and re-reads the other side's real position only when the copy says full (put) or
-//! empty (get), so a message costs few cache-line transfers between the cores.
+//! Each side keeps its lock on a cache line of its own. Each process keeps, in its own memory,
+//! a copy of the other side's position (see `LocalCache`) and re-reads the real one only when
+//! the copy says full (put) or empty (get), so a message costs few cache-line transfers between
+//! the cores. The copy is private because a shared one could be made to lead the real
+//! position, which would let a put overwrite unread messages or a get return stale bytes.
+//!
+//! Every position read from the segment is checked before it forms a pointer: records start
+//! 8-aligned, so a misaligned `head` or `tail` is `Corrupted`, and lengths are checked against
+//! what lies between `head` and `tail` and against the end of the region.
 //!
 //! Crash consistency follows: a producer killed before its `tail` store leaves nothing visible
 //! (the next producer takes the put lock as owner-died and overwrites the bytes); a consumer
@@ -32,7 +38,7 @@
 //! after it loses only that message.
 
 use std::ptr::NonNull;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::error::OpenError;
@@ -43,6 +49,12 @@ use crate::sys::{self, Liveness, ThreadId};
 
 /// Most processes that can hold handles of one ring at once.
 pub(crate) const MAX_PEERS: usize = 128;
+/// Marks a peer slot whose counts were taken for a child that is being forked (see [`Peer`]);
+/// the low bits name the forking process. Process ids stay below 2^22.
+const PENDING: u32 = 1 << 31;
+/// A peer slot being freed. It reads as pending for a process that cannot exist, so a
+/// reclaimer that dies half-way leaves a slot that the next probe frees again.
+const RECLAIMING: u32 = u32::MAX;
 /// Record header size; records are padded to this alignment.
 const RECORD_HEADER: u32 = 8;
 /// Header length value that marks "skip to the start of the data region".
@@ -75,15 +87,45 @@ struct ConfigLine {
     _r: [AtomicU32; 11],
 }
 
-/// One side's lock, and its cached copy of the other side's position (valid under the lock),
-/// on a line of its own: the other side never touches it, so taking the lock costs no miss.
+/// One side's lock on a line of its own: the other side never touches it, so taking the lock
+/// costs no miss.
 #[repr(C)]
 #[derive(Debug, Default)]
 struct SideLine {
     lock: RawLock,
-    /// Put side: a copy of `head` (never ahead of it). Get side: a copy of `tail`.
-    cached: AtomicU64,
-    _r: [AtomicU64; 5],
+    _r: [AtomicU64; 6],
+}
+
+/// This process's copy of the other side's position, so that a put or get need not pull the
+/// other side's line over for every message. It lives in process memory, where no other
+/// process can write it, so it can only lag the real position, never lead it.
+///
+/// Taken and used under the side's lock. It goes with the position `mine` that our side had
+/// when it was taken (after our own last put or get): while our side is still there, no other
+/// process moved it since, so the copy lies between our side and the real position of the other
+/// side. Once another process has moved our side, the copy says nothing and the real position
+/// is read. (Only a run of exactly 2^32 messages by others, ending at the very same byte
+/// position, could bring our side back to `mine` with a stale copy.)
+#[derive(Debug, Default)]
+#[repr(align(64))]
+struct LocalCache {
+    valid: AtomicBool,
+    mine: AtomicU64,
+    other: AtomicU64,
+}
+
+impl LocalCache {
+    /// The copy, if our side is still at `mine`.
+    fn get(&self, mine: u64) -> Option<u64> {
+        (self.valid.load(Ordering::Relaxed) && self.mine.load(Ordering::Relaxed) == mine)
+            .then(|| self.other.load(Ordering::Relaxed))
+    }
+
+    fn set(&self, mine: u64, other: u64) {
+        self.mine.store(mine, Ordering::Relaxed);
+        self.other.store(other, Ordering::Relaxed);
+        self.valid.store(true, Ordering::Relaxed);
+    }
 }
 
 /// A published position (`tail` or `head`) on a line of its own.
@@ -116,6 +158,19 @@ struct TaskLine {
 }
 
 /// One process attached to the ring, with how many sending and receiving handles it holds.
+///
+/// `pid` state table:
+///
+/// | `pid`                  | `start`                          | meaning                            |
+/// |------------------------|----------------------------------|------------------------------------|
+/// | `0`                    | `0`                              | free                               |
+/// | `tid`                  | its start time (0 while written) | attached process `tid`             |
+/// | `PENDING \| parent`    | the parent's start time          | counts that `parent` took for a child it is forking; the child or the parent puts the child's pid here right after the fork |
+/// | `RECLAIMING`           | any                              | being freed by a process that found its owner dead |
+///
+/// A slot is freed (counts taken out of the totals, then `pid` back to 0) only when the process
+/// it names is dead; for a pending slot, when the parent is dead, or when the parent saw that
+/// its fork made no child that lives.
 #[repr(C)]
 #[derive(Debug, Default)]
 struct Peer {
@@ -158,6 +213,8 @@ pub(crate) enum PutFail {
     Closed,
     /// The message can never fit.
     TooBig,
+    /// The ring's positions were scribbled on; nothing can be written safely.
+    Corrupted(&'static str),
 }
 
 /// Why a get returned nothing.
@@ -207,6 +264,13 @@ pub(crate) struct Role {
     pub(crate) recv: bool,
 }
 
+/// A peer slot that a forking process filled for its coming child (see [`Peer`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct ChildSlot {
+    index: usize,
+    parent: ThreadId,
+}
+
 /// Validated view of a ring segment.
 #[derive(Debug)]
 pub(crate) struct Ring {
@@ -217,6 +281,10 @@ pub(crate) struct Ring {
     max_messages: u32,
     /// This process's current spin budget for gets (see `adapt_spin`).
     spin_ns: AtomicU32,
+    /// Our copy of `head`, for puts.
+    put_cache: LocalCache,
+    /// Our copy of `tail`, for gets.
+    get_cache: LocalCache,
 }
 
 // SAFETY: all shared state is atomics; data bytes are accessed under the protocol (module note).
@@ -271,6 +339,8 @@ impl Ring {
             cap,
             max_messages,
             spin_ns: AtomicU32::new(INITIAL_SPIN_NS),
+            put_cache: LocalCache::default(),
+            get_cache: LocalCache::default(),
         })
     }
 
@@ -410,8 +480,16 @@ impl Ring {
         self.wake_all();
     }
 
-    /// Frees the slot of a peer whose process died, taking its handles out of the totals.
+    /// Frees the slot of a peer whose process died (`pid` as read from the slot), taking its
+    /// handles out of the totals. The slot is first marked [`RECLAIMING`], so a process that
+    /// takes the slot meanwhile (a child adopting its pending slot) keeps it and its counts.
     fn reclaim(&self, p: &Peer, pid: u32) -> bool {
+        if p.pid
+            .compare_exchange(pid, RECLAIMING, Ordering::AcqRel, Ordering::Relaxed)
+            .is_err()
+        {
+            return false;
+        }
         let st = self.st();
         let senders = p.senders.swap(0, Ordering::SeqCst);
         let receivers = p.receivers.swap(0, Ordering::SeqCst);
@@ -423,9 +501,11 @@ impl Ring {
         sub(&st.config.senders, senders);
         sub(&st.config.receivers, receivers);
         p.start.store(0, Ordering::Relaxed);
-        p.pid
-            .compare_exchange(pid, 0, Ordering::AcqRel, Ordering::Relaxed)
-            .is_ok()
+        // Another reclaimer may have finished the same slot and someone taken it since.
+        let _ = p
+            .pid
+            .compare_exchange(RECLAIMING, 0, Ordering::AcqRel, Ordering::Relaxed);
+        true
     }
 
     /// Probes every attached process (but us) and reclaims the dead; returns whether any was.
@@ -434,11 +514,12 @@ impl Ring {
         let mut freed = false;
         for p in &self.st().peers {
             let pid = p.pid.load(Ordering::Acquire);
-            if pid == 0 || pid == me.tid {
+            if pid == 0 || pid == me.tid || pid == PENDING | me.tid {
                 continue;
             }
+            // A pending slot lives as long as the process that is forking.
             let who = ThreadId {
-                tid: pid,
+                tid: pid & !PENDING,
                 start: p.start.load(Ordering::Relaxed),
             };
             // `start` is either 0 (then the probe checks existence only) or the peer's real
@@ -451,6 +532,95 @@ impl Ring {
             self.wake_all();
         }
         freed
+    }
+
+    /// Just before a `fork`: takes a free peer slot for the coming child, in the name of this
+    /// process (see [`Peer`]). Counts go in with [`count_for_child`](Self::count_for_child).
+    /// `None` if every slot is taken by a live process.
+    pub(crate) fn reserve_for_child(&self) -> Option<ChildSlot> {
+        let me = sys::current_process();
+        for _ in 0..2 {
+            for (i, p) in self.st().peers.iter().enumerate() {
+                if p.pid
+                    .compare_exchange(0, PENDING | me.tid, Ordering::AcqRel, Ordering::Relaxed)
+                    .is_ok()
+                {
+                    p.start.store(me.start, Ordering::Release);
+                    return Some(ChildSlot {
+                        index: i,
+                        parent: me,
+                    });
+                }
+            }
+            if !self.reclaim_dead_peers() {
+                break;
+            }
+        }
+        None
+    }
+
+    /// Counts one handle of `role` in the child's slot.
+    pub(crate) fn count_for_child(&self, slot: ChildSlot, role: Role) {
+        let st = self.st();
+        let peer = &st.peers[slot.index];
+        if role.send {
+            peer.senders.fetch_add(1, Ordering::SeqCst);
+            st.config.senders.fetch_add(1, Ordering::SeqCst);
+        }
+        if role.recv {
+            peer.receivers.fetch_add(1, Ordering::SeqCst);
+            st.config.receivers.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    /// In the parent right after the `fork`: names the child in its slot, so that its death
+    /// frees the counts (`Some(pid)`), or frees them now when the fork made no child or the
+    /// child is gone already (`None`).
+    pub(crate) fn settle_child_slot(&self, slot: ChildSlot, child: Option<u32>) {
+        let peer = &self.st().peers[slot.index];
+        let pending = PENDING | slot.parent.tid;
+        match child {
+            Some(pid) => {
+                // The child may have claimed the slot already, with its own start time; if
+                // not, the slot holds our start time, which must not be taken for the child's.
+                let _ = peer.start.compare_exchange(
+                    slot.parent.start,
+                    0,
+                    Ordering::AcqRel,
+                    Ordering::Relaxed,
+                );
+                let _ =
+                    peer.pid
+                        .compare_exchange(pending, pid, Ordering::AcqRel, Ordering::Relaxed);
+            }
+            None => {
+                if peer.pid.load(Ordering::Acquire) == pending && self.reclaim(peer, pending) {
+                    self.wake_all();
+                }
+            }
+        }
+    }
+
+    /// In the child right after the `fork`: takes over the slot its parent filled for it.
+    /// `false` if the slot is no longer ours (the parent died and someone reclaimed it): then
+    /// the inherited handles must attach anew.
+    pub(crate) fn adopt_child_slot(&self, slot: ChildSlot) -> bool {
+        let me = sys::current_process();
+        let peer = &self.st().peers[slot.index];
+        let pending = PENDING | slot.parent.tid;
+        // While the slot names us, its start time must be 0 or ours, never the parent's: a
+        // prober would take that for a reused pid and free our counts.
+        let _ =
+            peer.start
+                .compare_exchange(slot.parent.start, 0, Ordering::AcqRel, Ordering::Relaxed);
+        let ours = peer
+            .pid
+            .compare_exchange(pending, me.tid, Ordering::AcqRel, Ordering::Acquire)
+            .map_or_else(|now| now == me.tid, |_| true);
+        if ours {
+            peer.start.store(me.start, Ordering::Release);
+        }
+        ours
     }
 
     /// Whether some handle that can send (or receive, for `send == false`) is attached. With
@@ -500,17 +670,25 @@ impl Ring {
             if how == Acquired::OwnerDied {
                 st.put_side.lock.mark_consistent();
             }
-            // Look at the cached head first: it never runs ahead of the real one, so it can only
-            // make us think the ring fuller than it is; re-read the real head only then.
-            let mut observed_head = st.put_side.cached.load(Ordering::Relaxed);
-            let mut slot = self.reserve(observed_head, len);
-            if slot.is_none() {
+            let tail = st.tail.pos.load(Ordering::Relaxed);
+            if unpack(tail).1 % RECORD_HEADER != 0 {
+                // Records start 8-aligned: this tail was scribbled on, and would make us write
+                // a header through a misaligned pointer.
+                // SAFETY: we hold the put lock.
+                unsafe { st.put_side.lock.release() };
+                return Err(PutFail::Corrupted("ring positions"));
+            }
+            // Look at our copy of the head first: it never runs ahead of the real one, so it
+            // can only make us think the ring fuller than it is; re-read the real head only then.
+            let cached = self.put_cache.get(tail);
+            let mut observed_head = cached.unwrap_or_else(|| st.head.pos.load(Ordering::Acquire));
+            let mut slot = self.reserve(tail, observed_head, len);
+            if slot.is_none() && cached.is_some() {
                 observed_head = st.head.pos.load(Ordering::Acquire);
-                st.put_side.cached.store(observed_head, Ordering::Relaxed);
-                slot = self.reserve(observed_head, len);
+                slot = self.reserve(tail, observed_head, len);
             }
             if let Some(slot) = slot {
-                let (tail, off, total) = slot;
+                let (off, total) = slot;
                 // SAFETY: `reserve` checked that [off, off + record) is free space inside the data
                 // region, which only we (holding the put lock) write until we publish it.
                 let buf = unsafe {
@@ -520,10 +698,9 @@ impl Ring {
                 // SAFETY: the header word is inside the reserved, 8-aligned record.
                 unsafe { AtomicU32::from_ptr(self.at(off).cast()) }.store(len, Ordering::Relaxed);
                 let (tm, tp) = unpack(tail);
-                st.tail.pos.store(
-                    pack(tm.wrapping_add(1), tp.wrapping_add(total)),
-                    Ordering::Release,
-                );
+                let new_tail = pack(tm.wrapping_add(1), tp.wrapping_add(total));
+                self.put_cache.set(new_tail, observed_head);
+                st.tail.pos.store(new_tail, Ordering::Release);
                 // SAFETY: we hold the put lock.
                 unsafe { st.put_side.lock.release() };
                 // The unlock orders the tail store against a consumer's sleeper announcement
@@ -534,6 +711,7 @@ impl Ring {
                 }
                 return Ok(());
             }
+            self.put_cache.set(tail, observed_head);
             // SAFETY: we hold the put lock.
             unsafe { st.put_side.lock.release() };
             // Full: wait for a consumer to free space.
@@ -568,12 +746,12 @@ impl Ring {
         }
     }
 
-    /// With the put lock held: finds room for a record of `len` payload bytes. Writes a wrap
-    /// marker if the record must start at offset 0. Returns (tail, offset, bytes to advance).
-    fn reserve(&self, head: u64, len: u32) -> Option<(u64, u32, u32)> {
-        let st = self.st();
-        let tail = st.tail.pos.load(Ordering::Relaxed);
+    /// With the put lock held, `tail` read under it and 8-aligned: finds room for a record of
+    /// `len` payload bytes. Writes a wrap marker if the record must start at offset 0. Returns
+    /// (offset, bytes to advance).
+    fn reserve(&self, tail: u64, head: u64, len: u32) -> Option<(u32, u32)> {
         let (tm, tp) = unpack(tail);
+        debug_assert_eq!(tp % RECORD_HEADER, 0);
         let (hm, hp) = unpack(head);
         let used = tp.wrapping_sub(hp);
         if used > self.cap || tm.wrapping_sub(hm) >= self.max_messages {
@@ -584,7 +762,7 @@ impl Ring {
         let off = tp & (self.cap - 1);
         let to_end = self.cap - off;
         if rec <= to_end {
-            return (rec <= free).then_some((tail, off, rec));
+            return (rec <= free).then_some((off, rec));
         }
         // Skip the end of the region: the record goes to offset 0.
         if to_end + rec > free {
@@ -592,7 +770,7 @@ impl Ring {
         }
         // SAFETY: [off, cap) is free space (to_end <= free); the header word is 8-aligned.
         unsafe { AtomicU32::from_ptr(self.at(off).cast()) }.store(WRAP, Ordering::Relaxed);
-        Some((tail, 0, to_end + rec))
+        Some((0, to_end + rec))
     }
 
     // ------------------------------------------------------------------------------------
@@ -654,15 +832,16 @@ impl Ring {
         }
     }
 
-    /// The tail to test for emptiness: the get side's cached copy if it shows messages (no
-    /// cache miss on the producer's line), else the real tail.
+    /// The tail to test for emptiness: our copy if it shows messages (no cache miss on the
+    /// producer's line), else the real tail. Read without the get lock, the copy is only a hint
+    /// (`take` checks again under the lock); the real tail is read whenever it says empty.
     fn tail_for_reading(&self) -> u64 {
         let st = self.st();
-        let cached = st.get_side.cached.load(Ordering::Acquire);
-        if !self.is_empty_at(cached) {
-            return cached;
+        let head = st.head.pos.load(Ordering::Acquire);
+        match self.get_cache.get(head) {
+            Some(cached) if unpack(cached).0 != unpack(head).0 => cached,
+            _ => st.tail.pos.load(Ordering::Acquire),
         }
-        st.tail.pos.load(Ordering::Acquire)
     }
 
     /// After a successful get: spin longer next time if spinning paid off, shorter if we
@@ -757,15 +936,23 @@ impl Ring {
     ) -> Option<Result<R, GetFail>> {
         let st = self.st();
         let head = st.head.pos.load(Ordering::Relaxed);
-        let mut tail = st.get_side.cached.load(Ordering::Relaxed);
-        if unpack(head).0 == unpack(tail).0 {
-            tail = st.tail.pos.load(Ordering::Acquire);
-            st.get_side.cached.store(tail, Ordering::Relaxed);
-        }
+        let tail = match self.get_cache.get(head) {
+            Some(cached) if unpack(cached).0 != unpack(head).0 => cached,
+            _ => {
+                let tail = st.tail.pos.load(Ordering::Acquire);
+                self.get_cache.set(head, tail);
+                tail
+            }
+        };
         let (hm, mut hp) = unpack(head);
         let (tm, tp) = unpack(tail);
         if hm == tm {
             return None;
+        }
+        if hp % RECORD_HEADER != 0 || tp % RECORD_HEADER != 0 {
+            // Records start 8-aligned: a scribbled position, which would make us read a header
+            // through a misaligned pointer.
+            return Some(Err(GetFail::Corrupted("ring positions")));
         }
         let mut avail = tp.wrapping_sub(hp);
         if avail > self.cap {
@@ -801,10 +988,9 @@ impl Ring {
         let payload =
             unsafe { std::slice::from_raw_parts(self.at(off + RECORD_HEADER), len as usize) };
         let r = (read.take().expect("read once"))(payload);
-        let next = hp.wrapping_add(record_len(len));
-        st.head
-            .pos
-            .store(pack(hm.wrapping_add(1), next), Ordering::Release);
+        let next = pack(hm.wrapping_add(1), hp.wrapping_add(record_len(len)));
+        self.get_cache.set(next, tail);
+        st.head.pos.store(next, Ordering::Release);
         Some(Ok(r))
     }
 
@@ -861,5 +1047,128 @@ impl Ring {
     pub(crate) fn unfinished(&self) -> u32 {
         self.published()
             .wrapping_sub(self.st().tasks.done.load(Ordering::SeqCst))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! A hostile peer: bytes written straight into a live queue's shared state.
+    use super::*;
+    use crate::{GetError, PutError, Queue};
+
+    type Pair = (crate::Sender<u64>, crate::Receiver<u64>);
+
+    fn queue(messages: usize) -> Pair {
+        Queue::<u64>::builder()
+            .anonymous()
+            .capacity(messages)
+            .max_bytes(1024)
+            .create()
+            .unwrap()
+            .split()
+            .unwrap()
+    }
+
+    /// The shared word at byte `offset` of the ring state, as a peer sees it.
+    fn word(ring: &Ring, offset: usize) -> &AtomicU64 {
+        assert!(offset % 8 == 0 && offset + 8 <= STATE_LEN);
+        let at = ring.state.as_ptr().cast::<u8>().wrapping_add(offset);
+        // SAFETY: `offset` is an 8-aligned offset inside the RingState, which is all atomics
+        // and lives as long as `ring`.
+        unsafe { &*at.cast::<AtomicU64>() }
+    }
+
+    /// Issue 8, bug 2: an odd tail made a put store its record header through a misaligned
+    /// pointer, up to 3 bytes past the end of the data region.
+    #[test]
+    fn misaligned_tail_is_corrupted() {
+        let (tx, _rx) = queue(8);
+        let ring = tx.ring();
+        let near_end = ring.cap - 3;
+        ring.st()
+            .tail
+            .pos
+            .store(pack(0, near_end), Ordering::Relaxed);
+        ring.st()
+            .head
+            .pos
+            .store(pack(0, near_end), Ordering::Relaxed);
+        assert!(matches!(tx.try_put(7), Err(PutError::Corrupted(7, _))));
+        assert!(matches!(
+            tx.put_timeout(7, Duration::from_millis(10)),
+            Err(PutError::Corrupted(7, _))
+        ));
+    }
+
+    /// Issue 8, bug 2: an odd head made a get read a header through a misaligned pointer
+    /// before it reported `Corrupted`.
+    #[test]
+    fn misaligned_head_is_corrupted() {
+        let (tx, rx) = queue(8);
+        tx.put(1).unwrap();
+        let ring = tx.ring();
+        ring.st().head.pos.store(pack(0, 4), Ordering::Relaxed);
+        ring.st().tail.pos.store(pack(1, 4 + 16), Ordering::Relaxed);
+        assert!(matches!(rx.try_get(), Err(GetError::Corrupted(_))));
+    }
+
+    /// Issue 8, bug 3: the cached copies of the other side's position lived in shared memory,
+    /// where a peer could make them lead the real position: puts then overwrote unread
+    /// messages and returned `Ok`. Every word of both side lines but the lock words is
+    /// scribbled; the queue must still give back exactly what went in.
+    #[test]
+    fn scribbled_side_lines_lose_no_message() {
+        let (tx, rx) = queue(4);
+        let ring = tx.ring();
+        let lock_words = size_of::<RawLock>();
+        let scribble = |ring: &Ring| {
+            // Where the other side's position might be kept: the tail (a head that says "all
+            // read") and a tail three messages ahead (stale bytes to read).
+            let tail = ring.st().tail.pos.load(Ordering::Relaxed);
+            let (tm, tp) = unpack(tail);
+            let lead = pack(tm.wrapping_add(3), tp.wrapping_add(48));
+            for side in [&ring.st().put_side, &ring.st().get_side] {
+                let base = side as *const SideLine as usize - ring.state.as_ptr() as usize;
+                for off in (base + lock_words..base + size_of::<SideLine>()).step_by(8) {
+                    let v = if off % 16 == 0 { tail } else { lead };
+                    word(ring, off).store(v, Ordering::Relaxed);
+                }
+            }
+        };
+        for round in 0..20u64 {
+            scribble(ring);
+            let mut put = 0;
+            while tx.try_put(round * 100 + put).is_ok() {
+                put += 1;
+                scribble(ring);
+                assert!(put <= 4, "more messages accepted than the queue holds");
+            }
+            assert_eq!(put, 4);
+            for i in 0..4 {
+                scribble(ring);
+                assert_eq!(rx.try_get(), Ok(round * 100 + i));
+            }
+            assert_eq!(rx.try_get(), Err(GetError::Empty));
+        }
+    }
+
+    /// Issue 8, bug 4: cloning a handle attached a new registration, and panicked when the
+    /// peer table was full or overwritten.
+    #[test]
+    fn clone_with_a_scribbled_peer_table_does_not_panic() {
+        let (tx, rx) = queue(4);
+        let ring = tx.ring();
+        for p in &ring.st().peers {
+            // Process 1 (init) is always alive, so nothing can be reclaimed.
+            p.pid.store(1, Ordering::Relaxed);
+            p.start.store(0, Ordering::Relaxed);
+        }
+        let tx2 = tx.clone();
+        let rx2 = rx.clone();
+        tx2.put(5).unwrap();
+        assert_eq!(rx2.get_timeout(Duration::from_secs(5)), Ok(5));
+        drop((tx2, rx2));
+        tx.put(6).unwrap();
+        assert_eq!(rx.get_timeout(Duration::from_secs(5)), Ok(6));
     }
 }

@@ -19,7 +19,7 @@ pub(crate) use mem::{
 };
 pub(crate) use proc::{
     Liveness, ThreadId, current_pid, current_process, current_thread, on_fork, probe_thread,
-    random_u64,
+    random_u64, thread_children,
 };
 pub(crate) use spawn::{
     Environment, Forked, SIGKILL, SIGTERM, close_inherited, cstring, current_tid, exit_now, fork,

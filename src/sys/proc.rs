@@ -233,6 +233,18 @@ pub(crate) fn random_u64() -> u64 {
     u64::from_ne_bytes(buf)
 }
 
+/// The children of the calling thread, from `/proc/thread-self/children`; `None` if the kernel
+/// does not offer that file (it needs `CONFIG_PROC_CHILDREN`).
+///
+/// # References
+/// - [proc_pid_task(5)](https://man7.org/linux/man-pages/man5/proc_pid_task.5.html)
+pub(crate) fn thread_children() -> Option<Vec<u32>> {
+    let text = std::fs::read_to_string("/proc/thread-self/children").ok()?;
+    text.split_ascii_whitespace()
+        .map(|pid| pid.parse().ok())
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -116,9 +116,47 @@ fn pipe_end_inherited_by_a_child_counts_at_once() -> bool {
     sent && reply == Ok(42) && ok && eof
 }
 
+/// Issue 8, bug 1: a child killed right after `fork`, before its own fork handler ran, left the
+/// counts taken for it in the parent's name, so a receiver whose only other sender went away
+/// never saw `Disconnected`. 200 kills at 0-2 ms after the fork.
+fn child_killed_right_after_fork_leaves_no_phantom_sender() -> bool {
+    const TRIALS: u32 = 200;
+    let mut phantoms = 0;
+    for i in 0..TRIALS {
+        let (tx, rx) = multiproc::Queue::<u64>::new(4).unwrap().split().unwrap();
+        let pids = fork_children(1, |_| {
+            loop {
+                std::thread::sleep(std::time::Duration::from_secs(1));
+            }
+        });
+        let delay = std::time::Duration::from_micros(u64::from(i) * 2_000 / u64::from(TRIALS));
+        if !delay.is_zero() {
+            std::thread::sleep(delay);
+        }
+        // SAFETY: `pids[0]` is our child, not yet reaped.
+        unsafe { libc::kill(pids[0], libc::SIGKILL) };
+        let mut status = 0;
+        // SAFETY: as above; `status` is a valid out-pointer.
+        unsafe { libc::waitpid(pids[0], &mut status, 0) };
+        drop(tx);
+        let got = rx.get_timeout(std::time::Duration::from_secs(2));
+        if got != Err(multiproc::GetError::Disconnected) {
+            phantoms += 1;
+        }
+    }
+    if phantoms > 0 {
+        println!("{phantoms} of {TRIALS} receivers never saw Disconnected");
+    }
+    phantoms == 0
+}
+
 fn main() {
     type Case = (&'static str, fn() -> bool);
-    let tests: [Case; 5] = [
+    let tests: [Case; 6] = [
+        (
+            "child_killed_right_after_fork_leaves_no_phantom_sender",
+            child_killed_right_after_fork_leaves_no_phantom_sender,
+        ),
         (
             "pipe_end_inherited_by_a_child_counts_at_once",
             pipe_end_inherited_by_a_child_counts_at_once,
