@@ -1209,3 +1209,35 @@ fn joinable_queue_producer_killed_inside_put_leaves_no_phantom_task() {
     assert_eq!(q.unfinished_tasks(), 0);
     assert!(q.join_timeout(NOTICE));
 }
+
+/// Issue 8, bug 1, through `Process::fork` from a threaded process: a child killed right after
+/// the fork, before its own fork handler could run, left the counts taken for it in the
+/// parent's name, and the receiver never saw `Disconnected`.
+#[test]
+fn child_forked_and_killed_at_once_leaves_no_phantom_sender() {
+    let _w = watchdog(
+        LIMIT,
+        "child_forked_and_killed_at_once_leaves_no_phantom_sender",
+    );
+    for i in 0..100u64 {
+        let (tx, rx) = Queue::<u64>::new(4).unwrap().split().unwrap();
+        let child = multiproc::Process::<()>::fork(|| {
+            loop {
+                std::thread::sleep(Duration::from_secs(1));
+            }
+        })
+        .unwrap();
+        let delay = Duration::from_micros(i * 20);
+        if !delay.is_zero() {
+            std::thread::sleep(delay);
+        }
+        child.kill().unwrap();
+        let _ = child.wait();
+        drop(tx);
+        assert_eq!(
+            rx.get_timeout(Duration::from_secs(5)),
+            Err(GetError::Disconnected),
+            "trial {i}: the killed child still counts as a sender"
+        );
+    }
+}
