@@ -2,6 +2,8 @@
 
 use zerocopy::{FromBytes, Immutable, IntoBytes};
 
+use crate::segment::{Foreign, ForeignMut};
+
 /// Why bytes from the ring did not decode into a `T`.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("message does not decode: {0}")]
@@ -13,11 +15,21 @@ pub struct DecodeError(pub(crate) String);
 pub struct EncodeError(pub(crate) String);
 
 pub(crate) mod sealed {
-    pub trait Sealed {}
+    use super::{DecodeError, EncodeError, Foreign, ForeignMut};
+
+    /// How the ring moves a `T`: never through a reference into shared memory (see the
+    /// policy in `segment::foreign`).
+    pub trait Sealed<T> {
+        /// Writes the encoding of `value` into `dst`, which is exactly `encoded_len(value)`
+        /// bytes; an error if the value encodes to another length this time.
+        fn encode_foreign(value: &T, dst: ForeignMut<'_>) -> Result<(), EncodeError>;
+        /// Decodes a `T` from bytes another process wrote (untrusted).
+        fn decode_foreign(src: Foreign<'_>) -> Result<T, DecodeError>;
+    }
 }
 
 /// A way to turn `T` into message bytes and back. Sealed: [`Plain`] and [`Serde`].
-pub trait Codec<T>: sealed::Sealed {
+pub trait Codec<T>: sealed::Sealed<T> {
     /// Encoded size of `value`.
     ///
     /// # Errors
@@ -38,7 +50,31 @@ pub trait Codec<T>: sealed::Sealed {
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Plain;
 
-impl sealed::Sealed for Plain {}
+impl<T: FromBytes + IntoBytes + Immutable> sealed::Sealed<T> for Plain {
+    #[inline]
+    fn encode_foreign(value: &T, mut dst: ForeignMut<'_>) -> Result<(), EncodeError> {
+        if dst.write_at(0, value.as_bytes()) && dst.len() == size_of::<T>() {
+            Ok(())
+        } else {
+            Err(EncodeError(format!(
+                "{} bytes of room for a {}-byte plain value",
+                dst.len(),
+                size_of::<T>()
+            )))
+        }
+    }
+
+    #[inline]
+    fn decode_foreign(src: Foreign<'_>) -> Result<T, DecodeError> {
+        src.read().ok_or_else(|| {
+            DecodeError(format!(
+                "{} bytes for a {}-byte plain value",
+                src.len(),
+                size_of::<T>()
+            ))
+        })
+    }
+}
 
 impl<T: FromBytes + IntoBytes + Immutable> Codec<T> for Plain {
     #[inline]
@@ -69,7 +105,51 @@ impl<T: FromBytes + IntoBytes + Immutable> Codec<T> for Plain {
 pub struct Serde;
 
 #[cfg(feature = "serde")]
-impl sealed::Sealed for Serde {}
+impl<T: serde::Serialize + serde::de::DeserializeOwned> sealed::Sealed<T> for Serde {
+    fn encode_foreign(value: &T, dst: ForeignMut<'_>) -> Result<(), EncodeError> {
+        postcard::serialize_with_flavor(value, RingWriter { dst, pos: 0 })
+            .map_err(|e| EncodeError(e.to_string()))
+    }
+
+    fn decode_foreign(src: Foreign<'_>) -> Result<T, DecodeError> {
+        // Decoders branch on what they read: they get a private copy (segment::foreign).
+        src.with_copy(|bytes| postcard::from_bytes(bytes).map_err(|e| DecodeError(e.to_string())))
+    }
+}
+
+/// postcard output straight into reserved ring bytes, through copies (no reference into the
+/// shared memory).
+#[cfg(feature = "serde")]
+struct RingWriter<'a> {
+    dst: ForeignMut<'a>,
+    pos: usize,
+}
+
+#[cfg(feature = "serde")]
+impl postcard::ser_flavors::Flavor for RingWriter<'_> {
+    type Output = ();
+
+    fn try_extend(&mut self, data: &[u8]) -> postcard::Result<()> {
+        if !self.dst.write_at(self.pos, data) {
+            return Err(postcard::Error::SerializeBufferFull);
+        }
+        self.pos += data.len();
+        Ok(())
+    }
+
+    fn try_push(&mut self, data: u8) -> postcard::Result<()> {
+        self.try_extend(&[data])
+    }
+
+    fn finalize(self) -> postcard::Result<()> {
+        // A value that encodes shorter the second time would leave stale bytes behind.
+        if self.pos == self.dst.len() {
+            Ok(())
+        } else {
+            Err(postcard::Error::SerializeBufferFull)
+        }
+    }
+}
 
 #[cfg(feature = "serde")]
 impl<T: serde::Serialize + serde::de::DeserializeOwned> Codec<T> for Serde {

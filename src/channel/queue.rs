@@ -249,7 +249,7 @@ fn put_error<T>(f: PutFail, v: T) -> PutError<T> {
         PutFail::Full => PutError::Full(v),
         PutFail::Disconnected => PutError::Disconnected(v),
         PutFail::Closed => PutError::Closed(v),
-        PutFail::TooBig => PutError::TooLarge(v),
+        PutFail::TooBig | PutFail::Encode => PutError::TooLarge(v),
         PutFail::Corrupted(what) => PutError::Corrupted(v, what),
     }
 }
@@ -319,10 +319,9 @@ impl Endpoint {
         let Ok(len) = C::encoded_len(&value) else {
             return Err(PutError::TooLarge(value));
         };
-        match self
-            .ring()
-            .put_with(len, deadline, |buf| C::encode(&value, buf))
-        {
+        match self.ring().put_with(len, deadline, |room| {
+            C::encode_foreign(&value, room).is_ok()
+        }) {
             Ok(()) => Ok(()),
             Err(f) => Err(put_error(f, value)),
         }
@@ -335,13 +334,13 @@ impl Endpoint {
     ) -> Result<(), PutError<()>> {
         self.ensure_attached();
         self.ring()
-            .put_with(bytes.len(), deadline, |buf| buf.copy_from_slice(bytes))
+            .put_with(bytes.len(), deadline, |mut room| room.write_at(0, bytes))
             .map_err(|f| put_error(f, ()))
     }
 
     pub(crate) fn get<T, C: Codec<T>>(&self, deadline: Option<Instant>) -> Result<T, GetError> {
         self.ensure_attached();
-        match self.ring().get_with(deadline, None, C::decode) {
+        match self.ring().get_with(deadline, None, C::decode_foreign) {
             Ok(Ok(v)) => Ok(v),
             Ok(Err(e)) => Err(GetError::Decode(e)),
             Err(f) => Err(get_error(f)),
@@ -351,7 +350,7 @@ impl Endpoint {
     pub(crate) fn get_bytes(&self, deadline: Option<Instant>) -> Result<Vec<u8>, GetError> {
         self.ensure_attached();
         self.ring()
-            .get_with(deadline, None, <[u8]>::to_vec)
+            .get_with(deadline, None, |m| m.to_vec())
             .map_err(get_error)
     }
 
@@ -363,7 +362,7 @@ impl Endpoint {
         self.ensure_attached();
         self.ring()
             .get_with(deadline, Some(buf.len()), |m| {
-                buf[..m.len()].copy_from_slice(m);
+                m.copy_to(&mut buf[..m.len()]);
                 m.len()
             })
             .map_err(get_error)

@@ -7,10 +7,11 @@
 //! caches it, so every data offset `pos & (capacity - 1)` plus a length checked against
 //! `capacity - offset` stays inside the mapping, which lives as long as the `Ring`.
 //!
-//! References into the data region are formed only for bytes that no cooperating process
-//! writes meanwhile: a producer writes only between `tail` and `head + capacity` while holding
-//! the put lock, and a consumer reads only between `head` and `tail` while holding the get lock;
-//! both regions are disjoint from each other by the protocol below.
+//! No reference into the data region is ever formed: payloads are copied in and out through
+//! `segment::foreign`, whose note gives the policy. Cooperating processes never race on a
+//! payload: a producer writes only between `tail` and `head + capacity` while holding the put
+//! lock, and a consumer reads only between `head` and `tail` while holding the get lock; both
+//! regions are disjoint from each other by the protocol below.
 //!
 //! # Protocol
 //!
@@ -42,7 +43,7 @@ use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::error::OpenError;
-use crate::segment::Segment;
+use crate::segment::{Foreign, ForeignMut, Segment};
 use crate::sync::raw_lock::{Acquired, RawLock};
 use crate::sync::wait::{Backoff, Prober, remaining};
 use crate::sys::{self, Liveness, ThreadId};
@@ -215,6 +216,8 @@ pub(crate) enum PutFail {
     TooBig,
     /// The ring's positions were scribbled on; nothing can be written safely.
     Corrupted(&'static str),
+    /// The writer could not fill the record (the value encoded to another length).
+    Encode,
 }
 
 /// Why a get returned nothing.
@@ -643,12 +646,13 @@ impl Ring {
     // Putting
 
     /// Puts one record of `len` payload bytes, filled by `write`, waiting until `deadline`
-    /// (`Some(now)` for a try, `None` forever).
+    /// (`Some(now)` for a try, `None` forever). `write` fills the bytes through copies (see
+    /// `segment::foreign`); if it fails, nothing is published.
     pub(crate) fn put_with(
         &self,
         len: usize,
         deadline: Option<Instant>,
-        write: impl FnOnce(&mut [u8]),
+        write: impl FnOnce(ForeignMut<'_>) -> bool,
     ) -> Result<(), PutFail> {
         if len > self.max_message() {
             return Err(PutFail::TooBig);
@@ -690,11 +694,16 @@ impl Ring {
             if let Some(slot) = slot {
                 let (off, total) = slot;
                 // SAFETY: `reserve` checked that [off, off + record) is free space inside the data
-                // region, which only we (holding the put lock) write until we publish it.
-                let buf = unsafe {
-                    std::slice::from_raw_parts_mut(self.at(off + RECORD_HEADER), len as usize)
-                };
-                write(buf);
+                // region, which only we (holding the put lock) write until we publish it; the
+                // mapping lives as long as `self`.
+                let room = unsafe { ForeignMut::new(self.at(off + RECORD_HEADER), len as usize) };
+                if !write(room) {
+                    // Nothing was published: the bytes are free space again.
+                    self.put_cache.set(tail, observed_head);
+                    // SAFETY: we hold the put lock.
+                    unsafe { st.put_side.lock.release() };
+                    return Err(PutFail::Encode);
+                }
                 // SAFETY: the header word is inside the reserved, 8-aligned record.
                 unsafe { AtomicU32::from_ptr(self.at(off).cast()) }.store(len, Ordering::Relaxed);
                 let (tm, tp) = unpack(tail);
@@ -777,12 +786,13 @@ impl Ring {
     // Getting
 
     /// Takes the record at the head and passes its payload to `read`, waiting until `deadline`.
-    /// With `max`, a payload longer than `max` is left in place and reported.
+    /// With `max`, a payload longer than `max` is left in place and reported. `read` sees the
+    /// payload as [`Foreign`] bytes: it copies them out, never reads them in place.
     pub(crate) fn get_with<R>(
         &self,
         deadline: Option<Instant>,
         max: Option<usize>,
-        read: impl FnOnce(&[u8]) -> R,
+        read: impl FnOnce(Foreign<'_>) -> R,
     ) -> Result<R, GetFail> {
         let st = self.st();
         let mut read = Some(read);
@@ -932,7 +942,7 @@ impl Ring {
     fn take<R>(
         &self,
         max: Option<usize>,
-        read: &mut Option<impl FnOnce(&[u8]) -> R>,
+        read: &mut Option<impl FnOnce(Foreign<'_>) -> R>,
     ) -> Option<Result<R, GetFail>> {
         let st = self.st();
         let head = st.head.pos.load(Ordering::Relaxed);
@@ -983,10 +993,9 @@ impl Ring {
                 return Some(Err(GetFail::BufferTooSmall(len as usize)));
             }
         }
-        // SAFETY: [off + 8, off + 8 + len) lies inside the region (checked) and inside the
-        // published part [head, tail), which no cooperating process writes until we move head.
-        let payload =
-            unsafe { std::slice::from_raw_parts(self.at(off + RECORD_HEADER), len as usize) };
+        // SAFETY: [off + 8, off + 8 + len) lies inside the region (checked), in the mapping that
+        // lives as long as `self`.
+        let payload = unsafe { Foreign::new(self.at(off + RECORD_HEADER), len as usize) };
         let r = (read.take().expect("read once"))(payload);
         let next = pack(hm.wrapping_add(1), hp.wrapping_add(record_len(len)));
         self.get_cache.set(next, tail);

@@ -16,9 +16,11 @@
 //! mapping spans `HEADER_LEN + payload_len` bytes before any pointer into it is handed out, so
 //! `payload()` is valid for `payload_len()` bytes while the `Segment` lives.
 
+mod foreign;
 mod handle;
 mod header;
 
+pub(crate) use foreign::{Foreign, ForeignMut};
 pub(crate) use handle::Location;
 pub use handle::{Handle, ParseHandleError};
 #[cfg(feature = "serde")]
