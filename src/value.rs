@@ -13,26 +13,31 @@
 //! the result a mix of old and new bytes, never undefined behaviour.
 //!
 //! References (`&T`, `&[T]`, `&mut T`) into the segment are handed out only when they are sound:
-//! - through a lock guard, because every access to a `Value`/`Array`'s elements in every
-//!   process goes through the same lock (the segment's type tag keeps `Raw*` handles away);
-//! - for `T: ShmAtomic`, whose every access is itself atomic.
+//! - by a `Value`/`Array` only through its lock guard, because every access to its elements in
+//!   every process goes through that lock: `get`, `set` and `to_vec` hold it for the copy, and
+//!   nothing hands out a reference without it (the segment's type tag keeps `Raw*` handles away).
+//!   So the guard's `&mut T` is the only reference to the element while it lives;
+//! - by a `RawValue`/`RawArray` only for `T: ShmAtomic`, whose every access is itself atomic;
+//!   their copies use atomics of the element's own width, so they never race with a
+//!   reference's accesses at another size.
 
 use std::fmt;
 use std::marker::PhantomData;
 use std::mem::MaybeUninit;
 use std::ops::{Deref, DerefMut};
 use std::ptr::NonNull;
-use std::sync::atomic::{self, AtomicU8, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{self, AtomicU8, AtomicU16, AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
 
 use zerocopy::{FromBytes, IntoBytes};
 
 use crate::error::OpenError;
 use crate::segment::{Segment, kind};
+use crate::sync::fixed::AtomicState;
 use crate::sync::lock::{
     LockResult, NotSend, RecoverableGuard, TryLockResult, lock_result, private, try_lock_result,
 };
-use crate::sync::object::{Builder, expect_payload, sealed};
+use crate::sync::object::{Builder, FreshPayload, expect_payload, sealed};
 use crate::sync::raw_lock::RawLock;
 use crate::sync::wait::deadline_after;
 
@@ -76,12 +81,15 @@ shm_atomic!(
 // SAFETY: an array of ShmAtomic elements is accessed element-wise, each access atomic.
 unsafe impl<T: ShmAtomic, const N: usize> ShmAtomic for [T; N] {}
 
-/// The widest atomic unit (8, 4 or 1 bytes) that divides `T`'s size and alignment.
+/// The widest atomic unit (8, 4, 2 or 1 bytes) that divides `T`'s size and alignment. For a
+/// `ShmAtomic` type that is the width of its atomics, so a copy never mixes sizes with them.
 const fn unit_of<T>() -> usize {
     if align_of::<T>() >= 8 && size_of::<T>() % 8 == 0 {
         8
     } else if align_of::<T>() >= 4 && size_of::<T>() % 4 == 0 {
         4
+    } else if align_of::<T>() >= 2 && size_of::<T>() % 2 == 0 {
+        2
     } else {
         1
     }
@@ -104,6 +112,12 @@ unsafe fn load_unit(src: *const u8, dst: *mut u8, unit: usize) {
             let v = unsafe { AtomicU32::from_ptr(src.cast_mut().cast()) }.load(Ordering::Relaxed);
             // SAFETY: `dst` is valid for 4 bytes (contract).
             unsafe { dst.cast::<u32>().write_unaligned(v) };
+        }
+        2 => {
+            // SAFETY: valid and 2-aligned (contract).
+            let v = unsafe { AtomicU16::from_ptr(src.cast_mut().cast()) }.load(Ordering::Relaxed);
+            // SAFETY: `dst` is valid for 2 bytes (contract).
+            unsafe { dst.cast::<u16>().write_unaligned(v) };
         }
         _ => {
             // SAFETY: valid for 1 byte (contract); any address is aligned for AtomicU8.
@@ -131,6 +145,12 @@ unsafe fn store_unit(src: *const u8, dst: *mut u8, unit: usize) {
             let v = unsafe { src.cast::<u32>().read_unaligned() };
             // SAFETY: valid and 4-aligned (contract).
             unsafe { AtomicU32::from_ptr(dst.cast()) }.store(v, Ordering::Relaxed);
+        }
+        2 => {
+            // SAFETY: `src` is valid for 2 bytes (contract).
+            let v = unsafe { src.cast::<u16>().read_unaligned() };
+            // SAFETY: valid and 2-aligned (contract).
+            unsafe { AtomicU16::from_ptr(dst.cast()) }.store(v, Ordering::Relaxed);
         }
         _ => {
             // SAFETY: `src` is valid for 1 byte (contract).
@@ -164,7 +184,7 @@ unsafe fn atomic_load<T: ShmSafe>(src: NonNull<T>) -> T {
 ///
 /// # Safety
 /// - `dst` is valid for writes of `size_of::<T>()` bytes and aligned for `T`.
-unsafe fn atomic_store<T: ShmSafe>(dst: NonNull<T>, value: &T) {
+unsafe fn atomic_store<T: ShmSafe>(dst: NonNull<T>, value: T) {
     let src = bytes_of(value);
     let d = dst.as_ptr().cast::<u8>();
     let unit = unit_of::<T>();
@@ -175,18 +195,15 @@ unsafe fn atomic_store<T: ShmSafe>(dst: NonNull<T>, value: &T) {
     }
 }
 
-/// The bytes of a value in local memory. zerocopy's `as_bytes` also wants `Immutable`, which
-/// atomics are not; we only read `value` while we hold the sole reference to it.
-fn bytes_of<T: ShmSafe>(value: &T) -> Vec<u8> {
+/// The bytes of a value. zerocopy's `as_bytes` also wants `Immutable`, which atomics are not;
+/// taking `value` by value makes this frame its only owner, so nothing writes it during the copy.
+fn bytes_of<T: ShmSafe>(value: T) -> Vec<u8> {
     let mut out = vec![0u8; size_of::<T>()];
-    // SAFETY: `value` is a live T in this thread's memory; T: IntoBytes has no padding, so every
-    // byte is initialised; `out` has exactly size_of::<T>() bytes; the two do not overlap.
+    // SAFETY: `value` is a live T owned by this frame, so no other thread or process can write
+    // it meanwhile; T: IntoBytes has no padding, so every byte is initialised; `out` has exactly
+    // size_of::<T>() bytes; the two do not overlap.
     unsafe {
-        std::ptr::copy_nonoverlapping(
-            (value as *const T).cast::<u8>(),
-            out.as_mut_ptr(),
-            out.len(),
-        )
+        std::ptr::copy_nonoverlapping((&raw const value).cast::<u8>(), out.as_mut_ptr(), out.len())
     };
     out
 }
@@ -203,6 +220,9 @@ struct CellsState {
 }
 const STATE_LEN: usize = 64;
 const _: () = assert!(size_of::<CellsState>() == STATE_LEN);
+
+// SAFETY: #[repr(C)] struct of atomics (RawLock is one too), alignment 8.
+unsafe impl AtomicState for CellsState {}
 
 /// Creation parameters: the element count and, optionally, the initial bytes.
 #[derive(Clone, Debug, Default)]
@@ -238,19 +258,15 @@ impl<T: ShmSafe> Cells<T> {
             .expect("array too large")
     }
 
-    fn init(payload: NonNull<u8>, config: &CellsConfig) {
-        // SAFETY: the zeroed payload starts with a CellsState (payload_len >= STATE_LEN).
-        let st = unsafe { payload.cast::<CellsState>().as_ref() };
+    fn init(mut payload: FreshPayload<'_>, config: &CellsConfig) {
+        let st = payload.state::<CellsState>();
         st.elem_size.store(size_of::<T>() as u32, Ordering::Relaxed);
         st.elem_align
             .store(align_of::<T>() as u32, Ordering::Relaxed);
         st.len.store(config.len as u64, Ordering::Relaxed);
         if let Some(bytes) = &config.init {
-            let n = bytes.len().min(config.len * size_of::<T>());
-            let dst = payload.as_ptr().wrapping_add(STATE_LEN);
-            // SAFETY: the payload has len * size_of::<T>() bytes after STATE_LEN, n is at most
-            // that, and nobody else can see a segment being created.
-            unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), dst, n) };
+            let n = bytes.len().min(payload.len() - STATE_LEN);
+            payload.write(STATE_LEN, &bytes[..n]);
         }
     }
 
@@ -313,7 +329,7 @@ impl<T: ShmSafe> Cells<T> {
         unsafe { atomic_load(self.ptr(i)) }
     }
 
-    fn store(&self, i: usize, v: &T) {
+    fn store(&self, i: usize, v: T) {
         // SAFETY: as in `load`.
         unsafe { atomic_store(self.ptr(i), v) }
     }
@@ -346,7 +362,7 @@ macro_rules! cells_object {
                 Cells::<T>::payload_len(config.len)
             }
 
-            fn init(payload: NonNull<u8>, config: &CellsConfig) {
+            fn init(payload: FreshPayload<'_>, config: &CellsConfig) {
                 Cells::<T>::init(payload, config)
             }
 
@@ -394,7 +410,7 @@ macro_rules! value_common {
         impl<T: ShmSafe + Send> Builder<$ty<T>> {
             /// The initial value.
             pub fn value(mut self, value: T) -> Self {
-                self.config.init = Some(bytes_of(&value));
+                self.config.init = Some(bytes_of(value));
                 self
             }
         }
@@ -463,7 +479,9 @@ macro_rules! array_common {
 /// `multiprocessing.Value(typecode, v, lock=True)`.
 ///
 /// [`get`](Self::get) and [`set`](Self::set) take the lock for the copy; [`lock`](Self::lock)
-/// (Python's `get_lock()`) returns a guard that derefs to `T` for read-modify-write.
+/// (Python's `get_lock()`) returns a guard that derefs to `T` for read-modify-write. Every
+/// access goes through the lock, so the guard's `&mut T` is the only reference to the value
+/// while it lives. For atomics used without a lock, use [`RawValue`], which derefs to `&T`.
 ///
 /// # Examples
 /// ```
@@ -488,54 +506,55 @@ impl<T: ShmSafe + Send> Value<T> {
     /// A holder that died mid-update is ignored here: the copy may show its partial write. Use
     /// [`lock`](Self::lock) to see and handle that case.
     pub fn get(&self) -> T {
-        let _g = self.cells.lock().acquire(None);
-        let v = self.cells.load(0);
-        // SAFETY: acquired just above.
-        unsafe { self.cells.lock().release() };
-        v
+        let _held = self.lock_ignoring_death();
+        self.cells.load(0)
     }
 
     /// Replaces the value (under the lock; see [`get`](Self::get) on dead holders).
     pub fn set(&self, value: T) {
-        let _g = self.cells.lock().acquire(None);
-        self.cells.store(0, &value);
-        // SAFETY: acquired just above.
-        unsafe { self.cells.lock().release() };
+        let _held = self.lock_ignoring_death();
+        self.cells.store(0, value);
     }
 
     /// Locks the value (Python's `get_lock()`), waiting as long as it takes.
     #[doc(alias = "get_lock")]
     pub fn lock(&self) -> LockResult<ValueGuard<'_, T>> {
         let how = self.cells.lock().acquire(None).expect("no deadline");
-        lock_result(how, self.guard())
+        // SAFETY: this thread acquired the lock just above.
+        lock_result(how, unsafe { self.guard() })
     }
 
     /// Locks the value if it is free.
     pub fn try_lock(&self) -> TryLockResult<ValueGuard<'_, T>> {
-        try_lock_result(self.cells.lock().try_acquire(), || self.guard())
+        // SAFETY: `try_lock_result` makes the guard only when the acquire succeeded.
+        try_lock_result(self.cells.lock().try_acquire(), || unsafe { self.guard() })
     }
 
     /// Locks the value, waiting at most `timeout`.
     pub fn try_lock_for(&self, timeout: Duration) -> TryLockResult<ValueGuard<'_, T>> {
-        try_lock_result(self.cells.lock().acquire(deadline_after(timeout)), || {
-            self.guard()
-        })
+        let how = self.cells.lock().acquire(deadline_after(timeout));
+        // SAFETY: `try_lock_result` makes the guard only when the acquire succeeded.
+        try_lock_result(how, || unsafe { self.guard() })
     }
 
-    fn guard(&self) -> ValueGuard<'_, T> {
+    /// Locks, ignoring a dead holder; the guard releases the lock even if the caller panics.
+    fn lock_ignoring_death(&self) -> ValueGuard<'_, T> {
+        let _ = self.cells.lock().acquire(None);
+        // SAFETY: this thread acquired the lock just above.
+        unsafe { self.guard() }
+    }
+
+    /// A guard for the lock this thread holds.
+    ///
+    /// # Safety
+    /// - The calling thread holds the value's lock, and the guard takes over that hold: its drop
+    ///   releases it.
+    unsafe fn guard(&self) -> ValueGuard<'_, T> {
         ValueGuard {
             lock: self.cells.lock(),
             data: self.cells.data,
             _marker: PhantomData,
         }
-    }
-
-    /// The value itself, without the lock, for atomics.
-    pub fn as_atomic(&self) -> &T
-    where
-        T: ShmAtomic,
-    {
-        &self.cells.atomics()[0]
     }
 }
 
@@ -605,7 +624,7 @@ impl<T: ShmSafe + Send> RawValue<T> {
 
     /// Replaces the value (not synchronised with other writers).
     pub fn set(&self, value: T) {
-        self.cells.store(0, &value)
+        self.cells.store(0, value)
     }
 }
 
@@ -618,6 +637,10 @@ impl<T: ShmAtomic + Send> Deref for RawValue<T> {
 
 /// A fixed-length array of plain data in shared memory with one lock, like Python's
 /// `multiprocessing.Array(typecode, n, lock=True)`.
+///
+/// [`get`](Self::get), [`set`](Self::set) and [`to_vec`](Self::to_vec) take the lock for the
+/// copy; [`lock`](Self::lock) returns a guard that derefs to `[T]`. As for [`Value`], no
+/// reference to the elements exists without the lock (use [`RawArray`] for lock-free atomics).
 ///
 /// # Examples
 /// ```
@@ -646,11 +669,8 @@ impl<T: ShmSafe + Send> Array<T> {
         if i >= self.cells.len {
             return None;
         }
-        let _ = self.cells.lock().acquire(None);
-        let v = self.cells.load(i);
-        // SAFETY: acquired just above.
-        unsafe { self.cells.lock().release() };
-        Some(v)
+        let _held = self.lock_ignoring_death();
+        Some(self.cells.load(i))
     }
 
     /// Sets element `i` (under the lock).
@@ -663,41 +683,50 @@ impl<T: ShmSafe + Send> Array<T> {
             "index {i} out of range for length {}",
             self.cells.len
         );
-        let _ = self.cells.lock().acquire(None);
-        self.cells.store(i, &value);
-        // SAFETY: acquired just above.
-        unsafe { self.cells.lock().release() };
+        let _held = self.lock_ignoring_death();
+        self.cells.store(i, value);
     }
 
     /// A copy of all elements (under the lock).
     pub fn to_vec(&self) -> Vec<T> {
-        let _ = self.cells.lock().acquire(None);
-        let v = (0..self.cells.len).map(|i| self.cells.load(i)).collect();
-        // SAFETY: acquired just above.
-        unsafe { self.cells.lock().release() };
-        v
+        let _held = self.lock_ignoring_death();
+        (0..self.cells.len).map(|i| self.cells.load(i)).collect()
     }
 
     /// Locks the array (Python's `get_lock()`); the guard derefs to `[T]`.
     #[doc(alias = "get_lock")]
     pub fn lock(&self) -> LockResult<ArrayGuard<'_, T>> {
         let how = self.cells.lock().acquire(None).expect("no deadline");
-        lock_result(how, self.guard())
+        // SAFETY: this thread acquired the lock just above.
+        lock_result(how, unsafe { self.guard() })
     }
 
     /// Locks the array if it is free.
     pub fn try_lock(&self) -> TryLockResult<ArrayGuard<'_, T>> {
-        try_lock_result(self.cells.lock().try_acquire(), || self.guard())
+        // SAFETY: `try_lock_result` makes the guard only when the acquire succeeded.
+        try_lock_result(self.cells.lock().try_acquire(), || unsafe { self.guard() })
     }
 
     /// Locks the array, waiting at most `timeout`.
     pub fn try_lock_for(&self, timeout: Duration) -> TryLockResult<ArrayGuard<'_, T>> {
-        try_lock_result(self.cells.lock().acquire(deadline_after(timeout)), || {
-            self.guard()
-        })
+        let how = self.cells.lock().acquire(deadline_after(timeout));
+        // SAFETY: `try_lock_result` makes the guard only when the acquire succeeded.
+        try_lock_result(how, || unsafe { self.guard() })
     }
 
-    fn guard(&self) -> ArrayGuard<'_, T> {
+    /// Locks, ignoring a dead holder; the guard releases the lock even if the caller panics.
+    fn lock_ignoring_death(&self) -> ArrayGuard<'_, T> {
+        let _ = self.cells.lock().acquire(None);
+        // SAFETY: this thread acquired the lock just above.
+        unsafe { self.guard() }
+    }
+
+    /// A guard for the lock this thread holds.
+    ///
+    /// # Safety
+    /// - The calling thread holds the array's lock, and the guard takes over that hold: its drop
+    ///   releases it.
+    unsafe fn guard(&self) -> ArrayGuard<'_, T> {
         ArrayGuard {
             lock: self.cells.lock(),
             data: self.cells.data,
@@ -767,7 +796,7 @@ impl<T: ShmSafe + Send> RawArray<T> {
     /// # Panics
     /// If `i >= len()`.
     pub fn set(&self, i: usize, value: T) {
-        self.cells.store(i, &value)
+        self.cells.store(i, value)
     }
 
     /// A copy of all elements.

@@ -402,7 +402,7 @@ macro_rules! endpoint_type {
                 Ring::payload_len(Ring::round_capacity(config.bytes))
             }
 
-            fn init(payload: std::ptr::NonNull<u8>, config: &QueueConfig) {
+            fn init(payload: crate::sync::object::FreshPayload<'_>, config: &QueueConfig) {
                 Ring::init(
                     payload,
                     Ring::round_capacity(config.bytes),

@@ -45,7 +45,7 @@ use std::time::{Duration, Instant};
 use crate::error::OpenError;
 use crate::segment::{Foreign, ForeignMut, Segment};
 use crate::sync::raw_lock::{Acquired, RawLock};
-use crate::sync::wait::{Backoff, Prober, remaining};
+use crate::sync::wait::{Backoff, Prober, WaitWord, remaining, sleep_unless, wake_sleepers};
 use crate::sys::{self, Liveness, ThreadId};
 
 /// Most processes that can hold handles of one ring at once.
@@ -137,12 +137,11 @@ struct PosLine {
     _r: [AtomicU64; 7],
 }
 
-/// A futex word that sleepers wait on and wakers bump, with a count of sleepers.
+/// A wait word on a line of its own.
 #[repr(C)]
 #[derive(Debug, Default)]
 struct WaitLine {
-    seq: AtomicU32,
-    sleepers: AtomicU32,
+    word: WaitWord,
     _r: [AtomicU32; 14],
 }
 
@@ -307,10 +306,22 @@ impl Ring {
         b.next_power_of_two() as u32
     }
 
-    /// Initialises a zeroed payload.
-    pub(crate) fn init(payload: NonNull<u8>, capacity: u32, max_messages: u32) {
-        // SAFETY: the zeroed payload starts with a RingState (payload_len >= STATE_LEN).
-        let st = unsafe { payload.cast::<RingState>().as_ref() };
+    /// Initialises the zeroed payload of a new segment.
+    ///
+    /// # Panics
+    /// If the payload is shorter than a `RingState`.
+    pub(crate) fn init(
+        payload: crate::sync::object::FreshPayload<'_>,
+        capacity: u32,
+        max_messages: u32,
+    ) {
+        const { assert!(align_of::<RingState>() <= 64) };
+        assert!(payload.len() >= STATE_LEN, "payload too short for a ring");
+        // SAFETY: `FreshPayload` stands for `payload.len()` zero-filled bytes at a 64-byte
+        // aligned address, valid while it lives; they span a RingState (asserted above), whose
+        // alignment is at most 64 (const assert) and which is all atomics, so zero is a valid
+        // value and a shared reference is sound.
+        let st = unsafe { payload.as_ptr().cast::<RingState>().as_ref() };
         st.config.capacity.store(capacity, Ordering::Relaxed);
         st.config
             .max_messages
@@ -393,12 +404,8 @@ impl Ring {
     /// either we see it or it sees the change. Nobody asleep: no system call.
     fn wake_all(&self) {
         let st = self.st();
-        for w in [&st.data_wait, &st.space_wait] {
-            if w.sleepers.load(Ordering::SeqCst) > 0 {
-                w.seq.fetch_add(1, Ordering::SeqCst);
-                sys::futex_wake_all(&w.seq);
-            }
-        }
+        st.data_wait.word.notify_all();
+        st.space_wait.word.notify_all();
     }
 
     /// Pointer to data offset `off` (already reduced modulo capacity).
@@ -714,10 +721,7 @@ impl Ring {
                 unsafe { st.put_side.lock.release() };
                 // The unlock orders the tail store against a consumer's sleeper announcement
                 // (see `RawLock::handshake`): it sees our tail, or we see it sleeping.
-                if st.data_wait.sleepers.load(Ordering::Acquire) > 0 {
-                    st.data_wait.seq.fetch_add(1, Ordering::SeqCst);
-                    sys::futex_wake(&st.data_wait.seq, 1);
-                }
+                st.data_wait.word.notify(1);
                 return Ok(());
             }
             self.put_cache.set(tail, observed_head);
@@ -736,22 +740,17 @@ impl Ring {
             if !self.any_alive(false, probe) {
                 return Err(PutFail::Disconnected);
             }
-            let seq = st.space_wait.seq.load(Ordering::SeqCst);
-            st.space_wait.sleepers.fetch_add(1, Ordering::SeqCst);
-            st.get_side.lock.handshake();
-            let unchanged = st.head.pos.load(Ordering::Acquire) == observed_head
-                && !self.is_closed()
-                && self.any_alive(false, false);
-            let timeout = prober.sleep_budget(deadline);
-            if unchanged {
-                if let Some(t) = timeout {
-                    let _ = sys::futex_wait(&st.space_wait.seq, seq, Some(t));
-                }
-            }
-            st.space_wait.sleepers.fetch_sub(1, Ordering::SeqCst);
-            if timeout.is_none() {
+            let seen = st.space_wait.word.observe();
+            let Some(timeout) = prober.sleep_budget(deadline) else {
                 return Err(PutFail::Full);
-            }
+            };
+            st.space_wait.word.wait_unless(seen, Some(timeout), || {
+                // Pairs with a consumer's unlock: we see its head, or it sees us asleep.
+                st.get_side.lock.handshake();
+                st.head.pos.load(Ordering::Acquire) != observed_head
+                    || self.is_closed()
+                    || !self.any_alive(false, false)
+            });
         }
     }
 
@@ -812,9 +811,8 @@ impl Ring {
                     Some(r) => {
                         self.adapt_spin(&waiter);
                         // As in a put: the unlock pairs with a producer's handshake.
-                        if r.is_ok() && st.space_wait.sleepers.load(Ordering::Acquire) > 0 {
-                            st.space_wait.seq.fetch_add(1, Ordering::SeqCst);
-                            sys::futex_wake(&st.space_wait.seq, 1);
+                        if r.is_ok() {
+                            st.space_wait.word.notify(1);
                         }
                         return r;
                     }
@@ -907,23 +905,22 @@ impl Ring {
             }
             return Ok(());
         }
-        let seq = st.data_wait.seq.load(Ordering::SeqCst);
-        st.data_wait.sleepers.fetch_add(1, Ordering::SeqCst);
+        let seen = st.data_wait.word.observe();
         waiter.slept = true;
-        st.put_side.lock.handshake();
-        let unchanged = st.tail.pos.load(Ordering::Acquire) == observed_tail
-            && !self.is_closed()
-            && self.any_alive(true, false);
-        let timeout = prober.sleep_budget(deadline);
-        if unchanged {
-            if let Some(t) = timeout {
-                let _ = sys::futex_wait(&st.data_wait.seq, seq, Some(t));
+        // Pairs with a producer's unlock: we see its tail, or it sees us asleep.
+        let moved = || {
+            st.put_side.lock.handshake();
+            st.tail.pos.load(Ordering::Acquire) != observed_tail
+                || self.is_closed()
+                || !self.any_alive(true, false)
+        };
+        match prober.sleep_budget(deadline) {
+            Some(timeout) => {
+                st.data_wait.word.wait_unless(seen, Some(timeout), moved);
+                Ok(())
             }
-        }
-        st.data_wait.sleepers.fetch_sub(1, Ordering::SeqCst);
-        match timeout {
-            None if unchanged => Err(self.empty_or_disconnected(observed_tail)),
-            _ => Ok(()),
+            None if moved() => Ok(()),
+            None => Err(self.empty_or_disconnected(observed_tail)),
         }
     }
 
@@ -1029,28 +1026,25 @@ impl Ring {
                 Err(now) => done = now,
             }
         }
-        if t.sleepers.load(Ordering::SeqCst) > 0 {
-            sys::futex_wake_all(&t.done);
-        }
+        wake_sleepers(&t.done, &t.sleepers, i32::MAX as u32);
         true
     }
 
     /// Waits until every task is done; `false` on timeout.
     pub(crate) fn join(&self, deadline: Option<Instant>) -> bool {
         let t = &self.st().tasks;
-        t.sleepers.fetch_add(1, Ordering::SeqCst);
-        let finished = loop {
+        loop {
             let done = t.done.load(Ordering::SeqCst);
             if self.published() == done {
-                break true;
+                return true;
             }
             let Some(left) = remaining(deadline) else {
-                break false;
+                return false;
             };
-            let _ = sys::futex_wait(&t.done, done, left);
-        };
-        t.sleepers.fetch_sub(1, Ordering::SeqCst);
-        finished
+            sleep_unless(&t.done, done, &t.sleepers, 1, left, || {
+                self.published() == done
+            });
+        }
     }
 
     pub(crate) fn unfinished(&self) -> u32 {

@@ -1,7 +1,8 @@
 //! `Barrier`: N processes wait for each other.
 #![allow(unsafe_code)]
 //! # Safety
-//! The payload is a `BarrierState` followed by `parties` `Slot`s, all atomics. `from_segment`
+//! The payload is a `BarrierState` followed by `parties` `Slot`s, all atomics. `init` reaches
+//! the state and slots through `FreshPayload`, which checks bounds and alignment. `from_segment`
 //! checks the payload length against the `parties` it reads (once, and caches), so every slot
 //! index below `parties` is inside the mapping, which lives as long as the `Barrier`.
 
@@ -9,7 +10,8 @@ use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use super::object::{Builder, expect_payload, sealed};
+use super::fixed::AtomicState;
+use super::object::{Builder, FreshPayload, expect_payload, sealed};
 use super::wait::{Backoff, Prober, deadline_after};
 use crate::error::{BrokenBarrierError, OpenError};
 use crate::segment::{Segment, kind};
@@ -47,6 +49,9 @@ struct BarrierState {
     _pad: AtomicU32,
 }
 
+// SAFETY: #[repr(C)] struct of atomics, alignment 4.
+unsafe impl AtomicState for BarrierState {}
+
 /// Who arrived at position `i` of the current generation, so that sleepers can detect a dead
 /// party. `generation` is written last (Release): a slot whose generation differs from the
 /// current one is stale and ignored.
@@ -57,6 +62,13 @@ struct Slot {
     generation: AtomicU32,
     start: AtomicU64,
 }
+
+// SAFETY: #[repr(C)] struct of atomics, alignment 8.
+unsafe impl AtomicState for Slot {}
+
+/// `Slot::generation` of a slot nobody has arrived at yet: no generation is this large.
+const NO_GENERATION: u32 = u32::MAX;
+const _: () = assert!(NO_GENERATION > GEN_MASK);
 
 const STATE_LEN: usize = size_of::<BarrierState>();
 const _: () = assert!(STATE_LEN == 16 && size_of::<Slot>() == 16);
@@ -103,11 +115,17 @@ impl sealed::Object for Barrier {
         payload_len(*parties)
     }
 
-    fn init(payload: NonNull<u8>, parties: &u32) {
-        // SAFETY: the payload is zeroed, 64-byte aligned and at least STATE_LEN bytes long; the
-        // segment outlives this call.
-        let st = unsafe { payload.cast::<BarrierState>().as_ref() };
+    fn init(payload: FreshPayload<'_>, parties: &u32) {
+        let st = payload.state::<BarrierState>();
         st.parties.store(*parties, Ordering::Relaxed);
+        // A zeroed slot would claim "thread 0 arrived in generation 0" to a waiter that probes
+        // between a party's arrival and its slot write in the first round.
+        for i in 0..*parties as usize {
+            payload
+                .at::<Slot>(STATE_LEN + i * size_of::<Slot>())
+                .generation
+                .store(NO_GENERATION, Ordering::Relaxed);
+        }
     }
 
     fn from_segment(seg: Segment) -> Result<Self, OpenError> {

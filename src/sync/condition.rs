@@ -1,8 +1,10 @@
 //! `Condition`: a condition variable with its own process-shared lock.
 #![allow(unsafe_code)]
 //! # Safety
-//! The unsafe code here is `AtomicState` impls for `#[repr(C)]` structs of atomics and calls to
-//! `RawLock::release` from guards (or code) that hold the lock.
+//! The unsafe code here is the `AtomicState` impl for `CondState`, a `#[repr(C)]` struct of
+//! atomics, and releases of the lock by code that holds it through a `ConditionGuard`: the
+//! guard's drop, and `wait_raw`, which lends the guard's hold to a `Released` that takes it
+//! back before the guard can be used again, also when unwinding.
 
 use std::fmt;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -10,8 +12,8 @@ use std::time::{Duration, Instant};
 
 use super::fixed::{AtomicState, Fixed, fixed_object, unit_constructors};
 use super::lock::{
-    LockResult, NotSend, OwnerDied, RecoverableGuard, TryLockResult, lock_result, private,
-    try_lock_result,
+    LockResult, NotSend, OwnerDied, RecoverableGuard, Released, TryLockResult, lock_result,
+    private, try_lock_result,
 };
 use super::raw_lock::{Acquired, RawLock};
 use super::wait::{deadline_after, remaining};
@@ -76,7 +78,12 @@ impl Condition {
         self.inner.state()
     }
 
-    fn guard(&self) -> ConditionGuard<'_> {
+    /// A guard for the lock this thread holds.
+    ///
+    /// # Safety
+    /// - The calling thread holds the condition's lock, and the guard takes over that hold: its
+    ///   drop releases it.
+    unsafe fn guard(&self) -> ConditionGuard<'_> {
         ConditionGuard {
             state: self.state(),
             _not_send: NotSend::default(),
@@ -87,19 +94,21 @@ impl Condition {
     #[doc(alias = "acquire")]
     pub fn lock(&self) -> LockResult<ConditionGuard<'_>> {
         let how = self.state().lock.acquire(None).expect("no deadline");
-        lock_result(how, self.guard())
+        // SAFETY: this thread acquired the lock just above.
+        lock_result(how, unsafe { self.guard() })
     }
 
     /// Acquires the condition's lock if it is free.
     pub fn try_lock(&self) -> TryLockResult<ConditionGuard<'_>> {
-        try_lock_result(self.state().lock.try_acquire(), || self.guard())
+        // SAFETY: `try_lock_result` makes the guard only when the acquire succeeded.
+        try_lock_result(self.state().lock.try_acquire(), || unsafe { self.guard() })
     }
 
     /// Acquires the condition's lock, waiting at most `timeout`.
     pub fn try_lock_for(&self, timeout: Duration) -> TryLockResult<ConditionGuard<'_>> {
-        try_lock_result(self.state().lock.acquire(deadline_after(timeout)), || {
-            self.guard()
-        })
+        let how = self.state().lock.acquire(deadline_after(timeout));
+        // SAFETY: `try_lock_result` makes the guard only when the acquire succeeded.
+        try_lock_result(how, || unsafe { self.guard() })
     }
 
     fn check_guard(&self, guard: &ConditionGuard<'_>) {
@@ -109,22 +118,27 @@ impl Condition {
         );
     }
 
-    /// Releases the lock, sleeps until notified or `deadline`, and re-acquires the lock.
-    /// Returns (notified, whether a holder died while we were away).
-    fn wait_raw(&self, deadline: Option<Instant>) -> (bool, bool) {
+    /// Releases the lock `guard` holds, sleeps until notified or `deadline`, and re-acquires
+    /// the lock (also if this panics). Returns (notified, whether a holder died while we were
+    /// away).
+    ///
+    /// # Panics
+    /// If `guard` belongs to another condition.
+    fn wait_raw(&self, guard: &mut ConditionGuard<'_>, deadline: Option<Instant>) -> (bool, bool) {
+        self.check_guard(guard);
         let st = self.state();
         let w = st.waiters.load(Ordering::Relaxed);
         st.waiters.store(w.saturating_add(1), Ordering::Relaxed);
         let mut owner_died = false;
         loop {
             let seq = st.seq.load(Ordering::Relaxed);
-            // SAFETY: the caller passed the guard, so this thread holds the lock.
-            unsafe { st.lock.release() };
+            // SAFETY: `guard` holds this condition's lock (checked above) in this thread, and
+            // `&mut guard` keeps it unused until `released` locks again.
+            let released = unsafe { Released::release(&st.lock) };
             if let Some(left) = remaining(deadline) {
                 let _ = sys::futex_wait(&st.seq, seq, left);
             }
-            let how = st.lock.acquire(None).expect("no deadline");
-            owner_died |= how == Acquired::OwnerDied;
+            owner_died |= released.relock() == Acquired::OwnerDied;
             let signals = st.signals.load(Ordering::Relaxed);
             if signals > 0 {
                 st.signals.store(signals - 1, Ordering::Relaxed);
@@ -142,9 +156,8 @@ impl Condition {
     ///
     /// # Panics
     /// If `guard` belongs to another condition.
-    pub fn wait<'a>(&'a self, guard: ConditionGuard<'a>) -> LockResult<ConditionGuard<'a>> {
-        self.check_guard(&guard);
-        let (_, died) = self.wait_raw(None);
+    pub fn wait<'a>(&'a self, mut guard: ConditionGuard<'a>) -> LockResult<ConditionGuard<'a>> {
+        let (_, died) = self.wait_raw(&mut guard, None);
         if died {
             Err(OwnerDied::new(guard))
         } else {
@@ -159,11 +172,10 @@ impl Condition {
     /// If `guard` belongs to another condition.
     pub fn wait_timeout<'a>(
         &'a self,
-        guard: ConditionGuard<'a>,
+        mut guard: ConditionGuard<'a>,
         timeout: Duration,
     ) -> LockResult<(ConditionGuard<'a>, bool)> {
-        self.check_guard(&guard);
-        let (notified, died) = self.wait_raw(deadline_after(timeout));
+        let (notified, died) = self.wait_raw(&mut guard, deadline_after(timeout));
         let out = (guard, notified);
         if died {
             Err(OwnerDied::new(out))
@@ -179,7 +191,7 @@ impl Condition {
     /// If `guard` belongs to another condition.
     pub fn wait_for<'a>(
         &'a self,
-        guard: ConditionGuard<'a>,
+        mut guard: ConditionGuard<'a>,
         mut predicate: impl FnMut() -> bool,
         timeout: Option<Duration>,
     ) -> LockResult<(ConditionGuard<'a>, bool)> {
@@ -193,7 +205,7 @@ impl Condition {
             if remaining(deadline).is_none() {
                 break false;
             }
-            died |= self.wait_raw(deadline).1;
+            died |= self.wait_raw(&mut guard, deadline).1;
         };
         let out = (guard, ok);
         if died {

@@ -1,26 +1,57 @@
 //! `Event`: a flag that processes wait for.
 #![allow(unsafe_code)]
 //! # Safety
-//! The unsafe code here is `AtomicState` impls for `#[repr(C)]` structs of atomics and calls to
-//! `RawLock::release` from guards (or code) that hold the lock.
+//! The only unsafe code here is the `AtomicState` impl for `EventState`, a `#[repr(C)]` struct of
+//! atomics.
 
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use super::fixed::{AtomicState, Fixed, fixed_object, unit_constructors};
-use super::wait::{deadline_after, remaining};
+use super::wait::{deadline_after, remaining, sleep_unless, wake_sleepers};
 use crate::error::OpenError;
 use crate::segment::kind;
-use crate::sys;
 
-/// Shared state of an event: `flag` (0 clear, 1 set) is the futex word; `sleepers` counts
-/// waiters so that `set` makes a wake call only when someone sleeps.
+/// `word` bit 0: the flag is set.
+const SET: u32 = 1;
+/// `word` bits 1..32 count the sets that found the flag clear, in steps of this unit (wrapping).
+const GENERATION: u32 = 2;
+
+/// Shared state of an event.
+///
+/// `word` is the futex word:
+///
+/// | bits  | field                                                               |
+/// |-------|---------------------------------------------------------------------|
+/// | 0     | `SET`: the flag                                                     |
+/// | 1..32 | generation: bumped (wrapping) by every `set` that finds `SET` clear |
+///
+/// | operation | word before | word after   | then                                    |
+/// |-----------|-------------|--------------|-----------------------------------------|
+/// | `set`     | `(0, g)`    | `(1, g + 1)` | wakes every sleeper if `sleepers > 0`   |
+/// | `set`     | `(1, g)`    | unchanged    | (its waiters were released by that set) |
+/// | `clear`   | `(1, g)`    | `(0, g)`     |                                         |
+/// | `clear`   | `(0, g)`    | unchanged    |                                         |
+///
+/// So the word changes only when a set happens (a clear changes it only after a set did): a
+/// waiter that saw `(0, g)` on entry returns `true` as soon as the word differs from that, even
+/// if a `clear` followed the `set` before it woke, as Python's `Event.wait` does. It sleeps with
+/// `(0, g)` as the expected futex value, so a set between its look and its sleep makes the
+/// sleep return at once. (A waiter that stays off the CPU through exactly 2^31 set/clear pairs
+/// between its look and its sleep would miss them: the futex ABA every sequence word has.)
+///
+/// `sleepers` counts waiters asleep or about to sleep, so that `set` makes a wake call only when
+/// someone may sleep. Both sides use SeqCst: the waiter bumps `sleepers` then reads `word`, the
+/// setter changes `word` then reads `sleepers`, so either the waiter sees the set or the setter
+/// sees the waiter.
 #[repr(C)]
 #[derive(Debug, Default)]
 pub(crate) struct EventState {
-    flag: AtomicU32,
+    word: AtomicU32,
     sleepers: AtomicU32,
 }
+
+const _: () = assert!(size_of::<EventState>() == 8);
 
 // SAFETY: #[repr(C)] struct of atomics.
 unsafe impl AtomicState for EventState {}
@@ -53,21 +84,34 @@ impl Event {
 
     /// Whether the flag is set.
     pub fn is_set(&self) -> bool {
-        self.inner.state().flag.load(Ordering::Acquire) != 0
+        self.inner.state().word.load(Ordering::Acquire) & SET != 0
     }
 
-    /// Sets the flag and wakes every waiter, in every process.
+    /// Sets the flag and wakes every waiter, in every process. Every thread waiting when it
+    /// happens returns `true`, even if the flag is cleared again before it wakes.
     pub fn set(&self) {
         let st = self.inner.state();
-        st.flag.store(1, Ordering::SeqCst);
-        if st.sleepers.load(Ordering::SeqCst) > 0 {
-            sys::futex_wake_all(&st.flag);
+        let mut w = st.word.load(Ordering::Relaxed);
+        loop {
+            if w & SET != 0 {
+                return;
+            }
+            let new = w.wrapping_add(GENERATION) | SET;
+            // SeqCst: pairs with the waiter's SeqCst `sleepers` bump and `word` load.
+            match st
+                .word
+                .compare_exchange_weak(w, new, Ordering::SeqCst, Ordering::Relaxed)
+            {
+                Ok(_) => break,
+                Err(now) => w = now,
+            }
         }
+        wake_sleepers(&st.word, &st.sleepers, i32::MAX as u32);
     }
 
-    /// Clears the flag.
+    /// Clears the flag. Waiters released by an earlier [`set`](Self::set) still return `true`.
     pub fn clear(&self) {
-        self.inner.state().flag.store(0, Ordering::SeqCst);
+        self.inner.state().word.fetch_and(!SET, Ordering::SeqCst);
     }
 
     /// Waits until the flag is set.
@@ -75,34 +119,37 @@ impl Event {
         self.wait_deadline(None);
     }
 
-    /// Waits at most `timeout`; returns whether the flag is set.
+    /// Waits at most `timeout`; returns whether the flag was set on entry or a
+    /// [`set`](Self::set) happened meanwhile (`false`: timed out).
     #[doc(alias = "wait")]
     pub fn wait_timeout(&self, timeout: Duration) -> bool {
         self.wait_deadline(deadline_after(timeout))
     }
 
-    /// Waits until `deadline` at the latest; returns whether the flag is set.
+    /// Waits until `deadline` at the latest; returns as [`wait_timeout`](Self::wait_timeout).
     pub fn wait_until(&self, deadline: Instant) -> bool {
         self.wait_deadline(Some(deadline))
     }
 
     fn wait_deadline(&self, deadline: Option<Instant>) -> bool {
-        if self.is_set() {
+        let st = self.inner.state();
+        let seen = st.word.load(Ordering::Acquire);
+        if seen & SET != 0 {
             return true;
         }
-        let st = self.inner.state();
-        st.sleepers.fetch_add(1, Ordering::SeqCst);
-        let set = loop {
-            if st.flag.load(Ordering::SeqCst) != 0 {
-                break true;
+        loop {
+            // Any change from `seen` (flag clear, generation g) means a set happened since.
+            let released = || st.word.load(Ordering::SeqCst) != seen;
+            if released() {
+                return true;
             }
             let Some(left) = remaining(deadline) else {
-                break false;
+                return false;
             };
-            let _ = sys::futex_wait(&st.flag, 0, left);
-        };
-        st.sleepers.fetch_sub(1, Ordering::SeqCst);
-        set
+            if sleep_unless(&st.word, seen, &st.sleepers, 1, left, released) {
+                return true;
+            }
+        }
     }
 }
 

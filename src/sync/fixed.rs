@@ -39,14 +39,6 @@ impl<S: AtomicState> Fixed<S> {
         Ok(Self { seg, state })
     }
 
-    /// Reinterprets a zeroed payload as `S` for initialisation.
-    pub(crate) fn init_ref<'a>(payload: NonNull<u8>) -> &'a S {
-        // SAFETY: `payload` is the 64-byte aligned start of at least size_of::<S>() zeroed bytes
-        // (Segment::create sized it with payload_len = size_of::<S>()), zero is a valid S, and
-        // the segment outlives the init closure that uses this reference.
-        unsafe { payload.cast::<S>().as_ref() }
-    }
-
     #[inline]
     pub(crate) fn state(&self) -> &S {
         // SAFETY: payload length checked in `new`; the mapping lives as long as `self.seg`;
@@ -70,8 +62,8 @@ macro_rules! fixed_object {
                 size_of::<$state>()
             }
 
-            fn init(payload: std::ptr::NonNull<u8>, $cfg: &Self::Config) {
-                let $st: &$state = $crate::sync::fixed::Fixed::<$state>::init_ref(payload);
+            fn init(payload: $crate::sync::object::FreshPayload<'_>, $cfg: &Self::Config) {
+                let $st: &$state = payload.state::<$state>();
                 $init
             }
 

@@ -2,7 +2,9 @@
 #![allow(unsafe_code)]
 //! # Safety
 //! The unsafe code here is `AtomicState` impls for `#[repr(C)]` structs of atomics and calls to
-//! `RawLock::release` from guards (or code) that hold the lock.
+//! `RawLock::release` from guards that hold the lock. A guard is made only right after its lock
+//! was acquired (or, for `RLock`, found held by this thread), and [`Released`] gives a guard's
+//! hold back before the guard can be used or dropped again, also when unwinding.
 
 use std::fmt;
 use std::marker::PhantomData;
@@ -129,7 +131,8 @@ pub(crate) fn lock_result<G>(how: Acquired, guard: G) -> LockResult<G> {
     }
 }
 
-/// Same for the try forms; `None` is `WouldBlock`.
+/// Same for the try forms; `None` is `WouldBlock`. Calls `guard` only when `how` is `Some`, that
+/// is, when the lock was acquired.
 pub(crate) fn try_lock_result<G>(
     how: Option<Acquired>,
     guard: impl FnOnce() -> G,
@@ -243,13 +246,52 @@ pub struct LockGuard<'a> {
     _not_send: NotSend,
 }
 
+/// A lock that code holding it through a guard has released for a while. It locks again when
+/// [`relock`](Self::relock)ed or dropped, so also when a panic unwinds past it: the guard that
+/// lent its hold owns the lock again before it can be used or dropped.
+#[must_use = "dropping it locks again at once"]
+pub(crate) struct Released<'a> {
+    lock: &'a RawLock,
+}
+
+impl<'a> Released<'a> {
+    /// Releases `lock`.
+    ///
+    /// # Safety
+    /// - The calling thread holds `lock` through a guard, and keeps that guard from being used
+    ///   or dropped while the result lives (for instance by borrowing it mutably).
+    pub(crate) unsafe fn release(lock: &'a RawLock) -> Self {
+        // SAFETY: the calling thread holds the lock (contract forwarded to our caller).
+        unsafe { lock.release() };
+        Self { lock }
+    }
+
+    /// Locks again, waiting as long as it takes; says whether a holder died meanwhile.
+    pub(crate) fn relock(self) -> Acquired {
+        let this = std::mem::ManuallyDrop::new(self);
+        this.lock.acquire(None).expect("no deadline")
+    }
+}
+
+impl Drop for Released<'_> {
+    /// Reached only when unwinding (`relock` forgets `self`). A holder that died meanwhile stays
+    /// recorded in the lock, so the next locker is told.
+    fn drop(&mut self) {
+        let _ = self.lock.acquire(None);
+    }
+}
+
 impl LockGuard<'_> {
     /// Unlocks, runs `f`, and locks again (reporting a holder that died meanwhile).
+    ///
+    /// If `f` panics, the lock is taken again while unwinding, so the guard holds it when it
+    /// drops and never releases a lock that someone else took meanwhile.
     pub fn unlocked<R>(guard: &mut Self, f: impl FnOnce() -> R) -> (R, Result<(), OwnerDied<()>>) {
-        // SAFETY: the guard proves we hold the lock.
-        unsafe { guard.lock.release() };
+        // SAFETY: the guard proves this thread holds the lock, and `&mut guard` keeps it unused
+        // until `released` locks again (on return or on unwind).
+        let released = unsafe { Released::release(guard.lock) };
         let r = f();
-        let how = guard.lock.acquire(None).expect("no deadline");
+        let how = released.relock();
         (r, lock_result(how, ()))
     }
 }
@@ -335,7 +377,11 @@ impl RLock {
         None
     }
 
-    fn entered(&self, how: Acquired) -> LockResult<RLockGuard<'_>> {
+    /// The first guard of a hold this thread has just acquired.
+    ///
+    /// # Safety
+    /// - The calling thread acquired the lock and does not hold it through any guard yet.
+    unsafe fn entered(&self, how: Acquired) -> LockResult<RLockGuard<'_>> {
         let st = self.state();
         st.depth.store(1, Ordering::Relaxed);
         lock_result(
@@ -354,7 +400,8 @@ impl RLock {
             return Ok(g);
         }
         let how = self.state().lock.acquire(None).expect("no deadline");
-        self.entered(how)
+        // SAFETY: acquired just above; not held before (`reenter` found it not ours).
+        unsafe { self.entered(how) }
     }
 
     /// Acquires the lock if it is free or already ours.
@@ -365,7 +412,8 @@ impl RLock {
         }
         match self.state().lock.try_acquire() {
             None => Err(TryLockError::WouldBlock),
-            Some(how) => self.entered(how).map_err(TryLockError::OwnerDied),
+            // SAFETY: acquired just now; not held before (`reenter` found it not ours).
+            Some(how) => unsafe { self.entered(how) }.map_err(TryLockError::OwnerDied),
         }
     }
 
@@ -377,7 +425,8 @@ impl RLock {
         }
         match self.state().lock.acquire(deadline_after(timeout)) {
             None => Err(TryLockError::WouldBlock),
-            Some(how) => self.entered(how).map_err(TryLockError::OwnerDied),
+            // SAFETY: acquired just now; not held before (`reenter` found it not ours).
+            Some(how) => unsafe { self.entered(how) }.map_err(TryLockError::OwnerDied),
         }
     }
 

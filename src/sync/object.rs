@@ -1,9 +1,17 @@
 //! What every shared object has in common: a typed segment, a builder, a handle.
+#![allow(unsafe_code)]
+//! # Safety
+//! [`FreshPayload`] hands an object's `init` the payload of a segment being created. Its
+//! constructor is the one place that vouches for that payload (zeroed, 64-byte aligned, `len`
+//! bytes, alive and private to this thread for `'a`), and it is called only in
+//! [`Builder::create`], on what `Segment::create` passes its `init` closure. Its methods check
+//! every length and offset against `len` before touching the bytes.
 
 use std::marker::PhantomData;
 use std::ptr::NonNull;
 use std::time::Duration;
 
+use super::fixed::AtomicState;
 use crate::error::OpenError;
 use crate::segment::{Backing, DEFAULT_OPEN_TIMEOUT, Handle, Location, Segment};
 use crate::sys::Errno;
@@ -19,8 +27,8 @@ pub(crate) mod sealed {
         const KIND: u32;
         /// Payload size for `config`.
         fn payload_len(config: &Self::Config) -> usize;
-        /// Fills a zeroed payload of `payload_len(config)` bytes.
-        fn init(payload: NonNull<u8>, config: &Self::Config);
+        /// Fills the zeroed payload of a new segment; `payload.len()` is `payload_len(config)`.
+        fn init(payload: FreshPayload<'_>, config: &Self::Config);
         /// Wraps a segment whose header was validated; must validate the payload itself.
         fn from_segment(seg: Segment) -> Result<Self, OpenError>;
         /// The segment behind the object.
@@ -170,8 +178,15 @@ impl<T: sealed::Object> Builder<T> {
     /// system error.
     pub fn create(self) -> Result<T, OpenError> {
         let config = self.config;
-        let seg = Segment::create(&self.backing, T::KIND, T::payload_len(&config), |p| {
-            T::init(p, &config)
+        let len = T::payload_len(&config);
+        let seg = Segment::create(&self.backing, T::KIND, len, |payload| {
+            // SAFETY: `Segment::create` calls this closure once, before it publishes the header,
+            // with the start of the payload of the segment it just created and mapped: `len`
+            // bytes (the length we passed), zero-filled by the fresh mapping, valid until it
+            // returns. No other thread of this process can reach the segment before `create`
+            // returns it; the 64-byte alignment is checked by `FreshPayload::new`.
+            let payload = unsafe { FreshPayload::new(payload, len) };
+            T::init(payload, &config)
         })?;
         T::from_segment(seg)
     }
@@ -208,6 +223,107 @@ impl<T: sealed::Object> Builder<T> {
             }
             other => other,
         }
+    }
+}
+
+/// The payload of a segment being created, lent to [`sealed::Object::init`] to fill.
+///
+/// It stands for `len` bytes at a 64-byte aligned address that were zero when the segment was
+/// mapped and that stay mapped, and untouched by other threads of this process, for `'a`. Its
+/// constructor is the only place that has to be trusted for that; everything else goes through
+/// the bounds-checked methods below. (Another process that opens a named segment early could
+/// write into the bytes meanwhile, as into any segment: the methods only hand out atomics and
+/// write, they never read the bytes as plain data.)
+pub(crate) struct FreshPayload<'a> {
+    ptr: NonNull<u8>,
+    len: usize,
+    _bytes: PhantomData<&'a mut [u8]>,
+}
+
+impl FreshPayload<'_> {
+    /// Vouches for a new segment's payload.
+    ///
+    /// # Safety
+    /// - `ptr` is valid for reads and writes of `len` bytes for the lifetime of the result, and
+    ///   those bytes were zero-filled when they were mapped.
+    /// - No other thread of this process accesses them during that lifetime except through the
+    ///   result.
+    ///
+    /// # Panics
+    /// If `ptr` is not 64-byte aligned.
+    unsafe fn new(ptr: NonNull<u8>, len: usize) -> Self {
+        assert!(
+            ptr.as_ptr().addr() % 64 == 0,
+            "a segment payload must be 64-byte aligned"
+        );
+        Self {
+            ptr,
+            len,
+            _bytes: PhantomData,
+        }
+    }
+
+    /// Payload size in bytes.
+    pub(crate) fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Start of the payload: 64-byte aligned, valid for [`len`](Self::len) zero-filled bytes
+    /// while `self` lives, and not accessed by other threads of this process meanwhile.
+    pub(crate) fn as_ptr(&self) -> NonNull<u8> {
+        self.ptr
+    }
+
+    /// The state struct at the start of the payload.
+    ///
+    /// # Panics
+    /// If the payload is shorter than `S`.
+    pub(crate) fn state<S: AtomicState>(&self) -> &S {
+        self.at(0)
+    }
+
+    /// The `S` at byte `offset` of the payload.
+    ///
+    /// # Panics
+    /// If `offset` is not a multiple of `S`'s alignment or `S` does not fit there.
+    pub(crate) fn at<S: AtomicState>(&self, offset: usize) -> &S {
+        const { assert!(align_of::<S>() <= 64) };
+        assert!(
+            offset % align_of::<S>() == 0
+                && offset
+                    .checked_add(size_of::<S>())
+                    .is_some_and(|end| end <= self.len),
+            "a {}-byte state at {offset} does not fit a {}-byte payload",
+            size_of::<S>(),
+            self.len
+        );
+        let at = self.ptr.as_ptr().wrapping_add(offset).cast::<S>();
+        // SAFETY: `offset..offset + size_of::<S>()` lies inside the payload (asserted), which is
+        // valid while `self` is borrowed (type invariant, vouched for in `new`); the payload is
+        // 64-byte aligned and `offset` a multiple of S's alignment (at most 64), so `at` is
+        // aligned. S is all atomics (AtomicState), so the zeroed bytes are a valid S and a shared
+        // reference is sound even if another process writes them.
+        unsafe { &*at }
+    }
+
+    /// Copies `bytes` into the payload at `offset`.
+    ///
+    /// # Panics
+    /// If `offset + bytes.len()` exceeds the payload.
+    pub(crate) fn write(&mut self, offset: usize, bytes: &[u8]) {
+        let end = offset.checked_add(bytes.len());
+        assert!(
+            end.is_some_and(|end| end <= self.len),
+            "write of {} bytes at {offset} past a {}-byte payload",
+            bytes.len(),
+            self.len
+        );
+        let dst = self.ptr.as_ptr().wrapping_add(offset);
+        // SAFETY: `offset..offset + bytes.len()` lies inside the payload (asserted), which is
+        // valid for writes (type invariant). `bytes` cannot overlap it: `&mut self` ends every
+        // reference `at` handed out, and no other safe code can form a reference into a payload
+        // being created (`as_ptr` gives a raw pointer).
+        unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), dst, bytes.len()) };
     }
 }
 

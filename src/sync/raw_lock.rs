@@ -7,7 +7,7 @@
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::Instant;
 
-use crate::sync::wait::{Backoff, Prober};
+use crate::sync::wait::{Backoff, Prober, sleep_unless};
 use crate::sys::{self, ThreadId};
 
 /// Low bits of the lock word: the owner's kernel thread id (pid_max is at most 2^22).
@@ -192,10 +192,16 @@ impl RawLock {
                 }
                 return None;
             };
-            self.flags.fetch_add(SLEEPER, Ordering::SeqCst);
-            // AGAIN (word changed), TIMEDOUT (slice over) and wake-ups all lead back to the loop.
-            let _ = sys::futex_wait(&self.word, expected, Some(timeout));
-            self.flags.fetch_sub(SLEEPER, Ordering::SeqCst);
+            // Woken, the word changed, or the slice is over: back to the loop in every case. The
+            // last look is the futex's own check that the word still holds `expected`.
+            sleep_unless(
+                &self.word,
+                expected,
+                &self.flags,
+                SLEEPER,
+                Some(timeout),
+                || false,
+            );
         }
     }
 

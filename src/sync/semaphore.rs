@@ -1,18 +1,17 @@
 //! `Semaphore` and `BoundedSemaphore`.
 #![allow(unsafe_code)]
 //! # Safety
-//! The unsafe code here is `AtomicState` impls for `#[repr(C)]` structs of atomics and calls to
-//! `RawLock::release` from guards (or code) that hold the lock.
+//! The only unsafe code here is the `AtomicState` impl for `SemState`, a `#[repr(C)]` struct of
+//! atomics.
 
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use super::fixed::{AtomicState, Fixed, fixed_object};
 use super::object::Builder;
-use super::wait::{Backoff, deadline_after, remaining};
+use super::wait::{Backoff, deadline_after, remaining, sleep_unless, wake_sleepers};
 use crate::error::{OpenError, OverReleaseError};
 use crate::segment::kind;
-use crate::sys;
 
 /// Shared state of a semaphore.
 ///
@@ -57,20 +56,19 @@ impl SemState {
                 return true;
             }
         }
-        // SeqCst on both sides (here and in `give`) so that either we see the new count or the
-        // releaser sees us counted as a sleeper: no lost wake-up.
-        self.sleepers.fetch_add(1, Ordering::SeqCst);
-        let got = loop {
-            if self.count.load(Ordering::SeqCst) > 0 && self.try_take() {
-                break true;
-            }
+        // SeqCst on both sides (here and in `give`, through `sleep_unless`) so that either we
+        // see the new count or the releaser sees us counted as a sleeper: no lost wake-up.
+        loop {
             let Some(left) = remaining(deadline) else {
-                break false;
+                // A wake meant for a permit we leave behind may have been ours: pass it on.
+                wake_sleepers(&self.count, &self.sleepers, 1);
+                return false;
             };
-            let _ = sys::futex_wait(&self.count, 0, left);
-        };
-        self.sleepers.fetch_sub(1, Ordering::SeqCst);
-        got
+            let took = || self.count.load(Ordering::SeqCst) > 0 && self.try_take();
+            if sleep_unless(&self.count, 0, &self.sleepers, 1, left, took) {
+                return true;
+            }
+        }
     }
 
     fn give(&self, n: u32, bound: Option<u32>) -> Result<(), OverReleaseError> {
@@ -88,9 +86,7 @@ impl SemState {
                 Err(now) => c = now,
             }
         }
-        if self.sleepers.load(Ordering::SeqCst) > 0 {
-            sys::futex_wake(&self.count, n);
-        }
+        wake_sleepers(&self.count, &self.sleepers, n);
         Ok(())
     }
 }

@@ -1,8 +1,107 @@
-//! Waiting helpers shared by the primitives: spin backoff, deadlines, and the owner prober.
+//! Waiting helpers shared by the primitives: the sleeper-counted futex wait, spin backoff,
+//! deadlines, and the owner prober.
 
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::sys::{self, Liveness, ThreadId};
+
+/// A futex word that sleepers wait on and wakers advance, with a count of the sleepers, so that
+/// a wake makes a system call only when someone sleeps. `#[repr(C)]`, 8 bytes, valid zeroed.
+///
+/// | field      | meaning                                                                 |
+/// |------------|-------------------------------------------------------------------------|
+/// | `seq`      | the futex word; a wake advances it (wrapping), so a sleeper that read it before the wake does not sleep |
+/// | `sleepers` | waiters between announcing themselves and withdrawing in [`sleep_unless`] |
+///
+/// No wake-up is lost: a waiter reads `seq` ([`observe`](Self::observe)), announces itself
+/// (SeqCst), takes its last look at the state it waits for, and sleeps only while `seq` still
+/// holds what it read. A waker changes that state first, then reads `sleepers` (SeqCst) and, if
+/// anyone is counted, advances `seq` and wakes. Either the waker sees the sleeper, or the
+/// sleeper's last look sees the change. (The ring publishes with release stores and orders the
+/// two sides with a handshake on the publisher's lock word instead; see `RawLock::handshake`.)
+#[repr(C)]
+#[derive(Debug, Default)]
+pub(crate) struct WaitWord {
+    seq: AtomicU32,
+    sleepers: AtomicU32,
+}
+
+const _: () = assert!(size_of::<WaitWord>() == 8);
+
+impl WaitWord {
+    /// The sequence now: read it before looking at the state, then pass it to
+    /// [`wait_unless`](Self::wait_unless).
+    #[inline]
+    pub(crate) fn observe(&self) -> u32 {
+        self.seq.load(Ordering::SeqCst)
+    }
+
+    /// Sleeps until woken, until the sequence moves from `seen`, or for `timeout` at most (for
+    /// ever when `None`), unless `ready` (the last look, taken after announcing) holds already.
+    /// Returns what `ready` said.
+    pub(crate) fn wait_unless(
+        &self,
+        seen: u32,
+        timeout: Option<Duration>,
+        ready: impl FnOnce() -> bool,
+    ) -> bool {
+        sleep_unless(&self.seq, seen, &self.sleepers, 1, timeout, ready)
+    }
+
+    /// Wakes up to `n` sleepers, if any are counted; otherwise does nothing at all (no write,
+    /// no system call). Call it after changing the state sleepers look at.
+    #[inline]
+    pub(crate) fn notify(&self, n: u32) {
+        if self.sleepers.load(Ordering::SeqCst) > 0 {
+            self.wake(n);
+        }
+    }
+
+    /// Wakes every sleeper, if any are counted.
+    #[inline]
+    pub(crate) fn notify_all(&self) {
+        self.notify(i32::MAX as u32);
+    }
+
+    #[cold]
+    fn wake(&self, n: u32) {
+        self.seq.fetch_add(1, Ordering::SeqCst);
+        sys::futex_wake(&self.seq, n);
+    }
+}
+
+/// The sleeper-counted futex wait, the one place it is written: announces the caller in
+/// `sleepers` (in steps of `unit`), takes the last look (`ready`), sleeps while `word` holds
+/// `expected` (for `timeout` at most; for ever when `None`), and withdraws. Returns what `ready`
+/// said. Wakers read `sleepers` after changing what `ready` looks at, and wake only if it is
+/// not zero; see [`WaitWord`] for why no wake-up is lost.
+pub(crate) fn sleep_unless(
+    word: &AtomicU32,
+    expected: u32,
+    sleepers: &AtomicU32,
+    unit: u32,
+    timeout: Option<Duration>,
+    ready: impl FnOnce() -> bool,
+) -> bool {
+    sleepers.fetch_add(unit, Ordering::SeqCst);
+    let ready = ready();
+    if !ready {
+        // Woken, AGAIN (the word moved), TIMEDOUT: the caller looks again in every case.
+        let _ = sys::futex_wait(word, expected, timeout);
+    }
+    sleepers.fetch_sub(unit, Ordering::SeqCst);
+    ready
+}
+
+/// Wakes up to `n` sleepers of `word` if `sleepers` counts any; for primitives whose futex word
+/// is their state itself (the waker changed it before calling this).
+#[inline]
+pub(crate) fn wake_sleepers(word: &AtomicU32, sleepers: &AtomicU32, n: u32) {
+    if sleepers.load(Ordering::SeqCst) > 0 {
+        sys::futex_wake(word, n);
+    }
+}
 
 /// The deadline `timeout` from now; `None` (wait forever) if that overflows `Instant`.
 pub(crate) fn deadline_after(timeout: Duration) -> Option<Instant> {

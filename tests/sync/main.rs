@@ -4,15 +4,17 @@
 #[path = "../common/mod.rs"]
 mod common;
 
-use std::sync::atomic::Ordering;
+use std::panic::AssertUnwindSafe;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use common::{
     arg, counter, eventually, join_all, new_counter, role, spawn, unique_name, wait_for, watchdog,
 };
 use multiproc::{
-    Barrier, BoundedSemaphore, Condition, Event, Lock, OverReleaseError, RLock, Semaphore,
-    SharedObject, TryLockError,
+    Barrier, BoundedSemaphore, Condition, Event, Lock, LockGuard, OverReleaseError, RLock,
+    Semaphore, SharedObject, TryLockError,
 };
 
 const LIMIT: Duration = Duration::from_secs(60);
@@ -645,4 +647,221 @@ fn lock_contended_by_threads_and_processes_counts_exactly() {
         .collect();
     join_all(children, LIMIT);
     assert_eq!(total.load(Ordering::SeqCst), 4 * PER);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Regressions (issue 8)
+
+/// How many threads of process `pid` whose name starts with `prefix` are blocked in `futex`
+/// right now, from `/proc/<pid>/task/*/{comm,syscall}`. Where `syscall` cannot be read, a
+/// sleeping thread (state `S`) counts.
+fn threads_blocked_in_futex(pid: u32, prefix: &str) -> usize {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return 0;
+    };
+    let futex = libc::SYS_futex.to_string();
+    tasks
+        .flatten()
+        .filter(|task| {
+            let dir = task.path();
+            let comm = std::fs::read_to_string(dir.join("comm")).unwrap_or_default();
+            if !comm.starts_with(prefix) {
+                return false;
+            }
+            match std::fs::read_to_string(dir.join("syscall")) {
+                Ok(s) => s.split_whitespace().next() == Some(futex.as_str()),
+                Err(_) => std::fs::read_to_string(dir.join("stat")).is_ok_and(|s| {
+                    s.rsplit_once(')')
+                        .is_some_and(|(_, rest)| rest.trim_start().starts_with('S'))
+                }),
+            }
+        })
+        .count()
+}
+
+/// How long the set-then-clear waiters wait: a waiter that was not released returns `false`
+/// after this.
+const SET_CLEAR_WAIT: Duration = Duration::from_secs(3);
+/// Rounds of set-then-clear: before the fix, one round released every waiter about half the
+/// time (whoever woke before `clear` saw the flag), so a test of one round could pass.
+const SET_CLEAR_ROUNDS: u64 = 10;
+
+/// Issue 8, bug 5: five threads blocked in `wait_timeout(3 s)`, then `set(); clear();` at once.
+/// Every waiter was blocked when `set` happened, so every one must return `true`, right away
+/// rather than at its timeout.
+#[test]
+fn event_set_then_clear_releases_waiters() {
+    const WAITERS: usize = 5;
+    let _watchdog = watchdog(LIMIT, "event set-then-clear test");
+    let ev = Event::new().unwrap();
+    for round in 0..SET_CLEAR_ROUNDS {
+        let results = std::thread::scope(|s| {
+            let waiters: Vec<_> = (0..WAITERS)
+                .map(|i| {
+                    std::thread::Builder::new()
+                        .name(format!("evwait-{i}"))
+                        .spawn_scoped(s, || {
+                            let released = ev.wait_timeout(SET_CLEAR_WAIT);
+                            (released, Instant::now())
+                        })
+                        .unwrap()
+                })
+                .collect();
+            assert!(
+                eventually(Duration::from_secs(20), || threads_blocked_in_futex(
+                    std::process::id(),
+                    "evwait-"
+                ) == WAITERS),
+                "round {round}: waiters never all blocked"
+            );
+            let set_at = Instant::now();
+            ev.set();
+            ev.clear();
+            waiters
+                .into_iter()
+                .map(|w| {
+                    let (released, at) = w.join().unwrap();
+                    (released, at.saturating_duration_since(set_at))
+                })
+                .collect::<Vec<_>>()
+        });
+        for (i, &(released, after)) in results.iter().enumerate() {
+            assert!(
+                released,
+                "round {round}: waiter {i} slept through set(); clear(): {results:?}"
+            );
+            assert!(
+                after < Duration::from_secs(2),
+                "round {round}: waiter {i} returned {after:?} after set: {results:?}"
+            );
+        }
+        assert!(!ev.is_set());
+    }
+}
+
+/// Issue 8, bug 5, across processes: three children, each with a thread blocked in
+/// `wait_timeout(3 s)`, are all released by `set(); clear();`, round after round.
+#[test]
+fn event_set_then_clear_releases_waiters_in_other_processes() {
+    const CHILDREN: u64 = 3;
+    if role().as_deref() == Some("waiter") {
+        let _watchdog = watchdog(LIMIT, "event set-then-clear waiter");
+        let ev = Event::open(&arg("EVENT")).unwrap();
+        let (round, released, done) = (
+            counter(&arg("ROUND")),
+            counter(&arg("RELEASED")),
+            counter(&arg("DONE")),
+        );
+        std::thread::Builder::new()
+            .name("evwait".into())
+            .spawn(move || {
+                for r in 0..SET_CLEAR_ROUNDS {
+                    // Polls with sleeps: while here, this thread is not blocked in a futex.
+                    if !eventually(LIMIT, || round.load(Ordering::SeqCst) == r) {
+                        return;
+                    }
+                    if ev.wait_timeout(SET_CLEAR_WAIT) {
+                        released.fetch_add(1, Ordering::SeqCst);
+                    }
+                    done.fetch_add(1, Ordering::SeqCst);
+                }
+            })
+            .unwrap()
+            .join()
+            .unwrap();
+        return;
+    }
+    let _watchdog = watchdog(LIMIT, "event set-then-clear test");
+    let name = unique_name("event");
+    let ev = Event::builder().name(&name).create().unwrap();
+    let (round, round_name) = new_counter("round");
+    let (released, released_name) = new_counter("released");
+    let (done, done_name) = new_counter("done");
+    let test = this_test!(event_set_then_clear_releases_waiters_in_other_processes);
+    let mut children: Vec<_> = (0..CHILDREN)
+        .map(|_| {
+            spawn(
+                &test,
+                "waiter",
+                &[
+                    ("EVENT", name.clone()),
+                    ("ROUND", round_name.clone()),
+                    ("RELEASED", released_name.clone()),
+                    ("DONE", done_name.clone()),
+                ],
+            )
+        })
+        .collect();
+    let pids: Vec<u32> = children.iter().map(std::process::Child::id).collect();
+    let mut failure = None;
+    for r in 0..SET_CLEAR_ROUNDS {
+        round.store(r, Ordering::SeqCst);
+        if !eventually(Duration::from_secs(20), || {
+            pids.iter()
+                .all(|&pid| threads_blocked_in_futex(pid, "evwait") == 1)
+        }) {
+            failure = Some(format!("round {r}: waiters never all blocked"));
+            break;
+        }
+        ev.set();
+        ev.clear();
+        let expected = CHILDREN * (r + 1);
+        assert!(eventually(Duration::from_secs(20), || done
+            .load(Ordering::SeqCst)
+            == expected));
+        let got = released.load(Ordering::SeqCst);
+        if got != expected {
+            failure = Some(format!(
+                "round {r}: {} of {CHILDREN} waiters slept through set(); clear()",
+                expected - got
+            ));
+            break;
+        }
+    }
+    if let Some(failure) = failure {
+        children.iter_mut().for_each(common::kill9);
+        panic!("{failure}");
+    }
+    join_all(children, LIMIT);
+}
+
+/// Issue 8: when `f` panics, `LockGuard::unlocked` must lock again while unwinding, so that the
+/// guard's drop releases our own hold, not the hold another thread took while `f` ran.
+#[test]
+fn lock_guard_unlocked_relocks_when_f_panics() {
+    let _watchdog = watchdog(LIMIT, "unlocked-panic test");
+    let lock = Lock::new().unwrap();
+    let other_let_go = AtomicBool::new(false);
+    let (go_tx, go_rx) = mpsc::channel::<()>();
+    let (took_tx, took_rx) = mpsc::channel::<()>();
+    std::thread::scope(|s| {
+        let other_let_go = &other_let_go;
+        let lock = &lock;
+        let other = s.spawn(move || {
+            go_rx.recv().unwrap();
+            let g = lock.lock().unwrap();
+            took_tx.send(()).unwrap();
+            // Long enough that, without the re-lock, our side is done before we let go.
+            std::thread::sleep(Duration::from_millis(300));
+            other_let_go.store(true, Ordering::SeqCst);
+            drop(g);
+        });
+        let mut g = lock.lock().unwrap();
+        let unwound = std::panic::catch_unwind(AssertUnwindSafe(|| {
+            LockGuard::unlocked(&mut g, || {
+                go_tx.send(()).unwrap();
+                took_rx.recv().unwrap();
+                panic!("f panics while another thread holds the lock (expected by this test)");
+            })
+        }));
+        assert!(unwound.is_err());
+        assert!(
+            other_let_go.load(Ordering::SeqCst),
+            "unwinding out of `unlocked` returned while another thread held the lock"
+        );
+        assert!(lock.is_locked(), "the guard must hold the lock again");
+        drop(g);
+        other.join().unwrap();
+        assert!(!lock.is_locked());
+    });
 }

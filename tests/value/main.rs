@@ -3,7 +3,7 @@
 #[path = "../common/mod.rs"]
 mod common;
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU16, AtomicU64, Ordering};
 use std::time::Duration;
 
 use common::{arg, join_all, role, spawn, unique_name, watchdog};
@@ -227,7 +227,19 @@ fn array_guard_and_atomic_raw_array() {
     let again = RawArray::<AtomicU64>::from_handle(&counters.handle()).unwrap();
     assert_eq!(again[2].load(Ordering::Relaxed), 5);
     assert_eq!(again.len(), 3);
+    // A locked Value of an atomic is reached through its guard only.
     let v = Value::new(AtomicU64::new(3)).unwrap();
-    v.as_atomic().fetch_add(1, Ordering::Relaxed);
-    assert_eq!(v.as_atomic().load(Ordering::Relaxed), 4);
+    v.lock().unwrap().fetch_add(1, Ordering::Relaxed);
+    assert_eq!(v.lock().unwrap().load(Ordering::Relaxed), 4);
+    assert_eq!(v.get().into_inner(), 4);
+}
+
+#[test]
+fn raw_array_of_u16_atomics_copies_and_derefs_agree() {
+    // Copies of a 2-byte atomic use 2-byte atomics, the same width as the references.
+    let arr = RawArray::<AtomicU16>::zeroed(3).unwrap();
+    arr.set(1, AtomicU16::new(0x1234));
+    arr[1].fetch_add(1, Ordering::Relaxed);
+    assert_eq!(arr.get(1).unwrap().into_inner(), 0x1235);
+    assert_eq!(arr[0].load(Ordering::Relaxed), 0);
 }
