@@ -3,27 +3,61 @@
 //!
 //! A spawned child is this executable started again (`/proc/self/exe`), so every function sits
 //! at the same offset from any other as in the parent. A [`Target`] is such an offset (from
-//! [`anchor`]) to a monomorphised entry `run::<F, A, R>`, plus a hash of its type name that the
-//! entry checks before doing anything. `F` must be zero-sized and `Copy` (a `fn` item or a
-//! closure that captures nothing), so the entry can make its own `F` without any bytes from the
-//! parent: only the argument crosses, serialised.
+//! [`anchor`]) to a monomorphised entry `run::<F, A>`, plus a hash of its type name. `F` must
+//! be zero-sized and `Copy` (a `fn` item or a closure that captures nothing), so the entry can
+//! make its own `F` without any bytes from the parent: only the argument crosses, serialised.
+//!
+//! # Which targets a process calls
+//!
+//! Targets reach a child through shared memory (the start message, a pool's task queues),
+//! which another process may write. So bytes in a queue never choose where we jump: a process
+//! calls a target only if it is in its *registry* of entry points, and looks it up there
+//! before the call. The registry (a fixed table in process memory, append-only, lock-free to
+//! read) gets a target only from sources that cannot be forged:
+//!
+//! - [`target_of`] in this process, which takes the address of the entry itself;
+//! - the registry of the parent, copied by `fork`;
+//! - the parent, over a *control socket*: a `socketpair` the parent makes for each child
+//!   (spawned or forked). The parent sends its whole registry when it starts the child, and
+//!   every target it registers later, before it can hand that target to anyone. Nothing but
+//!   the two processes can send on it: a socket, unlike a pipe or a memfd, cannot be opened
+//!   through `/proc/<pid>/fd`, and neither side passes it on. A spawned child learns the
+//!   socket's number from its environment, which only the parent's `exec` sets. The socket is
+//!   a byte stream of 16-byte records; everything a parent can ever send a child
+//!   ([`REGISTRY_CAP`] records, 16 KiB) fits in its buffer, so the child reads it only when a
+//!   lookup misses, and needs no thread for it.
+//!
+//! A target that is not registered is first looked up again after reading what waits on the
+//! control socket (the parent sent it before the message that carries it), then refused with
+//! [`Status::Failed`] ("entry mismatch ..."): a forged offset is an error, never a jump. The
+//! registry holds [`REGISTRY_CAP`] targets; a program with more distinct `(function,
+//! argument)` pairs gets errors for the rest, not a crash.
+//!
+//! A table built at compile time (every `run::<F, A>` placed in a linker section) would need no
+//! socket, but a generic function cannot put a static per monomorphisation in a section; a
+//! descriptor found by probing memory for a magic number would be likely, not certain.
+//!
+//! # Start-up
 //!
 //! The hook runs from `.init_array`, before `main` (and before a test harness's `main`), in
 //! every process of an executable that links this crate. It looks for [`ENV`]; in a process
 //! that is not a spawned child it costs one `getenv`.
 #![allow(unsafe_code)]
 //! # Safety
-//! - `call` turns an offset into a function pointer. Offsets are made by `target_of` in a
-//!   process running this same executable image (the parent before `fork`, or the parent
-//!   that exec'd `/proc/self/exe`), so anchor plus offset is the entry it named.
+//! - `resolve` turns an offset into a function pointer, for registered targets only (see
+//!   above): each was made by `target_of` in a process running this same executable image, so
+//!   anchor plus offset is the entry it named, with the type `Entry`.
 //! - `conjure` reads a zero-sized `Copy` value out of thin air, which copies no bytes.
-//! - The hook is registered with a link-section attribute, and clears [`ENV`] while the process
-//!   has only one thread.
+//! - The hook is registered with a link-section attribute. It removes [`ENV`] from the
+//!   environment only after checking the process has a single thread.
+//! - The control socket's descriptor, once in [`CONTROL`], is never closed (see there).
 
 use std::any::type_name;
 use std::ffi::OsString;
+use std::os::fd::{AsFd, BorrowedFd, IntoRawFd, OwnedFd};
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
 
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -33,8 +67,9 @@ use crate::segment::Handle;
 use crate::sync::object::SharedObject;
 use crate::sys;
 
-/// Environment variable that makes a process a spawned child: `<parent pid>:<down>:<up>`, the
-/// handles of its start and result queues.
+/// Environment variable that makes a process a spawned child:
+/// `<parent pid>:<down>|<up>|<control>`, the handles of its start and result queues and the
+/// descriptor of its control socket.
 pub(crate) const ENV: &str = "MULTIPROC_SPAWN";
 
 /// Queues that carry raw bytes between a parent and its child.
@@ -214,7 +249,11 @@ fn conjure<T: Copy + 'static>() -> T {
     unsafe { std::ptr::NonNull::<T>::dangling().as_ptr().read() }
 }
 
-/// The target that calls `F` with a deserialised `A` and serialises its output.
+/// The target that calls `F` with a deserialised `A` and serialises its output, registered in
+/// this process (and so sent to every child: see the module note).
+///
+/// Prefer [`target_for`], which takes the function and so proves that the caller holds an `F`
+/// (what `conjure` relies on in the callee).
 pub(crate) fn target_of<F, A>() -> Target
 where
     F: Callable<A>,
@@ -222,9 +261,231 @@ where
     F::Output: Serialize,
 {
     let entry: Entry = run::<F, A>;
-    Target {
+    let target = Target {
         offset: (entry as usize).wrapping_sub(anchor_addr()) as u64,
         check: name_hash(type_name::<(F, A)>()),
+    };
+    if !registered(target) {
+        let listeners = Listeners::lock();
+        if register(target) {
+            listeners.broadcast(&target.to_bytes());
+        }
+    }
+    target
+}
+
+/// As [`target_of`], for the function `f`.
+pub(crate) fn target_for<F, A>(_f: &F) -> Target
+where
+    F: Callable<A>,
+    A: DeserializeOwned,
+    F::Output: Serialize,
+{
+    target_of::<F, A>()
+}
+
+impl Target {
+    const BYTES: usize = 16;
+
+    fn to_bytes(self) -> [u8; Self::BYTES] {
+        let mut b = [0; Self::BYTES];
+        b[..8].copy_from_slice(&self.offset.to_le_bytes());
+        b[8..].copy_from_slice(&self.check.to_le_bytes());
+        b
+    }
+
+    fn from_bytes(b: &[u8]) -> Option<Self> {
+        Some(Self {
+            offset: u64::from_le_bytes(b.get(..8)?.try_into().ok()?),
+            check: u64::from_le_bytes(b.get(8..16)?.try_into().ok()?),
+        })
+    }
+}
+
+/// How many targets a process can register.
+pub(crate) const REGISTRY_CAP: usize = 1024;
+
+/// One registered target.
+///
+/// `ready` is `false` until `offset` and `check` hold the target, then `true` for good.
+/// SYNC(registry-slot): stored with Release after the fields, loaded with Acquire before them.
+struct RegistrySlot {
+    ready: AtomicBool,
+    offset: AtomicU64,
+    check: AtomicU64,
+}
+
+/// The targets this process may call (see the module note). Slots are claimed with
+/// `fetch_add` and filled once; a writer that dies half-way (in another thread, at a `fork`)
+/// leaves a slot that is never ready, which readers skip. No lock, so nothing a `fork` copies
+/// can block it.
+struct Registry {
+    claimed: AtomicUsize,
+    slots: [RegistrySlot; REGISTRY_CAP],
+}
+
+static REGISTRY: Registry = Registry {
+    claimed: AtomicUsize::new(0),
+    slots: [const {
+        RegistrySlot {
+            ready: AtomicBool::new(false),
+            offset: AtomicU64::new(0),
+            check: AtomicU64::new(0),
+        }
+    }; REGISTRY_CAP],
+};
+
+/// Whether `target` is registered here.
+fn registered(target: Target) -> bool {
+    let n = REGISTRY.claimed.load(Ordering::Acquire).min(REGISTRY_CAP);
+    REGISTRY.slots[..n].iter().any(|slot| {
+        // SYNC(registry-slot)
+        slot.ready.load(Ordering::Acquire)
+            && slot.offset.load(Ordering::Relaxed) == target.offset
+            && slot.check.load(Ordering::Relaxed) == target.check
+    })
+}
+
+/// Every registered target, as the bytes of one control message.
+fn registry_bytes() -> Vec<u8> {
+    let n = REGISTRY.claimed.load(Ordering::Acquire).min(REGISTRY_CAP);
+    let mut out = Vec::with_capacity(n * Target::BYTES);
+    for slot in &REGISTRY.slots[..n] {
+        // SYNC(registry-slot)
+        if slot.ready.load(Ordering::Acquire) {
+            let target = Target {
+                offset: slot.offset.load(Ordering::Relaxed),
+                check: slot.check.load(Ordering::Relaxed),
+            };
+            out.extend_from_slice(&target.to_bytes());
+        }
+    }
+    out
+}
+
+/// Adds `target` from a trusted source (module note); `true` if it was not there yet and now
+/// is, `false` if it was there or the registry is full.
+fn register(target: Target) -> bool {
+    if registered(target) {
+        return false;
+    }
+    let i = REGISTRY.claimed.fetch_add(1, Ordering::AcqRel);
+    let Some(slot) = REGISTRY.slots.get(i) else {
+        REGISTRY.claimed.fetch_sub(1, Ordering::AcqRel);
+        return false;
+    };
+    slot.offset.store(target.offset, Ordering::Relaxed);
+    slot.check.store(target.check, Ordering::Relaxed);
+    // SYNC(registry-slot)
+    slot.ready.store(true, Ordering::Release);
+    true
+}
+
+/// This process's end of the control socket from its parent, or -1 (not a child, or a child
+/// of a parent without one).
+///
+/// A descriptor stored here is owned by this static and never closed: a forked child that gets
+/// its own socket leaves its parent's inherited one open and unused (reading it would take
+/// messages meant for the parent), so `BorrowedFd`s made from the number stay valid.
+static CONTROL: AtomicI32 = AtomicI32::new(-1);
+
+/// Makes `fd` this process's control socket (see [`CONTROL`]: it is never closed).
+fn set_control(fd: OwnedFd) {
+    CONTROL.store(fd.into_raw_fd(), Ordering::Release);
+}
+
+/// Held while taking records off the control socket and registering them; holds the bytes of
+/// a record that has only partly arrived.
+static LEARNING: Mutex<Vec<u8>> = Mutex::new(Vec::new());
+
+/// The control socket, if this process has one.
+fn control() -> Option<BorrowedFd<'static>> {
+    let raw = CONTROL.load(Ordering::Acquire);
+    // SAFETY: a descriptor stored in `CONTROL` is open and never closed (see there).
+    (raw >= 0).then(|| unsafe { BorrowedFd::borrow_raw(raw) })
+}
+
+/// Registers every target the parent sent on the control socket so far.
+fn learn() {
+    let Some(fd) = control() else {
+        return;
+    };
+    let mut partial = LEARNING.lock().unwrap_or_else(|p| p.into_inner());
+    let mut buf = [0u8; 64 * Target::BYTES];
+    // Ends when nothing more waits, the parent's end is closed, or the socket fails.
+    while let Ok(Some(n @ 1..)) = sys::recv_message(fd, &mut buf) {
+        partial.extend_from_slice(&buf[..n]);
+        let whole = partial.len() / Target::BYTES * Target::BYTES;
+        for chunk in partial[..whole].chunks_exact(Target::BYTES) {
+            if let Some(target) = Target::from_bytes(chunk) {
+                register(target);
+            }
+        }
+        partial.drain(..whole);
+    }
+}
+
+/// The parent's ends of its children's control sockets.
+static LISTENERS: Mutex<Vec<Weak<OwnedFd>>> = Mutex::new(Vec::new());
+
+/// The list of children's control sockets, locked: registering a target in [`target_of`] and
+/// adding a child both hold it, so a new child either gets a target in its first message or
+/// in a later one.
+pub(crate) struct Listeners {
+    list: MutexGuard<'static, Vec<Weak<OwnedFd>>>,
+    /// Also held across a `fork`, so that the child's copy of [`LEARNING`] is not locked.
+    learning: Option<MutexGuard<'static, Vec<u8>>>,
+}
+
+impl Listeners {
+    pub(crate) fn lock() -> Self {
+        Self {
+            list: LISTENERS.lock().unwrap_or_else(|p| p.into_inner()),
+            learning: None,
+        }
+    }
+
+    /// As [`lock`](Self::lock), for a `fork`: holds every lock of this module.
+    pub(crate) fn lock_for_fork() -> Self {
+        let mut this = Self::lock();
+        this.learning = Some(LEARNING.lock().unwrap_or_else(|p| p.into_inner()));
+        this
+    }
+
+    /// Sends `bytes` to every child still listening, forgetting the ones that are gone.
+    fn broadcast(&self, bytes: &[u8]) {
+        for fd in self.list.iter().filter_map(Weak::upgrade) {
+            // A child that is gone (or does not read) misses it, and cannot use the target.
+            let _ = sys::send_message(fd.as_fd(), bytes);
+        }
+    }
+
+    /// Makes a control socket for a new child: sends it the whole registry and every target
+    /// registered later (while the returned parent's end lives). Returns (parent's end,
+    /// child's end).
+    pub(crate) fn add_child(&mut self) -> Result<(Arc<OwnedFd>, OwnedFd), sys::Errno> {
+        let (ours, theirs) = sys::socket_pair()?;
+        let ours = Arc::new(ours);
+        let all = registry_bytes();
+        if !all.is_empty() {
+            // (An empty message would read as the end of the socket.)
+            sys::send_message(ours.as_fd(), &all)?;
+        }
+        self.list.retain(|w| w.strong_count() > 0);
+        self.list.push(Arc::downgrade(&ours));
+        Ok((ours, theirs))
+    }
+
+    /// In a new forked child: the parent's children are not ours, and `theirs` is our control
+    /// socket from now on.
+    pub(crate) fn become_forked_child(mut self, theirs: OwnedFd) {
+        // Only dropping `Weak`s: the sockets stay open (inherited copies) until we exit.
+        self.list.clear();
+        if let Some(partial) = self.learning.as_mut() {
+            // Bytes of the parent's control stream are not ours.
+            partial.clear();
+        }
+        set_control(theirs);
     }
 }
 
@@ -234,10 +495,26 @@ pub(crate) fn call(target: Target, arg: &[u8], out: &mut Vec<u8>) -> Status {
     call_with(target, arg, out, true, &mut || {})
 }
 
-/// As [`call`]; with `check == false` the entry skips comparing its type-name hash, for
-/// calls after the first with the same target in this process (the hash is what costs).
-/// `attached` runs once the argument is decoded (and so the objects in it attached), before
-/// the function runs.
+/// The entry behind `target`, if it is registered here (after reading what the parent sent).
+fn resolve(target: Target) -> Option<Entry> {
+    if !registered(target) {
+        learn();
+        if !registered(target) {
+            return None;
+        }
+    }
+    let addr = anchor_addr().wrapping_add(target.offset as usize);
+    // SAFETY: `target` is registered here, so `target_of::<F, A>` made it in a process
+    // running this executable image (this one, our parent, or theirs: see the module note),
+    // from the address of `run::<F, A>`: `addr` is that entry, which has type `Entry`.
+    Some(unsafe { std::mem::transmute::<usize, Entry>(addr) })
+}
+
+/// As [`call`]. `check == false` skips the entry's own comparison of its type-name hash
+/// (what costs), for calls after the first with the same target in this process; the target
+/// is looked up in the registry before the call either way, and an unregistered one fails
+/// with `Failed("entry mismatch ...")` without any jump. `attached` runs once the argument is
+/// decoded (and so the objects in it attached), before the function runs.
 pub(crate) fn call_with(
     target: Target,
     arg: &[u8],
@@ -245,11 +522,12 @@ pub(crate) fn call_with(
     check: bool,
     attached: &mut dyn FnMut(),
 ) -> Status {
-    let addr = anchor_addr().wrapping_add(target.offset as usize);
-    // SAFETY: `target` was made by `target_of` in a process running this executable image (see
-    // the module note), so `addr` is the address of a `run::<F, A>` here, which has type
-    // `Entry`. The entry checks `target.check` against its own type before anything else.
-    let entry = unsafe { std::mem::transmute::<usize, Entry>(addr) };
+    let Some(entry) = resolve(target) else {
+        return Status::Failed(format!(
+            "entry mismatch: no entry point registered at offset {:#x} with check {:#018x}",
+            target.offset, target.check
+        ));
+    };
     entry(arg, check.then_some(target.check), out, attached)
 }
 
@@ -324,9 +602,10 @@ pub(crate) struct Boot {
     pub(crate) me: super::ChildSetup,
 }
 
-/// The value of [`ENV`] for a child of this process.
-pub(crate) fn env_value(down: &Handle, up: &Handle) -> String {
-    format!("{}:{down}|{up}", sys::current_pid())
+/// The value of [`ENV`] for a child of this process whose control socket is descriptor
+/// `control` (kept across the spawn).
+pub(crate) fn env_value(down: &Handle, up: &Handle, control: i32) -> String {
+    format!("{}:{down}|{up}|{control}", sys::current_pid())
 }
 
 /// Runs in a process started with [`ENV`]: reads the start message, runs the target, sends the
@@ -335,23 +614,42 @@ pub(crate) fn env_value(down: &Handle, up: &Handle) -> String {
 /// failed. (Only spawned children ever see the variable: they remove it before anything
 /// else, so nothing they start inherits it.)
 fn run_spawned(value: OsString) -> ! {
-    // SAFETY: the start-up hook runs before `main`, while the process has one thread, so
-    // nothing reads the environment concurrently.
-    unsafe { std::env::remove_var(ENV) };
+    // Our children never inherit the variable (`Builder::environment` leaves it out); this
+    // keeps it from programs we `exec`. Only while we are sure no other thread exists (the
+    // start-up hook runs before `main`, but a constructor of another library may have started
+    // one): otherwise it stays, which costs nothing but tidiness.
+    if sys::single_threaded() {
+        // SAFETY: this process has a single thread (checked just above; only this thread
+        // could start another), so nothing reads or writes the environment concurrently.
+        unsafe { std::env::remove_var(ENV) };
+    }
     let fail = |what: &str| -> ! {
         eprintln!("multiproc: spawned child {}: {what}", sys::current_pid());
         sys::exit_now(1)
     };
-    let Some((down, up)) = parse_env(&value) else {
+    let Some((down, up, control)) = parse_env(&value) else {
         fail("malformed MULTIPROC_SPAWN")
     };
+    if control >= 0 {
+        // SAFETY: the parent handed us `control` for this (the variable is set by its `exec`,
+        // and `spawn_self` kept that number open): an inherited descriptor that nothing else
+        // in this process knows of, so nothing else owns it.
+        let fd = unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(control) };
+        sys::keep_from_exec(control);
+        set_control(fd);
+    }
     let (Ok(down_rx), Ok(up_tx)) = (BytesRx::from_handle(&down), BytesTx::from_handle(&up)) else {
         fail("its start queues do not open")
     };
     // The queues hold their own duplicates now.
     for h in [&down, &up] {
         if let crate::segment::Location::Fd(fd) = h.location() {
-            sys::close_inherited(*fd);
+            if *fd != control && *fd > 2 {
+                // SAFETY: the parent named `fd` in our start variable as the descriptor of a
+                // start queue, inherited for this: nothing here owns or borrows it
+                // (`from_handle` made its own duplicate, and the handles are dropped unused).
+                unsafe { sys::close_inherited(*fd) };
+            }
         }
     }
     let (down, up) = (down_rx, up_tx);
@@ -377,12 +675,13 @@ fn run_spawned(value: OsString) -> ! {
     finish(&up, outcome.into_outcome(out))
 }
 
-fn parse_env(value: &OsString) -> Option<(Handle, Handle)> {
+fn parse_env(value: &OsString) -> Option<(Handle, Handle, i32)> {
     let text = value.to_str()?;
     // `<parent pid>:` first, for people reading `/proc/<pid>/environ`.
     let (_ppid, rest) = text.split_once(':')?;
-    let (down, up) = rest.split_once('|')?;
-    Some((down.parse().ok()?, up.parse().ok()?))
+    let (down, rest) = rest.split_once('|')?;
+    let (up, control) = rest.split_once('|')?;
+    Some((down.parse().ok()?, up.parse().ok()?, control.parse().ok()?))
 }
 
 /// Sends `outcome` to the parent, flushes stdio and exits with the outcome's code.
@@ -398,4 +697,102 @@ pub(crate) fn finish(up: &BytesTx, outcome: Outcome) -> ! {
     }
     super::flush_stdio();
     sys::exit_now(code)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn double(x: u32) -> u32 {
+        x * 2
+    }
+
+    fn shout(s: String) -> String {
+        s.to_uppercase()
+    }
+
+    fn never_registered(x: u64) -> u64 {
+        x + 1
+    }
+
+    /// The target of `f`, as `Process::spawn` and `Pool::map` make it.
+    fn target<F, A>(_f: F) -> Target
+    where
+        F: Callable<A>,
+        A: DeserializeOwned,
+        F::Output: Serialize,
+    {
+        target_of::<F, A>()
+    }
+
+    /// The entry behind `f`, without making (and so registering) a target for it.
+    fn entry_of<F, A>(_f: F) -> Entry
+    where
+        F: Callable<A>,
+        A: DeserializeOwned,
+        F::Output: Serialize,
+    {
+        run::<F, A>
+    }
+
+    fn offset_of(addr: usize) -> u64 {
+        addr.wrapping_sub(anchor_addr()) as u64
+    }
+
+    fn status_of(target: Target, arg: &[u8]) -> Result<Vec<u8>, String> {
+        let mut out = Vec::new();
+        match call(target, arg, &mut out) {
+            Status::Returned => Ok(out),
+            Status::Panicked(m) => Err(format!("panicked: {m}")),
+            Status::Failed(m) => Err(m),
+        }
+    }
+
+    /// Regression (issue 8): `call_with` turned the offset of a target (bytes that arrive
+    /// through a shared queue) into a function pointer and jumped; only the callee compared
+    /// the type hash. A forged offset must give `Failed`, never a jump.
+    #[test]
+    fn issue_8_a_forged_target_fails_before_any_jump() {
+        let real = target(double);
+        let arg = postcard::to_allocvec(&21u32).unwrap();
+        let out = status_of(real, &arg).expect("a registered target runs");
+        assert_eq!(postcard::from_bytes::<u32>(&out).unwrap(), 42);
+
+        let other = target(shout);
+        let unregistered = entry_of(never_registered);
+        let forged = [
+            // Garbage: far outside the executable.
+            Target {
+                offset: 0x5a5a_5a5a_5a5a_5a5a,
+                check: real.check,
+            },
+            // Inside the executable, but not a function start.
+            Target {
+                offset: real.offset.wrapping_add(1),
+                check: real.check,
+            },
+            // A real function that is not an entry: `anchor` itself.
+            Target {
+                offset: 0,
+                check: real.check,
+            },
+            // A real entry with the check of another.
+            Target {
+                offset: real.offset,
+                check: other.check,
+            },
+            // An entry of this image that no target was ever made for.
+            Target {
+                offset: offset_of(unregistered as usize),
+                check: real.check,
+            },
+        ];
+        for target in forged {
+            let r = status_of(target, &arg);
+            assert!(
+                matches!(&r, Err(m) if m.starts_with("entry mismatch")),
+                "{target:?}: {r:?}"
+            );
+        }
+    }
 }

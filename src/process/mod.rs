@@ -30,7 +30,8 @@ use crate::sys::{self, Errno, Forked};
 
 pub use boot::init;
 pub(crate) use boot::{
-    BytesRx, BytesTx, Outcome, Status, Target, append, call, call_with, finish, target_of,
+    BytesRx, BytesTx, Outcome, Status, Target, append, call, call_with, finish, target_for,
+    target_of,
 };
 pub use pool::{AsyncResult, Imap, ImapUnordered, Pool, PoolBuilder, StarFn, TaskError};
 
@@ -232,12 +233,15 @@ pub(crate) struct Child {
     pid: u32,
     name: String,
     pidfd: OwnedFd,
+    /// Our end of the child's control socket (see `boot`): targets registered here reach the
+    /// child while it lives.
+    _control: Arc<OwnedFd>,
     /// The exit code, once reaped.
     code: Mutex<Option<i32>>,
 }
 
 impl Child {
-    fn new(pid: u32, name: String) -> Result<Arc<Self>, Errno> {
+    fn new(pid: u32, name: String, control: Arc<OwnedFd>) -> Result<Arc<Self>, Errno> {
         let pidfd = match sys::pidfd_open(pid) {
             Ok(fd) => fd,
             Err(e) => {
@@ -249,6 +253,7 @@ impl Child {
             pid,
             name,
             pidfd,
+            _control: control,
             code: Mutex::new(None),
         });
         if let Ok(mut list) = children().lock() {
@@ -433,7 +438,7 @@ impl Builder {
         }
     }
 
-    fn spawn_fn<F, A, R>(self, _f: F, arg: A) -> Result<Process<R>, ProcessError>
+    fn spawn_fn<F, A, R>(self, f: F, arg: A) -> Result<Process<R>, ProcessError>
     where
         F: Fn(A) -> R + Copy + 'static,
         A: Serialize + DeserializeOwned,
@@ -455,7 +460,7 @@ impl Builder {
         let setup = self.setup();
         let name = setup.name.clone();
         let boot = boot::Boot {
-            target: target_of::<F, A>(),
+            target: target_for::<F, A>(&f),
             arg: encoded,
             fds: keep.clone(),
             me: setup,
@@ -472,7 +477,11 @@ impl Builder {
                 keep.push(*fd);
             }
         }
-        let envp = self.environment(Some(boot::env_value(&down_h, &up_h)))?;
+        // The control socket gets the registry (with `boot.target`) before the child starts.
+        let (control, theirs) = boot::Listeners::lock().add_child()?;
+        let control_fd = std::os::fd::AsRawFd::as_raw_fd(&theirs);
+        keep.push(control_fd);
+        let envp = self.environment(Some(boot::env_value(&down_h, &up_h, control_fd)))?;
         let argv0 = std::env::args_os()
             .next()
             .unwrap_or_else(|| OsString::from("multiproc-child"));
@@ -481,7 +490,8 @@ impl Builder {
             sys::cstring(format!("--multiproc-spawned={name}"))?,
         ];
         let pid = sys::spawn_self(&argv, &envp, &keep)?;
-        let child = Child::new(pid, name)?;
+        drop(theirs);
+        let child = Child::new(pid, name, control)?;
         // The child attaches its own ends; ours of its ends go once it has (the rings keep
         // the start message and the result whatever the order).
         drop((down_rx, up_tx));
@@ -531,8 +541,19 @@ impl Builder {
 
     /// Starts a child by `fork` that runs `body` and hands back what it returns.
     ///
-    /// See [`StartMethod::Fork`] for what forking a multi-threaded process means. Handles the
-    /// closure captures are inherited and ready to use in the child.
+    /// Handles the closure captures are inherited and ready to use in the child.
+    ///
+    /// # Forking a multi-threaded process
+    ///
+    /// The child has one thread, a copy of the one that called `fork`. A lock another thread
+    /// of ours held at that moment stays held in the child for good, so `body` blocks forever
+    /// if it takes it (a `Mutex` of yours, a logger's); see [`StartMethod::Fork`]. This is why
+    /// `fork` is nonetheless a safe function: such a lock only ever refuses access, it never
+    /// grants it to two parties, so the hazard is a hang, not undefined behaviour. The rest
+    /// is taken care of here: the C library keeps its allocator usable in the child, this
+    /// function holds Rust's `stdout` and `stderr` and its own locks across the `fork`,
+    /// prepares the child's environment beforehand, and ends the child with `_exit` once
+    /// `body` returns or panics, so the child never runs on into code of the parent's.
     ///
     /// # Errors
     /// A [`ProcessError`] if the child cannot be started.
@@ -558,6 +579,10 @@ impl Builder {
         } else {
             Some(sys::Environment::new(self.environment(None)?))
         };
+        // Hold the list of control sockets across the fork, so the child's copy is not left
+        // locked by another thread of ours; the new child's socket joins it first.
+        let mut listeners = boot::Listeners::lock_for_fork();
+        let (control, theirs) = listeners.add_child()?;
         // Hold stdout and stderr across the fork (as fork handlers do with libc's locks), so
         // the child's copies are not left locked by another thread of ours, and flush them.
         let mut out = std::io::stdout().lock();
@@ -567,13 +592,18 @@ impl Builder {
             let _ = out.flush();
             let _ = err.flush();
         }
-        // SAFETY: the child runs `body`, our bookkeeping and `finish`, then `_exit`s; what the
-        // fork hazards mean for `body` is the caller's side of the contract, documented on
-        // `StartMethod::Fork`.
+        // SAFETY: `sys::fork`'s contract: the child never returns from this function, it
+        // leaves through `finish`, which ends in `exit_now` (and `body` runs under
+        // `catch_unwind`, so a panic does not unwind past it). What else the child may meet,
+        // locks that threads which do not exist there held at the fork, can make it block
+        // but not read or write anything it should not: see "Forking a multi-threaded
+        // process" on `Builder::fork`.
         let forked = unsafe { sys::fork() };
         drop((out, err));
         match forked? {
             Forked::Child => {
+                drop(control);
+                listeners.become_forked_child(theirs);
                 become_child(&setup);
                 if let Some(env) = env {
                     // SAFETY: a forked child has a single thread.
@@ -592,9 +622,9 @@ impl Builder {
                 finish(&up_tx, outcome)
             }
             Forked::Parent(pid) => {
-                drop(up_tx);
+                drop((listeners, theirs, up_tx));
                 Ok(Process {
-                    child: Child::new(pid, name)?,
+                    child: Child::new(pid, name, control)?,
                     daemon: self.daemon,
                     up: up_rx,
                     outcome: None,

@@ -9,13 +9,14 @@
 //! - [PR_SET_PDEATHSIG](https://man7.org/linux/man-pages/man2/PR_SET_PDEATHSIG.2const.html)
 #![allow(unsafe_code)]
 //! # Safety
-//! `fork` is unsafe to call (the child of a multi-threaded parent may only rely on what the
-//! forking thread left consistent); its callers document what their children do. The other
-//! unsafe blocks pass pointers to live, correctly typed locals or NUL-terminated arrays that
-//! outlive the call.
+//! `fork` is unsafe to call (the child of a multi-threaded parent must end without returning
+//! into code that expects the other threads); its callers say how their children end.
+//! `close_inherited` is unsafe because it closes a bare number, which must belong to nobody.
+//! The other unsafe blocks pass pointers to live, correctly typed locals or NUL-terminated
+//! arrays that outlive the call, or borrowed descriptors.
 
 use std::ffi::CString;
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
 use std::time::{Duration, Instant};
 
 use rustix::process::{Pid, PidfdFlags, Signal};
@@ -48,11 +49,14 @@ pub(crate) enum Forked {
 
 /// Forks the calling process.
 ///
+/// In the child only the calling thread exists, and locks that other threads held at the fork
+/// stay held forever: taking one blocks (a hang, not undefined behaviour), so a child should
+/// take none that another thread may have held (the stdout lock, a `Mutex`, ...).
+///
 /// # Safety
-/// In the child only the calling thread exists; locks that other threads held at the fork stay
-/// held forever. The caller must make the child use nothing such a lock may guard (in Rust:
-/// no `Mutex` another thread may hold, no stdout lock, and so on) and end it with
-/// [`exit_now`].
+/// - In the child, the caller never returns into code that expects the parent's other
+///   threads to exist (that waits for or joins them, or unwinds through frames that do): it
+///   runs what it was forked for and ends the child with [`exit_now`].
 pub(crate) unsafe fn fork() -> Result<Forked, Errno> {
     // SAFETY: the caller upholds the contract above; fork itself has no memory preconditions.
     match unsafe { libc::fork() } {
@@ -69,9 +73,51 @@ pub(crate) fn exit_now(code: i32) -> ! {
     unsafe { libc::_exit(code) }
 }
 
+/// `posix_spawn_file_actions_addclosefrom_np` (glibc 2.34 and later), looked up when first
+/// needed rather than linked, so that executables still start with an older C library.
+type AddCloseFrom =
+    unsafe extern "C" fn(*mut libc::posix_spawn_file_actions_t, libc::c_int) -> libc::c_int;
+
+fn addclosefrom() -> Option<AddCloseFrom> {
+    static FOUND: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    let addr = *FOUND.get_or_init(|| {
+        // SAFETY: `dlsym` with `RTLD_DEFAULT` and a NUL-terminated name only looks the symbol
+        // up; it returns null if there is none.
+        let p = unsafe {
+            libc::dlsym(
+                libc::RTLD_DEFAULT,
+                c"posix_spawn_file_actions_addclosefrom_np".as_ptr(),
+            )
+        };
+        p as usize
+    });
+    if addr == 0 {
+        return None;
+    }
+    // SAFETY: `addr` is the C library's `posix_spawn_file_actions_addclosefrom_np`, whose C
+    // prototype is `int (posix_spawn_file_actions_t *, int)`: the type of `AddCloseFrom`.
+    Some(unsafe { std::mem::transmute::<usize, AddCloseFrom>(addr) })
+}
+
+/// The descriptors this process holds now (for the fallback where the C library cannot close
+/// a whole range in the child).
+fn open_descriptors() -> Vec<i32> {
+    std::fs::read_dir("/proc/self/fd")
+        .map(|dir| {
+            dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 /// Starts `/proc/self/exe` (this very executable, even if its file was replaced since) with
-/// `argv` and `envp`, the descriptors in `keep` surviving the `exec` under the same numbers.
-/// Returns the child's pid.
+/// `argv` and `envp`. The child holds descriptors 0, 1 and 2 and those in `keep` (under the
+/// same numbers), and nothing else: every other descriptor is closed in the child before the
+/// `exec`, close-on-exec or not. Returns the child's pid.
+///
+/// With a C library older than glibc 2.34 (no `posix_spawn_file_actions_addclosefrom_np`)
+/// the descriptors to close are listed before the spawn, so a descriptor that another thread
+/// opens without close-on-exec meanwhile can still reach the child.
 pub(crate) fn spawn_self(argv: &[CString], envp: &[CString], keep: &[i32]) -> Result<u32, Errno> {
     let path = c"/proc/self/exe";
     let mut argv_ptrs: Vec<*mut libc::c_char> =
@@ -103,6 +149,34 @@ pub(crate) fn spawn_self(argv: &[CString], envp: &[CString], keep: &[i32]) -> Re
                 unsafe { libc::posix_spawn_file_actions_adddup2(actions.as_mut_ptr(), fd, fd) };
             if rc != 0 {
                 return Err(Errno::from_raw(rc));
+            }
+        }
+        // Then close everything else above 2 (the actions run in order, in the child): the
+        // gaps between kept descriptors one by one (closing a number that is not open is no
+        // error for posix_spawn), and all above the highest kept one at once.
+        let top = keep.iter().copied().filter(|&fd| fd > 2).max().unwrap_or(2);
+        let actions_ptr = actions.as_mut_ptr();
+        let close = |fd: i32| -> Result<(), Errno> {
+            // SAFETY: `actions_ptr` points to `actions`, initialised above; the call only
+            // records the action.
+            let rc = unsafe { libc::posix_spawn_file_actions_addclose(actions_ptr, fd) };
+            if rc != 0 {
+                return Err(Errno::from_raw(rc));
+            }
+            Ok(())
+        };
+        for fd in (3..top).filter(|fd| !keep.contains(fd)) {
+            close(fd)?;
+        }
+        if let Some(addclosefrom) = addclosefrom() {
+            // SAFETY: `actions` is initialised; the call only records the action.
+            let rc = unsafe { addclosefrom(actions_ptr, top + 1) };
+            if rc != 0 {
+                return Err(Errno::from_raw(rc));
+            }
+        } else {
+            for fd in open_descriptors().into_iter().filter(|&fd| fd > top) {
+                close(fd)?;
             }
         }
         // The child starts with no signal blocked, whatever the spawning thread blocks.
@@ -306,6 +380,12 @@ pub(crate) unsafe fn install_environment(env: Environment) {
     unsafe { environ = env.ptrs.as_ptr() };
 }
 
+/// Whether this process has a single thread (so nothing can race with it on process-wide
+/// state such as the environment). `false` when it cannot tell.
+pub(crate) fn single_threaded() -> bool {
+    std::fs::read_dir("/proc/self/task").is_ok_and(|dir| dir.count() == 1)
+}
+
 /// Marks the inherited descriptor `fd` close-on-exec (a spawned child keeps what its parent
 /// handed down to itself). Errors (a number that is not open) are ignored.
 pub(crate) fn keep_from_exec(fd: i32) {
@@ -314,10 +394,99 @@ pub(crate) fn keep_from_exec(fd: i32) {
     unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
 }
 
-/// Closes the inherited descriptor `fd`, which nothing in this process owns (its objects use
-/// their own duplicates). Errors are ignored.
-pub(crate) fn close_inherited(fd: i32) {
-    // SAFETY: the caller names a descriptor that no `OwnedFd` here owns; closing a number
-    // that is not open fails with EBADF.
+/// Closes the inherited descriptor `fd`. Errors (a number that is not open) are ignored.
+///
+/// # Safety
+/// - Nothing in this process owns `fd` or borrows it (no `OwnedFd`, `File` or `BorrowedFd`
+///   of it lives, and none will be made from the number afterwards): it was inherited, and
+///   whatever uses the object behind it holds its own duplicate.
+pub(crate) unsafe fn close_inherited(fd: i32) {
+    // SAFETY: nobody owns or borrows `fd` (contract above), so closing it cannot pull a
+    // descriptor from under its owner; a number that is not open fails with EBADF.
     unsafe { libc::close(fd) };
+}
+
+/// A connected pair of local stream sockets, close-on-exec. Only holders of an end can send
+/// on it: unlike a pipe or a memfd, a socket cannot be opened again through `/proc/<pid>/fd` by
+/// another process.
+///
+/// # References
+/// - [socketpair(2)](https://man7.org/linux/man-pages/man2/socketpair.2.html)
+pub(crate) fn socket_pair() -> Result<(OwnedFd, OwnedFd), Errno> {
+    let mut fds = [-1 as libc::c_int; 2];
+    // SAFETY: `fds` is a valid out-array of two ints.
+    let rc = unsafe {
+        libc::socketpair(
+            libc::AF_UNIX,
+            libc::SOCK_STREAM | libc::SOCK_CLOEXEC,
+            0,
+            fds.as_mut_ptr(),
+        )
+    };
+    if rc != 0 {
+        return Err(last_errno());
+    }
+    // SAFETY: `socketpair` succeeded, so `fds[0]` is a fresh descriptor nothing else owns.
+    let a = unsafe { OwnedFd::from_raw_fd(fds[0]) };
+    // SAFETY: as above, for `fds[1]`.
+    let b = unsafe { OwnedFd::from_raw_fd(fds[1]) };
+    Ok((a, b))
+}
+
+/// Sends all of `bytes` on the stream socket `fd`, without blocking and without SIGPIPE. If
+/// they do not all fit, the socket is shut down for writing and the call fails: the receiver
+/// then sees a cut-off tail followed by the end of the stream, never a cut record followed by
+/// more bytes.
+pub(crate) fn send_message(fd: impl AsFd, bytes: &[u8]) -> Result<(), Errno> {
+    let raw = fd.as_fd().as_raw_fd();
+    loop {
+        // SAFETY: `bytes` is a live buffer of `bytes.len()` bytes for the duration of the
+        // call; `fd` is borrowed, so open.
+        let rc = unsafe {
+            libc::send(
+                raw,
+                bytes.as_ptr().cast(),
+                bytes.len(),
+                libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+            )
+        };
+        if rc >= 0 && rc as usize == bytes.len() {
+            return Ok(());
+        }
+        let e = if rc >= 0 { Errno::AGAIN } else { last_errno() };
+        if e != Errno::INTR || rc > 0 {
+            // SAFETY: `fd` is borrowed, so open; shutdown changes only the socket's state.
+            unsafe { libc::shutdown(raw, libc::SHUT_WR) };
+            return Err(e);
+        }
+    }
+}
+
+/// Receives what waits on the socket `fd` into `buf` without blocking: how many bytes (0 once
+/// the other end is closed), or `None` if nothing is waiting.
+pub(crate) fn recv_message(fd: impl AsFd, buf: &mut [u8]) -> Result<Option<usize>, Errno> {
+    loop {
+        // SAFETY: `buf` is a live, writable buffer of `buf.len()` bytes for the duration of
+        // the call; `fd` is borrowed, so open.
+        let rc = unsafe {
+            libc::recv(
+                fd.as_fd().as_raw_fd(),
+                buf.as_mut_ptr().cast(),
+                buf.len(),
+                libc::MSG_DONTWAIT,
+            )
+        };
+        match rc {
+            n if n >= 0 => return Ok(Some((n as usize).min(buf.len()))),
+            _ => {
+                let e = last_errno();
+                if e == Errno::AGAIN {
+                    return Ok(None);
+                }
+                if e != Errno::INTR {
+                    return Err(e);
+                }
+            }
+        }
+    }
 }

@@ -1091,3 +1091,91 @@ fn a_fork_in_one_thread_does_not_keep_senders_dropped_in_another_counted() {
         &leaked[..leaked.len().min(10)]
     );
 }
+
+/// What a spawned child holds: each open descriptor with what it names (`readlink` of
+/// `/proc/self/fd/N`), except the directory being listed; and the descriptors of the queue
+/// it was handed, as its handle names them.
+fn my_descriptors(handed: Handle) -> (Vec<(i32, String)>, Vec<i32>) {
+    let dir = std::fs::read_dir("/proc/self/fd").expect("list /proc/self/fd");
+    let mut fds: Vec<(i32, String)> = dir
+        .filter_map(|e| {
+            let e = e.ok()?;
+            let fd: i32 = e.file_name().to_str()?.parse().ok()?;
+            let target = std::fs::read_link(e.path()).ok()?;
+            Some((fd, target.to_string_lossy().into_owned()))
+        })
+        .filter(|(_, target)| !target.starts_with("/proc/"))
+        .collect();
+    fds.sort();
+    // The handle's text names its descriptor as `...:fd:<n>` (memfd-backed objects).
+    let text = handed.to_string();
+    let named = text
+        .split_once(":fd:")
+        .and_then(|(_, n)| n.parse().ok())
+        .into_iter()
+        .collect();
+    (fds, named)
+}
+
+/// Opens `path` WITHOUT close-on-exec at descriptor `at` or above; the descriptor's number.
+fn open_inheritable(path: &std::path::Path, at: i32) -> i32 {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes()).unwrap();
+    // SAFETY: `c` is a NUL-terminated path that outlives the call.
+    let fd = unsafe { libc::open(c.as_ptr(), libc::O_RDONLY) };
+    assert!(fd >= 0, "open: {}", std::io::Error::last_os_error());
+    // SAFETY: F_DUPFD (without CLOEXEC) duplicates our own open `fd`.
+    let high = unsafe { libc::fcntl(fd, libc::F_DUPFD, at) };
+    assert!(high >= at, "F_DUPFD: {}", std::io::Error::last_os_error());
+    // SAFETY: `fd` is ours and open; nothing else uses it.
+    unsafe { libc::close(fd) };
+    high
+}
+
+/// Regression (issue 8, bug 6): a spawned child inherited every descriptor of its parent
+/// that lacks close-on-exec, though `StartMethod::Spawn` says nothing is inherited but what
+/// the argument carries. The child must hold 0, 1, 2, the descriptors its argument names and
+/// what multiproc made for it (its own queues' memfds, its control socket), nothing of ours.
+#[test]
+fn issue_8_a_spawned_child_inherits_only_what_its_argument_carries() {
+    let _watchdog = watchdog(LIMIT, "descriptors of a spawned child");
+    let path = std::env::temp_dir().join(unique_name("leak"));
+    std::fs::write(&path, b"not for the child").unwrap();
+    struct Unlink(std::path::PathBuf);
+    impl Drop for Unlink {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_file(&self.0);
+        }
+    }
+    let _unlink = Unlink(path.clone());
+    let leaked = open_inheritable(&path, 700);
+    let (tx, _rx) = channel();
+    let handed = tx.handle();
+    let p = Process::spawn(my_descriptors, handed).unwrap();
+    let (fds, named) = p.join().unwrap();
+    // SAFETY: `leaked` is our own descriptor, opened above and used by nothing else.
+    unsafe { libc::close(leaked) };
+    let path = path.to_string_lossy().into_owned();
+    assert!(
+        !fds.iter()
+            .any(|(fd, target)| *fd == leaked || *target == path),
+        "the child holds our descriptor {leaked} ({path}): {fds:?}"
+    );
+    assert!(!named.is_empty(), "the queue's handle names a descriptor");
+    let numbers: Vec<i32> = fds.iter().map(|(fd, _)| *fd).collect();
+    for fd in [0, 1, 2].iter().chain(&named) {
+        assert!(numbers.contains(fd), "descriptor {fd} is gone: {fds:?}");
+    }
+    // Besides: its own queue's memfds, and the one control socket multiproc gives a child.
+    for (fd, target) in &fds {
+        assert!(
+            *fd <= 2
+                || named.contains(fd)
+                || target.starts_with("/memfd:multiproc")
+                || target.starts_with("socket:"),
+            "the child holds descriptor {fd} ({target}), which nobody handed it: {fds:?}"
+        );
+    }
+    let sockets = fds.iter().filter(|(_, t)| t.starts_with("socket:")).count();
+    assert!(sockets <= 1, "more than the control socket: {fds:?}");
+}
