@@ -94,45 +94,67 @@
 // `SharedObject` is sealed: its supertrait mentions crate-private types (Segment, Backing) on
 // purpose, so nobody outside can implement it.
 #![allow(private_interfaces, private_bounds)]
+// The loom build compiles only the waiting code its models run; the rest of what that code
+// offers stays unused there.
+#![cfg_attr(multiproc_loom, allow(dead_code, unused_imports, unreachable_pub))]
 
+#[cfg(not(multiproc_loom))]
 mod channel;
+#[cfg(not(multiproc_loom))]
 mod error;
-#[cfg(feature = "serde")]
+mod primitive;
+#[cfg(all(feature = "serde", not(multiproc_loom)))]
 mod process;
+#[cfg(not(multiproc_loom))]
 mod segment;
+#[cfg(not(multiproc_loom))]
 mod shared_memory;
 mod sync;
 mod sys;
+#[cfg(not(multiproc_loom))]
 mod value;
 
-#[cfg(feature = "serde")]
+#[cfg(all(feature = "serde", not(multiproc_loom)))]
 pub use channel::Serde;
+#[cfg(not(multiproc_loom))]
 pub use channel::{
     Codec, Connection, ConnectionHandle, DecodeError, DefaultCodec, EncodeError, JoinableQueue,
     Plain, Queue, QueueConfig, Receiver, Sender, pipe, pipe_oneway,
 };
+#[cfg(not(multiproc_loom))]
 pub use error::{
     BrokenBarrierError, GetError, OpenError, OverReleaseError, PutError, TaskDoneError,
 };
-#[cfg(feature = "serde")]
+#[cfg(all(feature = "serde", not(multiproc_loom)))]
 pub use process::{
     AsyncResult, Builder as ProcessBuilder, Imap, ImapUnordered, Pool, PoolBuilder, Process,
     ProcessError, ProcessInfo, StarFn, StartMethod, TaskError, active_children, cpu_count,
     current_process, init, parent_process,
 };
+#[cfg(not(multiproc_loom))]
 pub use segment::{Handle, ParseHandleError};
+#[cfg(not(multiproc_loom))]
 pub use shared_memory::{OutOfBounds, SharedMemory};
+#[cfg(not(multiproc_loom))]
 pub use sync::barrier::{Barrier, MAX_PARTIES};
+#[cfg(not(multiproc_loom))]
 pub use sync::condition::{Condition, ConditionGuard};
+#[cfg(not(multiproc_loom))]
 pub use sync::event::Event;
+#[cfg(not(multiproc_loom))]
 pub use sync::lock::{
     Lock, LockGuard, LockResult, OwnerDied, RLock, RLockGuard, RecoverableGuard, TryLockError,
     TryLockResult,
 };
+#[cfg(not(multiproc_loom))]
 pub use sync::object::{Builder, SharedObject};
+#[cfg(not(multiproc_loom))]
 pub use sync::raw_lock::RawLock;
+#[cfg(not(multiproc_loom))]
 pub use sync::semaphore::{BoundedSemaphore, Semaphore};
+#[cfg(not(multiproc_loom))]
 pub use sys::Errno;
+#[cfg(not(multiproc_loom))]
 pub use value::{
     Array, ArrayGuard, CellsConfig, RawArray, RawValue, ShmAtomic, ShmSafe, Value, ValueGuard,
 };

@@ -721,7 +721,7 @@ impl Ring {
                 unsafe { st.put_side.lock.release() };
                 // The unlock orders the tail store against a consumer's sleeper announcement
                 // (see `RawLock::handshake`): it sees our tail, or we see it sleeping.
-                st.data_wait.word.notify(1);
+                st.data_wait.word.notify_after_handshake(1);
                 return Ok(());
             }
             self.put_cache.set(tail, observed_head);
@@ -812,7 +812,7 @@ impl Ring {
                         self.adapt_spin(&waiter);
                         // As in a put: the unlock pairs with a producer's handshake.
                         if r.is_ok() {
-                            st.space_wait.word.notify(1);
+                            st.space_wait.word.notify_after_handshake(1);
                         }
                         return r;
                     }
@@ -890,7 +890,7 @@ impl Ring {
                     return Err(self.empty_or_disconnected(observed_tail));
                 }
                 for _ in 0..16 {
-                    std::hint::spin_loop();
+                    crate::primitive::spin_loop();
                 }
                 return Ok(());
             }

@@ -4,13 +4,13 @@
 //! The only unsafe code here is the `AtomicState` impl for `EventState`, a `#[repr(C)]` struct of
 //! atomics.
 
-use std::sync::atomic::{AtomicU32, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use super::fixed::{AtomicState, Fixed, fixed_object, unit_constructors};
-use super::wait::{deadline_after, remaining, sleep_unless, wake_sleepers};
-use crate::error::OpenError;
-use crate::segment::kind;
+#[cfg(not(multiproc_loom))]
+pub use public::Event;
+
+use super::wait::{remaining, sleep_unless, wake_sleepers};
+use crate::primitive::{AtomicU32, Ordering};
 
 /// `word` bit 0: the flag is set.
 const SET: u32 = 1;
@@ -51,54 +51,23 @@ pub(crate) struct EventState {
     sleepers: AtomicU32,
 }
 
+#[cfg(not(multiproc_loom))]
 const _: () = assert!(size_of::<EventState>() == 8);
 
-// SAFETY: #[repr(C)] struct of atomics.
-unsafe impl AtomicState for EventState {}
-
-/// A process-shared event, like Python's `multiprocessing.Event`: `set` wakes every waiter,
-/// `clear` resets the flag.
-///
-/// # Examples
-/// ```
-/// # fn main() -> Result<(), multiproc::OpenError> {
-/// let ev = multiproc::Event::new()?;
-/// assert!(!ev.wait_timeout(std::time::Duration::from_millis(1)));
-/// ev.set();
-/// ev.wait(); // returns at once
-/// assert!(ev.is_set());
-/// # Ok(()) }
-/// ```
-#[derive(Debug)]
-pub struct Event {
-    inner: Fixed<EventState>,
-}
-
-fixed_object!(Event, EventState, kind::EVENT, (), |_st, _cfg| ());
-unit_constructors!(Event, "a cleared event");
-
-impl Event {
-    fn validate(inner: Fixed<EventState>) -> Result<Self, OpenError> {
-        Ok(Self { inner })
+impl EventState {
+    pub(crate) fn is_set(&self) -> bool {
+        self.word.load(Ordering::Acquire) & SET != 0
     }
 
-    /// Whether the flag is set.
-    pub fn is_set(&self) -> bool {
-        self.inner.state().word.load(Ordering::Acquire) & SET != 0
-    }
-
-    /// Sets the flag and wakes every waiter, in every process. Every thread waiting when it
-    /// happens returns `true`, even if the flag is cleared again before it wakes.
-    pub fn set(&self) {
-        let st = self.inner.state();
-        let mut w = st.word.load(Ordering::Relaxed);
+    pub(crate) fn set(&self) {
+        let mut w = self.word.load(Ordering::Relaxed);
         loop {
             if w & SET != 0 {
                 return;
             }
             let new = w.wrapping_add(GENERATION) | SET;
             // SeqCst: pairs with the waiter's SeqCst `sleepers` bump and `word` load.
-            match st
+            match self
                 .word
                 .compare_exchange_weak(w, new, Ordering::SeqCst, Ordering::Relaxed)
             {
@@ -106,51 +75,118 @@ impl Event {
                 Err(now) => w = now,
             }
         }
-        wake_sleepers(&st.word, &st.sleepers, i32::MAX as u32);
+        wake_sleepers(&self.word, &self.sleepers, i32::MAX as u32);
     }
 
-    /// Clears the flag. Waiters released by an earlier [`set`](Self::set) still return `true`.
-    pub fn clear(&self) {
-        self.inner.state().word.fetch_and(!SET, Ordering::SeqCst);
+    pub(crate) fn clear(&self) {
+        self.word.fetch_and(!SET, Ordering::SeqCst);
     }
 
-    /// Waits until the flag is set.
-    pub fn wait(&self) {
-        self.wait_deadline(None);
+    /// Waiters counted as asleep or about to sleep (for the loom models).
+    #[cfg(all(test, multiproc_loom))]
+    pub(crate) fn sleepers(&self) -> u32 {
+        self.sleepers.load(Ordering::SeqCst)
     }
 
-    /// Waits at most `timeout`; returns whether the flag was set on entry or a
-    /// [`set`](Self::set) happened meanwhile (`false`: timed out).
-    #[doc(alias = "wait")]
-    pub fn wait_timeout(&self, timeout: Duration) -> bool {
-        self.wait_deadline(deadline_after(timeout))
-    }
-
-    /// Waits until `deadline` at the latest; returns as [`wait_timeout`](Self::wait_timeout).
-    pub fn wait_until(&self, deadline: Instant) -> bool {
-        self.wait_deadline(Some(deadline))
-    }
-
-    fn wait_deadline(&self, deadline: Option<Instant>) -> bool {
-        let st = self.inner.state();
-        let seen = st.word.load(Ordering::Acquire);
+    /// Waits until the flag is set or a set happened since the call; `false` at `deadline`.
+    pub(crate) fn wait_deadline(&self, deadline: Option<Instant>) -> bool {
+        let seen = self.word.load(Ordering::Acquire);
         if seen & SET != 0 {
             return true;
         }
         loop {
             // Any change from `seen` (flag clear, generation g) means a set happened since.
-            let released = || st.word.load(Ordering::SeqCst) != seen;
+            let released = || self.word.load(Ordering::SeqCst) != seen;
             if released() {
                 return true;
             }
             let Some(left) = remaining(deadline) else {
                 return false;
             };
-            if sleep_unless(&st.word, seen, &st.sleepers, 1, left, released) {
+            if sleep_unless(&self.word, seen, &self.sleepers, 1, left, released) {
                 return true;
             }
         }
     }
 }
 
-crate::sync::object::serde_via_handle!([] Event);
+/// The public type over a segment (not in the loom build, which runs `EventState` itself).
+#[cfg(not(multiproc_loom))]
+mod public {
+    use std::time::{Duration, Instant};
+
+    use super::EventState;
+    use crate::error::OpenError;
+    use crate::segment::kind;
+    use crate::sync::fixed::{AtomicState, Fixed, fixed_object, unit_constructors};
+    use crate::sync::wait::deadline_after;
+
+    // SAFETY: #[repr(C)] struct of atomics.
+    unsafe impl AtomicState for EventState {}
+
+    /// A process-shared event, like Python's `multiprocessing.Event`: `set` wakes every waiter,
+    /// `clear` resets the flag.
+    ///
+    /// # Examples
+    /// ```
+    /// # fn main() -> Result<(), multiproc::OpenError> {
+    /// let ev = multiproc::Event::new()?;
+    /// assert!(!ev.wait_timeout(std::time::Duration::from_millis(1)));
+    /// ev.set();
+    /// ev.wait(); // returns at once
+    /// assert!(ev.is_set());
+    /// # Ok(()) }
+    /// ```
+    #[derive(Debug)]
+    pub struct Event {
+        inner: Fixed<EventState>,
+    }
+
+    fixed_object!(Event, EventState, kind::EVENT, (), |_st, _cfg| ());
+    unit_constructors!(Event, "a cleared event");
+
+    impl Event {
+        fn validate(inner: Fixed<EventState>) -> Result<Self, OpenError> {
+            Ok(Self { inner })
+        }
+
+        /// Whether the flag is set.
+        pub fn is_set(&self) -> bool {
+            self.inner.state().is_set()
+        }
+
+        /// Sets the flag and wakes every waiter, in every process. Every thread waiting when it
+        /// happens returns `true`, even if the flag is cleared again before it wakes.
+        pub fn set(&self) {
+            self.inner.state().set();
+        }
+
+        /// Clears the flag. Waiters released by an earlier [`set`](Self::set) still return `true`.
+        pub fn clear(&self) {
+            self.inner.state().clear();
+        }
+
+        /// Waits until the flag is set.
+        pub fn wait(&self) {
+            self.wait_deadline(None);
+        }
+
+        /// Waits at most `timeout`; returns whether the flag was set on entry or a
+        /// [`set`](Self::set) happened meanwhile (`false`: timed out).
+        #[doc(alias = "wait")]
+        pub fn wait_timeout(&self, timeout: Duration) -> bool {
+            self.wait_deadline(deadline_after(timeout))
+        }
+
+        /// Waits until `deadline` at the latest; returns as [`wait_timeout`](Self::wait_timeout).
+        pub fn wait_until(&self, deadline: Instant) -> bool {
+            self.wait_deadline(Some(deadline))
+        }
+
+        fn wait_deadline(&self, deadline: Option<Instant>) -> bool {
+            self.inner.state().wait_deadline(deadline)
+        }
+    }
+
+    crate::sync::object::serde_via_handle!([] Event);
+}

@@ -4,11 +4,18 @@
 //! waiting happens on a futex word inside it (shared, never private), with a sleeper count or
 //! waiters bit so that wakers only make a system call when someone sleeps.
 
+#[cfg(not(multiproc_loom))]
 pub(crate) mod barrier;
+#[cfg(not(multiproc_loom))]
 pub(crate) mod condition;
 pub(crate) mod event;
+#[cfg(not(multiproc_loom))]
 pub(crate) mod fixed;
+#[cfg(not(multiproc_loom))]
 pub(crate) mod lock;
+#[cfg(all(test, multiproc_loom))]
+mod loom_tests;
+#[cfg(not(multiproc_loom))]
 pub(crate) mod object;
 pub(crate) mod raw_lock;
 pub(crate) mod semaphore;

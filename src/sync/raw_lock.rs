@@ -4,9 +4,9 @@
 //! `release` is unsafe because unlocking a lock someone else holds breaks mutual exclusion; its
 //! callers are guards, which exist only while their lock is held.
 
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::Instant;
 
+use crate::primitive::{AtomicU32, AtomicU64, Ordering};
 use crate::sync::wait::{Backoff, Prober, sleep_unless};
 use crate::sys::{self, ThreadId};
 
@@ -64,16 +64,24 @@ pub struct RawLock {
     owner_start: AtomicU64,
 }
 
+#[cfg(not(multiproc_loom))]
 const _: () = assert!(size_of::<RawLock>() == 16);
 
 impl RawLock {
     /// An unlocked lock word.
+    #[cfg(not(multiproc_loom))]
     pub const fn new() -> Self {
         Self {
             word: AtomicU32::new(0),
             flags: AtomicU32::new(0),
             owner_start: AtomicU64::new(0),
         }
+    }
+
+    /// An unlocked lock word (loom's atomics cannot be made in a `const fn`).
+    #[cfg(multiproc_loom)]
+    pub fn new() -> Self {
+        Self::default()
     }
 
     #[inline(always)]

@@ -1,9 +1,9 @@
 //! Waiting helpers shared by the primitives: the sleeper-counted futex wait, spin backoff,
 //! deadlines, and the owner prober.
 
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
+use crate::primitive::{self, AtomicU32, Ordering};
 use crate::sys::{self, Liveness, ThreadId};
 
 /// A futex word that sleepers wait on and wakers advance, with a count of the sleepers, so that
@@ -14,12 +14,21 @@ use crate::sys::{self, Liveness, ThreadId};
 /// | `seq`      | the futex word; a wake advances it (wrapping), so a sleeper that read it before the wake does not sleep |
 /// | `sleepers` | waiters between announcing themselves and withdrawing in [`sleep_unless`] |
 ///
-/// No wake-up is lost: a waiter reads `seq` ([`observe`](Self::observe)), announces itself
-/// (SeqCst), takes its last look at the state it waits for, and sleeps only while `seq` still
-/// holds what it read. A waker changes that state first, then reads `sleepers` (SeqCst) and, if
-/// anyone is counted, advances `seq` and wakes. Either the waker sees the sleeper, or the
-/// sleeper's last look sees the change. (The ring publishes with release stores and orders the
-/// two sides with a handshake on the publisher's lock word instead; see `RawLock::handshake`.)
+/// No wake-up is lost. A waiter reads `seq` ([`observe`](Self::observe)), announces itself
+/// with a read-modify-write of `sleepers`, takes its last look at the state it waits for, and
+/// sleeps only while `seq` still holds what it read. A waker changes that state first, then
+/// looks at `sleepers` with a read-modify-write too ([`notify`](Self::notify)) and, if anyone
+/// is counted, advances `seq` and wakes. The two RMWs of `sleepers` are ordered: if the waker's
+/// comes second it sees the sleeper; if first, the waiter's RMW reads from it (both are
+/// acquire-release), so the waiter's last look sees the change. This needs no sequentially
+/// consistent loads, which loom cannot model (it treats them as acquire-release).
+///
+/// SYNC(sleepers-rmw): the announce in `sleep_unless` pairs with the RMW in `notify` and
+/// [`wake_sleepers`].
+///
+/// The ring publishes with release stores and pairs each sleeper with the publisher through the
+/// publisher's lock word instead (`RawLock::handshake`), so its hot path needs only a plain load
+/// of `sleepers` ([`notify_after_handshake`](Self::notify_after_handshake)).
 #[repr(C)]
 #[derive(Debug, Default)]
 pub(crate) struct WaitWord {
@@ -27,6 +36,7 @@ pub(crate) struct WaitWord {
     sleepers: AtomicU32,
 }
 
+#[cfg(not(multiproc_loom))]
 const _: () = assert!(size_of::<WaitWord>() == 8);
 
 impl WaitWord {
@@ -53,7 +63,22 @@ impl WaitWord {
     /// no system call). Call it after changing the state sleepers look at.
     #[inline]
     pub(crate) fn notify(&self, n: u32) {
-        if self.sleepers.load(Ordering::SeqCst) > 0 {
+        // SYNC(sleepers-rmw)
+        #[cfg(not(multiproc_loom_mutant = "plain-load"))]
+        let counted = self.sleepers.fetch_add(0, Ordering::AcqRel);
+        #[cfg(multiproc_loom_mutant = "plain-load")]
+        let counted = self.sleepers.load(Ordering::Relaxed);
+        if counted > 0 {
+            self.wake(n);
+        }
+    }
+
+    /// As [`notify`](Self::notify), for a waker whose change a waiter's handshake on the
+    /// waker's lock word orders (see `RawLock::handshake`): a plain load of `sleepers`
+    /// suffices there, and keeps the put and get paths of the ring free of another RMW.
+    #[inline]
+    pub(crate) fn notify_after_handshake(&self, n: u32) {
+        if self.sleepers.load(Ordering::Acquire) > 0 {
             self.wake(n);
         }
     }
@@ -84,13 +109,17 @@ pub(crate) fn sleep_unless(
     timeout: Option<Duration>,
     ready: impl FnOnce() -> bool,
 ) -> bool {
-    sleepers.fetch_add(unit, Ordering::SeqCst);
+    // SYNC(sleepers-rmw)
+    sleepers.fetch_add(unit, Ordering::AcqRel);
     let ready = ready();
+    // A deliberately broken build for the loom models, which must then fail (`.ci/run`).
+    #[cfg(multiproc_loom_mutant = "skip-last-look")]
+    let ready = ready && false;
     if !ready {
         // Woken, AGAIN (the word moved), TIMEDOUT: the caller looks again in every case.
         let _ = sys::futex_wait(word, expected, timeout);
     }
-    sleepers.fetch_sub(unit, Ordering::SeqCst);
+    sleepers.fetch_sub(unit, Ordering::AcqRel);
     ready
 }
 
@@ -98,7 +127,14 @@ pub(crate) fn sleep_unless(
 /// is their state itself (the waker changed it before calling this).
 #[inline]
 pub(crate) fn wake_sleepers(word: &AtomicU32, sleepers: &AtomicU32, n: u32) {
-    if sleepers.load(Ordering::SeqCst) > 0 {
+    // SYNC(sleepers-rmw): an RMW, so that a sleeper's announce either comes first or reads
+    // from it (see `WaitWord`).
+    #[cfg(not(multiproc_loom_mutant = "plain-load"))]
+    let counted = sleepers.fetch_add(0, Ordering::AcqRel);
+    // A deliberately broken build for the loom models, which must then fail (`.ci/run`).
+    #[cfg(multiproc_loom_mutant = "plain-load")]
+    let counted = sleepers.load(Ordering::Relaxed);
+    if counted > 0 {
         sys::futex_wake(word, n);
     }
 }
@@ -119,8 +155,9 @@ pub(crate) fn remaining(deadline: Option<Instant>) -> Option<Option<Duration>> {
     }
 }
 
-const SPIN_LIMIT: u32 = 6;
-const YIELD_LIMIT: u32 = 9;
+// Under loom every spin is a point where the model may switch threads: spin once, then sleep.
+const SPIN_LIMIT: u32 = if cfg!(multiproc_loom) { 0 } else { 6 };
+const YIELD_LIMIT: u32 = if cfg!(multiproc_loom) { 0 } else { 9 };
 
 /// Exponential spin-then-yield backoff before sleeping, after crossbeam's `Backoff`.
 pub(crate) struct Backoff {
@@ -143,10 +180,10 @@ impl Backoff {
     pub(crate) fn snooze(&mut self) {
         if self.step <= SPIN_LIMIT {
             for _ in 0..(1u32 << self.step) {
-                std::hint::spin_loop();
+                primitive::spin_loop();
             }
         } else {
-            std::thread::yield_now();
+            primitive::yield_now();
         }
         if self.step <= YIELD_LIMIT {
             self.step += 1;

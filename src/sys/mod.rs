@@ -7,25 +7,41 @@
 #[cfg(not(target_os = "linux"))]
 compile_error!("multiproc currently supports Linux only");
 
+#[cfg(not(multiproc_loom))]
 mod futex;
+#[cfg(not(multiproc_loom))]
 mod mem;
+#[cfg(not(multiproc_loom))]
 mod proc;
+#[cfg(not(multiproc_loom))]
 mod spawn;
 
+#[cfg(not(multiproc_loom))]
 pub(crate) use futex::{futex_wait, futex_wake, futex_wake_all};
+#[cfg(not(multiproc_loom))]
 pub(crate) use mem::{
     Fd, Mapping, dup_raw_fd, fd_identity, fd_len, memfd_create, raw_fd, set_cloexec,
     shm_create_excl, shm_identity, shm_open_existing, shm_unlink,
 };
+#[cfg(not(multiproc_loom))]
 pub(crate) use proc::{
     Liveness, ThreadId, current_pid, current_process, current_thread, on_fork, probe_thread,
     random_u64, thread_children,
 };
+#[cfg(not(multiproc_loom))]
 pub(crate) use spawn::{
     Environment, Forked, SIGKILL, SIGTERM, close_inherited, cstring, current_tid, exit_now, fork,
     install_environment, keep_from_exec, kill_me_with_parent, kill_self, parent_pid, pidfd_open,
     pidfd_signal, reap, recv_message, send_message, single_threaded, socket_pair, spawn_self,
     try_reap, wait_readable,
+};
+
+// The loom models' stand-in for the operating system (see `loom.rs`).
+#[cfg(multiproc_loom)]
+mod loom;
+#[cfg(multiproc_loom)]
+pub(crate) use loom::{
+    Liveness, ThreadId, current_thread, futex_wait, futex_wake, futex_wake_all, probe_thread,
 };
 
 use std::fmt;
