@@ -6,7 +6,7 @@
 //! `offset + buf.len() <= len` before copying through raw pointers, and never form a reference
 //! to the shared bytes.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use crate::primitive::{AtomicBool, Ordering};
 
 use crate::error::OpenError;
 use crate::segment::{NameOwner, normalize_name, random_name};

@@ -1,8 +1,8 @@
 //! `Queue`, its one-sided views `Sender` and `Receiver`, and `JoinableQueue`.
 
+use crate::primitive::{AtomicBool, AtomicUsize};
+use crate::primitive::{AtomicU32, Ordering};
 use std::marker::PhantomData;
-use std::sync::atomic::{AtomicBool, AtomicUsize};
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, TryLockError, Weak};
 use std::time::{Duration, Instant};
 

@@ -38,8 +38,8 @@
 //! killed before its `head` store leaves the message in place for the next consumer; one killed
 //! after it loses only that message.
 
+use crate::primitive::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::ptr::NonNull;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::error::OpenError;

@@ -12,10 +12,10 @@
 mod boot;
 mod pool;
 
+use crate::primitive::{AtomicU64, Ordering};
 use std::ffi::OsString;
 use std::marker::PhantomData;
 use std::os::fd::OwnedFd;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 

@@ -8,9 +8,9 @@
 //! tasks already reported, and which never started (those go to other workers). A dead worker
 //! is replaced. Results travel back on one shared queue.
 
+use crate::primitive::{AtomicU64, Ordering};
 use std::collections::VecDeque;
 use std::marker::PhantomData;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};

@@ -1,6 +1,6 @@
 //! The 64-byte header at offset 0 of every segment.
 
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use crate::primitive::{AtomicU32, AtomicU64, Ordering};
 
 use crate::error::OpenError;
 

@@ -6,8 +6,8 @@
 //! checks the payload length against the `parties` it reads (once, and caches), so every slot
 //! index below `parties` is inside the mapping, which lives as long as the `Barrier`.
 
+use crate::primitive::{AtomicU32, AtomicU64, Ordering};
 use std::ptr::NonNull;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use super::fixed::AtomicState;

@@ -6,8 +6,8 @@
 //! guard's drop, and `wait_raw`, which lends the guard's hold to a `Released` that takes it
 //! back before the guard can be used again, also when unwinding.
 
+use crate::primitive::{AtomicU32, Ordering};
 use std::fmt;
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use super::fixed::{AtomicState, Fixed, fixed_object, unit_constructors};

@@ -6,9 +6,9 @@
 //! was acquired (or, for `RLock`, found held by this thread), and [`Released`] gives a guard's
 //! hold back before the guard can be used or dropped again, also when unwinding.
 
+use crate::primitive::{AtomicU32, Ordering};
 use std::fmt;
 use std::marker::PhantomData;
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use super::fixed::{AtomicState, Fixed, fixed_object, unit_constructors};
