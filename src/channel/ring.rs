@@ -48,6 +48,17 @@ use crate::sync::raw_lock::{Acquired, RawLock};
 use crate::sync::wait::{Backoff, Prober, WaitWord, remaining, sleep_unless, wake_sleepers};
 use crate::sys::{self, Liveness, ThreadId};
 
+// Ordering pairs between processes, tagged where each side stands:
+// - SYNC(tail-publish): a producer's release store of `tail` after writing the record, and the
+//   consumer's acquire load of `tail` before reading it.
+// - SYNC(head-free): a consumer's release store of `head` after reading a record, and the
+//   producer's acquire load of `head` before writing over it.
+// - SYNC(lock-handshake): a publisher's unlock (an AcqRel swap) and a sleeper's no-op RMW of the
+//   same lock word, after announcing itself and before its last look (`RawLock::handshake`).
+// - SYNC(closed): `close` stores `closed` then wakes every sleeper counted; sleepers look at it
+//   after announcing themselves (`sync::wait::sleep_unless`).
+// - SYNC(sleepers-rmw): see `WaitWord`.
+
 /// Most processes that can hold handles of one ring at once.
 pub(crate) const MAX_PEERS: usize = 128;
 /// Marks a peer slot whose counts were taken for a child that is being forked (see [`Peer`]);
@@ -389,6 +400,7 @@ impl Ring {
 
     /// Marks the ring closed for putting; gets drain what is left. Wakes everyone.
     pub(crate) fn close(&self) {
+        // SYNC(closed): sleepers look at `closed` after announcing; `wake_all` then sees them.
         self.st().config.closed.store(1, Ordering::SeqCst);
         self.wake_all();
     }
@@ -692,6 +704,7 @@ impl Ring {
             // Look at our copy of the head first: it never runs ahead of the real one, so it
             // can only make us think the ring fuller than it is; re-read the real head only then.
             let cached = self.put_cache.get(tail);
+            // SYNC(head-free), for this load and the one below.
             let mut observed_head = cached.unwrap_or_else(|| st.head.pos.load(Ordering::Acquire));
             let mut slot = self.reserve(tail, observed_head, len);
             if slot.is_none() && cached.is_some() {
@@ -716,6 +729,8 @@ impl Ring {
                 let (tm, tp) = unpack(tail);
                 let new_tail = pack(tm.wrapping_add(1), tp.wrapping_add(total));
                 self.put_cache.set(new_tail, observed_head);
+                // SYNC(tail-publish): the record written above is visible to whoever loads this
+                // tail.
                 st.tail.pos.store(new_tail, Ordering::Release);
                 // SAFETY: we hold the put lock.
                 unsafe { st.put_side.lock.release() };
@@ -746,6 +761,7 @@ impl Ring {
             };
             st.space_wait.word.wait_unless(seen, Some(timeout), || {
                 // Pairs with a consumer's unlock: we see its head, or it sees us asleep.
+                // SYNC(lock-handshake): with the unlock in `get_with`.
                 st.get_side.lock.handshake();
                 st.head.pos.load(Ordering::Acquire) != observed_head
                     || self.is_closed()
@@ -848,6 +864,7 @@ impl Ring {
         let head = st.head.pos.load(Ordering::Acquire);
         match self.get_cache.get(head) {
             Some(cached) if unpack(cached).0 != unpack(head).0 => cached,
+            // SYNC(tail-publish)
             _ => st.tail.pos.load(Ordering::Acquire),
         }
     }
@@ -909,6 +926,7 @@ impl Ring {
         waiter.slept = true;
         // Pairs with a producer's unlock: we see its tail, or it sees us asleep.
         let moved = || {
+            // SYNC(lock-handshake): with the unlock in `put_with`.
             st.put_side.lock.handshake();
             st.tail.pos.load(Ordering::Acquire) != observed_tail
                 || self.is_closed()
@@ -946,6 +964,7 @@ impl Ring {
         let tail = match self.get_cache.get(head) {
             Some(cached) if unpack(cached).0 != unpack(head).0 => cached,
             _ => {
+                // SYNC(tail-publish)
                 let tail = st.tail.pos.load(Ordering::Acquire);
                 self.get_cache.set(head, tail);
                 tail
@@ -996,6 +1015,8 @@ impl Ring {
         let r = (read.take().expect("read once"))(payload);
         let next = pack(hm.wrapping_add(1), hp.wrapping_add(record_len(len)));
         self.get_cache.set(next, tail);
+        // SYNC(head-free): the record is read; a producer that loads this head may write over
+        // it.
         st.head.pos.store(next, Ordering::Release);
         Some(Ok(r))
     }
