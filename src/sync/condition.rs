@@ -168,6 +168,10 @@ impl Condition {
     /// Waits until notified or `timeout` passes; the `bool` says whether it was notified
     /// (`false`: timed out, as Python's `wait` returning `False`).
     ///
+    /// The timeout bounds the wait for a notification. Taking the lock back afterwards is a
+    /// [`lock`](Self::lock), as in Python, `std` and parking_lot: it waits for a holder that
+    /// lives (a holder that died is detected and reported as [`OwnerDied`]).
+    ///
     /// # Panics
     /// If `guard` belongs to another condition.
     pub fn wait_timeout<'a>(
