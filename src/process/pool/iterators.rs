@@ -1,0 +1,242 @@
+//! What the pool hands back to read results with: [`Imap`] and [`ImapUnordered`], lazy
+//! iterators fed by a [`Feed`] that submits items a few chunks ahead of the reader, and the
+//! [`AsyncResult`] of one task.
+
+use std::collections::VecDeque;
+use std::marker::PhantomData;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use super::job::{Chunk, Job, Want};
+use super::{Pool, TaskError};
+use crate::process::Target;
+
+/// The submitting side of a lazy iteration: pulls items a few chunks ahead of the reader.
+pub(super) struct Feed<'p, I> {
+    pool: &'p Pool,
+    target: Target,
+    items: I,
+    chunksize: usize,
+    pub(super) job: Arc<Job>,
+    submitted: usize,
+    exhausted: bool,
+    /// Made while the pool was open: its items are taken after `close` too (as if all had
+    /// been submitted before it), until `join`. Counted in `Inbox::open_feeds` until done.
+    admitted: bool,
+}
+
+impl<I> Feed<'_, I> {
+    /// No more items will come from this iteration.
+    fn release(&mut self) {
+        self.exhausted = true;
+        if std::mem::take(&mut self.admitted) {
+            self.pool.shared.inbox().open_feeds -= 1;
+            self.pool.shared.poke();
+        }
+    }
+}
+
+impl<I> Drop for Feed<'_, I> {
+    fn drop(&mut self) {
+        self.release();
+    }
+}
+
+impl<'p, I: Iterator> Feed<'p, I>
+where
+    I::Item: Serialize + Send + 'static,
+{
+    pub(super) fn new(pool: &'p Pool, target: Target, items: I, chunksize: usize) -> Self {
+        let admitted = {
+            let mut inbox = pool.shared.inbox();
+            let open = !(inbox.closed || inbox.stopped || inbox.terminate);
+            inbox.open_feeds += usize::from(open);
+            open
+        };
+        Self {
+            pool,
+            target,
+            items,
+            chunksize: chunksize.max(1),
+            job: Job::new(0),
+            submitted: 0,
+            exhausted: false,
+            admitted,
+        }
+    }
+
+    /// Results still to come for a reader that has read `read`: those submitted and not
+    /// read, plus the items not pulled yet.
+    fn remaining(&self, read: usize) -> (usize, Option<usize>) {
+        let queued = self.submitted - read;
+        let (lo, hi) = if self.exhausted {
+            (0, Some(0))
+        } else {
+            self.items.size_hint()
+        };
+        (queued + lo, hi.map(|h| h + queued))
+    }
+
+    /// Submits items until a window of tasks beyond `read` is out (or the items end).
+    fn top_up(&mut self, read: usize) {
+        let window = (self.pool.shared.processes * 4 * self.chunksize).max(self.chunksize * 2);
+        if self.exhausted || self.submitted >= read + window {
+            return;
+        }
+        let mut chunks = Vec::new();
+        while !self.exhausted && self.submitted < read + window {
+            let mut chunk = Chunk::new(&self.pool.shared, self.target, &self.job);
+            let first = self.submitted;
+            for a in self.items.by_ref().take(self.chunksize) {
+                self.job.reserve(self.submitted + 1);
+                chunk.push(self.submitted, a);
+                self.submitted += 1;
+            }
+            if chunk.len() > 0 {
+                chunks.push(chunk);
+            }
+            if self.submitted - first < self.chunksize {
+                self.exhausted = true;
+            }
+        }
+        self.pool.shared.submit_as(chunks, self.admitted);
+        if self.exhausted {
+            self.release();
+        }
+    }
+}
+
+/// Results of [`Pool::imap`], in item order.
+pub struct Imap<'p, R, I> {
+    pub(super) feed: Feed<'p, I>,
+    pub(super) next: usize,
+    pub(super) _r: PhantomData<fn() -> R>,
+}
+
+impl<R: DeserializeOwned, I: Iterator> Iterator for Imap<'_, R, I>
+where
+    I::Item: Serialize + Send + 'static,
+{
+    type Item = Result<R, TaskError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        self.feed.top_up(self.next);
+        if self.next >= self.feed.submitted {
+            return None;
+        }
+        let i = self.next;
+        self.next += 1;
+        let mut st = self
+            .feed
+            .job
+            .wait_until(Want::Index(i), None, |st| st.is_ready(i))
+            .expect("no deadline");
+        Some(st.take(i))
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        self.feed.remaining(self.next)
+    }
+}
+
+impl<R: DeserializeOwned, I: ExactSizeIterator> ExactSizeIterator for Imap<'_, R, I> where
+    I::Item: Serialize + Send + 'static
+{
+}
+
+/// Results of [`Pool::imap_unordered`] as they finish: (item index, result).
+pub struct ImapUnordered<'p, R, I> {
+    pub(super) feed: Feed<'p, I>,
+    pub(super) taken: usize,
+    pub(super) _r: PhantomData<fn() -> R>,
+}
+
+impl<R: DeserializeOwned, I: Iterator> Iterator for ImapUnordered<'_, R, I>
+where
+    I::Item: Serialize + Send + 'static,
+{
+    type Item = (usize, Result<R, TaskError>);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        self.feed.top_up(self.taken);
+        if self.taken >= self.feed.submitted {
+            return None;
+        }
+        self.taken += 1;
+        let mut st = self
+            .feed
+            .job
+            .wait_until(Want::Any, None, |st| {
+                st.arrived.as_ref().is_some_and(|a| !a.is_empty())
+            })
+            .expect("no deadline");
+        let i = st
+            .arrived
+            .as_mut()
+            .and_then(VecDeque::pop_front)
+            .expect("checked");
+        Some((i, st.take(i)))
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        self.feed.remaining(self.taken)
+    }
+}
+
+impl<R: DeserializeOwned, I: ExactSizeIterator> ExactSizeIterator for ImapUnordered<'_, R, I> where
+    I::Item: Serialize + Send + 'static
+{
+}
+
+/// The pending result of [`Pool::apply_async`].
+pub struct AsyncResult<R> {
+    pub(super) job: Arc<Job>,
+    pub(super) _r: PhantomData<fn() -> R>,
+}
+
+impl<R> std::fmt::Debug for AsyncResult<R> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AsyncResult")
+            .field("ready", &self.ready())
+            .finish()
+    }
+}
+
+impl<R: DeserializeOwned> AsyncResult<R> {
+    /// Waits for the task and returns its result (as often as asked).
+    ///
+    /// # Errors
+    /// The task's [`TaskError`].
+    pub fn get(&self) -> Result<R, TaskError> {
+        let st = self
+            .job
+            .wait_until(Want::Index(0), None, |st| st.is_ready(0))
+            .expect("no deadline");
+        st.decode(0)
+    }
+
+    /// Waits at most `timeout` for the task.
+    ///
+    /// # Errors
+    /// [`TaskError::Timeout`] if it has not finished by then, or the task's error.
+    pub fn get_timeout(&self, timeout: Duration) -> Result<R, TaskError> {
+        let deadline = crate::sync::wait::deadline_after(timeout);
+        match self
+            .job
+            .wait_until(Want::Index(0), deadline, |st| st.is_ready(0))
+        {
+            Some(st) => st.decode(0),
+            None => Err(TaskError::Timeout),
+        }
+    }
+}
+
+impl<R> AsyncResult<R> {
+    /// Whether the task has finished (with a result or an error).
+    pub fn ready(&self) -> bool {
+        self.job.lock().is_ready(0)
+    }
+}
