@@ -2,6 +2,16 @@
 
 use crate::sys::Errno;
 
+/// Why bytes from a queue did not decode into a `T`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("message does not decode: {0}")]
+pub struct DecodeError(pub(crate) String);
+
+/// Why a value could not be encoded.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("value does not encode: {0}")]
+pub struct EncodeError(pub(crate) String);
+
 /// Why creating or opening a shared object failed.
 ///
 /// Everything in a segment can have been written by another process, so every check that fails
@@ -156,7 +166,7 @@ pub enum GetError {
     BufferTooSmall(usize),
     /// The message's bytes do not decode as the queue's type; it was consumed.
     #[error(transparent)]
-    Decode(#[from] crate::channel::DecodeError),
+    Decode(#[from] DecodeError),
     /// The queue's shared state was scribbled on; nothing can be read safely.
     #[error("queue is corrupted: {0}")]
     Corrupted(&'static str),

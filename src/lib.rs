@@ -100,13 +100,24 @@
 
 #[cfg(not(multiproc_loom))]
 mod channel;
-#[cfg(not(multiproc_loom))]
 mod error;
 mod primitive;
 #[cfg(all(feature = "serde", not(multiproc_loom)))]
 mod process;
 #[cfg(not(multiproc_loom))]
 mod segment;
+// The loom build: the ring and the byte copies it needs, on its own heap memory.
+#[cfg(multiproc_loom)]
+mod channel {
+    #[cfg(test)]
+    mod loom_tests;
+    pub(crate) mod ring;
+}
+#[cfg(multiproc_loom)]
+mod segment {
+    mod foreign;
+    pub(crate) use foreign::{Foreign, ForeignMut};
+}
 #[cfg(not(multiproc_loom))]
 mod shared_memory;
 mod sync;

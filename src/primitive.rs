@@ -16,6 +16,31 @@ pub(crate) use loom::sync::atomic::{
     AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering, fence,
 };
 
+/// Whether this is the loom build broken on purpose as `name` (a mutant: the environment
+/// variable `MULTIPROC_LOOM_MUTANT` at build time, see `.ci/run`), which the loom models must
+/// then fail. Always `false` outside the loom build, and folded away at compile time.
+#[inline(always)]
+pub(crate) const fn mutant(name: &str) -> bool {
+    if !cfg!(multiproc_loom) {
+        return false;
+    }
+    let Some(chosen) = option_env!("MULTIPROC_LOOM_MUTANT") else {
+        return false;
+    };
+    let (a, b) = (chosen.as_bytes(), name.as_bytes());
+    if a.len() != b.len() {
+        return false;
+    }
+    let mut i = 0;
+    while i < a.len() {
+        if a[i] != b[i] {
+            return false;
+        }
+        i += 1;
+    }
+    true
+}
+
 /// A hint that we are spinning; under loom, a point where another thread may run.
 #[inline(always)]
 pub(crate) fn spin_loop() {

@@ -4,15 +4,7 @@ use zerocopy::{FromBytes, Immutable, IntoBytes};
 
 use crate::segment::{Foreign, ForeignMut};
 
-/// Why bytes from the ring did not decode into a `T`.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("message does not decode: {0}")]
-pub struct DecodeError(pub(crate) String);
-
-/// Why a value could not be encoded.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("value does not encode: {0}")]
-pub struct EncodeError(pub(crate) String);
+pub use crate::error::{DecodeError, EncodeError};
 
 pub(crate) mod sealed {
     use super::{DecodeError, EncodeError, Foreign, ForeignMut};

@@ -43,7 +43,9 @@ use std::ptr::NonNull;
 use std::time::{Duration, Instant};
 
 use crate::error::OpenError;
-use crate::segment::{Foreign, ForeignMut, Segment};
+#[cfg(not(multiproc_loom))]
+use crate::segment::Segment;
+use crate::segment::{Foreign, ForeignMut};
 use crate::sync::raw_lock::{Acquired, RawLock};
 use crate::sync::wait::{Backoff, Prober, WaitWord, remaining, sleep_unless, wake_sleepers};
 use crate::sys::{self, Liveness, ThreadId};
@@ -60,7 +62,8 @@ use crate::sys::{self, Liveness, ThreadId};
 // - SYNC(sleepers-rmw): see `WaitWord`.
 
 /// Most processes that can hold handles of one ring at once.
-pub(crate) const MAX_PEERS: usize = 128;
+/// (A loom model has one process and few threads: a short table keeps its executions short.)
+pub(crate) const MAX_PEERS: usize = if cfg!(multiproc_loom) { 4 } else { 128 };
 /// Marks a peer slot whose counts were taken for a child that is being forked (see [`Peer`]);
 /// the low bits name the forking process. Process ids stay below 2^22.
 const PENDING: u32 = 1 << 31;
@@ -208,10 +211,13 @@ pub(crate) struct RingState {
 }
 
 const STATE_LEN: usize = size_of::<RingState>();
-const _: () = assert!(STATE_LEN % 64 == 0);
-const _: () = assert!(size_of::<ConfigLine>() == 64 && size_of::<SideLine>() == 64);
-const _: () = assert!(size_of::<PosLine>() == 64);
-const _: () = assert!(size_of::<WaitLine>() == 64 && size_of::<Peer>() == 32);
+#[cfg(not(multiproc_loom))]
+const _: () = {
+    assert!(STATE_LEN % 64 == 0);
+    assert!(size_of::<ConfigLine>() == 64 && size_of::<SideLine>() == 64);
+    assert!(size_of::<PosLine>() == 64);
+    assert!(size_of::<WaitLine>() == 64 && size_of::<Peer>() == 32);
+};
 
 /// Why a put did not happen.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -263,9 +269,10 @@ impl Waiter {
 }
 
 /// Bounds of the adaptive spin of a waiting get, in nanoseconds.
-const MIN_SPIN_NS: u32 = 2_000;
-const MAX_SPIN_NS: u32 = 100_000;
-const INITIAL_SPIN_NS: u32 = 50_000;
+/// (No spinning in a loom model: a spin measured by the clock would make its executions differ.)
+const MIN_SPIN_NS: u32 = if cfg!(multiproc_loom) { 0 } else { 2_000 };
+const MAX_SPIN_NS: u32 = if cfg!(multiproc_loom) { 0 } else { 100_000 };
+const INITIAL_SPIN_NS: u32 = if cfg!(multiproc_loom) { 0 } else { 50_000 };
 
 /// First backoff step of a put that found the ring full (2^step spins before the next look).
 const FULL_BACKOFF_STEP: u32 = 6;
@@ -287,7 +294,11 @@ pub(crate) struct ChildSlot {
 /// Validated view of a ring segment.
 #[derive(Debug)]
 pub(crate) struct Ring {
+    #[cfg(not(multiproc_loom))]
     seg: Segment,
+    /// The loom build keeps its rings in this process's heap, made of loom's atomics.
+    #[cfg(multiproc_loom)]
+    _heap: heap::HeapRing,
     state: NonNull<RingState>,
     data: NonNull<u8>,
     cap: u32,
@@ -318,6 +329,7 @@ impl Ring {
     }
 
     /// Initialises the zeroed payload of a new segment.
+    #[cfg(not(multiproc_loom))]
     ///
     /// # Panics
     /// If the payload is shorter than a `RingState`.
@@ -339,6 +351,7 @@ impl Ring {
             .store(max_messages, Ordering::Relaxed);
     }
 
+    #[cfg(not(multiproc_loom))]
     pub(crate) fn from_segment(seg: Segment) -> Result<Self, OpenError> {
         if seg.payload_len() < STATE_LEN {
             return Err(OpenError::Truncated {
@@ -369,8 +382,40 @@ impl Ring {
         })
     }
 
+    #[cfg(not(multiproc_loom))]
     pub(crate) fn segment(&self) -> &Segment {
         &self.seg
+    }
+
+    /// A ring in this process's heap, for the loom models.
+    #[cfg(multiproc_loom)]
+    pub(crate) fn in_heap(capacity: u32, max_messages: u32) -> Self {
+        assert!(capacity.is_power_of_two() && capacity >= MIN_CAPACITY && max_messages > 0);
+        let heap = heap::HeapRing::new(capacity, max_messages);
+        Self {
+            state: heap.state,
+            data: heap.data,
+            _heap: heap,
+            cap: capacity,
+            max_messages,
+            spin_ns: AtomicU32::new(INITIAL_SPIN_NS),
+            put_cache: LocalCache::default(),
+            get_cache: LocalCache::default(),
+        }
+    }
+
+    /// The record header (or wrap marker) word at data offset `off`.
+    ///
+    /// # Safety
+    /// - `off < capacity` and `off % 8 == 0`.
+    ///
+    /// Data words are the standard library's atomics in every build (the loom models do not
+    /// track them; they track the positions and locks that order them).
+    unsafe fn header(&self, off: u32) -> &std::sync::atomic::AtomicU32 {
+        debug_assert!(off < self.cap && off % RECORD_HEADER == 0);
+        // SAFETY: `off` is inside the data region and 8-aligned (contract); the region lives as
+        // long as `self`, and is only ever accessed through atomics or raw copies.
+        unsafe { std::sync::atomic::AtomicU32::from_ptr(self.at(off).cast()) }
     }
 
     fn st(&self) -> &RingState {
@@ -725,7 +770,7 @@ impl Ring {
                     return Err(PutFail::Encode);
                 }
                 // SAFETY: the header word is inside the reserved, 8-aligned record.
-                unsafe { AtomicU32::from_ptr(self.at(off).cast()) }.store(len, Ordering::Relaxed);
+                unsafe { self.header(off) }.store(len, Ordering::Relaxed);
                 let (tm, tp) = unpack(tail);
                 let new_tail = pack(tm.wrapping_add(1), tp.wrapping_add(total));
                 self.put_cache.set(new_tail, observed_head);
@@ -793,7 +838,7 @@ impl Ring {
             return None;
         }
         // SAFETY: [off, cap) is free space (to_end <= free); the header word is 8-aligned.
-        unsafe { AtomicU32::from_ptr(self.at(off).cast()) }.store(WRAP, Ordering::Relaxed);
+        unsafe { self.header(off) }.store(WRAP, Ordering::Relaxed);
         Some((0, to_end + rec))
     }
 
@@ -986,7 +1031,7 @@ impl Ring {
         }
         let mut off = hp & (self.cap - 1);
         // SAFETY: `off` is in the region and 8-aligned (records are 8-aligned).
-        let mut len = unsafe { AtomicU32::from_ptr(self.at(off).cast()) }.load(Ordering::Relaxed);
+        let mut len = unsafe { self.header(off) }.load(Ordering::Relaxed);
         if len == WRAP {
             let skip = self.cap - off;
             if skip >= avail {
@@ -996,7 +1041,7 @@ impl Ring {
             avail -= skip;
             off = 0;
             // SAFETY: offset 0 is in the region and aligned.
-            len = unsafe { AtomicU32::from_ptr(self.at(0).cast()) }.load(Ordering::Relaxed);
+            len = unsafe { self.header(0) }.load(Ordering::Relaxed);
         }
         if len > self.cap - RECORD_HEADER
             || record_len(len) > avail
@@ -1074,7 +1119,7 @@ impl Ring {
     }
 }
 
-#[cfg(test)]
+#[cfg(all(test, not(multiproc_loom)))]
 mod tests {
     //! A hostile peer: bytes written straight into a live queue's shared state.
     use super::*;
@@ -1194,5 +1239,62 @@ mod tests {
         drop((tx2, rx2));
         tx.put(6).unwrap();
         assert_eq!(rx.get_timeout(Duration::from_secs(5)), Ok(6));
+    }
+}
+
+/// Rings in this process's heap, for the loom build (`--cfg multiproc_loom`).
+#[cfg(multiproc_loom)]
+mod heap {
+    use std::ptr::NonNull;
+
+    use super::{ConfigLine, PosLine, RingState, SideLine, TaskLine, WaitLine};
+    use crate::primitive::Ordering;
+
+    /// Owns a `RingState` made with loom's atomics and `capacity` data bytes (8-aligned).
+    #[derive(Debug)]
+    pub(super) struct HeapRing {
+        pub(super) state: NonNull<RingState>,
+        pub(super) data: NonNull<u8>,
+        words: usize,
+    }
+
+    impl HeapRing {
+        pub(super) fn new(capacity: u32, max_messages: u32) -> Self {
+            let state = RingState {
+                config: ConfigLine::default(),
+                put_side: SideLine::default(),
+                tail: PosLine::default(),
+                get_side: SideLine::default(),
+                head: PosLine::default(),
+                data_wait: WaitLine::default(),
+                space_wait: WaitLine::default(),
+                tasks: TaskLine::default(),
+                peers: std::array::from_fn(|_| Default::default()),
+            };
+            state.config.capacity.store(capacity, Ordering::Relaxed);
+            state
+                .config
+                .max_messages
+                .store(max_messages, Ordering::Relaxed);
+            let words = capacity as usize / 8;
+            let data = Box::into_raw(vec![0u64; words].into_boxed_slice());
+            Self {
+                state: NonNull::from(Box::leak(Box::new(state))),
+                // SAFETY: `Box::into_raw` never returns null.
+                data: unsafe { NonNull::new_unchecked(data.cast::<u8>()) },
+                words,
+            }
+        }
+    }
+
+    impl Drop for HeapRing {
+        fn drop(&mut self) {
+            // SAFETY: `state` came from `Box::leak` in `new` and is freed once, here.
+            drop(unsafe { Box::from_raw(self.state.as_ptr()) });
+            let data =
+                std::ptr::slice_from_raw_parts_mut(self.data.as_ptr().cast::<u64>(), self.words);
+            // SAFETY: `data` is the boxed slice of `words` words made in `new`, freed once, here.
+            drop(unsafe { Box::from_raw(data) });
+        }
     }
 }

@@ -7,7 +7,8 @@
 //! ```
 //!
 //! The stand-in futex never times out, so a lost wake-up is a deadlock, which loom reports.
-//! Mutants (`--cfg multiproc_loom_mutant="..."`, see `.ci/run`) break the protocol on purpose;
+//! Mutants (`MULTIPROC_LOOM_MUTANT=...` at build time, see `.ci/run` and `primitive::mutant`)
+//! break the protocol on purpose;
 //! these models must then fail.
 
 #![allow(unsafe_code)]

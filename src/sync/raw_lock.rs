@@ -238,7 +238,10 @@ impl RawLock {
     /// announcement and so wakes it. So the holder can publish with plain release stores and
     /// still never miss a sleeper, without a full fence per operation.
     pub(crate) fn handshake(&self) {
-        self.word.fetch_add(0, Ordering::AcqRel);
+        // (A deliberately broken build for the loom models, which must then fail: `.ci/run`.)
+        if !crate::primitive::mutant("no-handshake") {
+            self.word.fetch_add(0, Ordering::AcqRel);
+        }
     }
 
     #[cold]

@@ -64,10 +64,11 @@ impl WaitWord {
     #[inline]
     pub(crate) fn notify(&self, n: u32) {
         // SYNC(sleepers-rmw)
-        #[cfg(not(multiproc_loom_mutant = "plain-load"))]
-        let counted = self.sleepers.fetch_add(0, Ordering::AcqRel);
-        #[cfg(multiproc_loom_mutant = "plain-load")]
-        let counted = self.sleepers.load(Ordering::Relaxed);
+        let counted = if primitive::mutant("plain-load") {
+            self.sleepers.load(Ordering::Relaxed)
+        } else {
+            self.sleepers.fetch_add(0, Ordering::AcqRel)
+        };
         if counted > 0 {
             self.wake(n);
         }
@@ -113,8 +114,7 @@ pub(crate) fn sleep_unless(
     sleepers.fetch_add(unit, Ordering::AcqRel);
     let ready = ready();
     // A deliberately broken build for the loom models, which must then fail (`.ci/run`).
-    #[cfg(multiproc_loom_mutant = "skip-last-look")]
-    let ready = ready && false;
+    let ready = ready && !primitive::mutant("skip-last-look");
     if !ready {
         // Woken, AGAIN (the word moved), TIMEDOUT: the caller looks again in every case.
         let _ = sys::futex_wait(word, expected, timeout);
@@ -129,11 +129,12 @@ pub(crate) fn sleep_unless(
 pub(crate) fn wake_sleepers(word: &AtomicU32, sleepers: &AtomicU32, n: u32) {
     // SYNC(sleepers-rmw): an RMW, so that a sleeper's announce either comes first or reads
     // from it (see `WaitWord`).
-    #[cfg(not(multiproc_loom_mutant = "plain-load"))]
-    let counted = sleepers.fetch_add(0, Ordering::AcqRel);
-    // A deliberately broken build for the loom models, which must then fail (`.ci/run`).
-    #[cfg(multiproc_loom_mutant = "plain-load")]
-    let counted = sleepers.load(Ordering::Relaxed);
+    // (A deliberately broken build for the loom models, which must then fail: `.ci/run`.)
+    let counted = if primitive::mutant("plain-load") {
+        sleepers.load(Ordering::Relaxed)
+    } else {
+        sleepers.fetch_add(0, Ordering::AcqRel)
+    };
     if counted > 0 {
         sys::futex_wake(word, n);
     }
@@ -197,7 +198,13 @@ impl Backoff {
 }
 
 /// First liveness probe after this long asleep; the interval then doubles up to the maximum.
-const FIRST_PROBE: Duration = Duration::from_millis(10);
+/// (Never, within a loom model: the models have no dead threads, and a probe due by the clock
+/// would make their executions differ.)
+const FIRST_PROBE: Duration = if cfg!(multiproc_loom) {
+    Duration::from_secs(3600)
+} else {
+    Duration::from_millis(10)
+};
 const MAX_PROBE_INTERVAL: Duration = Duration::from_millis(200);
 
 /// Decides when a sleeping waiter checks whether the thread it waits for still lives, so that a

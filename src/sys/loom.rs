@@ -50,6 +50,11 @@ pub(crate) fn current_thread() -> ThreadId {
     ThreadId { tid, start: 1 }
 }
 
+/// The model's one process.
+pub(crate) fn current_process() -> ThreadId {
+    ThreadId { tid: 1, start: 1 }
+}
+
 /// Every thread of a model is alive.
 pub(crate) fn probe_thread(_who: ThreadId) -> Liveness {
     Liveness::Alive

@@ -41,7 +41,8 @@ pub(crate) use spawn::{
 mod loom;
 #[cfg(multiproc_loom)]
 pub(crate) use loom::{
-    Liveness, ThreadId, current_thread, futex_wait, futex_wake, futex_wake_all, probe_thread,
+    Liveness, ThreadId, current_process, current_thread, futex_wait, futex_wake, futex_wake_all,
+    probe_thread,
 };
 
 use std::fmt;
