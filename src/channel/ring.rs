@@ -465,9 +465,10 @@ impl Ring {
         st.space_wait.word.notify_all();
     }
 
-    /// Pointer to data offset `off` (already reduced modulo capacity).
+    /// Pointer to data offset `off` (already reduced modulo capacity; `cap` itself for the
+    /// empty payload of a record that ends the region).
     fn at(&self, off: u32) -> *mut u8 {
-        debug_assert!(off < self.cap);
+        debug_assert!(off <= self.cap);
         self.data.as_ptr().wrapping_add(off as usize)
     }
 

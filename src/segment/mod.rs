@@ -10,6 +10,13 @@
 //! A segment is backed by a memfd (the default: inherited across `fork`, passed across `exec` as
 //! an fd), a named POSIX shm object (`/dev/shm/<name>`, opened by name from any process), or an
 //! anonymous shared mapping (inherited across `fork` only).
+//!
+//! A fourth backing, [`Backing::Heap`], puts the segment on this process's heap: the same header,
+//! payload and code paths, but reachable by the threads of this process only (a child forked
+//! later gets a private copy, so it is never picked for an object meant to be shared). Where
+//! the build cannot share memory at all (`Mapping::CAN_SHARE` is false: under Miri), the memfd
+//! and anonymous backings fall back to it, so that single-process tests of every object run
+//! under Miri; named segments fail there with `NOSYS`.
 #![allow(unsafe_code)]
 //! # Safety
 //! `Segment` keeps its `Mapping` alive for as long as it lives, and `open` checks that the
@@ -47,11 +54,15 @@ pub(crate) enum Backing {
     Named(Option<String>),
     /// An anonymous shared mapping, visible to children forked later and nobody else.
     Anonymous,
+    /// Heap memory of this process: visible to its threads and nobody else (see module docs).
+    #[cfg_attr(not(test), allow(dead_code))]
+    Heap,
 }
 
 #[derive(Debug)]
 enum Source {
     Anonymous,
+    Heap,
     Memfd(Fd),
     Named {
         name: String,
@@ -134,6 +145,10 @@ impl Segment {
             .checked_add(payload_len)
             .ok_or(OpenError::Os(Errno::INVAL))?;
         let (map, source) = match backing {
+            Backing::Heap => (Mapping::heap(total)?, Source::Heap),
+            Backing::Memfd | Backing::Anonymous if !Mapping::CAN_SHARE => {
+                (Mapping::heap(total)?, Source::Heap)
+            }
             Backing::Memfd => {
                 let fd = sys::memfd_create("multiproc", total as u64)?;
                 (Mapping::map_fd(&fd, total)?, Source::Memfd(fd))
@@ -154,8 +169,8 @@ impl Segment {
             }
         };
         let header = map.ptr().cast::<Header>();
-        // SAFETY: the mapping is at least HEADER_LEN bytes, page aligned, and zero filled; nobody
-        // else can have a reference to the header of a segment being created.
+        // SAFETY: the mapping (or heap block) is at least HEADER_LEN bytes, page aligned, and zero
+        // filled; nobody else can have a reference to the header of a segment being created.
         let header = unsafe { header.as_ref() };
         header.write_fields(kind, total as u64, payload_len as u64);
         // SAFETY: HEADER_LEN < total, so the payload pointer stays inside the mapping.
@@ -257,7 +272,8 @@ impl Segment {
     /// The handle another process uses to attach this segment.
     pub(crate) fn handle(&self) -> Handle {
         let location = match &self.source {
-            Source::Anonymous => Location::Anonymous,
+            // Nobody else can attach a heap segment either; opening this handle explains why.
+            Source::Anonymous | Source::Heap => Location::Anonymous,
             Source::Memfd(fd) => Location::Fd(sys::raw_fd(fd)),
             Source::Named { name, .. } => Location::Named(name.clone()),
         };
@@ -273,7 +289,7 @@ impl Segment {
     }
 
     /// Lets the memfd behind this segment survive `exec`, so an exec'd child can open
-    /// [`handle`](Self::handle). No effect on named or anonymous segments.
+    /// [`handle`](Self::handle). No effect on named, anonymous or heap segments.
     pub(crate) fn set_inheritable(&self, inheritable: bool) -> Result<(), Errno> {
         match &self.source {
             Source::Memfd(fd) => sys::set_cloexec(fd, !inheritable),
@@ -307,6 +323,75 @@ impl Drop for Segment {
             if !unlinked.swap(true, Ordering::AcqRel) {
                 owner.release(name);
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Creates a segment, fills its payload through `init`, and checks what every backing
+    /// promises: a published header that validates, a zeroed and 64-byte aligned payload.
+    fn create_and_check(backing: &Backing) -> Segment {
+        let payload_len = 100;
+        let seg = Segment::create(backing, kind::VALUE, payload_len, |payload| {
+            assert_eq!(payload.as_ptr().addr() % 64, 0);
+            for i in 0..payload_len {
+                // SAFETY: `i < payload_len`; `create` lends us the fresh payload until we return.
+                let byte = unsafe { payload.add(i) };
+                // SAFETY: as above.
+                assert_eq!(unsafe { byte.read() }, 0);
+                // SAFETY: as above.
+                unsafe { byte.write(i as u8) };
+            }
+        })
+        .unwrap();
+        assert_eq!(seg.payload_len(), payload_len);
+        // SAFETY: a live segment spans HEADER_LEN + payload_len bytes (module note); the header
+        // is all atomics.
+        let header = unsafe { seg.map.ptr().cast::<Header>().as_ref() };
+        let total = (HEADER_LEN + payload_len) as u64;
+        assert_eq!(
+            header.validate(kind::VALUE, total).unwrap(),
+            Some(payload_len)
+        );
+        // SAFETY: 99 < payload_len.
+        let last = unsafe { seg.payload().add(99) };
+        // SAFETY: as above; `init` wrote the byte.
+        assert_eq!(unsafe { last.read() }, 99);
+        seg
+    }
+
+    #[test]
+    fn heap_segment_works_in_process_and_cannot_be_opened_elsewhere() {
+        let seg = create_and_check(&Backing::Heap);
+        assert!(matches!(seg.source, Source::Heap));
+        assert_eq!(seg.name(), None);
+        assert!(!seg.unlink().unwrap());
+        seg.set_inheritable(true).unwrap();
+        let handle = seg.handle();
+        assert!(matches!(handle.location(), Location::Anonymous));
+        let err = Segment::open(handle.location(), kind::VALUE, Duration::ZERO).unwrap_err();
+        assert!(matches!(err, OpenError::NotInheritable(_)), "{err:?}");
+    }
+
+    #[test]
+    fn default_backings_fall_back_to_the_heap_only_where_memory_cannot_be_shared() {
+        for backing in [Backing::Memfd, Backing::Anonymous] {
+            let seg = create_and_check(&backing);
+            assert_eq!(matches!(seg.source, Source::Heap), !Mapping::CAN_SHARE);
+        }
+        if !Mapping::CAN_SHARE {
+            let err = Segment::create(&Backing::Named(None), kind::VALUE, 8, |_| ()).unwrap_err();
+            assert!(matches!(err, OpenError::Os(Errno::NOSYS)), "{err:?}");
+            let err = Segment::open(
+                &Location::Named("/mp-x".into()),
+                kind::VALUE,
+                Duration::ZERO,
+            )
+            .unwrap_err();
+            assert!(matches!(err, OpenError::Os(Errno::NOSYS)), "{err:?}");
         }
     }
 }

@@ -50,8 +50,32 @@ pub(crate) fn futex_wait(
 
 /// Wakes at most `n` waiters sleeping on `word`; returns how many were woken.
 pub(crate) fn futex_wake(word: &AtomicU32, n: u32) -> usize {
+    if cfg!(miri) {
+        return wake_under_miri(word, n);
+    }
     // FUTEX_WAKE only fails for a bad address, which a reference cannot be.
     futex::wake(word, futex::Flags::empty(), n).unwrap_or(0)
+}
+
+/// `futex::wake` as a plain `syscall`: rustix makes a pointer of an integer (its unused `val2`
+/// argument), which Miri with `-Zmiri-strict-provenance` refuses.
+#[allow(unsafe_code)]
+fn wake_under_miri(word: &AtomicU32, n: u32) -> usize {
+    let null = std::ptr::null::<u32>();
+    // SAFETY: FUTEX_WAKE only compares the address of `word`, a live reference; it ignores the
+    // (null) timeout and second address.
+    let woken = unsafe {
+        libc::syscall(
+            libc::SYS_futex,
+            word.as_ptr(),
+            libc::FUTEX_WAKE,
+            n,
+            null,
+            null,
+            0,
+        )
+    };
+    usize::try_from(woken).unwrap_or(0)
 }
 
 /// Wakes every waiter sleeping on `word`.

@@ -1,4 +1,10 @@
-//! Shared memory: memfd and POSIX shm file descriptors, and `MAP_SHARED` mappings of them.
+//! Shared memory: memfd and POSIX shm file descriptors, and `MAP_SHARED` mappings of them; and
+//! process-local heap memory standing in for a mapping where sharing is impossible.
+//!
+//! Under Miri, which can map only private anonymous memory and knows neither memfd nor POSIX shm,
+//! [`Mapping::CAN_SHARE`] is false: every function here that would create, open or map shared memory
+//! returns [`Errno::NOSYS`] (an error, never an unsupported operation), and callers fall back to
+//! [`Mapping::heap`].
 //!
 //! # References
 //! - [mmap(2)](https://man7.org/linux/man-pages/man2/mmap.2.html)
@@ -6,9 +12,11 @@
 //! - [shm_open(3)](https://man7.org/linux/man-pages/man3/shm_open.3.html)
 #![allow(unsafe_code)]
 //! # Safety
-//! A [`Mapping`] owns its address range from `mmap` until `Drop` unmaps it; nothing else in the
-//! crate unmaps memory, so pointers derived from a live `Mapping` stay valid while it lives.
+//! A [`Mapping`] owns its address range from `mmap` (or `alloc_zeroed`) until `Drop` unmaps (or
+//! deallocates) it; nothing else in the crate unmaps or frees that memory, so pointers derived
+//! from a live `Mapping` stay valid while it lives.
 
+use std::alloc::Layout;
 use std::os::fd::{AsFd, OwnedFd};
 use std::ptr::NonNull;
 
@@ -21,11 +29,24 @@ use super::{Errno, retry_on_intr};
 /// An owned file descriptor (memfd or POSIX shm object).
 pub(crate) type Fd = OwnedFd;
 
+/// Whether this build can create memory shared with other processes; see [`Mapping::CAN_SHARE`].
+const CAN_SHARE: bool = !cfg!(miri);
+
+/// `Err(NOSYS)` where shared memory is unavailable (see [`CAN_SHARE`]).
+fn shared_memory_available() -> Result<(), Errno> {
+    if CAN_SHARE { Ok(()) } else { Err(Errno::NOSYS) }
+}
+
+/// Alignment of a heap-backed [`Mapping`]: a page, as `mmap` would give, so that layouts
+/// checked against page alignment hold on both kinds.
+const HEAP_ALIGN: usize = 4096;
+
 /// Creates an anonymous memory file of `len` bytes, close-on-exec, sealed against resizing.
 ///
 /// The seals matter: a peer that shrank the file under our mapping would turn our next access
 /// into `SIGBUS`. (POSIX shm objects cannot be sealed; see the docs of named segments.)
 pub(crate) fn memfd_create(debug_name: &str, len: u64) -> Result<Fd, Errno> {
+    shared_memory_available()?;
     let fd = rustix::fs::memfd_create(debug_name, MemfdFlags::CLOEXEC | MemfdFlags::ALLOW_SEALING)?;
     retry_on_intr(|| rustix::fs::ftruncate(&fd, len).map_err(Errno::from))?;
     rustix::fs::fcntl_add_seals(
@@ -63,6 +84,7 @@ pub(crate) fn raw_fd(fd: &Fd) -> i32 {
 ///
 /// On a sizing failure the name is unlinked again, so a failed create leaves nothing behind.
 pub(crate) fn shm_create_excl(name: &str, len: u64) -> Result<Fd, Errno> {
+    shared_memory_available()?;
     let flags = shm::OFlags::CREATE | shm::OFlags::EXCL | shm::OFlags::RDWR;
     let fd = shm::open(name, flags, Mode::from_raw_mode(0o600))?;
     if let Err(e) = retry_on_intr(|| rustix::fs::ftruncate(&fd, len).map_err(Errno::from)) {
@@ -74,11 +96,13 @@ pub(crate) fn shm_create_excl(name: &str, len: u64) -> Result<Fd, Errno> {
 
 /// Opens the existing POSIX shm object `name` for reading and writing.
 pub(crate) fn shm_open_existing(name: &str) -> Result<Fd, Errno> {
+    shared_memory_available()?;
     Ok(shm::open(name, shm::OFlags::RDWR, Mode::empty())?)
 }
 
 /// Removes the name of a POSIX shm object; mappings that exist stay valid.
 pub(crate) fn shm_unlink(name: &str) -> Result<(), Errno> {
+    shared_memory_available()?;
     Ok(shm::unlink(name)?)
 }
 
@@ -90,6 +114,7 @@ pub(crate) fn fd_identity(fd: impl AsFd) -> Result<(u64, u64), Errno> {
 
 /// Device and inode of the POSIX shm object that `name` refers to right now.
 pub(crate) fn shm_identity(name: &str) -> Result<(u64, u64), Errno> {
+    shared_memory_available()?;
     let fd = shm::open(name, shm::OFlags::RDONLY, Mode::empty())?;
     fd_identity(fd)
 }
@@ -110,7 +135,8 @@ pub(crate) fn set_cloexec(fd: impl AsFd, cloexec: bool) -> Result<(), Errno> {
     Ok(rustix::io::fcntl_setfd(fd, flags)?)
 }
 
-/// A `MAP_SHARED`, read-write mapping, unmapped on drop.
+/// A `MAP_SHARED`, read-write mapping, unmapped on drop; or (see [`Mapping::heap`]) zeroed
+/// heap memory of this process, freed on drop.
 ///
 /// It hands out a raw pointer only: other processes may write the memory at any time, so no
 /// `&[u8]` to it may exist.
@@ -118,6 +144,8 @@ pub(crate) fn set_cloexec(fd: impl AsFd, cloexec: bool) -> Result<(), Errno> {
 pub(crate) struct Mapping {
     ptr: NonNull<u8>,
     len: usize,
+    /// `Some(layout)` when `ptr` came from `alloc_zeroed(layout)` rather than `mmap`.
+    heap: Option<Layout>,
 }
 
 // SAFETY: a Mapping is an address range; it carries no thread affinity, and all access to the
@@ -127,8 +155,15 @@ unsafe impl Send for Mapping {}
 unsafe impl Sync for Mapping {}
 
 impl Mapping {
+    /// Whether this build can create memory shared with other processes (memfd, POSIX shm,
+    /// `MAP_SHARED`). False under Miri: there every segment lives on the heap of the one
+    /// process ([`heap`](Self::heap)), and the functions that would share memory return
+    /// `NOSYS`.
+    pub(crate) const CAN_SHARE: bool = CAN_SHARE;
+
     /// Maps `len` bytes of `fd` from offset 0, shared, read-write.
     pub(crate) fn map_fd(fd: impl AsFd, len: usize) -> Result<Self, Errno> {
+        shared_memory_available()?;
         if len == 0 {
             return Err(Errno::INVAL);
         }
@@ -147,11 +182,13 @@ impl Mapping {
         Ok(Self {
             ptr: NonNull::new(ptr.cast()).ok_or(Errno::INVAL)?,
             len,
+            heap: None,
         })
     }
 
     /// Maps `len` zeroed bytes of anonymous memory, shared with children forked later.
     pub(crate) fn anonymous_shared(len: usize) -> Result<Self, Errno> {
+        shared_memory_available()?;
         if len == 0 {
             return Err(Errno::INVAL);
         }
@@ -167,6 +204,26 @@ impl Mapping {
         Ok(Self {
             ptr: NonNull::new(ptr.cast()).ok_or(Errno::INVAL)?,
             len,
+            heap: None,
+        })
+    }
+
+    /// Allocates `len` zeroed, page-aligned bytes on this process's heap.
+    ///
+    /// The memory behaves like a fresh mapping for every thread of this process, but no other
+    /// process can reach it, and a child forked later gets a private copy. It exists for tests
+    /// (Miri, which cannot map shared memory, and loom) and for builds without shared memory.
+    pub(crate) fn heap(len: usize) -> Result<Self, Errno> {
+        if len == 0 {
+            return Err(Errno::INVAL);
+        }
+        let layout = Layout::from_size_align(len, HEAP_ALIGN).map_err(|_| Errno::INVAL)?;
+        // SAFETY: `layout` has a non-zero size (checked above), the only precondition.
+        let ptr = unsafe { std::alloc::alloc_zeroed(layout) };
+        Ok(Self {
+            ptr: NonNull::new(ptr).ok_or(Errno::from_raw(libc::ENOMEM))?,
+            len,
+            heap: Some(layout),
         })
     }
 
@@ -183,7 +240,53 @@ impl Mapping {
 
 impl Drop for Mapping {
     fn drop(&mut self) {
-        // SAFETY: `ptr`/`len` describe a range this Mapping mapped and still owns (module note).
-        let _ = unsafe { rustix::mm::munmap(self.ptr.as_ptr().cast(), self.len) };
+        match self.heap {
+            // SAFETY: `ptr` came from `alloc_zeroed(layout)` in `heap` and is freed only here.
+            Some(layout) => unsafe { std::alloc::dealloc(self.ptr.as_ptr(), layout) },
+            None => {
+                // SAFETY: `ptr`/`len` describe a range this Mapping mapped and still owns
+                // (module note).
+                let _ = unsafe { rustix::mm::munmap(self.ptr.as_ptr().cast(), self.len) };
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn heap_mapping_is_zeroed_aligned_and_writable() {
+        let map = Mapping::heap(HEAP_ALIGN + 100).unwrap();
+        assert!(map.heap.is_some());
+        assert_eq!(map.len(), HEAP_ALIGN + 100);
+        assert_eq!(map.ptr().as_ptr().addr() % HEAP_ALIGN, 0);
+        for i in [0, 1, HEAP_ALIGN, HEAP_ALIGN + 99] {
+            // SAFETY: `i < len`; the mapping lives until the end of the test and nothing else
+            // refers to it.
+            let byte = unsafe { map.ptr().add(i) };
+            // SAFETY: as above.
+            assert_eq!(unsafe { byte.read() }, 0);
+            // SAFETY: as above.
+            unsafe { byte.write(0xA5) };
+            // SAFETY: as above.
+            assert_eq!(unsafe { byte.read() }, 0xA5);
+        }
+        assert_eq!(Mapping::heap(0).unwrap_err(), Errno::INVAL);
+    }
+
+    #[test]
+    fn sharing_is_refused_with_an_error_where_unavailable() {
+        if CAN_SHARE {
+            let fd = memfd_create("multiproc-test", 4096).unwrap();
+            let map = Mapping::map_fd(&fd, 4096).unwrap();
+            assert!(map.heap.is_none());
+        } else {
+            assert_eq!(memfd_create("x", 4096).unwrap_err(), Errno::NOSYS);
+            assert_eq!(Mapping::anonymous_shared(4096).unwrap_err(), Errno::NOSYS);
+            assert_eq!(shm_open_existing("/x").unwrap_err(), Errno::NOSYS);
+            assert_eq!(shm_create_excl("/x", 4096).unwrap_err(), Errno::NOSYS);
+        }
     }
 }

@@ -89,6 +89,9 @@ pub(crate) fn on_fork(prepare: fn(), parent: fn(), child: fn()) {
 }
 
 fn register_atfork() {
+    if cfg!(miri) {
+        return; // Miri has no fork and no pthread_atfork.
+    }
     ATFORK.call_once(|| {
         // SAFETY: the handlers are plain `extern "C" fn`s with static lifetime; registering them
         // has no other precondition.
@@ -166,6 +169,9 @@ struct Stat {
 
 fn read_stat(tid: u32) -> Result<Stat, Errno> {
     use std::io::Read;
+    if cfg!(miri) {
+        return Err(Errno::NOSYS); // Miri's isolation forbids /proc: start time 0, probes "Alive".
+    }
     let errno = |e: std::io::Error| Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO));
     let mut file = std::fs::File::open(format!("/proc/{tid}/stat")).map_err(errno)?;
     // The line is a few hundred bytes: one read into a stack buffer usually gets all of it.
@@ -239,6 +245,9 @@ pub(crate) fn random_u64() -> u64 {
 /// # References
 /// - [proc_pid_task(5)](https://man7.org/linux/man-pages/man5/proc_pid_task.5.html)
 pub(crate) fn thread_children() -> Option<Vec<u32>> {
+    if cfg!(miri) {
+        return None; // Miri's isolation forbids /proc.
+    }
     let text = std::fs::read_to_string("/proc/thread-self/children").ok()?;
     text.split_ascii_whitespace()
         .map(|pid| pid.parse().ok())
@@ -259,6 +268,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg_attr(miri, ignore = "reads /proc, which Miri's isolation forbids")]
     fn me_is_alive_and_a_made_up_thread_is_not() {
         let me = current_thread();
         assert_ne!(me.start, 0);
