@@ -143,6 +143,10 @@ pub use process::{
     current_process, init, parent_process,
 };
 #[cfg(not(multiproc_loom))]
+pub use segment::atomic_copy::ShmSafe;
+#[cfg(not(multiproc_loom))]
+pub use segment::object::{Builder, SharedObject};
+#[cfg(not(multiproc_loom))]
 pub use segment::{Handle, ParseHandleError};
 #[cfg(not(multiproc_loom))]
 pub use shared_memory::{OutOfBounds, SharedMemory};
@@ -158,14 +162,10 @@ pub use sync::lock::{
     TryLockResult,
 };
 #[cfg(not(multiproc_loom))]
-pub use sync::object::{Builder, SharedObject};
-#[cfg(not(multiproc_loom))]
 pub use sync::raw_lock::RawLock;
 #[cfg(not(multiproc_loom))]
 pub use sync::semaphore::{BoundedSemaphore, Semaphore};
 #[cfg(not(multiproc_loom))]
 pub use sys::Errno;
 #[cfg(not(multiproc_loom))]
-pub use value::{
-    Array, ArrayGuard, CellsConfig, RawArray, RawValue, ShmAtomic, ShmSafe, Value, ValueGuard,
-};
+pub use value::{Array, ArrayGuard, CellsConfig, RawArray, RawValue, ShmAtomic, Value, ValueGuard};

@@ -9,8 +9,8 @@
 //! `T: ShmSafe` (zerocopy's `FromBytes + IntoBytes`) means every bit pattern is a valid `T` and a
 //! `T` has no padding, so copying bytes in either direction never produces an invalid value or
 //! reads uninitialised memory. Copies go through atomic loads and stores of the widest unit the
-//! alignment allows, so a racing writer (allowed for the `Raw*` types, which have no lock) makes
-//! the result a mix of old and new bytes, never undefined behaviour.
+//! alignment allows (`segment::atomic_copy`), so a racing writer (allowed for the `Raw*` types,
+//! which have no lock) makes the result a mix of old and new bytes, never undefined behaviour.
 //!
 //! References (`&T`, `&[T]`, `&mut T`) into the segment are handed out only when they are sound:
 //! - by a `Value`/`Array` only through its lock guard, because every access to its elements in
@@ -23,32 +23,22 @@
 
 use std::fmt;
 use std::marker::PhantomData;
-use std::mem::MaybeUninit;
 use std::ops::{Deref, DerefMut};
 use std::ptr::NonNull;
-use std::sync::atomic::{self, AtomicU8, AtomicU16, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{self, AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
 
-use zerocopy::{FromBytes, IntoBytes};
+use zerocopy::IntoBytes;
 
 use crate::error::OpenError;
+use crate::segment::atomic_copy::{ShmSafe, atomic_load, atomic_store, bytes_of};
+use crate::segment::object::{AtomicState, Builder, FreshPayload, expect_payload, sealed};
 use crate::segment::{Segment, kind};
-use crate::sync::fixed::AtomicState;
 use crate::sync::lock::{
     LockResult, NotSend, RecoverableGuard, TryLockResult, lock_result, private, try_lock_result,
 };
-use crate::sync::object::{Builder, FreshPayload, expect_payload, sealed};
 use crate::sync::raw_lock::RawLock;
 use crate::sync::wait::deadline_after;
-
-/// Plain data that can live in shared memory: every bit pattern valid, no padding, no pointers.
-///
-/// Implemented for every type that implements zerocopy's [`FromBytes`] and [`IntoBytes`]: the
-/// integers and floats, arrays of them, the `core::sync::atomic` integers, and your own
-/// `#[repr(C)]` structs with `#[derive(FromBytes, IntoBytes, KnownLayout, Immutable)]`.
-/// Do not put file descriptors or addresses in them: they mean nothing in another process.
-pub trait ShmSafe: FromBytes + IntoBytes + Sized {}
-impl<T: FromBytes + IntoBytes> ShmSafe for T {}
 
 /// Types whose every access through `&T` is atomic, so a shared reference into memory that other
 /// processes write is sound: the `core::sync::atomic` integers and arrays of them.
@@ -80,133 +70,6 @@ shm_atomic!(
 );
 // SAFETY: an array of ShmAtomic elements is accessed element-wise, each access atomic.
 unsafe impl<T: ShmAtomic, const N: usize> ShmAtomic for [T; N] {}
-
-/// The widest atomic unit (8, 4, 2 or 1 bytes) that divides `T`'s size and alignment. For a
-/// `ShmAtomic` type that is the width of its atomics, so a copy never mixes sizes with them.
-const fn unit_of<T>() -> usize {
-    if align_of::<T>() >= 8 && size_of::<T>() % 8 == 0 {
-        8
-    } else if align_of::<T>() >= 4 && size_of::<T>() % 4 == 0 {
-        4
-    } else if align_of::<T>() >= 2 && size_of::<T>() % 2 == 0 {
-        2
-    } else {
-        1
-    }
-}
-
-/// Loads `unit` bytes at `src` atomically into `dst`.
-///
-/// # Safety
-/// - `src` is valid for `unit` bytes and aligned to `unit`; `dst` is valid for `unit` bytes.
-unsafe fn load_unit(src: *const u8, dst: *mut u8, unit: usize) {
-    match unit {
-        8 => {
-            // SAFETY: valid and 8-aligned (contract); an atomic may alias racing writers.
-            let v = unsafe { AtomicU64::from_ptr(src.cast_mut().cast()) }.load(Ordering::Relaxed);
-            // SAFETY: `dst` is valid for 8 bytes (contract); unaligned write.
-            unsafe { dst.cast::<u64>().write_unaligned(v) };
-        }
-        4 => {
-            // SAFETY: valid and 4-aligned (contract).
-            let v = unsafe { AtomicU32::from_ptr(src.cast_mut().cast()) }.load(Ordering::Relaxed);
-            // SAFETY: `dst` is valid for 4 bytes (contract).
-            unsafe { dst.cast::<u32>().write_unaligned(v) };
-        }
-        2 => {
-            // SAFETY: valid and 2-aligned (contract).
-            let v = unsafe { AtomicU16::from_ptr(src.cast_mut().cast()) }.load(Ordering::Relaxed);
-            // SAFETY: `dst` is valid for 2 bytes (contract).
-            unsafe { dst.cast::<u16>().write_unaligned(v) };
-        }
-        _ => {
-            // SAFETY: valid for 1 byte (contract); any address is aligned for AtomicU8.
-            let v = unsafe { AtomicU8::from_ptr(src.cast_mut()) }.load(Ordering::Relaxed);
-            // SAFETY: `dst` is valid for 1 byte (contract).
-            unsafe { dst.write(v) };
-        }
-    }
-}
-
-/// Stores `unit` bytes from `src` atomically at `dst`.
-///
-/// # Safety
-/// - `dst` is valid for `unit` bytes and aligned to `unit`; `src` is valid for `unit` bytes.
-unsafe fn store_unit(src: *const u8, dst: *mut u8, unit: usize) {
-    match unit {
-        8 => {
-            // SAFETY: `src` is valid for 8 bytes (contract).
-            let v = unsafe { src.cast::<u64>().read_unaligned() };
-            // SAFETY: valid and 8-aligned (contract).
-            unsafe { AtomicU64::from_ptr(dst.cast()) }.store(v, Ordering::Relaxed);
-        }
-        4 => {
-            // SAFETY: `src` is valid for 4 bytes (contract).
-            let v = unsafe { src.cast::<u32>().read_unaligned() };
-            // SAFETY: valid and 4-aligned (contract).
-            unsafe { AtomicU32::from_ptr(dst.cast()) }.store(v, Ordering::Relaxed);
-        }
-        2 => {
-            // SAFETY: `src` is valid for 2 bytes (contract).
-            let v = unsafe { src.cast::<u16>().read_unaligned() };
-            // SAFETY: valid and 2-aligned (contract).
-            unsafe { AtomicU16::from_ptr(dst.cast()) }.store(v, Ordering::Relaxed);
-        }
-        _ => {
-            // SAFETY: `src` is valid for 1 byte (contract).
-            let v = unsafe { src.read() };
-            // SAFETY: valid for 1 byte (contract).
-            unsafe { AtomicU8::from_ptr(dst) }.store(v, Ordering::Relaxed);
-        }
-    }
-}
-
-/// Copies a `T` out of shared memory with atomic loads.
-///
-/// # Safety
-/// - `src` is valid for reads of `size_of::<T>()` bytes and aligned for `T`.
-unsafe fn atomic_load<T: ShmSafe>(src: NonNull<T>) -> T {
-    let mut out = MaybeUninit::<T>::uninit();
-    let dst = out.as_mut_ptr().cast::<u8>();
-    let s = src.as_ptr().cast::<u8>();
-    let unit = unit_of::<T>();
-    for i in (0..size_of::<T>()).step_by(unit) {
-        // SAFETY: i + unit <= size_of::<T>(), so both ranges are in bounds; `s + i` is aligned to
-        // `unit` because `unit` divides T's alignment and size.
-        unsafe { load_unit(s.wrapping_add(i), dst.wrapping_add(i), unit) };
-    }
-    atomic::fence(Ordering::Acquire);
-    // SAFETY: every byte of `out` was written, and T: FromBytes accepts any bit pattern.
-    unsafe { out.assume_init() }
-}
-
-/// Copies `value` into shared memory with atomic stores.
-///
-/// # Safety
-/// - `dst` is valid for writes of `size_of::<T>()` bytes and aligned for `T`.
-unsafe fn atomic_store<T: ShmSafe>(dst: NonNull<T>, value: T) {
-    let src = bytes_of(value);
-    let d = dst.as_ptr().cast::<u8>();
-    let unit = unit_of::<T>();
-    atomic::fence(Ordering::Release);
-    for i in (0..size_of::<T>()).step_by(unit) {
-        // SAFETY: as in `atomic_load`; `src` holds size_of::<T>() bytes.
-        unsafe { store_unit(src.as_ptr().wrapping_add(i), d.wrapping_add(i), unit) };
-    }
-}
-
-/// The bytes of a value. zerocopy's `as_bytes` also wants `Immutable`, which atomics are not;
-/// taking `value` by value makes this frame its only owner, so nothing writes it during the copy.
-fn bytes_of<T: ShmSafe>(value: T) -> Vec<u8> {
-    let mut out = vec![0u8; size_of::<T>()];
-    // SAFETY: `value` is a live T owned by this frame, so no other thread or process can write
-    // it meanwhile; T: IntoBytes has no padding, so every byte is initialised; `out` has exactly
-    // size_of::<T>() bytes; the two do not overlap.
-    unsafe {
-        std::ptr::copy_nonoverlapping((&raw const value).cast::<u8>(), out.as_mut_ptr(), out.len())
-    };
-    out
-}
 
 /// The 64-byte state in front of the elements.
 #[repr(C)]
@@ -824,7 +687,7 @@ impl<T: fmt::Debug> fmt::Debug for ArrayGuard<'_, T> {
     }
 }
 
-crate::sync::object::serde_via_handle!([T: ShmSafe + Send] Value<T>);
-crate::sync::object::serde_via_handle!([T: ShmSafe + Send] RawValue<T>);
-crate::sync::object::serde_via_handle!([T: ShmSafe + Send] Array<T>);
-crate::sync::object::serde_via_handle!([T: ShmSafe + Send] RawArray<T>);
+crate::segment::object::serde_via_handle!([T: ShmSafe + Send] Value<T>);
+crate::segment::object::serde_via_handle!([T: ShmSafe + Send] RawValue<T>);
+crate::segment::object::serde_via_handle!([T: ShmSafe + Send] Array<T>);
+crate::segment::object::serde_via_handle!([T: ShmSafe + Send] RawArray<T>);

@@ -7,8 +7,8 @@ use std::time::Duration;
 use super::codec::{Codec, DefaultCodec};
 use super::queue::{Queue, Receiver, Sender};
 use crate::error::{GetError, OpenError, PutError};
+use crate::segment::object::SharedObject;
 use crate::segment::{Handle, ParseHandleError};
-use crate::sync::object::SharedObject;
 use crate::sys::Errno;
 
 /// One end of a pipe, like the `Connection` objects of Python's `multiprocessing.Pipe()`.

@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 use super::codec::{Codec, DefaultCodec};
 use super::ring::{ChildSlot, GetFail, PutFail, Ring, Role};
 use crate::error::{GetError, OpenError, PutError, TaskDoneError};
+use crate::segment::object::{Builder, sealed};
 use crate::segment::{Segment, kind};
-use crate::sync::object::{Builder, sealed};
 use crate::sys;
 
 /// Creation parameters of a queue.
@@ -402,7 +402,7 @@ macro_rules! endpoint_type {
                 Ring::payload_len(Ring::round_capacity(config.bytes))
             }
 
-            fn init(payload: crate::sync::object::FreshPayload<'_>, config: &QueueConfig) {
+            fn init(payload: crate::segment::object::FreshPayload<'_>, config: &QueueConfig) {
                 Ring::init(
                     payload,
                     Ring::round_capacity(config.bytes),
@@ -809,7 +809,7 @@ impl<T, C: Codec<T>> JoinableQueue<T, C> {
     }
 }
 
-crate::sync::object::serde_via_handle!([T, C: Codec<T>] Queue<T, C>);
-crate::sync::object::serde_via_handle!([T, C: Codec<T>] Sender<T, C>);
-crate::sync::object::serde_via_handle!([T, C: Codec<T>] Receiver<T, C>);
-crate::sync::object::serde_via_handle!([T, C: Codec<T>] JoinableQueue<T, C>);
+crate::segment::object::serde_via_handle!([T, C: Codec<T>] Queue<T, C>);
+crate::segment::object::serde_via_handle!([T, C: Codec<T>] Sender<T, C>);
+crate::segment::object::serde_via_handle!([T, C: Codec<T>] Receiver<T, C>);
+crate::segment::object::serde_via_handle!([T, C: Codec<T>] JoinableQueue<T, C>);

@@ -64,7 +64,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::channel::{Plain, Receiver, Sender};
 use crate::segment::Handle;
-use crate::sync::object::SharedObject;
+use crate::segment::object::SharedObject;
 use crate::sys;
 
 /// Environment variable that makes a process a spawned child:

@@ -25,7 +25,7 @@ use serde::{Deserialize, Serialize};
 use crate::channel::Queue;
 use crate::error::OpenError;
 use crate::segment::collecting;
-use crate::sync::object::SharedObject;
+use crate::segment::object::SharedObject;
 use crate::sys::{self, Errno, Forked};
 
 pub use boot::init;

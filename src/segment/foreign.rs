@@ -16,6 +16,7 @@
 //!   read once into a local and checked before they form a pointer, an index or a size;
 //! - typed values shared in place ([`Value`](crate::Value), [`Array`](crate::Array)) are copied
 //!   with atomic loads and stores, or are atomics themselves.
+//!   Those copies live in [`atomic_copy`](super::atomic_copy), for any `T: ShmSafe`.
 //!
 //! A payload copy is a plain `memcpy`. Racing with a hostile writer, it may copy torn bytes;
 //! they are then untrusted input in private memory (a decoder rejects them, or the message is

@@ -23,9 +23,11 @@
 //! mapping spans `HEADER_LEN + payload_len` bytes before any pointer into it is handed out, so
 //! `payload()` is valid for `payload_len()` bytes while the `Segment` lives.
 
+pub(crate) mod atomic_copy;
 mod foreign;
 mod handle;
 mod header;
+pub(crate) mod object;
 
 pub(crate) use foreign::{Foreign, ForeignMut};
 pub(crate) use handle::Location;

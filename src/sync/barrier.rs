@@ -10,10 +10,9 @@ use crate::primitive::{AtomicU32, AtomicU64, Ordering};
 use std::ptr::NonNull;
 use std::time::{Duration, Instant};
 
-use super::fixed::AtomicState;
-use super::object::{Builder, FreshPayload, expect_payload, sealed};
 use super::wait::{Backoff, Prober, deadline_after};
 use crate::error::{BrokenBarrierError, OpenError};
+use crate::segment::object::{AtomicState, Builder, FreshPayload, expect_payload, sealed};
 use crate::segment::{Segment, kind};
 use crate::sys::{self, Liveness, ThreadId};
 
@@ -359,4 +358,4 @@ impl Barrier {
     }
 }
 
-crate::sync::object::serde_via_handle!([] Barrier);
+crate::segment::object::serde_via_handle!([] Barrier);

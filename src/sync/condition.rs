@@ -10,7 +10,7 @@ use crate::primitive::{AtomicU32, Ordering};
 use std::fmt;
 use std::time::{Duration, Instant};
 
-use super::fixed::{AtomicState, Fixed, fixed_object, unit_constructors};
+use super::fixed::{Fixed, fixed_object, unit_constructors};
 use super::lock::{
     LockResult, NotSend, OwnerDied, RecoverableGuard, Released, TryLockResult, lock_result,
     private, try_lock_result,
@@ -19,6 +19,7 @@ use super::raw_lock::{Acquired, RawLock};
 use super::wait::{deadline_after, remaining};
 use crate::error::OpenError;
 use crate::segment::kind;
+use crate::segment::object::AtomicState;
 use crate::sys;
 
 /// Shared state of a condition.
@@ -284,4 +285,4 @@ impl fmt::Debug for ConditionGuard<'_> {
     }
 }
 
-crate::sync::object::serde_via_handle!([] Condition);
+crate::segment::object::serde_via_handle!([] Condition);

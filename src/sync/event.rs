@@ -118,7 +118,8 @@ mod public {
     use super::EventState;
     use crate::error::OpenError;
     use crate::segment::kind;
-    use crate::sync::fixed::{AtomicState, Fixed, fixed_object, unit_constructors};
+    use crate::segment::object::AtomicState;
+    use crate::sync::fixed::{Fixed, fixed_object, unit_constructors};
     use crate::sync::wait::deadline_after;
 
     // SAFETY: #[repr(C)] struct of atomics.
@@ -188,5 +189,5 @@ mod public {
         }
     }
 
-    crate::sync::object::serde_via_handle!([] Event);
+    crate::segment::object::serde_via_handle!([] Event);
 }

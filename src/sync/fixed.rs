@@ -8,16 +8,9 @@
 
 use std::ptr::NonNull;
 
-use super::object::expect_payload;
 use crate::error::OpenError;
 use crate::segment::Segment;
-
-/// A `#[repr(C)]` struct of atomics, valid for every bit pattern including all zeros.
-///
-/// # Safety
-/// - The type is `#[repr(C)]`, contains only `core::sync::atomic` integers (or arrays/structs of
-///   them), has no padding that matters, and alignment at most 64.
-pub(crate) unsafe trait AtomicState: Sync {}
+use crate::segment::object::{AtomicState, expect_payload};
 
 /// A validated segment holding one `S`.
 #[derive(Debug)]
@@ -54,7 +47,7 @@ impl<S: AtomicState> Fixed<S> {
 /// Implements `sealed::Object` for a `Fixed<State>` newtype.
 macro_rules! fixed_object {
     ($ty:ty, $state:ty, $kind:expr, $config:ty, |$st:ident, $cfg:ident| $init:expr) => {
-        impl $crate::sync::object::sealed::Object for $ty {
+        impl $crate::segment::object::sealed::Object for $ty {
             type Config = $config;
             const KIND: u32 = $kind;
 
@@ -62,7 +55,7 @@ macro_rules! fixed_object {
                 size_of::<$state>()
             }
 
-            fn init(payload: $crate::sync::object::FreshPayload<'_>, $cfg: &Self::Config) {
+            fn init(payload: $crate::segment::object::FreshPayload<'_>, $cfg: &Self::Config) {
                 let $st: &$state = payload.state::<$state>();
                 $init
             }
@@ -95,8 +88,8 @@ macro_rules! unit_constructors {
             }
 
             /// A builder, to name the object or open an existing one.
-            pub fn builder() -> $crate::sync::object::Builder<Self> {
-                $crate::sync::object::Builder::with_config(())
+            pub fn builder() -> $crate::segment::object::Builder<Self> {
+                $crate::segment::object::Builder::with_config(())
             }
 
             /// Opens the existing object named `name`.

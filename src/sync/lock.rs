@@ -11,11 +11,12 @@ use std::fmt;
 use std::marker::PhantomData;
 use std::time::{Duration, Instant};
 
-use super::fixed::{AtomicState, Fixed, fixed_object, unit_constructors};
+use super::fixed::{Fixed, fixed_object, unit_constructors};
 use super::raw_lock::{Acquired, RawLock};
 use super::wait::deadline_after;
 use crate::error::OpenError;
 use crate::segment::kind;
+use crate::segment::object::AtomicState;
 
 /// The lock was acquired, but its previous holder died while holding it.
 ///
@@ -486,5 +487,5 @@ impl fmt::Debug for RLockGuard<'_> {
     }
 }
 
-crate::sync::object::serde_via_handle!([] Lock);
-crate::sync::object::serde_via_handle!([] RLock);
+crate::segment::object::serde_via_handle!([] Lock);
+crate::segment::object::serde_via_handle!([] RLock);

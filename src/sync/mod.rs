@@ -15,8 +15,6 @@ pub(crate) mod fixed;
 pub(crate) mod lock;
 #[cfg(all(test, multiproc_loom))]
 mod loom_tests;
-#[cfg(not(multiproc_loom))]
-pub(crate) mod object;
 pub(crate) mod raw_lock;
 pub(crate) mod semaphore;
 pub(crate) mod wait;

@@ -102,8 +102,9 @@ mod public {
     use crate::error::{OpenError, OverReleaseError};
     use crate::primitive::Ordering;
     use crate::segment::kind;
-    use crate::sync::fixed::{AtomicState, Fixed, fixed_object};
-    use crate::sync::object::Builder;
+    use crate::segment::object::AtomicState;
+    use crate::segment::object::Builder;
+    use crate::sync::fixed::{Fixed, fixed_object};
     use crate::sync::wait::deadline_after;
 
     // SAFETY: #[repr(C)] struct of atomics.
@@ -271,6 +272,6 @@ mod public {
         }
     }
 
-    crate::sync::object::serde_via_handle!([] Semaphore);
-    crate::sync::object::serde_via_handle!([] BoundedSemaphore);
+    crate::segment::object::serde_via_handle!([] Semaphore);
+    crate::segment::object::serde_via_handle!([] BoundedSemaphore);
 }

@@ -52,7 +52,7 @@ const DEFAULT_CASES: u32 = 300;
 
 // ---------------------------------------------------------------------------------------------
 // Segment layout, for the explicit cases (file offsets; mirrored from src/segment/header.rs and
-// src/channel/ring.rs). The random cases do not depend on it: they pick offsets over whole
+// src/channel/ring/layout.rs). The random cases do not depend on it: they pick offsets over whole
 // regions.
 
 /// Size of the segment header; the payload starts here.

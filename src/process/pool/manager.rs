@@ -23,7 +23,7 @@ use super::{PoolBuilder, TaskError};
 use crate::channel::{Plain, Queue};
 use crate::error::GetError;
 use crate::process::{BytesRx, BytesTx, Process, ProcessError, StartMethod};
-use crate::sync::object::SharedObject;
+use crate::segment::object::SharedObject;
 use crate::value::RawArray;
 
 /// A worker is given more work while it holds fewer than this many chunks...

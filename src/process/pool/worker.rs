@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use super::protocol::{Failure, IDLE, Order, Report, WorkerBoot, slot_value};
 use crate::process::{BytesRx, BytesTx, Status, Target, call, call_with};
-use crate::sync::object::SharedObject;
+use crate::segment::object::SharedObject;
 use crate::value::RawArray;
 
 /// A result larger than this fails (a report carries it whole).

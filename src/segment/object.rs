@@ -11,10 +11,16 @@ use std::marker::PhantomData;
 use std::ptr::NonNull;
 use std::time::Duration;
 
-use super::fixed::AtomicState;
 use crate::error::OpenError;
 use crate::segment::{Backing, DEFAULT_OPEN_TIMEOUT, Handle, Location, Segment};
 use crate::sys::Errno;
+
+/// A `#[repr(C)]` struct of atomics, valid for every bit pattern including all zeros.
+///
+/// # Safety
+/// - The type is `#[repr(C)]`, contains only `core::sync::atomic` integers (or arrays/structs of
+///   them), has no padding that matters, and alignment at most 64.
+pub(crate) unsafe trait AtomicState: Sync {}
 
 pub(crate) mod sealed {
     use super::*;
@@ -98,7 +104,7 @@ macro_rules! serde_via_handle {
             fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
                 $crate::segment::note_object();
                 serde::Serialize::serialize(
-                    &$crate::sync::object::SharedObject::handle(self),
+                    &$crate::segment::object::SharedObject::handle(self),
                     s,
                 )
             }
@@ -108,7 +114,7 @@ macro_rules! serde_via_handle {
         impl<'de, $($gen)*> serde::Deserialize<'de> for $ty {
             fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
                 let h = <$crate::segment::Handle as serde::Deserialize>::deserialize(d)?;
-                <Self as $crate::sync::object::SharedObject>::from_handle(&h)
+                <Self as $crate::segment::object::SharedObject>::from_handle(&h)
                     .map_err(serde::de::Error::custom)
             }
         }

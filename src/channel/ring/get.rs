@@ -1,0 +1,276 @@
+//! Getting: a consumer, under the get lock, reads the record at `head` once `tail` has moved
+//! past it, and frees it; a get that finds the ring empty spins, then sleeps.
+#![allow(unsafe_code)]
+//! # Safety
+//! As in the ring's module note: a record is read only between `head` and `tail`, under the
+//! get lock, after its offset and length are checked against the data region.
+
+use crate::primitive::Ordering;
+use std::time::{Duration, Instant};
+
+use super::Ring;
+use super::layout::{RECORD_HEADER, WRAP, pack, record_len, unpack};
+use crate::segment::Foreign;
+use crate::sync::raw_lock::Acquired;
+use crate::sync::wait::Prober;
+
+/// Why a get returned nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum GetFail {
+    /// Nothing arrived before the deadline (or right now, for a try).
+    Empty,
+    /// Every sender is gone and the ring is drained.
+    Disconnected,
+    /// The record at the head is malformed: the segment was scribbled on.
+    Corrupted(&'static str),
+    /// The caller's buffer is too small; the message stays in the queue.
+    BufferTooSmall(usize),
+}
+
+/// Spin-then-sleep state of one blocking get.
+struct Waiter {
+    spin_start: Option<Instant>,
+    spun: bool,
+    slept: bool,
+    prober: Option<Prober>,
+}
+
+impl Waiter {
+    fn new() -> Self {
+        Self {
+            spin_start: None,
+            spun: false,
+            slept: false,
+            prober: None,
+        }
+    }
+}
+
+/// Bounds of the adaptive spin of a waiting get, in nanoseconds.
+/// (No spinning in a loom model: a spin measured by the clock would make its executions differ.)
+const MIN_SPIN_NS: u32 = if cfg!(multiproc_loom) { 0 } else { 2_000 };
+const MAX_SPIN_NS: u32 = if cfg!(multiproc_loom) { 0 } else { 100_000 };
+pub(super) const INITIAL_SPIN_NS: u32 = if cfg!(multiproc_loom) { 0 } else { 50_000 };
+
+impl Ring {
+    /// Takes the record at the head and passes its payload to `read`, waiting until `deadline`.
+    /// With `max`, a payload longer than `max` is left in place and reported. `read` sees the
+    /// payload as [`Foreign`] bytes: it copies them out, never reads them in place.
+    pub(crate) fn get_with<R>(
+        &self,
+        deadline: Option<Instant>,
+        max: Option<usize>,
+        read: impl FnOnce(Foreign<'_>) -> R,
+    ) -> Result<R, GetFail> {
+        let st = self.st();
+        let mut read = Some(read);
+        let mut waiter = Waiter::new();
+        loop {
+            let observed_tail = self.tail_for_reading();
+            if !self.is_empty_at(observed_tail) {
+                // A dead holder never moved `head`: its message is still there for us.
+                let how = st.get_side.lock.acquire(deadline).ok_or(GetFail::Empty)?;
+                if how == Acquired::OwnerDied {
+                    st.get_side.lock.mark_consistent();
+                }
+                let r = self.take(max, &mut read);
+                // SAFETY: we hold the get lock.
+                unsafe { st.get_side.lock.release() };
+                match r {
+                    Some(r) => {
+                        self.adapt_spin(&waiter);
+                        // As in a put: the unlock pairs with a producer's handshake.
+                        if r.is_ok() {
+                            st.space_wait.word.notify_after_handshake(1);
+                        }
+                        return r;
+                    }
+                    None => continue, // another consumer took it first
+                }
+            }
+            self.wait_for_data(&mut waiter, observed_tail, deadline)?;
+        }
+    }
+
+    /// Waits until a message is there to take; `Ok(false)` on timeout, `Ok(true)` when one is
+    /// there or when a get would fail at once with `Disconnected`.
+    pub(crate) fn poll(&self, deadline: Option<Instant>) -> bool {
+        let mut waiter = Waiter::new();
+        loop {
+            let observed_tail = self.tail_for_reading();
+            if !self.is_empty_at(observed_tail) {
+                return true;
+            }
+            match self.wait_for_data(&mut waiter, observed_tail, deadline) {
+                Ok(()) => {}
+                Err(GetFail::Empty) => return false,
+                Err(_) => return true,
+            }
+        }
+    }
+
+    /// The tail to test for emptiness: our copy if it shows messages (no cache miss on the
+    /// producer's line), else the real tail. Read without the get lock, the copy is only a hint
+    /// (`take` checks again under the lock); the real tail is read whenever it says empty.
+    fn tail_for_reading(&self) -> u64 {
+        let st = self.st();
+        let head = st.head.pos.load(Ordering::Acquire);
+        match self.get_cache.get(head) {
+            Some(cached) if unpack(cached).0 != unpack(head).0 => cached,
+            // SYNC(tail-publish)
+            _ => st.tail.pos.load(Ordering::Acquire),
+        }
+    }
+
+    /// After a successful get: spin longer next time if spinning paid off, shorter if we
+    /// had to sleep anyway (adaptive, bounded).
+    fn adapt_spin(&self, waiter: &Waiter) {
+        if waiter.spin_start.is_none() {
+            return; // data was there at once
+        }
+        let ns = self.spin_ns.load(Ordering::Relaxed);
+        let next = if waiter.slept {
+            (ns / 2).max(MIN_SPIN_NS)
+        } else {
+            ns.saturating_mul(2).min(MAX_SPIN_NS)
+        };
+        self.spin_ns.store(next, Ordering::Relaxed);
+    }
+
+    fn is_empty_at(&self, tail: u64) -> bool {
+        unpack(tail).0 == unpack(self.st().head.pos.load(Ordering::Acquire)).0
+    }
+
+    /// One round of waiting while the ring looked empty with `tail == observed_tail`: spin,
+    /// then sleep on the data futex. `Ok` means "look again".
+    fn wait_for_data(
+        &self,
+        waiter: &mut Waiter,
+        observed_tail: u64,
+        deadline: Option<Instant>,
+    ) -> Result<(), GetFail> {
+        let st = self.st();
+        if !waiter.spun {
+            // Spin for a while: waking a sleeper costs tens of microseconds on a busy host,
+            // so a peer that answers sooner than that should find us awake.
+            let start = *waiter.spin_start.get_or_insert_with(Instant::now);
+            let budget = Duration::from_nanos(u64::from(self.spin_ns.load(Ordering::Relaxed)));
+            if start.elapsed() < budget {
+                if deadline.is_some_and(|d| Instant::now() >= d) {
+                    return Err(self.empty_or_disconnected(observed_tail));
+                }
+                for _ in 0..16 {
+                    crate::primitive::spin_loop();
+                }
+                return Ok(());
+            }
+            waiter.spun = true;
+        }
+        let prober = waiter.prober.get_or_insert_with(Prober::new);
+        let probe = prober.due();
+        if self.is_closed() || !self.any_alive(true, probe) {
+            // Senders are gone; but one may have published just before leaving.
+            if st.tail.pos.load(Ordering::SeqCst) == observed_tail {
+                return Err(GetFail::Disconnected);
+            }
+            return Ok(());
+        }
+        let seen = st.data_wait.word.observe();
+        waiter.slept = true;
+        // Pairs with a producer's unlock: we see its tail, or it sees us asleep.
+        let moved = || {
+            // SYNC(lock-handshake): with the unlock in `put_with`.
+            st.put_side.lock.handshake();
+            st.tail.pos.load(Ordering::Acquire) != observed_tail
+                || self.is_closed()
+                || !self.any_alive(true, false)
+        };
+        match prober.sleep_budget(deadline) {
+            Some(timeout) => {
+                st.data_wait.word.wait_unless(seen, Some(timeout), moved);
+                Ok(())
+            }
+            None if moved() => Ok(()),
+            None => Err(self.empty_or_disconnected(observed_tail)),
+        }
+    }
+
+    /// The error of a get that gives up on an empty ring: `Disconnected` if no sender is left
+    /// (as far as the counts say) and nothing arrived meanwhile.
+    fn empty_or_disconnected(&self, observed_tail: u64) -> GetFail {
+        let gone = self.is_closed() || !self.any_alive(true, false);
+        if gone && self.st().tail.pos.load(Ordering::SeqCst) == observed_tail {
+            GetFail::Disconnected
+        } else {
+            GetFail::Empty
+        }
+    }
+
+    /// With the get lock held: consumes the record at the head, if there is one.
+    fn take<R>(
+        &self,
+        max: Option<usize>,
+        read: &mut Option<impl FnOnce(Foreign<'_>) -> R>,
+    ) -> Option<Result<R, GetFail>> {
+        let st = self.st();
+        let head = st.head.pos.load(Ordering::Relaxed);
+        let tail = match self.get_cache.get(head) {
+            Some(cached) if unpack(cached).0 != unpack(head).0 => cached,
+            _ => {
+                // SYNC(tail-publish)
+                let tail = st.tail.pos.load(Ordering::Acquire);
+                self.get_cache.set(head, tail);
+                tail
+            }
+        };
+        let (hm, mut hp) = unpack(head);
+        let (tm, tp) = unpack(tail);
+        if hm == tm {
+            return None;
+        }
+        if hp % RECORD_HEADER != 0 || tp % RECORD_HEADER != 0 {
+            // Records start 8-aligned: a scribbled position, which would make us read a header
+            // through a misaligned pointer.
+            return Some(Err(GetFail::Corrupted("ring positions")));
+        }
+        let mut avail = tp.wrapping_sub(hp);
+        if avail > self.cap {
+            return Some(Err(GetFail::Corrupted("ring positions")));
+        }
+        let mut off = hp & (self.cap - 1);
+        // SAFETY: `off` is in the region and 8-aligned (records are 8-aligned).
+        let mut len = unsafe { self.header(off) }.load(Ordering::Relaxed);
+        if len == WRAP {
+            let skip = self.cap - off;
+            if skip >= avail {
+                return Some(Err(GetFail::Corrupted("wrap marker")));
+            }
+            hp = hp.wrapping_add(skip);
+            avail -= skip;
+            off = 0;
+            // SAFETY: offset 0 is in the region and aligned.
+            len = unsafe { self.header(0) }.load(Ordering::Relaxed);
+        }
+        if len > self.cap - RECORD_HEADER
+            || record_len(len) > avail
+            || record_len(len) > self.cap - off
+        {
+            return Some(Err(GetFail::Corrupted("record length")));
+        }
+        if let Some(max) = max {
+            if len as usize > max {
+                return Some(Err(GetFail::BufferTooSmall(len as usize)));
+            }
+        }
+        // SAFETY: [off + 8, off + 8 + len) lies inside the region (checked), in the mapping that
+        // lives as long as `self`.
+        let payload = unsafe { Foreign::new(self.at(off + RECORD_HEADER), len as usize) };
+        let r = (read.take().expect("read once"))(payload);
+        let next = pack(hm.wrapping_add(1), hp.wrapping_add(record_len(len)));
+        self.get_cache.set(next, tail);
+        // SYNC(head-free): the record is read; a producer that loads this head may write over
+        // it.
+        st.head.pos.store(next, Ordering::Release);
+        Some(Ok(r))
+    }
+}

@@ -1,0 +1,133 @@
+//! The shared state of a ring, as every process maps it: `#[repr(C)]` lines of atomics, one
+//! cache line each, then the peer table (with its state table, on [`Peer`]); and the record
+//! format (header size, wrap marker) with the packing of positions.
+
+use crate::primitive::{AtomicU32, AtomicU64};
+use crate::sync::raw_lock::RawLock;
+use crate::sync::wait::WaitWord;
+
+/// Most processes that can hold handles of one ring at once.
+/// (A loom model has one process and few threads: a short table keeps its executions short.)
+pub(crate) const MAX_PEERS: usize = if cfg!(multiproc_loom) { 4 } else { 128 };
+/// Marks a peer slot whose counts were taken for a child that is being forked (see [`Peer`]);
+/// the low bits name the forking process. Process ids stay below 2^22.
+pub(super) const PENDING: u32 = 1 << 31;
+/// A peer slot being freed. It reads as pending for a process that cannot exist, so a
+/// reclaimer that dies half-way leaves a slot that the next probe frees again.
+pub(super) const RECLAIMING: u32 = u32::MAX;
+/// Record header size; records are padded to this alignment.
+pub(super) const RECORD_HEADER: u32 = 8;
+/// Header length value that marks "skip to the start of the data region".
+pub(super) const WRAP: u32 = u32::MAX;
+/// Smallest data region.
+pub(crate) const MIN_CAPACITY: u32 = 64;
+
+pub(super) fn record_len(payload: u32) -> u32 {
+    RECORD_HEADER + payload.div_ceil(8) * 8
+}
+
+pub(super) fn unpack(v: u64) -> (u32, u32) {
+    ((v >> 32) as u32, v as u32)
+}
+
+pub(super) fn pack(msgs: u32, pos: u32) -> u64 {
+    (u64::from(msgs) << 32) | u64::from(pos)
+}
+
+#[repr(C)]
+#[derive(Debug, Default)]
+pub(super) struct ConfigLine {
+    pub(super) capacity: AtomicU32,
+    pub(super) max_messages: AtomicU32,
+    pub(super) closed: AtomicU32,
+    /// Sending handles over all peers (sum of `Peer::senders`).
+    pub(super) senders: AtomicU32,
+    /// Receiving handles over all peers.
+    pub(super) receivers: AtomicU32,
+    _r: [AtomicU32; 11],
+}
+
+/// One side's lock on a line of its own: the other side never touches it, so taking the lock
+/// costs no miss.
+#[repr(C)]
+#[derive(Debug, Default)]
+pub(super) struct SideLine {
+    pub(super) lock: RawLock,
+    _r: [AtomicU64; 6],
+}
+
+/// A published position (`tail` or `head`) on a line of its own.
+#[repr(C)]
+#[derive(Debug, Default)]
+pub(super) struct PosLine {
+    pub(super) pos: AtomicU64,
+    _r: [AtomicU64; 7],
+}
+
+/// A wait word on a line of its own.
+#[repr(C)]
+#[derive(Debug, Default)]
+pub(super) struct WaitLine {
+    pub(super) word: WaitWord,
+    _r: [AtomicU32; 14],
+}
+
+/// Task accounting for `JoinableQueue`: unfinished tasks are the messages ever published
+/// (the message count in `tail`) minus `done`, so a producer killed mid-put can never leave a
+/// task that nobody can finish.
+#[repr(C)]
+#[derive(Debug, Default)]
+pub(super) struct TaskLine {
+    /// Tasks marked done, wrapping like the message counts (the futex word `join` waits on).
+    pub(super) done: AtomicU32,
+    pub(super) sleepers: AtomicU32,
+    _r: [AtomicU32; 14],
+}
+
+/// One process attached to the ring, with how many sending and receiving handles it holds.
+///
+/// `pid` state table:
+///
+/// | `pid`                  | `start`                          | meaning                            |
+/// |------------------------|----------------------------------|------------------------------------|
+/// | `0`                    | `0`                              | free                               |
+/// | `tid`                  | its start time (0 while written) | attached process `tid`             |
+/// | `PENDING \| parent`    | the parent's start time          | counts that `parent` took for a child it is forking; the child or the parent puts the child's pid here right after the fork |
+/// | `RECLAIMING`           | any                              | being freed by a process that found its owner dead |
+///
+/// A slot is freed (counts taken out of the totals, then `pid` back to 0) only when the process
+/// it names is dead; for a pending slot, when the parent is dead, or when the parent saw that
+/// its fork made no child that lives.
+#[repr(C)]
+#[derive(Debug, Default)]
+pub(super) struct Peer {
+    pub(super) pid: AtomicU32,
+    pub(super) senders: AtomicU32,
+    pub(super) receivers: AtomicU32,
+    _r: AtomicU32,
+    pub(super) start: AtomicU64,
+    _r2: AtomicU64,
+}
+
+#[repr(C)]
+#[derive(Debug)]
+pub(crate) struct RingState {
+    pub(super) config: ConfigLine,
+    pub(super) put_side: SideLine,
+    pub(super) tail: PosLine,
+    pub(super) get_side: SideLine,
+    pub(super) head: PosLine,
+    pub(super) data_wait: WaitLine,
+    pub(super) space_wait: WaitLine,
+    pub(super) tasks: TaskLine,
+    pub(super) peers: [Peer; MAX_PEERS],
+}
+
+pub(super) const STATE_LEN: usize = size_of::<RingState>();
+#[cfg(not(multiproc_loom))]
+const _: () = {
+    assert!(STATE_LEN % 64 == 0);
+    assert!(size_of::<ConfigLine>() == 64 && size_of::<SideLine>() == 64);
+    assert!(size_of::<PosLine>() == 64);
+    assert!(size_of::<WaitLine>() == 64 && size_of::<Peer>() == 32);
+};

@@ -1,0 +1,169 @@
+//! Putting: a producer, under the put lock, writes a record at `tail` and publishes it.
+#![allow(unsafe_code)]
+//! # Safety
+//! As in the ring's module note: a record is written only into the free space `reserve`
+//! found between `tail` and `head + capacity`, under the put lock.
+
+use crate::primitive::Ordering;
+use std::time::Instant;
+
+use super::Ring;
+use super::layout::{RECORD_HEADER, WRAP, pack, record_len, unpack};
+use crate::segment::ForeignMut;
+use crate::sync::raw_lock::Acquired;
+use crate::sync::wait::{Backoff, Prober};
+
+/// Why a put did not happen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum PutFail {
+    /// No room before the deadline (or right now, for a try).
+    Full,
+    /// Every receiver is gone.
+    Disconnected,
+    /// The queue was closed.
+    Closed,
+    /// The message can never fit.
+    TooBig,
+    /// The ring's positions were scribbled on; nothing can be written safely.
+    Corrupted(&'static str),
+    /// The writer could not fill the record (the value encoded to another length).
+    Encode,
+}
+
+/// First backoff step of a put that found the ring full (2^step spins before the next look).
+const FULL_BACKOFF_STEP: u32 = 6;
+
+impl Ring {
+    /// Puts one record of `len` payload bytes, filled by `write`, waiting until `deadline`
+    /// (`Some(now)` for a try, `None` forever). `write` fills the bytes through copies (see
+    /// `segment::foreign`); if it fails, nothing is published.
+    pub(crate) fn put_with(
+        &self,
+        len: usize,
+        deadline: Option<Instant>,
+        write: impl FnOnce(ForeignMut<'_>) -> bool,
+    ) -> Result<(), PutFail> {
+        if len > self.max_message() {
+            return Err(PutFail::TooBig);
+        }
+        let len = len as u32;
+        let st = self.st();
+        let mut backoff = Backoff::starting_at(FULL_BACKOFF_STEP);
+        let mut prober: Option<Prober> = None;
+        loop {
+            if self.is_closed() {
+                return Err(PutFail::Closed);
+            }
+            if !self.has_receivers() {
+                return Err(PutFail::Disconnected);
+            }
+            // A dead holder only means its half-written record was never published: the ring
+            // is consistent, and we overwrite those bytes.
+            let how = st.put_side.lock.acquire(deadline).ok_or(PutFail::Full)?;
+            if how == Acquired::OwnerDied {
+                st.put_side.lock.mark_consistent();
+            }
+            let tail = st.tail.pos.load(Ordering::Relaxed);
+            if unpack(tail).1 % RECORD_HEADER != 0 {
+                // Records start 8-aligned: this tail was scribbled on, and would make us write
+                // a header through a misaligned pointer.
+                // SAFETY: we hold the put lock.
+                unsafe { st.put_side.lock.release() };
+                return Err(PutFail::Corrupted("ring positions"));
+            }
+            // Look at our copy of the head first: it never runs ahead of the real one, so it
+            // can only make us think the ring fuller than it is; re-read the real head only then.
+            let cached = self.put_cache.get(tail);
+            // SYNC(head-free), for this load and the one below.
+            let mut observed_head = cached.unwrap_or_else(|| st.head.pos.load(Ordering::Acquire));
+            let mut slot = self.reserve(tail, observed_head, len);
+            if slot.is_none() && cached.is_some() {
+                observed_head = st.head.pos.load(Ordering::Acquire);
+                slot = self.reserve(tail, observed_head, len);
+            }
+            if let Some(slot) = slot {
+                let (off, total) = slot;
+                // SAFETY: `reserve` checked that [off, off + record) is free space inside the data
+                // region, which only we (holding the put lock) write until we publish it; the
+                // mapping lives as long as `self`.
+                let room = unsafe { ForeignMut::new(self.at(off + RECORD_HEADER), len as usize) };
+                if !write(room) {
+                    // Nothing was published: the bytes are free space again.
+                    self.put_cache.set(tail, observed_head);
+                    // SAFETY: we hold the put lock.
+                    unsafe { st.put_side.lock.release() };
+                    return Err(PutFail::Encode);
+                }
+                // SAFETY: the header word is inside the reserved, 8-aligned record.
+                unsafe { self.header(off) }.store(len, Ordering::Relaxed);
+                let (tm, tp) = unpack(tail);
+                let new_tail = pack(tm.wrapping_add(1), tp.wrapping_add(total));
+                self.put_cache.set(new_tail, observed_head);
+                // SYNC(tail-publish): the record written above is visible to whoever loads this
+                // tail.
+                st.tail.pos.store(new_tail, Ordering::Release);
+                // SAFETY: we hold the put lock.
+                unsafe { st.put_side.lock.release() };
+                // The unlock orders the tail store against a consumer's sleeper announcement
+                // (see `RawLock::handshake`): it sees our tail, or we see it sleeping.
+                st.data_wait.word.notify_after_handshake(1);
+                return Ok(());
+            }
+            self.put_cache.set(tail, observed_head);
+            // SAFETY: we hold the put lock.
+            unsafe { st.put_side.lock.release() };
+            // Full: wait for a consumer to free space.
+            if !backoff.is_completed() {
+                if deadline.is_some_and(|d| Instant::now() >= d) {
+                    return Err(PutFail::Full);
+                }
+                backoff.snooze();
+                continue;
+            }
+            let prober = prober.get_or_insert_with(Prober::new);
+            let probe = prober.due();
+            if !self.any_alive(false, probe) {
+                return Err(PutFail::Disconnected);
+            }
+            let seen = st.space_wait.word.observe();
+            let Some(timeout) = prober.sleep_budget(deadline) else {
+                return Err(PutFail::Full);
+            };
+            st.space_wait.word.wait_unless(seen, Some(timeout), || {
+                // Pairs with a consumer's unlock: we see its head, or it sees us asleep.
+                // SYNC(lock-handshake): with the unlock in `get_with`.
+                st.get_side.lock.handshake();
+                st.head.pos.load(Ordering::Acquire) != observed_head
+                    || self.is_closed()
+                    || !self.any_alive(false, false)
+            });
+        }
+    }
+
+    /// With the put lock held, `tail` read under it and 8-aligned: finds room for a record of
+    /// `len` payload bytes. Writes a wrap marker if the record must start at offset 0. Returns
+    /// (offset, bytes to advance).
+    fn reserve(&self, tail: u64, head: u64, len: u32) -> Option<(u32, u32)> {
+        let (tm, tp) = unpack(tail);
+        debug_assert_eq!(tp % RECORD_HEADER, 0);
+        let (hm, hp) = unpack(head);
+        let used = tp.wrapping_sub(hp);
+        if used > self.cap || tm.wrapping_sub(hm) >= self.max_messages {
+            return None; // full (or a scribbled head: treat as full, never as free space)
+        }
+        let free = self.cap - used;
+        let rec = record_len(len);
+        let off = tp & (self.cap - 1);
+        let to_end = self.cap - off;
+        if rec <= to_end {
+            return (rec <= free).then_some((off, rec));
+        }
+        // Skip the end of the region: the record goes to offset 0.
+        if to_end + rec > free {
+            return None;
+        }
+        // SAFETY: [off, cap) is free space (to_end <= free); the header word is 8-aligned.
+        unsafe { self.header(off) }.store(WRAP, Ordering::Relaxed);
+        Some((0, to_end + rec))
+    }
+}

@@ -1,0 +1,127 @@
+//! A hostile peer: bytes written straight into a live queue's shared state.
+#![allow(unsafe_code)]
+//! # Safety
+//! `word` forms a reference to an atomic inside a live ring's state, as a peer would.
+
+use super::layout::{STATE_LEN, SideLine, pack, unpack};
+use super::*;
+use crate::primitive::AtomicU64;
+use crate::sync::raw_lock::RawLock;
+use crate::{GetError, PutError, Queue};
+use std::time::Duration;
+
+type Pair = (crate::Sender<u64>, crate::Receiver<u64>);
+
+fn queue(messages: usize) -> Pair {
+    Queue::<u64>::builder()
+        .anonymous()
+        .capacity(messages)
+        .max_bytes(1024)
+        .create()
+        .unwrap()
+        .split()
+        .unwrap()
+}
+
+/// The shared word at byte `offset` of the ring state, as a peer sees it.
+fn word(ring: &Ring, offset: usize) -> &AtomicU64 {
+    assert!(offset % 8 == 0 && offset + 8 <= STATE_LEN);
+    let at = ring.state.as_ptr().cast::<u8>().wrapping_add(offset);
+    // SAFETY: `offset` is an 8-aligned offset inside the RingState, which is all atomics
+    // and lives as long as `ring`.
+    unsafe { &*at.cast::<AtomicU64>() }
+}
+
+/// Issue 8, bug 2: an odd tail made a put store its record header through a misaligned
+/// pointer, up to 3 bytes past the end of the data region.
+#[test]
+fn misaligned_tail_is_corrupted() {
+    let (tx, _rx) = queue(8);
+    let ring = tx.ring();
+    let near_end = ring.cap - 3;
+    ring.st()
+        .tail
+        .pos
+        .store(pack(0, near_end), Ordering::Relaxed);
+    ring.st()
+        .head
+        .pos
+        .store(pack(0, near_end), Ordering::Relaxed);
+    assert!(matches!(tx.try_put(7), Err(PutError::Corrupted(7, _))));
+    assert!(matches!(
+        tx.put_timeout(7, Duration::from_millis(10)),
+        Err(PutError::Corrupted(7, _))
+    ));
+}
+
+/// Issue 8, bug 2: an odd head made a get read a header through a misaligned pointer
+/// before it reported `Corrupted`.
+#[test]
+fn misaligned_head_is_corrupted() {
+    let (tx, rx) = queue(8);
+    tx.put(1).unwrap();
+    let ring = tx.ring();
+    ring.st().head.pos.store(pack(0, 4), Ordering::Relaxed);
+    ring.st().tail.pos.store(pack(1, 4 + 16), Ordering::Relaxed);
+    assert!(matches!(rx.try_get(), Err(GetError::Corrupted(_))));
+}
+
+/// Issue 8, bug 3: the cached copies of the other side's position lived in shared memory,
+/// where a peer could make them lead the real position: puts then overwrote unread
+/// messages and returned `Ok`. Every word of both side lines but the lock words is
+/// scribbled; the queue must still give back exactly what went in.
+#[test]
+fn scribbled_side_lines_lose_no_message() {
+    let (tx, rx) = queue(4);
+    let ring = tx.ring();
+    let lock_words = size_of::<RawLock>();
+    let scribble = |ring: &Ring| {
+        // Where the other side's position might be kept: the tail (a head that says "all
+        // read") and a tail three messages ahead (stale bytes to read).
+        let tail = ring.st().tail.pos.load(Ordering::Relaxed);
+        let (tm, tp) = unpack(tail);
+        let lead = pack(tm.wrapping_add(3), tp.wrapping_add(48));
+        for side in [&ring.st().put_side, &ring.st().get_side] {
+            let base = side as *const SideLine as usize - ring.state.as_ptr() as usize;
+            for off in (base + lock_words..base + size_of::<SideLine>()).step_by(8) {
+                let v = if off % 16 == 0 { tail } else { lead };
+                word(ring, off).store(v, Ordering::Relaxed);
+            }
+        }
+    };
+    for round in 0..20u64 {
+        scribble(ring);
+        let mut put = 0;
+        while tx.try_put(round * 100 + put).is_ok() {
+            put += 1;
+            scribble(ring);
+            assert!(put <= 4, "more messages accepted than the queue holds");
+        }
+        assert_eq!(put, 4);
+        for i in 0..4 {
+            scribble(ring);
+            assert_eq!(rx.try_get(), Ok(round * 100 + i));
+        }
+        assert_eq!(rx.try_get(), Err(GetError::Empty));
+    }
+}
+
+/// Issue 8, bug 4: cloning a handle attached a new registration, and panicked when the
+/// peer table was full or overwritten.
+#[test]
+fn clone_with_a_scribbled_peer_table_does_not_panic() {
+    let (tx, rx) = queue(4);
+    let ring = tx.ring();
+    for p in &ring.st().peers {
+        // Process 1 (init) is always alive, so nothing can be reclaimed.
+        p.pid.store(1, Ordering::Relaxed);
+        p.start.store(0, Ordering::Relaxed);
+    }
+    let tx2 = tx.clone();
+    let rx2 = rx.clone();
+    tx2.put(5).unwrap();
+    assert_eq!(rx2.get_timeout(Duration::from_secs(5)), Ok(5));
+    drop((tx2, rx2));
+    tx.put(6).unwrap();
+    assert_eq!(rx.get_timeout(Duration::from_secs(5)), Ok(6));
+}
