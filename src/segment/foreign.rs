@@ -46,6 +46,7 @@ pub(crate) struct Foreign<'a> {
 impl<'a> Foreign<'a> {
     /// # Safety
     /// - `[ptr, ptr + len)` lies inside one mapping that stays mapped for `'a`.
+    #[inline]
     pub(crate) unsafe fn new(ptr: *const u8, len: usize) -> Self {
         Self {
             ptr,
@@ -55,6 +56,7 @@ impl<'a> Foreign<'a> {
     }
 
     /// Number of bytes.
+    #[inline]
     pub(crate) fn len(self) -> usize {
         self.len
     }
@@ -63,6 +65,7 @@ impl<'a> Foreign<'a> {
     ///
     /// # Panics
     /// If the lengths differ (a bug in the caller, not something a peer can cause).
+    #[inline]
     pub(crate) fn copy_to(self, dst: &mut [u8]) {
         assert_eq!(dst.len(), self.len, "copy_to: length mismatch");
         // SAFETY: the source range is inside a live mapping (`new`'s contract) and the
@@ -73,6 +76,7 @@ impl<'a> Foreign<'a> {
     }
 
     /// The bytes, copied into a new vector.
+    #[inline]
     pub(crate) fn to_vec(self) -> Vec<u8> {
         let mut v = Vec::with_capacity(self.len);
         // SAFETY: as in `copy_to`; the vector's spare capacity holds `len` bytes.
@@ -86,6 +90,7 @@ impl<'a> Foreign<'a> {
 
     /// The bytes read as a `T`, if there are exactly `size_of::<T>()` of them. Every bit
     /// pattern is a valid `T` (`FromBytes`), so whatever a peer wrote gives some `T`.
+    #[inline]
     pub(crate) fn read<T: FromBytes>(self) -> Option<T> {
         if self.len != size_of::<T>() {
             return None;
@@ -117,6 +122,7 @@ pub(crate) struct ForeignMut<'a> {
 impl<'a> ForeignMut<'a> {
     /// # Safety
     /// - `[ptr, ptr + len)` lies inside one writable mapping that stays mapped for `'a`.
+    #[inline]
     pub(crate) unsafe fn new(ptr: *mut u8, len: usize) -> Self {
         Self {
             ptr,
@@ -126,12 +132,14 @@ impl<'a> ForeignMut<'a> {
     }
 
     /// Number of bytes.
+    #[inline]
     pub(crate) fn len(&self) -> usize {
         self.len
     }
 
     /// Copies `src` into the bytes from offset `at` on; `false` (and nothing written) if it
     /// does not fit.
+    #[inline]
     pub(crate) fn write_at(&mut self, at: usize, src: &[u8]) -> bool {
         if at > self.len || src.len() > self.len - at {
             return false;

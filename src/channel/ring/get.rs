@@ -112,6 +112,7 @@ impl Ring {
     /// The tail to test for emptiness: our copy if it shows messages (no cache miss on the
     /// producer's line), else the real tail. Read without the get lock, the copy is only a hint
     /// (`take` checks again under the lock); the real tail is read whenever it says empty.
+    #[inline]
     fn tail_for_reading(&self) -> u64 {
         let st = self.st();
         let head = st.head.pos.load(Ordering::Acquire);
@@ -137,6 +138,7 @@ impl Ring {
         self.spin_ns.store(next, Ordering::Relaxed);
     }
 
+    #[inline]
     fn is_empty_at(&self, tail: u64) -> bool {
         unpack(tail).0 == unpack(self.st().head.pos.load(Ordering::Acquire)).0
     }

@@ -22,14 +22,17 @@ pub(super) const WRAP: u32 = u32::MAX;
 /// Smallest data region.
 pub(crate) const MIN_CAPACITY: u32 = 64;
 
+#[inline]
 pub(super) fn record_len(payload: u32) -> u32 {
     RECORD_HEADER + payload.div_ceil(8) * 8
 }
 
+#[inline]
 pub(super) fn unpack(v: u64) -> (u32, u32) {
     ((v >> 32) as u32, v as u32)
 }
 
+#[inline]
 pub(super) fn pack(msgs: u32, pos: u32) -> u64 {
     (u64::from(msgs) << 32) | u64::from(pos)
 }

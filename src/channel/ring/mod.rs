@@ -101,11 +101,13 @@ struct LocalCache {
 
 impl LocalCache {
     /// The copy, if our side is still at `mine`.
+    #[inline]
     fn get(&self, mine: u64) -> Option<u64> {
         (self.valid.load(Ordering::Relaxed) && self.mine.load(Ordering::Relaxed) == mine)
             .then(|| self.other.load(Ordering::Relaxed))
     }
 
+    #[inline]
     fn set(&self, mine: u64, other: u64) {
         self.mine.store(mine, Ordering::Relaxed);
         self.other.store(other, Ordering::Relaxed);
@@ -233,6 +235,7 @@ impl Ring {
     ///
     /// Data words are the standard library's atomics in every build (the loom models do not
     /// track them; they track the positions and locks that order them).
+    #[inline]
     unsafe fn header(&self, off: u32) -> &std::sync::atomic::AtomicU32 {
         debug_assert!(off < self.cap && off % RECORD_HEADER == 0);
         // SAFETY: `off` is inside the data region and 8-aligned (contract); the region lives as
@@ -240,6 +243,7 @@ impl Ring {
         unsafe { std::sync::atomic::AtomicU32::from_ptr(self.at(off).cast()) }
     }
 
+    #[inline]
     fn st(&self) -> &RingState {
         // SAFETY: validated in from_segment; lives as long as self (module note).
         unsafe { self.state.as_ref() }
@@ -254,6 +258,7 @@ impl Ring {
     /// guarantees progress across the wrap. A record that does not fit before the end needs
     /// `to_end + record <= free`; in an empty ring that holds whenever `record <= cap / 2`
     /// (then `to_end < record` means the offset is past the middle, so `record <= offset`).
+    #[inline]
     pub(crate) fn max_message(&self) -> usize {
         (self.cap / 2 - RECORD_HEADER) as usize
     }
@@ -272,6 +277,7 @@ impl Ring {
         self.wake_all();
     }
 
+    #[inline]
     pub(crate) fn is_closed(&self) -> bool {
         // SeqCst: a sleeper's last look pairs with `close` (see `wake_all`).
         self.st().config.closed.load(Ordering::SeqCst) != 0
@@ -289,6 +295,7 @@ impl Ring {
 
     /// Pointer to data offset `off` (already reduced modulo capacity; `cap` itself for the
     /// empty payload of a record that ends the region).
+    #[inline]
     fn at(&self, off: u32) -> *mut u8 {
         debug_assert!(off <= self.cap);
         self.data.as_ptr().wrapping_add(off as usize)

@@ -242,6 +242,7 @@ impl Ring {
 
     /// Whether some handle that can send (or receive, for `send == false`) is attached. With
     /// `probe`, dead processes are reclaimed first, so their handles stop counting.
+    #[inline]
     pub(super) fn any_alive(&self, send: bool, probe: bool) -> bool {
         if probe {
             self.reclaim_dead_peers();
@@ -252,6 +253,7 @@ impl Ring {
     }
 
     /// Whether any handle that can receive is attached (dead ones count until probed).
+    #[inline]
     pub(crate) fn has_receivers(&self) -> bool {
         self.any_alive(false, false)
     }

@@ -143,6 +143,7 @@ impl Ring {
     /// With the put lock held, `tail` read under it and 8-aligned: finds room for a record of
     /// `len` payload bytes. Writes a wrap marker if the record must start at offset 0. Returns
     /// (offset, bytes to advance).
+    #[inline]
     fn reserve(&self, tail: u64, head: u64, len: u32) -> Option<(u32, u32)> {
         let (tm, tp) = unpack(tail);
         debug_assert_eq!(tp % RECORD_HEADER, 0);
