@@ -10,7 +10,7 @@ use crate::primitive::{AtomicU32, AtomicU64, Ordering};
 use std::ptr::NonNull;
 use std::time::{Duration, Instant};
 
-use super::wait::{Backoff, Prober, deadline_after};
+use super::wait::{Backoff, Prober, deadline_after, sleep_unless, wake_sleepers};
 use crate::error::{BrokenBarrierError, OpenError};
 use crate::segment::object::{AtomicState, Builder, FreshPayload, expect_payload, sealed};
 use crate::segment::{Segment, kind};
@@ -38,14 +38,16 @@ fn gen_of(w: u32) -> u32 {
 /// | 0..12  | arrivals so far in this generation                                  |
 ///
 /// `history` bit `g % 32` says whether generation `g` ended by a reset (1) or by completing (0),
-/// for waiters that wake up after the generation moved on.
+/// for waiters that wake up after the generation moved on. `sleepers` counts the waiters asleep
+/// (or about to sleep) on `word`, so that a round that nobody sleeps through ends without a
+/// wake call (see `sync::wait::sleep_unless`).
 #[repr(C)]
 #[derive(Debug, Default)]
 struct BarrierState {
     word: AtomicU32,
     parties: AtomicU32,
     history: AtomicU32,
-    _pad: AtomicU32,
+    sleepers: AtomicU32,
 }
 
 // SAFETY: #[repr(C)] struct of atomics, alignment 4.
@@ -261,7 +263,7 @@ impl Barrier {
                     .compare_exchange(w, next, Ordering::AcqRel, Ordering::Acquire)
                     .is_ok()
                 {
-                    sys::futex_wake_all(&st.word);
+                    wake_sleepers(&st.word, &st.sleepers, i32::MAX as u32);
                     return Ok(count);
                 }
                 continue;
@@ -306,7 +308,9 @@ impl Barrier {
                 self.abort();
                 return Err(BrokenBarrierError);
             };
-            let _ = sys::futex_wait(&st.word, w, Some(left));
+            sleep_unless(&st.word, w, &st.sleepers, 1, Some(left), || {
+                st.word.load(Ordering::Acquire) != w
+            });
         }
     }
 
@@ -330,7 +334,7 @@ impl Barrier {
     pub fn abort(&self) {
         let st = self.st();
         st.word.fetch_or(BROKEN, Ordering::AcqRel);
-        sys::futex_wake_all(&st.word);
+        wake_sleepers(&st.word, &st.sleepers, i32::MAX as u32);
     }
 
     /// Returns the barrier to its initial, unbroken state; parties waiting right now get
@@ -354,7 +358,7 @@ impl Barrier {
                 Err(now) => w = now,
             }
         }
-        sys::futex_wake_all(&st.word);
+        wake_sleepers(&st.word, &st.sleepers, i32::MAX as u32);
     }
 }
 

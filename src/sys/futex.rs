@@ -77,8 +77,3 @@ fn wake_under_miri(word: &AtomicU32, n: u32) -> usize {
     };
     usize::try_from(woken).unwrap_or(0)
 }
-
-/// Wakes every waiter sleeping on `word`.
-pub(crate) fn futex_wake_all(word: &AtomicU32) -> usize {
-    futex_wake(word, i32::MAX as u32)
-}

@@ -95,8 +95,3 @@ pub(crate) fn futex_wake(_word: &AtomicU32, _n: u32) -> usize {
     FUTEX.cv.notify_all();
     0
 }
-
-/// Wakes every sleeper.
-pub(crate) fn futex_wake_all(word: &AtomicU32) -> usize {
-    futex_wake(word, u32::MAX)
-}

@@ -17,7 +17,7 @@ mod proc;
 mod spawn;
 
 #[cfg(not(multiproc_loom))]
-pub(crate) use futex::{futex_wait, futex_wake, futex_wake_all};
+pub(crate) use futex::{futex_wait, futex_wake};
 #[cfg(not(multiproc_loom))]
 pub(crate) use mem::{
     Fd, Mapping, dup_raw_fd, fd_identity, fd_len, memfd_create, raw_fd, set_cloexec,
@@ -41,8 +41,7 @@ pub(crate) use spawn::{
 mod loom;
 #[cfg(multiproc_loom)]
 pub(crate) use loom::{
-    Liveness, ThreadId, current_process, current_thread, futex_wait, futex_wake, futex_wake_all,
-    probe_thread,
+    Liveness, ThreadId, current_process, current_thread, futex_wait, futex_wake, probe_thread,
 };
 
 use std::fmt;

@@ -53,14 +53,7 @@ impl Ring {
             }
             return Err(OpenError::TooManyProcesses { max: MAX_PEERS });
         };
-        if role.send {
-            peer.senders.fetch_add(1, Ordering::SeqCst);
-            st.config.senders.fetch_add(1, Ordering::SeqCst);
-        }
-        if role.recv {
-            peer.receivers.fetch_add(1, Ordering::SeqCst);
-            st.config.receivers.fetch_add(1, Ordering::SeqCst);
-        }
+        self.count(peer, role);
         Ok(me.tid)
     }
 
@@ -178,15 +171,19 @@ impl Ring {
 
     /// Counts one handle of `role` in the child's slot.
     pub(crate) fn count_for_child(&self, slot: ChildSlot, role: Role) {
-        let st = self.st();
-        let peer = &st.peers[slot.index];
+        self.count(&self.st().peers[slot.index], role);
+    }
+
+    /// Counts one handle of `role` in `peer` and in the totals.
+    fn count(&self, peer: &Peer, role: Role) {
+        let totals = &self.st().config;
         if role.send {
             peer.senders.fetch_add(1, Ordering::SeqCst);
-            st.config.senders.fetch_add(1, Ordering::SeqCst);
+            totals.senders.fetch_add(1, Ordering::SeqCst);
         }
         if role.recv {
             peer.receivers.fetch_add(1, Ordering::SeqCst);
-            st.config.receivers.fetch_add(1, Ordering::SeqCst);
+            totals.receivers.fetch_add(1, Ordering::SeqCst);
         }
     }
 
