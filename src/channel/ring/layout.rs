@@ -37,6 +37,21 @@ pub(super) fn pack(msgs: u32, pos: u32) -> u64 {
     (u64::from(msgs) << 32) | u64::from(pos)
 }
 
+/// What the creator fixed, and the queue-wide state.
+///
+/// `capacity` and `max_messages` are written once by the creator and read once by each opener,
+/// which validates and keeps its own copy: a peer that changes them later changes nothing.
+///
+/// `closed` state table:
+///
+/// | value     | meaning                                   | written by          |
+/// |-----------|-------------------------------------------|---------------------|
+/// | `0`       | open                                      | the creator (zeroed) |
+/// | not `0`   | closed: puts fail, gets drain then fail   | `close()` (SeqCst), then every sleeper is woken |
+///
+/// A queue never reopens. `senders` and `receivers` are sums over the peer table (see
+/// [`Peer`]), changed only together with a peer's own counts; a scribbled total can make a side
+/// look gone or present (denial of service), nothing more.
 #[repr(C)]
 #[derive(Debug, Default)]
 pub(super) struct ConfigLine {
