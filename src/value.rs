@@ -48,6 +48,9 @@ use crate::sync::wait::deadline_after;
 ///
 /// # Safety
 /// - All of the type's state is in atomics (no plain fields), and it is [`ShmSafe`].
+/// - Every atomic in it is as wide as the unit its copies use: the widest of 8, 4, 2 or 1
+///   bytes that divides both its size and its alignment (so `RawValue::get`/`set`, which copy
+///   with atomics of that width, never race with accesses of another width).
 pub unsafe trait ShmAtomic: ShmSafe + Sync {}
 
 macro_rules! shm_atomic {
@@ -162,7 +165,10 @@ impl<T: ShmSafe> Cells<T> {
             .and_then(|n| n.checked_add(STATE_LEN))
             .ok_or(OpenError::Corrupted("length"))?;
         expect_payload(&seg, needed)?;
-        // SAFETY: STATE_LEN is within the payload (checked) and 64-aligned, enough for T.
+        // Checked here too, not only on create: an opener may name any `T`.
+        const { assert!(align_of::<T>() <= 64, "shared values are at most 64-byte aligned") };
+        // SAFETY: STATE_LEN is within the payload (checked) and 64-aligned, which is enough for
+        // T (asserted at compile time just above).
         let data = unsafe { seg.payload().add(STATE_LEN) }.cast::<T>();
         Ok(Self {
             seg,

@@ -213,6 +213,19 @@ impl RawLock {
         }
     }
 
+    /// Takes the lock as [`acquire`](Self::acquire) does, for a hold that ends when the
+    /// returned [`Held`] is dropped, also when a panic unwinds past it.
+    #[inline]
+    pub(crate) fn hold(&self, deadline: Option<Instant>) -> Option<Held<'_>> {
+        let how = self.acquire(deadline)?;
+        if how == Acquired::OwnerDied {
+            // Whoever holds through `Held` repairs what the dead holder left (the ring's
+            // protocol makes a half-done put or get harmless), so the lock is consistent again.
+            self.mark_consistent();
+        }
+        Some(Held { lock: self })
+    }
+
     /// Releases the lock.
     ///
     /// # Safety
@@ -269,6 +282,23 @@ impl RawLock {
     /// Whether a holder died and nobody has marked the state consistent since.
     pub(crate) fn is_inconsistent(&self) -> bool {
         self.flags.load(Ordering::Relaxed) & INCONSISTENT != 0
+    }
+}
+
+/// A hold on a [`RawLock`] that releases it when dropped (see [`RawLock::hold`]), so that a
+/// panic in code run under the lock (a codec calling user code) never leaves it held.
+#[must_use = "dropping the hold unlocks at once"]
+#[derive(Debug)]
+pub(crate) struct Held<'a> {
+    lock: &'a RawLock,
+}
+
+impl Drop for Held<'_> {
+    #[inline]
+    fn drop(&mut self) {
+        // SAFETY: a `Held` is made only by `RawLock::hold` once the lock is ours, and exists
+        // until this drop, the one place that releases it.
+        unsafe { self.lock.release() }
     }
 }
 

@@ -509,3 +509,65 @@ fn ping_pong_through_one_slot_queues_never_loses_a_wakeup() {
         "{ROUNDS} round trips took {took:?}"
     );
 }
+
+/// A value whose serde encoding panics on its second pass (the one that writes into the queue,
+/// under its put lock), and whose decoding panics when `explode` is set.
+#[derive(Debug)]
+struct Fragile {
+    explode: bool,
+    passes: std::cell::Cell<u32>,
+}
+
+impl Fragile {
+    fn new(explode: bool) -> Self {
+        Self {
+            explode,
+            passes: std::cell::Cell::new(0),
+        }
+    }
+}
+
+impl Serialize for Fragile {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let pass = self.passes.get();
+        self.passes.set(pass + 1);
+        if self.explode && pass == 1 {
+            panic!("encoding panics inside the put");
+        }
+        s.serialize_bool(self.explode)
+    }
+}
+
+impl<'de> Deserialize<'de> for Fragile {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let explode = bool::deserialize(d)?;
+        if explode {
+            panic!("decoding panics inside the get");
+        }
+        Ok(Self::new(false))
+    }
+}
+
+/// Issue 8 review: a panic in user code run under a queue's put or get lock (a `Serialize` or
+/// `Deserialize` impl) left that lock held by a live thread, and every later put or get
+/// waited for good.
+#[test]
+fn a_codec_panic_inside_put_or_get_leaves_the_queue_usable() {
+    let _w = watchdog(Duration::from_secs(60), "codec panic test");
+    let (tx, rx) = Queue::<Fragile>::new(4).unwrap().split().unwrap();
+    let put = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| tx.put(Fragile::new(true))));
+    assert!(put.is_err(), "the encoding was meant to panic");
+    tx.put_timeout(Fragile::new(false), Duration::from_secs(5))
+        .expect("the put lock was left held");
+    assert!(!rx.get_timeout(Duration::from_secs(5)).unwrap().explode);
+    // A message whose decoding panics: the get lock must be free afterwards, and the message
+    // is still there as bytes.
+    tx.put_bytes(&[1]).unwrap();
+    let get = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| rx.try_get()));
+    assert!(get.is_err(), "the decoding was meant to panic");
+    assert_eq!(
+        rx.get_bytes_timeout(Duration::from_secs(5))
+            .expect("the get lock was left held"),
+        vec![1]
+    );
+}

@@ -11,7 +11,6 @@ use std::time::{Duration, Instant};
 use super::Ring;
 use super::layout::{RECORD_HEADER, WRAP, pack, record_len, unpack};
 use crate::segment::Foreign;
-use crate::sync::raw_lock::Acquired;
 use crate::sync::wait::Prober;
 
 /// Why a get returned nothing.
@@ -69,13 +68,9 @@ impl Ring {
             let observed_tail = self.tail_for_reading();
             if !self.is_empty_at(observed_tail) {
                 // A dead holder never moved `head`: its message is still there for us.
-                let how = st.get_side.lock.acquire(deadline).ok_or(GetFail::Empty)?;
-                if how == Acquired::OwnerDied {
-                    st.get_side.lock.mark_consistent();
-                }
+                let held = st.get_side.lock.hold(deadline).ok_or(GetFail::Empty)?;
                 let r = self.take(max, &mut read);
-                // SAFETY: we hold the get lock.
-                unsafe { st.get_side.lock.release() };
+                drop(held);
                 match r {
                     Some(r) => {
                         self.adapt_spin(&waiter);

@@ -10,7 +10,6 @@ use std::time::Instant;
 use super::Ring;
 use super::layout::{RECORD_HEADER, WRAP, pack, record_len, unpack};
 use crate::segment::ForeignMut;
-use crate::sync::raw_lock::Acquired;
 use crate::sync::wait::{Backoff, Prober};
 
 /// Why a put did not happen.
@@ -59,16 +58,12 @@ impl Ring {
             }
             // A dead holder only means its half-written record was never published: the ring
             // is consistent, and we overwrite those bytes.
-            let how = st.put_side.lock.acquire(deadline).ok_or(PutFail::Full)?;
-            if how == Acquired::OwnerDied {
-                st.put_side.lock.mark_consistent();
-            }
+            let held = st.put_side.lock.hold(deadline).ok_or(PutFail::Full)?;
             let tail = st.tail.pos.load(Ordering::Relaxed);
             if unpack(tail).1 % RECORD_HEADER != 0 {
                 // Records start 8-aligned: this tail was scribbled on, and would make us write
                 // a header through a misaligned pointer.
-                // SAFETY: we hold the put lock.
-                unsafe { st.put_side.lock.release() };
+                drop(held);
                 return Err(PutFail::Corrupted("ring positions"));
             }
             // Look at our copy of the head first: it never runs ahead of the real one, so it
@@ -90,8 +85,7 @@ impl Ring {
                 if !write(room) {
                     // Nothing was published: the bytes are free space again.
                     self.put_cache.set(tail, observed_head);
-                    // SAFETY: we hold the put lock.
-                    unsafe { st.put_side.lock.release() };
+                    drop(held);
                     return Err(PutFail::Encode);
                 }
                 // SAFETY: the header word is inside the reserved, 8-aligned record.
@@ -102,16 +96,14 @@ impl Ring {
                 // SYNC(tail-publish): the record written above is visible to whoever loads this
                 // tail.
                 st.tail.pos.store(new_tail, Ordering::Release);
-                // SAFETY: we hold the put lock.
-                unsafe { st.put_side.lock.release() };
+                drop(held);
                 // The unlock orders the tail store against a consumer's sleeper announcement
                 // (see `RawLock::handshake`): it sees our tail, or we see it sleeping.
                 st.data_wait.word.notify_after_handshake(1);
                 return Ok(());
             }
             self.put_cache.set(tail, observed_head);
-            // SAFETY: we hold the put lock.
-            unsafe { st.put_side.lock.release() };
+            drop(held);
             // Full: wait for a consumer to free space.
             if !backoff.is_completed() {
                 if deadline.is_some_and(|d| Instant::now() >= d) {
@@ -140,13 +132,16 @@ impl Ring {
         }
     }
 
-    /// With the put lock held, `tail` read under it and 8-aligned: finds room for a record of
-    /// `len` payload bytes. Writes a wrap marker if the record must start at offset 0. Returns
-    /// (offset, bytes to advance).
+    /// With the put lock held and `tail` read under it: finds room for a record of `len`
+    /// payload bytes. Writes a wrap marker if the record must start at offset 0. Returns
+    /// (offset, bytes to advance); `None` if there is no room, or if `tail` is not 8-aligned
+    /// (`put_with` reports that one as `Corrupted` before it gets here).
     #[inline]
     fn reserve(&self, tail: u64, head: u64, len: u32) -> Option<(u32, u32)> {
         let (tm, tp) = unpack(tail);
-        debug_assert_eq!(tp % RECORD_HEADER, 0);
+        if tp % RECORD_HEADER != 0 {
+            return None;
+        }
         let (hm, hp) = unpack(head);
         let used = tp.wrapping_sub(hp);
         if used > self.cap || tm.wrapping_sub(hm) >= self.max_messages {
@@ -163,7 +158,8 @@ impl Ring {
         if to_end + rec > free {
             return None;
         }
-        // SAFETY: [off, cap) is free space (to_end <= free); the header word is 8-aligned.
+        // SAFETY: [off, cap) is free space (to_end <= free); `off` is 8-aligned because `tp` is
+        // (checked at the top) and the capacity is a power of two of at least 64.
         unsafe { self.header(off) }.store(WRAP, Ordering::Relaxed);
         Some((0, to_end + rec))
     }
