@@ -252,9 +252,13 @@ fn conjure<T: Copy + 'static>() -> T {
 /// The target that calls `F` with a deserialised `A` and serialises its output, registered in
 /// this process (and so sent to every child: see the module note).
 ///
-/// Prefer [`target_for`], which takes the function and so proves that the caller holds an `F`
-/// (what `conjure` relies on in the callee).
-pub(crate) fn target_of<F, A>() -> Target
+/// Prefer [`target_for`], which takes the function and so proves that the caller holds an `F`.
+///
+/// # Safety
+/// - The caller holds a value of type `F` (or, for `Spread<G>`, of type `G`): the entry
+///   conjures an `F` out of nothing (see `conjure`), which is only sound for a zero-sized type
+///   that the program has made a value of.
+pub(crate) unsafe fn target_of<F, A>() -> Target
 where
     F: Callable<A>,
     A: DeserializeOwned,
@@ -281,7 +285,8 @@ where
     A: DeserializeOwned,
     F::Output: Serialize,
 {
-    target_of::<F, A>()
+    // SAFETY: we hold `_f`, an `F`.
+    unsafe { target_of::<F, A>() }
 }
 
 impl Target {
@@ -719,13 +724,13 @@ mod tests {
     }
 
     /// The target of `f`, as `Process::spawn` and `Pool::map` make it.
-    fn target<F, A>(_f: F) -> Target
+    fn target<F, A>(f: F) -> Target
     where
         F: Callable<A>,
         A: DeserializeOwned,
         F::Output: Serialize,
     {
-        target_of::<F, A>()
+        target_for::<F, A>(&f)
     }
 
     /// The entry behind `f`, without making (and so registering) a target for it.

@@ -21,6 +21,9 @@
 //! - [`manager`]: the manager thread, which feeds workers, tracks what each holds and
 //!   replaces the dead;
 //! - [`iterators`]: [`Imap`], [`ImapUnordered`] and [`AsyncResult`].
+#![allow(unsafe_code)]
+//! # Safety
+//! The only unsafe code names the entry point of a function the caller holds (`target_of`).
 
 mod iterators;
 mod job;
@@ -38,7 +41,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use super::boot::{Callable, Spread};
-use super::{Process, ProcessError, StartMethod, Target, cpu_count, target_of};
+use super::{Process, ProcessError, StartMethod, Target, cpu_count, target_for, target_of};
 use crate::channel::{Plain, Queue};
 use crate::segment::{InheritFd, collecting};
 use crate::value::RawArray;
@@ -133,10 +136,9 @@ impl PoolBuilder {
         F: Fn(A) + Copy + 'static,
         A: Serialize + DeserializeOwned + Send + 'static,
     {
-        let _ = f;
         let (bytes, collected) = collecting(|| postcard::to_allocvec(&arg));
         let bytes = bytes.map_err(|e| ProcessError::Codec(e.to_string()))?;
-        self.init = Some((target_of::<F, A>(), bytes));
+        self.init = Some((target_for::<F, A>(&f), bytes));
         self.init_fds = collected.fds.into_iter().map(InheritFd).collect();
         self.init_keep = Some(Arc::new(Mutex::new(Box::new(arg))));
         Ok(self)
@@ -267,7 +269,8 @@ impl Pool {
         I: IntoIterator<Item = A>,
     {
         let _ = f;
-        self.map_impl::<F, A, I>(items, None)
+        // SAFETY: we hold `f`, an `F`.
+        unsafe { self.map_impl::<F, A, I>(items, None) }
     }
 
     /// [`map`](Self::map) with an explicit chunk size (tasks per message to a worker).
@@ -287,7 +290,8 @@ impl Pool {
         I: IntoIterator<Item = A>,
     {
         let _ = f;
-        self.map_impl::<F, A, I>(items, Some(chunksize))
+        // SAFETY: we hold `f`, an `F`.
+        unsafe { self.map_impl::<F, A, I>(items, Some(chunksize)) }
     }
 
     /// Like [`map`](Self::map) for a function of several arguments, each item a tuple of
@@ -304,10 +308,14 @@ impl Pool {
         I: IntoIterator<Item = T>,
     {
         let _ = Spread::new(f);
-        self.map_impl::<Spread<F>, T, I>(items, None)
+        // SAFETY: we hold `f`, an `F`, which is what a `Spread<F>` conjures.
+        unsafe { self.map_impl::<Spread<F>, T, I>(items, None) }
     }
 
-    fn map_impl<F, A, I>(
+    /// # Safety
+    /// - The caller holds a value of type `F` (or, for `Spread<G>`, of type `G`): see
+    ///   `target_of`.
+    unsafe fn map_impl<F, A, I>(
         &self,
         items: I,
         chunksize: Option<usize>,
@@ -333,7 +341,9 @@ impl Pool {
         let size = chunksize.unwrap_or_else(|| default_chunksize(n, self.shared.processes));
         let job = Job::new(n);
         job.reserve(n);
-        let mut chunker = Chunker::new(&self.shared, target_of::<F, A>(), &job, size);
+        // SAFETY: forwarded: our caller holds an `F` (or, for `Spread<G>`, a `G`).
+        let target = unsafe { target_of::<F, A>() };
+        let mut chunker = Chunker::new(&self.shared, target, &job, size);
         let mut count = 0;
         for (i, a) in items.enumerate() {
             chunker.push(i, a);
@@ -376,7 +386,7 @@ impl Pool {
     {
         let _ = f;
         Imap {
-            feed: Feed::new(self, target_of::<F, A>(), items.into_iter(), chunksize),
+            feed: Feed::new(self, target_for::<F, A>(&f), items.into_iter(), chunksize),
             next: 0,
             _r: PhantomData,
         }
@@ -392,7 +402,7 @@ impl Pool {
         I: IntoIterator<Item = A>,
     {
         let _ = f;
-        let feed = Feed::new(self, target_of::<F, A>(), items.into_iter(), 1);
+        let feed = Feed::new(self, target_for::<F, A>(&f), items.into_iter(), 1);
         feed.job.track_arrivals();
         ImapUnordered {
             feed,
@@ -411,7 +421,7 @@ impl Pool {
         let _ = f;
         let job = Job::new(1);
         job.reserve(1);
-        let mut chunk = Chunk::new(&self.shared, target_of::<F, A>(), &job);
+        let mut chunk = Chunk::new(&self.shared, target_for::<F, A>(&f), &job);
         chunk.push(0, arg);
         if chunk.len() > 0 {
             self.shared.submit(vec![chunk]);
