@@ -60,8 +60,22 @@ pub(crate) enum Acquired {
 pub struct RawLock {
     word: AtomicU32,
     flags: AtomicU32,
-    /// Start time of the owner thread, written by the owner right after it takes the word.
+    /// The owner's record, written by the owner right after it takes the word: its thread id
+    /// in the bits from [`START_BITS`] up, its start time below (see [`owner_record`]).
     owner_start: AtomicU64,
+}
+
+/// Bits of `owner_start` that hold the owner's start time (clock ticks since boot: 2^42 ticks
+/// at 100 Hz is over a billion years); the owner's thread id sits above them.
+const START_BITS: u32 = 42;
+const START_MASK: u64 = (1 << START_BITS) - 1;
+
+/// What an owner writes in `owner_start`. Tagging the start time with the thread id lets a
+/// waiter tell the owner's own record from the one its predecessor left (still there between
+/// the new owner's compare-and-swap of the word and its store of the record): judging the new
+/// owner by the old start time would take it for a reused id, and the lock from a live owner.
+fn owner_record(me: ThreadId) -> u64 {
+    (u64::from(me.tid) << START_BITS) | (me.start & START_MASK)
 }
 
 #[cfg(not(multiproc_loom))]
@@ -86,7 +100,7 @@ impl RawLock {
 
     #[inline(always)]
     fn acquired(&self, me: ThreadId) -> Acquired {
-        self.owner_start.store(me.start, Ordering::Relaxed);
+        self.owner_start.store(owner_record(me), Ordering::Relaxed);
         if self.flags.load(Ordering::Relaxed) & INCONSISTENT != 0 {
             Acquired::OwnerDied
         } else {
@@ -166,10 +180,17 @@ impl RawLock {
                 continue;
             }
             let expected = w | WAITERS;
-            let owner = ThreadId {
-                tid: w & TID_MASK,
-                start: self.owner_start.load(Ordering::Relaxed),
+            let tid = w & TID_MASK;
+            let record = self.owner_start.load(Ordering::Relaxed);
+            // Only the owner's own record says when it started; until it is written (or if it
+            // was scribbled on), the probe asks only whether a thread `tid` exists, which can
+            // find a dead owner but never mistakes a live one for a reused id.
+            let start = if record >> START_BITS == u64::from(tid) {
+                record & START_MASK
+            } else {
+                0
             };
+            let owner = ThreadId { tid, start };
             if prober.owner_is_dead(expected, owner) {
                 // Take over exactly the word we probed; if it moved meanwhile, look again.
                 if self
@@ -271,7 +292,7 @@ impl RawLock {
     pub(crate) fn is_owned_by_current_thread(&self) -> bool {
         let me = sys::current_thread();
         self.word.load(Ordering::Relaxed) & TID_MASK == me.tid
-            && self.owner_start.load(Ordering::Relaxed) == me.start
+            && self.owner_start.load(Ordering::Relaxed) == owner_record(me)
     }
 
     /// Clears the owner-died state. Call only while holding the lock.
@@ -341,5 +362,46 @@ mod lock_api_impl {
         fn is_locked(&self) -> bool {
             RawLock::is_locked(self)
         }
+    }
+}
+
+#[cfg(all(test, not(multiproc_loom)))]
+mod tests {
+    use std::sync::Arc;
+    use std::sync::mpsc::channel;
+    use std::time::{Duration, Instant};
+
+    use super::*;
+
+    /// Review of issue 8: a new owner writes its record just after taking the word; a waiter
+    /// that judged it by the record still there (its predecessor's start time) took it for a
+    /// reused thread id and, two probes later, took the lock from a live owner.
+    #[test]
+    fn a_predecessors_record_does_not_make_a_live_owner_look_dead() {
+        let lock = Arc::new(RawLock::new());
+        let (held_tx, held_rx) = channel();
+        let (done_tx, done_rx) = channel::<()>();
+        let owner = {
+            let lock = lock.clone();
+            std::thread::spawn(move || {
+                lock.acquire(None).unwrap();
+                held_tx.send(()).unwrap();
+                done_rx.recv().unwrap();
+                // SAFETY: this thread took the lock above and still holds it.
+                unsafe { lock.release() };
+            })
+        };
+        held_rx.recv().unwrap();
+        // As if the owner had not written its record yet: a start time that is not its own.
+        lock.owner_start.store(12_345, Ordering::Relaxed);
+        let got = lock.acquire(Some(Instant::now() + Duration::from_millis(300)));
+        let took_over = got.is_some();
+        if took_over {
+            // SAFETY: `acquire` just gave us the lock.
+            unsafe { lock.release() };
+        }
+        done_tx.send(()).unwrap();
+        owner.join().unwrap();
+        assert!(!took_over, "a waiter took the lock from its live owner");
     }
 }
