@@ -199,6 +199,13 @@ impl Segment {
                 (sys::shm_open_existing(&name)?, Some(name))
             }
             Location::Fd(raw) => match sys::dup_raw_fd(*raw) {
+                // Only our own sealed memory files: another kind of descriptor (a shm object a
+                // peer passed, a number reused for a plain file) could shrink under the mapping.
+                Ok(fd) if !sys::sealed_against_shrinking(&fd) => {
+                    return Err(OpenError::Corrupted(
+                        "descriptor is not a memory file sealed against shrinking",
+                    ));
+                }
                 Ok(fd) => (fd, None),
                 Err(e) if e.raw() == libc::EBADF => return Err(OpenError::NotFound),
                 Err(e) => return Err(OpenError::Os(e)),

@@ -56,6 +56,12 @@ pub(crate) fn memfd_create(debug_name: &str, len: u64) -> Result<Fd, Errno> {
     Ok(fd)
 }
 
+/// Whether `fd` is a memory file sealed against shrinking (as [`memfd_create`] makes them), so
+/// that no holder of it can turn our accesses to the mapping into `SIGBUS`.
+pub(crate) fn sealed_against_shrinking(fd: &Fd) -> bool {
+    rustix::fs::fcntl_get_seals(fd).is_ok_and(|s| s.contains(rustix::fs::SealFlags::SHRINK))
+}
+
 /// Duplicates the raw descriptor `raw` (close-on-exec), e.g. one named by a handle that a parent
 /// passed down. A number that is not an open descriptor gives `EBADF`.
 pub(crate) fn dup_raw_fd(raw: i32) -> Result<Fd, Errno> {

@@ -20,8 +20,8 @@ mod spawn;
 pub(crate) use futex::{futex_wait, futex_wake};
 #[cfg(not(multiproc_loom))]
 pub(crate) use mem::{
-    Fd, Mapping, dup_raw_fd, fd_identity, fd_len, memfd_create, raw_fd, set_cloexec,
-    shm_create_excl, shm_identity, shm_open_existing, shm_unlink,
+    Fd, Mapping, dup_raw_fd, fd_identity, fd_len, memfd_create, raw_fd, sealed_against_shrinking,
+    set_cloexec, shm_create_excl, shm_identity, shm_open_existing, shm_unlink,
 };
 #[cfg(not(multiproc_loom))]
 pub(crate) use proc::{

@@ -649,3 +649,36 @@ fn creator_drop_leaves_a_reused_name_alone() {
     drop(second);
     assert!(!common::shm_exists(&name));
 }
+
+/// Review of issue 8: a handle's descriptor was mapped whatever it was, so a peer could hand
+/// over a file it can shrink (or a reused number could name a plain file), and our next access
+/// to the mapping would fault with SIGBUS. Only sealed memory files are opened by descriptor.
+#[test]
+fn a_handle_naming_an_unsealed_file_is_refused() {
+    use std::os::fd::AsRawFd;
+    let lock = Lock::new().unwrap();
+    let file = tempfile_with_bytes(4096);
+    let text = lock.handle().to_string();
+    let (prefix, _) = text.rsplit_once(':').unwrap();
+    let forged: Handle = format!("{prefix}:{}", file.as_raw_fd()).parse().unwrap();
+    assert!(matches!(
+        Lock::from_handle(&forged),
+        Err(OpenError::Corrupted(_))
+    ));
+    // Our own handle still opens.
+    assert!(Lock::from_handle(&lock.handle()).is_ok());
+}
+
+/// A plain file of `len` zero bytes, deleted from its directory at once.
+fn tempfile_with_bytes(len: u64) -> std::fs::File {
+    let path = std::env::temp_dir().join(unique_name("plain"));
+    let f = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .open(&path)
+        .unwrap();
+    f.set_len(len).unwrap();
+    std::fs::remove_file(&path).unwrap();
+    f
+}
