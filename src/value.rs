@@ -12,14 +12,13 @@
 //! alignment allows (`segment::atomic_copy`), so a racing writer (allowed for the `Raw*` types,
 //! which have no lock) makes the result a mix of old and new bytes, never undefined behaviour.
 //!
-//! References (`&T`, `&[T]`, `&mut T`) into the segment are handed out only when they are sound:
-//! - by a `Value`/`Array` only through its lock guard, because every access to its elements in
-//!   every process goes through that lock: `get`, `set` and `to_vec` hold it for the copy, and
-//!   nothing hands out a reference without it (the segment's type tag keeps `Raw*` handles away).
-//!   So the guard's `&mut T` is the only reference to the element while it lives;
-//! - by a `RawValue`/`RawArray` only for `T: ShmAtomic`, whose every access is itself atomic;
-//!   their copies use atomics of the element's own width, so they never race with a
-//!   reference's accesses at another size.
+//! References (`&T`, `&[T]`) into the segment are handed out only by a `RawValue`/`RawArray`,
+//! and only for `T: ShmAtomic`, whose every access is itself atomic. A `Value`/`Array` lock
+//! guard hands out references to a private copy, copied in and out with atomics while the lock
+//! is held, so a process that writes the segment without taking the lock can change the data
+//! but cannot make a reference of ours alias its writes. The copies of `RawValue`/`RawArray`
+//! use atomics of the element's own width, so they never race with a reference's accesses at
+//! another size.
 
 use std::fmt;
 use std::marker::PhantomData;
@@ -166,7 +165,12 @@ impl<T: ShmSafe> Cells<T> {
             .ok_or(OpenError::Corrupted("length"))?;
         expect_payload(&seg, needed)?;
         // Checked here too, not only on create: an opener may name any `T`.
-        const { assert!(align_of::<T>() <= 64, "shared values are at most 64-byte aligned") };
+        const {
+            assert!(
+                align_of::<T>() <= 64,
+                "shared values are at most 64-byte aligned"
+            )
+        };
         // SAFETY: STATE_LEN is within the payload (checked) and 64-aligned, which is enough for
         // T (asserted at compile time just above).
         let data = unsafe { seg.payload().add(STATE_LEN) }.cast::<T>();
@@ -420,47 +424,58 @@ impl<T: ShmSafe + Send> Value<T> {
     ///   releases it.
     unsafe fn guard(&self) -> ValueGuard<'_, T> {
         ValueGuard {
-            lock: self.cells.lock(),
-            data: self.cells.data,
+            cells: &self.cells,
+            copy: std::cell::OnceCell::new(),
             _marker: PhantomData,
         }
     }
 }
 
 /// Exclusive access to a [`Value`]'s data; unlocks when dropped.
+///
+/// The guard works on a copy of the value in this process's memory: it is copied out of the
+/// segment (with atomic loads) when first read, and back (with atomic stores) when the guard
+/// is dropped. So a change is published when the guard goes, all at once, and a process that
+/// dies (or forgets the guard) before that publishes none of it. A process that breaks the locking protocol by writing the
+/// segment meanwhile can change what gets read or written, but never what a reference of
+/// ours points to.
 #[must_use = "dropping the guard unlocks at once"]
-pub struct ValueGuard<'a, T> {
-    lock: &'a RawLock,
-    data: NonNull<T>,
-    _marker: PhantomData<(&'a mut T, NotSend)>,
+pub struct ValueGuard<'a, T: ShmSafe> {
+    cells: &'a Cells<T>,
+    copy: std::cell::OnceCell<T>,
+    _marker: PhantomData<NotSend>,
 }
 
-impl<T> Deref for ValueGuard<'_, T> {
+impl<T: ShmSafe> Deref for ValueGuard<'_, T> {
     type Target = T;
     fn deref(&self) -> &T {
-        // SAFETY: we hold the lock that every access to this element goes through (module note).
-        unsafe { self.data.as_ref() }
+        self.copy.get_or_init(|| self.cells.load(0))
     }
 }
 
-impl<T> DerefMut for ValueGuard<'_, T> {
+impl<T: ShmSafe> DerefMut for ValueGuard<'_, T> {
     fn deref_mut(&mut self) -> &mut T {
-        // SAFETY: as in deref, and `&mut self` makes this the only reference in this process.
-        unsafe { self.data.as_mut() }
+        let _ = self.copy.get_or_init(|| self.cells.load(0));
+        self.copy.get_mut().expect("filled just above")
     }
 }
 
-impl<T> Drop for ValueGuard<'_, T> {
+impl<T: ShmSafe> Drop for ValueGuard<'_, T> {
     fn drop(&mut self) {
-        // SAFETY: the guard exists only while the lock is held.
-        unsafe { self.lock.release() }
+        // Written back whenever it was read: a `T` with interior mutability (an atomic) may
+        // have changed through a shared reference.
+        if let Some(v) = self.copy.take() {
+            self.cells.store(0, v);
+        }
+        // SAFETY: the guard exists only while the lock is held (see `Value::guard`).
+        unsafe { self.cells.lock().release() }
     }
 }
 
-impl<T> private::Sealed for ValueGuard<'_, T> {}
-impl<T> RecoverableGuard for ValueGuard<'_, T> {
+impl<T: ShmSafe> private::Sealed for ValueGuard<'_, T> {}
+impl<T: ShmSafe> RecoverableGuard for ValueGuard<'_, T> {
     fn mark_consistent(&self) {
-        self.lock.mark_consistent();
+        self.cells.lock().mark_consistent();
     }
 }
 
@@ -597,49 +612,63 @@ impl<T: ShmSafe + Send> Array<T> {
     ///   releases it.
     unsafe fn guard(&self) -> ArrayGuard<'_, T> {
         ArrayGuard {
-            lock: self.cells.lock(),
-            data: self.cells.data,
-            len: self.cells.len,
+            cells: &self.cells,
+            copy: std::cell::OnceCell::new(),
             _marker: PhantomData,
         }
     }
 }
 
 /// Exclusive access to an [`Array`]'s elements; unlocks when dropped.
+///
+/// As [`ValueGuard`], the guard works on a copy in this process's memory: all elements are
+/// copied out when it is first read and back when it is dropped. That is a copy of the whole
+/// array each way: for a single element of a large array, prefer
+/// [`Array::get`] and [`Array::set`].
 #[must_use = "dropping the guard unlocks at once"]
-pub struct ArrayGuard<'a, T> {
-    lock: &'a RawLock,
-    data: NonNull<T>,
-    len: usize,
-    _marker: PhantomData<(&'a mut [T], NotSend)>,
+pub struct ArrayGuard<'a, T: ShmSafe> {
+    cells: &'a Cells<T>,
+    copy: std::cell::OnceCell<Vec<T>>,
+    _marker: PhantomData<NotSend>,
 }
 
-impl<T> Deref for ArrayGuard<'_, T> {
+impl<T: ShmSafe> ArrayGuard<'_, T> {
+    fn load_all(&self) -> Vec<T> {
+        (0..self.cells.len).map(|i| self.cells.load(i)).collect()
+    }
+}
+
+impl<T: ShmSafe> Deref for ArrayGuard<'_, T> {
     type Target = [T];
     fn deref(&self) -> &[T] {
-        // SAFETY: len elements in bounds; we hold the lock every access goes through.
-        unsafe { std::slice::from_raw_parts(self.data.as_ptr(), self.len) }
+        self.copy.get_or_init(|| self.load_all())
     }
 }
 
-impl<T> DerefMut for ArrayGuard<'_, T> {
+impl<T: ShmSafe> DerefMut for ArrayGuard<'_, T> {
     fn deref_mut(&mut self) -> &mut [T] {
-        // SAFETY: as in deref, and `&mut self` makes this the only reference in this process.
-        unsafe { std::slice::from_raw_parts_mut(self.data.as_ptr(), self.len) }
+        let _ = self.copy.get_or_init(|| self.load_all());
+        self.copy.get_mut().expect("filled just above")
     }
 }
 
-impl<T> Drop for ArrayGuard<'_, T> {
+impl<T: ShmSafe> Drop for ArrayGuard<'_, T> {
     fn drop(&mut self) {
-        // SAFETY: the guard exists only while the lock is held.
-        unsafe { self.lock.release() }
+        // Written back whenever it was read (see `ValueGuard`'s drop).
+        if let Some(all) = self.copy.take() {
+            for (i, v) in all.into_iter().enumerate() {
+                self.cells.store(i, v);
+            }
+        }
+        // SAFETY: the guard exists only while the lock is held (see `Array::guard`).
+        unsafe { self.cells.lock().release() }
     }
 }
 
-impl<T> private::Sealed for ArrayGuard<'_, T> {}
-impl<T> RecoverableGuard for ArrayGuard<'_, T> {
+impl<T: ShmSafe> private::Sealed for ArrayGuard<'_, T> {}
+impl<T: ShmSafe> RecoverableGuard for ArrayGuard<'_, T> {
     fn mark_consistent(&self) {
-        self.lock.mark_consistent();
+        self.cells.lock().mark_consistent();
     }
 }
 
@@ -681,13 +710,13 @@ impl<T: ShmAtomic + Send> Deref for RawArray<T> {
     }
 }
 
-impl<T: fmt::Debug> fmt::Debug for ValueGuard<'_, T> {
+impl<T: ShmSafe + fmt::Debug> fmt::Debug for ValueGuard<'_, T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_tuple("ValueGuard").field(&**self).finish()
     }
 }
 
-impl<T: fmt::Debug> fmt::Debug for ArrayGuard<'_, T> {
+impl<T: ShmSafe + fmt::Debug> fmt::Debug for ArrayGuard<'_, T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_tuple("ArrayGuard").field(&&**self).finish()
     }
