@@ -30,7 +30,9 @@ use std::time::Duration;
 use zerocopy::IntoBytes;
 
 use crate::error::OpenError;
-use crate::segment::atomic_copy::{ShmSafe, atomic_load, atomic_store, bytes_of};
+use crate::segment::atomic_copy::{
+    ShmSafe, atomic_load, atomic_load_for_update, atomic_store, bytes_of,
+};
 use crate::segment::object::{AtomicState, Builder, FreshPayload, expect_payload, sealed};
 use crate::segment::{Segment, kind};
 use crate::sync::lock::{
@@ -187,6 +189,7 @@ impl<T: ShmSafe> Cells<T> {
         &unsafe { self.state.as_ref() }.lock
     }
 
+    #[inline]
     fn ptr(&self, i: usize) -> NonNull<T> {
         assert!(
             i < self.len,
@@ -197,11 +200,20 @@ impl<T: ShmSafe> Cells<T> {
         unsafe { self.data.add(i) }
     }
 
+    #[inline]
     fn load(&self, i: usize) -> T {
         // SAFETY: `ptr` checked the index; the element is aligned and in bounds.
         unsafe { atomic_load(self.ptr(i)) }
     }
 
+    /// As `load`, for a guard's copy that goes back with `store`.
+    #[inline]
+    fn load_for_update(&self, i: usize) -> T {
+        // SAFETY: as in `load`; the element is writable memory of the mapping.
+        unsafe { atomic_load_for_update(self.ptr(i)) }
+    }
+
+    #[inline]
     fn store(&self, i: usize, v: T) {
         // SAFETY: as in `load`.
         unsafe { atomic_store(self.ptr(i), v) }
@@ -411,10 +423,8 @@ impl<T: ShmSafe + Send> Value<T> {
     }
 
     /// Locks, ignoring a dead holder; the guard releases the lock even if the caller panics.
-    fn lock_ignoring_death(&self) -> ValueGuard<'_, T> {
-        let _ = self.cells.lock().acquire(None);
-        // SAFETY: this thread acquired the lock just above.
-        unsafe { self.guard() }
+    fn lock_ignoring_death(&self) -> Hold<'_> {
+        Hold::new(self.cells.lock())
     }
 
     /// A guard for the lock this thread holds.
@@ -425,48 +435,69 @@ impl<T: ShmSafe + Send> Value<T> {
     unsafe fn guard(&self) -> ValueGuard<'_, T> {
         ValueGuard {
             cells: &self.cells,
-            copy: std::cell::OnceCell::new(),
+            copy: std::mem::ManuallyDrop::new(self.cells.load_for_update(0)),
             _marker: PhantomData,
         }
+    }
+}
+
+/// The lock of a `Value` or `Array`, held for one copy in or out (`get`, `set`, `to_vec`)
+/// whatever a dead holder left; released when dropped, also on unwind.
+struct Hold<'a> {
+    lock: &'a RawLock,
+}
+
+impl<'a> Hold<'a> {
+    fn new(lock: &'a RawLock) -> Self {
+        let _ = lock.acquire(None);
+        Self { lock }
+    }
+}
+
+impl Drop for Hold<'_> {
+    fn drop(&mut self) {
+        // SAFETY: a `Hold` is made only by `new`, once the lock is ours, and releases it once.
+        unsafe { self.lock.release() }
     }
 }
 
 /// Exclusive access to a [`Value`]'s data; unlocks when dropped.
 ///
 /// The guard works on a copy of the value in this process's memory: it is copied out of the
-/// segment (with atomic loads) when first read, and back (with atomic stores) when the guard
-/// is dropped. So a change is published when the guard goes, all at once, and a process that
+/// segment (with atomic loads) when the lock is taken, and back (with atomic stores) when the
+/// guard is dropped. So a change is published when the guard goes, all at once, and a process that
 /// dies (or forgets the guard) before that publishes none of it. A process that breaks the locking protocol by writing the
 /// segment meanwhile can change what gets read or written, but never what a reference of
 /// ours points to.
 #[must_use = "dropping the guard unlocks at once"]
 pub struct ValueGuard<'a, T: ShmSafe> {
     cells: &'a Cells<T>,
-    copy: std::cell::OnceCell<T>,
+    copy: std::mem::ManuallyDrop<T>,
     _marker: PhantomData<NotSend>,
 }
 
 impl<T: ShmSafe> Deref for ValueGuard<'_, T> {
     type Target = T;
+    #[inline]
     fn deref(&self) -> &T {
-        self.copy.get_or_init(|| self.cells.load(0))
+        &self.copy
     }
 }
 
 impl<T: ShmSafe> DerefMut for ValueGuard<'_, T> {
+    #[inline]
     fn deref_mut(&mut self) -> &mut T {
-        let _ = self.copy.get_or_init(|| self.cells.load(0));
-        self.copy.get_mut().expect("filled just above")
+        &mut self.copy
     }
 }
 
 impl<T: ShmSafe> Drop for ValueGuard<'_, T> {
     fn drop(&mut self) {
-        // Written back whenever it was read: a `T` with interior mutability (an atomic) may
-        // have changed through a shared reference.
-        if let Some(v) = self.copy.take() {
-            self.cells.store(0, v);
-        }
+        // Written back whatever was done with it: a `T` with interior mutability (an atomic)
+        // may have changed through a shared reference.
+        // SAFETY: `copy` is taken once, here, and the guard is not used after its drop.
+        let v = unsafe { std::mem::ManuallyDrop::take(&mut self.copy) };
+        self.cells.store(0, v);
         // SAFETY: the guard exists only while the lock is held (see `Value::guard`).
         unsafe { self.cells.lock().release() }
     }
@@ -599,10 +630,8 @@ impl<T: ShmSafe + Send> Array<T> {
     }
 
     /// Locks, ignoring a dead holder; the guard releases the lock even if the caller panics.
-    fn lock_ignoring_death(&self) -> ArrayGuard<'_, T> {
-        let _ = self.cells.lock().acquire(None);
-        // SAFETY: this thread acquired the lock just above.
-        unsafe { self.guard() }
+    fn lock_ignoring_death(&self) -> Hold<'_> {
+        Hold::new(self.cells.lock())
     }
 
     /// A guard for the lock this thread holds.
@@ -634,7 +663,9 @@ pub struct ArrayGuard<'a, T: ShmSafe> {
 
 impl<T: ShmSafe> ArrayGuard<'_, T> {
     fn load_all(&self) -> Vec<T> {
-        (0..self.cells.len).map(|i| self.cells.load(i)).collect()
+        (0..self.cells.len)
+            .map(|i| self.cells.load_for_update(i))
+            .collect()
     }
 }
 
@@ -699,7 +730,9 @@ impl<T: ShmSafe + Send> RawArray<T> {
 
     /// A copy of all elements.
     pub fn to_vec(&self) -> Vec<T> {
-        (0..self.cells.len).map(|i| self.cells.load(i)).collect()
+        (0..self.cells.len)
+            .map(|i| self.cells.load_for_update(i))
+            .collect()
     }
 }
 

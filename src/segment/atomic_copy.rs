@@ -26,6 +26,7 @@ impl<T: FromBytes + IntoBytes> ShmSafe for T {}
 
 /// The widest atomic unit (8, 4, 2 or 1 bytes) that divides `T`'s size and alignment. For a
 /// `ShmAtomic` type that is the width of its atomics, so a copy never mixes sizes with them.
+#[inline]
 const fn unit_of<T>() -> usize {
     if align_of::<T>() >= 8 && size_of::<T>() % 8 == 0 {
         8
@@ -42,11 +43,20 @@ const fn unit_of<T>() -> usize {
 ///
 /// # Safety
 /// - `src` is valid for `unit` bytes and aligned to `unit`; `dst` is valid for `unit` bytes.
-unsafe fn load_unit(src: *const u8, dst: *mut u8, unit: usize) {
+#[inline]
+unsafe fn load_unit(src: *const u8, dst: *mut u8, unit: usize, for_update: bool) {
     match unit {
         8 => {
             // SAFETY: valid and 8-aligned (contract); an atomic may alias racing writers.
-            let v = unsafe { AtomicU64::from_ptr(src.cast_mut().cast()) }.load(Ordering::Relaxed);
+            let a = unsafe { AtomicU64::from_ptr(src.cast_mut().cast()) };
+            // A copy that will be written back takes its cache line for writing at once: a
+            // no-op RMW instead of a load saves the upgrade from shared to exclusive later,
+            // which costs a second transfer when other processes contend for the line.
+            let v = if for_update {
+                a.fetch_add(0, Ordering::Relaxed)
+            } else {
+                a.load(Ordering::Relaxed)
+            };
             // SAFETY: `dst` is valid for 8 bytes (contract); unaligned write.
             unsafe { dst.cast::<u64>().write_unaligned(v) };
         }
@@ -75,6 +85,7 @@ unsafe fn load_unit(src: *const u8, dst: *mut u8, unit: usize) {
 ///
 /// # Safety
 /// - `dst` is valid for `unit` bytes and aligned to `unit`; `src` is valid for `unit` bytes.
+#[inline]
 unsafe fn store_unit(src: *const u8, dst: *mut u8, unit: usize) {
     match unit {
         8 => {
@@ -108,7 +119,27 @@ unsafe fn store_unit(src: *const u8, dst: *mut u8, unit: usize) {
 ///
 /// # Safety
 /// - `src` is valid for reads of `size_of::<T>()` bytes and aligned for `T`.
+#[inline]
 pub(crate) unsafe fn atomic_load<T: ShmSafe>(src: NonNull<T>) -> T {
+    // SAFETY: contract forwarded to our caller.
+    unsafe { load(src, false) }
+}
+
+/// As [`atomic_load`], for a copy that will be stored back soon (under a lock): the cache
+/// lines are taken for writing at once.
+///
+/// # Safety
+/// - `src` is valid for reads and writes of `size_of::<T>()` bytes and aligned for `T`.
+#[inline]
+pub(crate) unsafe fn atomic_load_for_update<T: ShmSafe>(src: NonNull<T>) -> T {
+    // SAFETY: contract forwarded to our caller.
+    unsafe { load(src, true) }
+}
+
+/// # Safety
+/// - As [`atomic_load_for_update`] with `for_update`, else as [`atomic_load`].
+#[inline]
+unsafe fn load<T: ShmSafe>(src: NonNull<T>, for_update: bool) -> T {
     let mut out = MaybeUninit::<T>::uninit();
     let dst = out.as_mut_ptr().cast::<u8>();
     let s = src.as_ptr().cast::<u8>();
@@ -116,7 +147,7 @@ pub(crate) unsafe fn atomic_load<T: ShmSafe>(src: NonNull<T>) -> T {
     for i in (0..size_of::<T>()).step_by(unit) {
         // SAFETY: i + unit <= size_of::<T>(), so both ranges are in bounds; `s + i` is aligned to
         // `unit` because `unit` divides T's alignment and size.
-        unsafe { load_unit(s.wrapping_add(i), dst.wrapping_add(i), unit) };
+        unsafe { load_unit(s.wrapping_add(i), dst.wrapping_add(i), unit, for_update) };
     }
     atomic::fence(Ordering::Acquire);
     // SAFETY: every byte of `out` was written, and T: FromBytes accepts any bit pattern.
@@ -127,14 +158,19 @@ pub(crate) unsafe fn atomic_load<T: ShmSafe>(src: NonNull<T>) -> T {
 ///
 /// # Safety
 /// - `dst` is valid for writes of `size_of::<T>()` bytes and aligned for `T`.
+#[inline]
 pub(crate) unsafe fn atomic_store<T: ShmSafe>(dst: NonNull<T>, value: T) {
-    let src = bytes_of(value);
+    // `value` is owned by this frame, so nothing else writes it during the copy; its bytes are
+    // read through a pointer (no allocation), and it is not dropped (plain data: nothing to do).
+    let value = std::mem::ManuallyDrop::new(value);
+    let src = (&raw const *value).cast::<u8>();
     let d = dst.as_ptr().cast::<u8>();
     let unit = unit_of::<T>();
     atomic::fence(Ordering::Release);
     for i in (0..size_of::<T>()).step_by(unit) {
-        // SAFETY: as in `atomic_load`; `src` holds size_of::<T>() bytes.
-        unsafe { store_unit(src.as_ptr().wrapping_add(i), d.wrapping_add(i), unit) };
+        // SAFETY: as in `atomic_load`; `src` points to the size_of::<T>() bytes of `value`,
+        // initialised (T: IntoBytes has no padding) and aligned for `unit` like `dst`.
+        unsafe { store_unit(src.wrapping_add(i), d.wrapping_add(i), unit) };
     }
 }
 
