@@ -32,3 +32,24 @@ fn lock_api_mutex_in_shared_memory_counts_across_threads() {
     assert_eq!(mutex.lock().load(Ordering::Relaxed), 40_000);
     assert!(mutex.try_lock().is_some());
 }
+
+/// Review of issue 8: `lock` took over a lock whose holder thread had died, although a leaked
+/// guard's `&mut T` outlives that thread: two `&mut` to the same data.
+#[test]
+fn a_leaked_guard_of_a_dead_thread_is_never_taken_over() {
+    static MUTEX: Mutex<u64> = Mutex::const_new(<RawLock as lock_api::RawMutex>::INIT, 0);
+    let leaked: &'static mut u64 = std::thread::spawn(|| lock_api::MutexGuard::leak(MUTEX.lock()))
+        .join()
+        .unwrap();
+    // The thread that locked is gone; the `&mut u64` it leaked is alive here.
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let g = MUTEX.lock();
+        let _ = tx.send(*g);
+    });
+    // Several liveness probes (10 ms, then doubling) would have passed by now.
+    let got = rx.recv_timeout(std::time::Duration::from_millis(500));
+    *leaked += 1;
+    assert!(got.is_err(), "the lock of a leaked guard was taken over");
+    assert!(MUTEX.try_lock().is_none());
+}

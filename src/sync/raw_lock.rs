@@ -119,8 +119,18 @@ impl RawLock {
     }
 
     /// Takes the lock, waiting until `deadline` (forever if `None`). `None` means timed out.
+    /// A holder that died is taken over (`Acquired::OwnerDied`).
     #[inline]
     pub(crate) fn acquire(&self, deadline: Option<Instant>) -> Option<Acquired> {
+        self.acquire_with(deadline, true)
+    }
+
+    /// As [`acquire`](Self::acquire), with `takeover` saying whether a dead holder's lock may
+    /// be taken over. It may not where a reference handed out under the lock can outlive the
+    /// holder's thread (`lock_api`'s guards can be leaked and sent to other threads): taking
+    /// over would then make a second `&mut` to the data.
+    #[inline]
+    fn acquire_with(&self, deadline: Option<Instant>, takeover: bool) -> Option<Acquired> {
         let me = sys::current_thread();
         if self
             .word
@@ -129,11 +139,16 @@ impl RawLock {
         {
             return Some(self.acquired(me));
         }
-        self.acquire_slow(me, deadline)
+        self.acquire_slow(me, deadline, takeover)
     }
 
     #[cold]
-    fn acquire_slow(&self, me: ThreadId, deadline: Option<Instant>) -> Option<Acquired> {
+    fn acquire_slow(
+        &self,
+        me: ThreadId,
+        deadline: Option<Instant>,
+        takeover: bool,
+    ) -> Option<Acquired> {
         // Spin while the owner runs and nobody sleeps yet: short critical sections end sooner
         // than a futex round trip takes.
         let mut backoff = Backoff::new();
@@ -191,7 +206,7 @@ impl RawLock {
                 0
             };
             let owner = ThreadId { tid, start };
-            if prober.owner_is_dead(expected, owner) {
+            if takeover && prober.owner_is_dead(expected, owner) {
                 // Take over exactly the word we probed; if it moved meanwhile, look again.
                 if self
                     .word
@@ -337,21 +352,17 @@ mod lock_api_impl {
         const INIT: Self = RawLock::new();
         type GuardMarker = lock_api::GuardNoSend;
 
-        /// Acquires the lock. If a previous holder died, the lock is taken over and the
-        /// owner-died state is cleared: lock_api has no way to report it.
+        /// Acquires the lock, waiting as long as it takes. A holder that died is *not* taken
+        /// over: a `lock_api` guard can be leaked (`MutexGuard::leak`) and its `&mut T` sent to
+        /// another thread, so the holder's death does not end the borrow. Use
+        /// [`Lock`](crate::Lock) (or [`Value`](crate::Value)) where a dead holder must be
+        /// detected and recovered from.
         fn lock(&self) {
-            let _ = self.acquire(None);
-            self.mark_consistent();
+            let _ = self.acquire_with(None, false);
         }
 
         fn try_lock(&self) -> bool {
-            match self.try_acquire() {
-                Some(_) => {
-                    self.mark_consistent();
-                    true
-                }
-                None => false,
-            }
+            self.try_acquire().is_some()
         }
 
         unsafe fn unlock(&self) {
