@@ -270,8 +270,11 @@ where
         check: name_hash(type_name::<(F, A)>()),
     };
     if !registered(target) {
+        // An entry in another loaded object than `anchor` (a Rust dylib) is not at the same
+        // offset in a spawned child: it stays ours (and our forked children's), never sent.
+        let portable = sys::same_loaded_object(entry as usize, anchor_addr());
         let listeners = Listeners::lock();
-        if register(target) {
+        if register(target, portable) && portable {
             listeners.broadcast(&target.to_bytes());
         }
     }
@@ -318,6 +321,10 @@ struct RegistrySlot {
     ready: AtomicBool,
     offset: AtomicU64,
     check: AtomicU64,
+    /// Whether the entry lies in the same loaded object as `anchor`, so that its offset means
+    /// the same in a spawned child (where each object may load elsewhere); only such targets
+    /// are sent to children. Forked children share our layout and inherit every slot.
+    portable: AtomicBool,
 }
 
 /// The targets this process may call (see the module note). Slots are claimed with
@@ -336,6 +343,7 @@ static REGISTRY: Registry = Registry {
             ready: AtomicBool::new(false),
             offset: AtomicU64::new(0),
             check: AtomicU64::new(0),
+            portable: AtomicBool::new(false),
         }
     }; REGISTRY_CAP],
 };
@@ -357,7 +365,7 @@ fn registry_bytes() -> Vec<u8> {
     let mut out = Vec::with_capacity(n * Target::BYTES);
     for slot in &REGISTRY.slots[..n] {
         // SYNC(registry-slot)
-        if slot.ready.load(Ordering::Acquire) {
+        if slot.ready.load(Ordering::Acquire) && slot.portable.load(Ordering::Relaxed) {
             let target = Target {
                 offset: slot.offset.load(Ordering::Relaxed),
                 check: slot.check.load(Ordering::Relaxed),
@@ -370,7 +378,7 @@ fn registry_bytes() -> Vec<u8> {
 
 /// Adds `target` from a trusted source (module note); `true` if it was not there yet and now
 /// is, `false` if it was there or the registry is full.
-fn register(target: Target) -> bool {
+fn register(target: Target, portable: bool) -> bool {
     if registered(target) {
         return false;
     }
@@ -381,6 +389,7 @@ fn register(target: Target) -> bool {
     };
     slot.offset.store(target.offset, Ordering::Relaxed);
     slot.check.store(target.check, Ordering::Relaxed);
+    slot.portable.store(portable, Ordering::Relaxed);
     // SYNC(registry-slot)
     slot.ready.store(true, Ordering::Release);
     true
@@ -423,7 +432,8 @@ fn learn() {
         let whole = partial.len() / Target::BYTES * Target::BYTES;
         for chunk in partial[..whole].chunks_exact(Target::BYTES) {
             if let Some(target) = Target::from_bytes(chunk) {
-                register(target);
+                // Our parent sent it only if it is in the same object as `anchor`.
+                register(target, true);
             }
         }
         partial.drain(..whole);
@@ -512,9 +522,11 @@ fn resolve(target: Target) -> Option<Entry> {
     // an integer (in this process, or in the same image of a parent: the same code).
     let addr =
         std::ptr::with_exposed_provenance::<()>(anchor_addr().wrapping_add(target.offset as usize));
-    // SAFETY: `target` is registered here, so `target_of::<F, A>` made it in a process
-    // running this executable image (this one, our parent, or theirs: see the module note),
-    // from the address of `run::<F, A>`: `addr` is that entry, which has type `Entry`.
+    // SAFETY: `target` is registered here, so `target_of::<F, A>` made it from the address of
+    // `run::<F, A>` in a process running this executable image: this one, or a parent we were
+    // forked from (same layout), or a parent that sent it because the entry lies in the same
+    // loaded object as `anchor` (same offset in every process). So `addr` is that entry, which
+    // has type `Entry`.
     Some(unsafe { std::mem::transmute::<*const (), Entry>(addr) })
 }
 
@@ -759,6 +771,21 @@ mod tests {
     /// Regression (issue 8): `call_with` turned the offset of a target (bytes that arrive
     /// through a shared queue) into a function pointer and jumped; only the callee compared
     /// the type hash. A forged offset must give `Failed`, never a jump.
+    /// Review of issue 8: an entry in another loaded object than `anchor` (a Rust dylib) has
+    /// another offset in a spawned child; such targets are never sent to children.
+    #[test]
+    #[cfg_attr(miri, ignore = "dladdr is not available under Miri")]
+    fn only_entries_in_anchors_object_are_portable() {
+        assert!(sys::same_loaded_object(
+            anchor_addr(),
+            entry_of(double) as usize
+        ));
+        assert!(!sys::same_loaded_object(
+            anchor_addr(),
+            libc::malloc as *const () as usize
+        ));
+    }
+
     #[test]
     #[cfg_attr(
         miri,

@@ -32,8 +32,8 @@ pub(crate) use proc::{
 pub(crate) use spawn::{
     Environment, Forked, SIGKILL, SIGTERM, close_inherited, cstring, current_tid, exit_now, fork,
     install_environment, keep_from_exec, kill_me_with_parent, kill_self, parent_pid, pidfd_open,
-    pidfd_signal, reap, recv_message, send_message, single_threaded, socket_pair, spawn_self,
-    try_reap, wait_readable,
+    pidfd_signal, reap, recv_message, same_loaded_object, send_message, single_threaded,
+    socket_pair, spawn_self, try_reap, wait_readable,
 };
 
 // The loom models' stand-in for the operating system (see `loom.rs`).

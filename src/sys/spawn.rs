@@ -490,3 +490,28 @@ pub(crate) fn recv_message(fd: impl AsFd, buf: &mut [u8]) -> Result<Option<usize
         }
     }
 }
+
+/// Whether the code addresses `a` and `b` lie in the same loaded object (the executable or one
+/// shared library), as `dladdr` tells. `true` when it can tell for neither (a static
+/// executable is a single object), `false` when it can tell for only one.
+///
+/// # References
+/// - [dladdr(3)](https://man7.org/linux/man-pages/man3/dladdr.3.html)
+pub(crate) fn same_loaded_object(a: usize, b: usize) -> bool {
+    if cfg!(miri) {
+        return true;
+    }
+    let base = |addr: usize| {
+        let mut info = std::mem::MaybeUninit::<libc::Dl_info>::zeroed();
+        // SAFETY: `dladdr` only looks the address up and fills `info`, a valid out-pointer;
+        // it returns 0 (leaving `info` unused) when the address is in no loaded object.
+        let rc = unsafe { libc::dladdr(addr as *const libc::c_void, info.as_mut_ptr()) };
+        // SAFETY: a non-zero return means `info` was filled (and it was zeroed before).
+        (rc != 0).then(|| unsafe { info.assume_init() }.dli_fbase as usize)
+    };
+    match (base(a), base(b)) {
+        (Some(x), Some(y)) => x == y,
+        (None, None) => true,
+        _ => false,
+    }
+}
