@@ -789,7 +789,7 @@ mod tests {
     #[test]
     #[cfg_attr(
         miri,
-        ignore = "resolve transmutes a usize into a fn pointer: no provenance, UB under Miri"
+        ignore = "resolve uses exposed provenance, which -Zmiri-strict-provenance refuses"
     )]
     fn issue_8_a_forged_target_fails_before_any_jump() {
         let real = target(double);
