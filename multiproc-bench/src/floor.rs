@@ -1,0 +1,216 @@
+//! The floor reference: the least a shared-memory channel between two processes can do. One
+//! producer, one consumer, a byte ring of length-prefixed records, two positions on their own
+//! cache lines, and a spin-then-futex wait. No lock, no registration, no codec, no checks
+//! beyond keeping its own reads inside the mapping.
+//!
+//! This is what "how close to the hardware" is measured against: multiproc's rings do all of
+//! this plus what makes them safe to share with processes that may die or lie.
+
+use std::ptr::NonNull;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicU32, Ordering, fence};
+use std::time::{Duration, Instant};
+
+use crate::sys::{Line, futex_wait, futex_wake, map_shared, unmap};
+
+/// How long a waiter spins before it sleeps on the futex.
+const SPIN: Duration = Duration::from_micros(50);
+/// A sleeping waiter looks at the closed flag this often.
+const NAP: Duration = Duration::from_millis(50);
+
+#[repr(C)]
+struct Header {
+    /// Bytes ever published (wrapping).
+    tail: Line<AtomicU32>,
+    /// Bytes ever consumed (wrapping).
+    head: Line<AtomicU32>,
+    consumer_sleeping: Line<AtomicU32>,
+    producer_sleeping: Line<AtomicU32>,
+    closed: Line<AtomicU32>,
+}
+
+const HEADER_LEN: usize = 4096;
+const _: () = assert!(size_of::<Header>() <= HEADER_LEN);
+
+/// The mapping, unmapped when the last end in this process drops.
+struct Map {
+    base: NonNull<u8>,
+    len: usize,
+}
+
+impl Drop for Map {
+    fn drop(&mut self) {
+        unmap(self.base, self.len);
+    }
+}
+
+/// One end of the ring (both ends are the same type; a process uses one side).
+pub struct Floor {
+    base: NonNull<u8>,
+    cap: usize,
+    /// This side's own position (tail for the producer, head for the consumer).
+    mine: u32,
+    buf: Vec<u8>,
+    _map: Rc<Map>,
+}
+
+impl Floor {
+    /// A ring with `cap` bytes of data (a power of two, at most 1 GiB) for messages of up to
+    /// `msg_len` bytes; returns the producer's and the consumer's end.
+    ///
+    /// # Panics
+    /// If `cap` is not a power of two up to 1 GiB with room for two messages.
+    pub fn pair(cap: usize, msg_len: usize) -> (Floor, Floor) {
+        assert!(cap.is_power_of_two() && cap <= 1 << 30 && msg_len + 8 <= cap / 2);
+        let base = map_shared(HEADER_LEN + cap);
+        let map = Rc::new(Map {
+            base,
+            len: HEADER_LEN + cap,
+        });
+        let end = || Floor {
+            base,
+            cap,
+            mine: 0,
+            buf: vec![0; msg_len],
+            _map: map.clone(),
+        };
+        (end(), end())
+    }
+
+    fn header(&self) -> &Header {
+        // SAFETY: the mapping starts with a zero-initialised Header (all-zero bytes are valid
+        // atomics) and stays mapped while `self` holds `_map`.
+        unsafe { self.base.cast::<Header>().as_ref() }
+    }
+
+    fn data(&self) -> *mut u8 {
+        // SAFETY: the data area starts HEADER_LEN bytes into a mapping of HEADER_LEN + cap.
+        unsafe { self.base.as_ptr().add(HEADER_LEN) }
+    }
+
+    /// The buffer the next [`Floor::send`] sends.
+    pub fn buf(&mut self) -> &mut [u8] {
+        &mut self.buf
+    }
+
+    /// Tells the other side to give up waiting.
+    pub fn close(&self) {
+        self.header().closed.store(1, Ordering::SeqCst);
+        futex_wake(&self.header().tail);
+        futex_wake(&self.header().head);
+    }
+
+    /// Waits until `ready(word)` holds for the other side's position `word`.
+    fn wait(
+        &self,
+        word: &AtomicU32,
+        sleeping: &AtomicU32,
+        ready: impl Fn(u32) -> bool,
+    ) -> Result<u32, String> {
+        let v = word.load(Ordering::Acquire);
+        if ready(v) {
+            return Ok(v);
+        }
+        let start = Instant::now();
+        let mut spins = 0u32;
+        loop {
+            std::hint::spin_loop();
+            let v = word.load(Ordering::Acquire);
+            if ready(v) {
+                return Ok(v);
+            }
+            spins += 1;
+            if spins % 64 == 0 && start.elapsed() > SPIN {
+                break;
+            }
+        }
+        loop {
+            sleeping.store(1, Ordering::SeqCst);
+            let v = word.load(Ordering::SeqCst);
+            if ready(v) {
+                sleeping.store(0, Ordering::Relaxed);
+                return Ok(v);
+            }
+            if self.header().closed.load(Ordering::Acquire) != 0 {
+                sleeping.store(0, Ordering::Relaxed);
+                return Err("the other end closed the floor ring".into());
+            }
+            futex_wait(word, v, NAP);
+            sleeping.store(0, Ordering::Relaxed);
+            let v = word.load(Ordering::Acquire);
+            if ready(v) {
+                return Ok(v);
+            }
+        }
+    }
+
+    /// Copies `len` bytes between `buf` and the ring at position `pos`, wrapping at the end.
+    fn copy(&self, pos: u32, len: usize, buf: *mut u8, into_ring: bool) {
+        let at = pos as usize & (self.cap - 1);
+        let first = len.min(self.cap - at);
+        let data = self.data();
+        // SAFETY: `at + first <= cap` and `len - first <= cap`, so both copies stay inside the
+        // data area; `buf` has `len` bytes (callers pass their own buffer of that size). The
+        // ring protocol gives this side exclusive use of these bytes until it publishes.
+        unsafe {
+            if into_ring {
+                std::ptr::copy_nonoverlapping(buf, data.add(at), first);
+                std::ptr::copy_nonoverlapping(buf.add(first), data, len - first);
+            } else {
+                std::ptr::copy_nonoverlapping(data.add(at), buf, first);
+                std::ptr::copy_nonoverlapping(data, buf.add(first), len - first);
+            }
+        }
+    }
+
+    /// Sends the buffer as one record.
+    pub fn send(&mut self) -> Result<(), String> {
+        let len = self.buf.len();
+        let need = (8 + len).next_multiple_of(8) as u32;
+        let cap = self.cap as u32;
+        let tail = self.mine;
+        let buf = self.buf.as_mut_ptr();
+        let h = self.header();
+        self.wait(&h.head, &h.producer_sleeping, |head| {
+            tail.wrapping_sub(head) + need <= cap
+        })?;
+        let mut len_word = (len as u64).to_le_bytes();
+        self.copy(tail, 8, len_word.as_mut_ptr(), true);
+        self.copy(tail.wrapping_add(8), len, buf, true);
+        let new = tail.wrapping_add(need);
+        h.tail.store(new, Ordering::Release);
+        fence(Ordering::SeqCst);
+        if h.consumer_sleeping.load(Ordering::Relaxed) != 0 {
+            futex_wake(&h.tail);
+        }
+        self.mine = new;
+        Ok(())
+    }
+
+    /// Receives the next record into this end's buffer and returns it.
+    pub fn recv(&mut self) -> Result<&[u8], String> {
+        let head = self.mine;
+        let buf = self.buf.as_mut_ptr();
+        let max = self.buf.len() as u64;
+        let h = self.header();
+        let tail = self.wait(&h.tail, &h.consumer_sleeping, |tail| tail != head)?;
+        let mut len_word = [0u8; 8];
+        self.copy(head, 8, len_word.as_mut_ptr(), false);
+        let len = u64::from_le_bytes(len_word);
+        let avail = u64::from(tail.wrapping_sub(head));
+        if len > max || 8 + len > avail {
+            return Err(format!("floor ring: a record of {len} bytes does not fit"));
+        }
+        let len = len as usize;
+        self.copy(head.wrapping_add(8), len, buf, false);
+        let need = (8 + len).next_multiple_of(8) as u32;
+        let new = head.wrapping_add(need);
+        h.head.store(new, Ordering::Release);
+        fence(Ordering::SeqCst);
+        if h.producer_sleeping.load(Ordering::Relaxed) != 0 {
+            futex_wake(&h.head);
+        }
+        self.mine = new;
+        Ok(&self.buf[..len])
+    }
+}

@@ -1,0 +1,273 @@
+//! `cargo run --release -p multiproc-bench -- [--quick] [--json FILE] [--svg FILE]`
+//!
+//! Measures multiproc's queues and pipes beside OS pipes, a socketpair, eventfd + shared
+//! memory, a minimal shared-memory ring (the floor), memcpy (the copy ceiling) and Python's
+//! multiprocessing, all the same way: between two processes pinned to different CPUs, every
+//! message checked, contenders alternating round by round. See the README's "Performance".
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::Parser;
+
+use multiproc_bench::check::Check;
+use multiproc_bench::mech::{ALL, Fault, Mech};
+use multiproc_bench::method::{Settings, Who, progress, run_group};
+use multiproc_bench::model::{Bench, Config, LatencyMode, Report, Status};
+use multiproc_bench::python::{self, Python};
+use multiproc_bench::sys::{Placement, allowed_cpus, pin_to};
+use multiproc_bench::{machine, plot, table};
+
+/// Every IPC mechanism, measured the same way.
+#[derive(Parser, Debug)]
+#[command(version, about)]
+struct Args {
+    /// A short run (under a minute): fewer rounds, shorter measurements.
+    #[arg(long)]
+    quick: bool,
+    /// Write every figure and the machine description to this JSON file.
+    #[arg(long, value_name = "FILE")]
+    json: Option<PathBuf>,
+    /// Write the plots (throughput vs size, latency per mechanism) to this SVG file.
+    #[arg(long, value_name = "FILE")]
+    svg: Option<PathBuf>,
+    /// Recorded rounds per group (default 7, or 3 with --quick).
+    #[arg(long)]
+    rounds: Option<usize>,
+    /// Length of the timed part of each measurement in ms (default 40, or 5 with --quick).
+    #[arg(long)]
+    target_ms: Option<f64>,
+    /// Payload check: "full" (a checksum of every byte) or "pages" (header, length and a
+    /// stamp per 4 KiB page; for measuring copies near memory bandwidth).
+    #[arg(long, default_value = "full")]
+    check: CheckArg,
+    /// Only these mechanisms (comma-separated ids, e.g. os-pipe,mp-queue-bytes,py-queue).
+    #[arg(long, value_delimiter = ',')]
+    only: Option<Vec<String>>,
+    /// Only these benchmarks: latency, throughput, producers, consumers.
+    #[arg(long, value_delimiter = ',')]
+    bench: Option<Vec<BenchArg>>,
+    /// Message sizes for the throughput benchmark (bytes, comma-separated; default 8 B to
+    /// 16 MiB).
+    #[arg(long, value_delimiter = ',')]
+    sizes: Option<Vec<u64>>,
+    /// Skip Python even if python3 is present.
+    #[arg(long)]
+    no_python: bool,
+    /// Add a deliberately broken transport that loses, duplicates or corrupts one message
+    /// (the harness must report it as failed, not measure it).
+    #[arg(long)]
+    inject_fault: Option<Fault>,
+    /// Attempts per measurement while other load disturbs it.
+    #[arg(long, default_value_t = 3)]
+    attempts: u32,
+}
+
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+enum CheckArg {
+    Full,
+    Pages,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum BenchArg {
+    Latency,
+    Throughput,
+    Producers,
+    Consumers,
+}
+
+const SIZES: [u64; 12] = [
+    8,
+    16,
+    64,
+    256,
+    1 << 10,
+    4 << 10,
+    16 << 10,
+    64 << 10,
+    256 << 10,
+    1 << 20,
+    4 << 20,
+    16 << 20,
+];
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    match run(args) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("multiproc-bench: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn run(args: Args) -> Result<ExitCode, String> {
+    let mut notes = Vec::new();
+    let allowed = allowed_cpus();
+    let pinned = match allowed.as_slice() {
+        [a, b, ..] => Some([*a, *b]),
+        _ => {
+            let msg = format!(
+                "only {} CPU(s) available: processes are not pinned, and the two-core figures share one core",
+                allowed.len()
+            );
+            eprintln!("warning: {msg}");
+            notes.push(msg);
+            None
+        }
+    };
+    let placement = Placement {
+        parent: pinned.map(|p| p[0]),
+        child: pinned.map(|p| p[1]),
+    };
+    if let Some(cpu) = placement.parent {
+        pin_to(cpu)?;
+    }
+    let settings = Settings {
+        rounds: args.rounds.unwrap_or(if args.quick { 3 } else { 7 }).max(1),
+        target: Duration::from_secs_f64(
+            args.target_ms
+                .unwrap_or(if args.quick { 5.0 } else { 40.0 })
+                .max(0.1)
+                / 1e3,
+        ),
+        check: match args.check {
+            CheckArg::Full => Check::Full,
+            CheckArg::Pages => Check::Pages,
+        },
+        placement,
+        pause: Duration::from_millis(2),
+        attempts: args.attempts.max(1),
+    };
+
+    let wanted = |id: &str| args.only.as_ref().is_none_or(|o| o.iter().any(|x| x == id));
+    let mut who: Vec<Who> = ALL.iter().map(|&m| Who::Rust(m)).collect();
+    if let Some(fault) = args.inject_fault {
+        who.push(Who::Rust(Mech::Broken(fault)));
+    }
+    let mut py = None;
+    let want_python = !args.no_python && python::MECHANISMS.iter().any(|(id, _)| wanted(id));
+    let mut python_version = None;
+    if want_python {
+        match Python::start(pinned) {
+            Ok(Some(p)) => {
+                python_version = Some(p.version.clone());
+                py = Some(p);
+                who.extend(
+                    python::MECHANISMS
+                        .iter()
+                        .map(|&(id, label)| Who::Py(id, label)),
+                );
+            }
+            Ok(None) => {
+                let msg = "python3 not found: the Python rows are skipped".to_string();
+                eprintln!("note: {msg}");
+                notes.push(msg);
+            }
+            Err(e) => return Err(format!("starting the Python companion: {e}")),
+        }
+    }
+    who.retain(|w| wanted(w.id()) || matches!(w, Who::Rust(Mech::Broken(_))));
+    // The references every ratio needs run even when not asked for.
+    for reference in [Mech::OsPipe, Mech::Floor] {
+        if !who.contains(&Who::Rust(reference)) {
+            who.push(Who::Rust(reference));
+        }
+    }
+
+    let benches = args.bench.clone().unwrap_or_else(|| {
+        vec![
+            BenchArg::Latency,
+            BenchArg::Throughput,
+            BenchArg::Producers,
+            BenchArg::Consumers,
+        ]
+    });
+    let mut plan = Vec::new();
+    if benches.contains(&BenchArg::Latency) {
+        for mode in [
+            LatencyMode::Awake,
+            LatencyMode::Asleep,
+            LatencyMode::OneCore,
+        ] {
+            plan.push(Bench::Latency { mode });
+        }
+    }
+    if benches.contains(&BenchArg::Throughput) {
+        for &size in args.sizes.as_deref().unwrap_or(&SIZES) {
+            if size < 8 {
+                return Err(format!("message sizes start at 8 bytes, not {size}"));
+            }
+            plan.push(Bench::Throughput { size });
+        }
+    }
+    if benches.contains(&BenchArg::Producers) {
+        for producers in [1, 2, 4, 8, 16] {
+            plan.push(Bench::Producers { producers });
+        }
+    }
+    if benches.contains(&BenchArg::Consumers) {
+        for consumers in [1, 2, 3, 4] {
+            plan.push(Bench::Consumers { consumers });
+        }
+    }
+
+    let measurements = (plan.len() * who.len() * (1 + settings.rounds)) as u64;
+    let bar = progress(measurements);
+    let mut groups = Vec::new();
+    for &bench in &plan {
+        groups.push(run_group(bench, &who, &settings, &mut py, &bar));
+    }
+    bar.finish_and_clear();
+    drop(py);
+
+    let command = std::iter::once("multiproc-bench".to_string())
+        .chain(std::env::args().skip(1))
+        .collect::<Vec<_>>()
+        .join(" ");
+    let mut machine = machine::describe(&allowed, pinned);
+    machine.python = python_version;
+    let report = Report {
+        tool: format!("multiproc-bench {}", env!("CARGO_PKG_VERSION")),
+        machine,
+        config: Config {
+            quick: args.quick,
+            rounds: settings.rounds,
+            target_ms: settings.target.as_secs_f64() * 1e3,
+            check: settings.check.name().into(),
+            command,
+        },
+        groups,
+        notes,
+    };
+    print!("{}", table::render(&report));
+    if let Some(path) = &args.json {
+        let text = serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?;
+        std::fs::write(path, text).map_err(|e| format!("{}: {e}", path.display()))?;
+    }
+    if let Some(path) = &args.svg {
+        plot::write_svg(&report, path)?;
+    }
+    let failed: Vec<String> = report
+        .groups
+        .iter()
+        .flat_map(|g| {
+            g.rows
+                .iter()
+                .filter(|r| r.status == Status::Failed)
+                .map(move |r| format!("{}: {}", g.title, r.label))
+        })
+        .collect();
+    if failed.is_empty() {
+        Ok(ExitCode::SUCCESS)
+    } else {
+        eprintln!("\n{} measurement(s) FAILED:", failed.len());
+        for f in &failed {
+            eprintln!("  {f}");
+        }
+        Ok(ExitCode::from(2))
+    }
+}

@@ -1,0 +1,465 @@
+//! The method: every group measures its contenders in rounds, the order rotating each round,
+//! so ratios come from neighbouring measurements; a measurement that other load disturbed is
+//! repeated (and flagged if it stays disturbed); medians, spreads and per-round ratios make
+//! the report.
+
+use std::time::{Duration, Instant};
+
+use indicatif::{ProgressBar, ProgressStyle};
+
+use crate::check::Check;
+use crate::mech::Mech;
+use crate::model::{Bench, Group, LatencyMode, Row, Status};
+use crate::python::{PyOutcome, Python};
+use crate::run::{self, Sample};
+use crate::sys::Placement;
+
+/// How a run is done.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// Recorded rounds per group.
+    pub rounds: usize,
+    /// The timed part of each measurement lasts about this long.
+    pub target: Duration,
+    /// How payloads are checked.
+    pub check: Check,
+    /// Where the processes run.
+    pub placement: Placement,
+    /// The pause before each round trip of the asleep case.
+    pub pause: Duration,
+    /// Attempts per measurement while other load disturbs it.
+    pub attempts: u32,
+}
+
+/// Who is measured: one of ours (in Rust) or one of Python's (through the companion).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Who {
+    /// A mechanism measured in this process and its children.
+    Rust(Mech),
+    /// A Python mechanism: (id, label).
+    Py(&'static str, &'static str),
+}
+
+impl Who {
+    /// The stable id.
+    pub fn id(self) -> &'static str {
+        match self {
+            Who::Rust(m) => m.id(),
+            Who::Py(id, _) => id,
+        }
+    }
+
+    /// The readable name.
+    pub fn label(self) -> &'static str {
+        match self {
+            Who::Rust(m) => m.label(),
+            Who::Py(_, label) => label,
+        }
+    }
+}
+
+/// The result of one attempt.
+enum Outcome {
+    Measured(Sample, Duration),
+    NotApplicable(String),
+    Failed(String),
+}
+
+/// The title and unit of a group.
+pub fn describe(bench: Bench) -> (String, &'static str) {
+    match bench {
+        Bench::Latency { mode } => (
+            format!(
+                "round trip, 8 B, {}",
+                match mode {
+                    LatencyMode::Awake => "receiver awake (two cores)",
+                    LatencyMode::Asleep => "receiver asleep (two cores, pause before each)",
+                    LatencyMode::OneCore => "both processes on one core",
+                }
+            ),
+            "round trip",
+        ),
+        Bench::Throughput { size } => (
+            format!("one way, {} messages", crate::fmt_size(size)),
+            "message",
+        ),
+        Bench::Producers { producers } => (
+            format!("one way, 64 B, {producers} producer(s) into one consumer"),
+            "message",
+        ),
+        Bench::Consumers { consumers } => (
+            format!("one way, 64 B, one producer into {consumers} consumer(s)"),
+            "message",
+        ),
+    }
+}
+
+fn measure(who: Who, bench: Bench, n: u64, s: &Settings, python: &mut Option<Python>) -> Outcome {
+    let check = s.check;
+    let result = match who {
+        Who::Py(id, _) => {
+            let Some(py) = python.as_mut() else {
+                return Outcome::NotApplicable("python3 is not available".into());
+            };
+            return match py.measure(id, &bench, n, s.pause.as_micros() as u64, check.name()) {
+                PyOutcome::Measured(m) => Outcome::Measured(
+                    Sample {
+                        ns_per_unit: m.ns_per_unit,
+                        wall_per_unit: m.ns_per_unit,
+                        verified: m.verified,
+                    },
+                    Duration::from_secs_f64(m.cpu_s.max(0.0)),
+                ),
+                PyOutcome::NotApplicable(why) => Outcome::NotApplicable(why),
+                PyOutcome::Failed(why) => Outcome::Failed(why),
+            };
+        }
+        Who::Rust(mech) => match bench {
+            Bench::Latency { .. } if mech == Mech::Memcpy => {
+                return Outcome::NotApplicable("not a channel".into());
+            }
+            Bench::Latency { mode } => {
+                let (pause, placement) = match mode {
+                    LatencyMode::Awake => (None, s.placement),
+                    LatencyMode::Asleep => (Some(s.pause), s.placement),
+                    LatencyMode::OneCore => (None, s.placement.one_core()),
+                };
+                run::round_trips(mech, n, pause, placement, check)
+            }
+            Bench::Throughput { size } => {
+                if mech == Mech::Memcpy {
+                    run::memcpy(size as usize, n)
+                } else if let Some(why) = mech.unsupported(size as usize) {
+                    return Outcome::NotApplicable(why);
+                } else {
+                    run::one_way(mech, size as usize, 1, n, s.placement, check)
+                }
+            }
+            Bench::Producers { producers } => {
+                if !mech.many_to_many() {
+                    return Outcome::NotApplicable("one producer and one consumer only".into());
+                }
+                run::one_way(mech, 64, producers as usize, n, s.placement, check)
+            }
+            Bench::Consumers { consumers } => {
+                if !mech.many_to_many() {
+                    return Outcome::NotApplicable("one producer and one consumer only".into());
+                }
+                run::fan_out(mech, consumers as usize, n, s.placement, check)
+            }
+        },
+    };
+    match result {
+        Ok(sample) => Outcome::Measured(sample, Duration::ZERO),
+        Err(e) => Outcome::Failed(e),
+    }
+}
+
+// ----------------------------------------------------------------------------------------
+// Disturbance
+
+/// CPU accounting at one instant.
+struct Snap {
+    wall: Instant,
+    /// Busy and steal clock ticks of the CPUs in use, from /proc/stat.
+    busy_ticks: u64,
+    steal_ticks: u64,
+    /// CPU time of this process and its reaped children.
+    own: Duration,
+    /// Time this process was runnable but not running (/proc/self/schedstat).
+    run_delay: Duration,
+}
+
+fn cpu_time(who: libc::c_int) -> Duration {
+    // SAFETY: rusage is plain data; all zeros is valid.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: `ru` is a valid out-pointer.
+    unsafe { libc::getrusage(who, &mut ru) };
+    let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
+    tv(ru.ru_utime) + tv(ru.ru_stime)
+}
+
+fn snap(cpus: &[usize]) -> Snap {
+    let mut busy_ticks = 0;
+    let mut steal_ticks = 0;
+    if let Ok(stat) = std::fs::read_to_string("/proc/stat") {
+        for line in stat.lines() {
+            let mut f = line.split_whitespace();
+            let Some(name) = f.next() else { continue };
+            let Some(cpu) = name
+                .strip_prefix("cpu")
+                .and_then(|c| c.parse::<usize>().ok())
+            else {
+                continue;
+            };
+            if !cpus.contains(&cpu) {
+                continue;
+            }
+            let v: Vec<u64> = f.filter_map(|x| x.parse().ok()).collect();
+            // user nice system idle iowait irq softirq steal
+            if v.len() >= 8 {
+                busy_ticks += v[0] + v[1] + v[2] + v[5] + v[6];
+                steal_ticks += v[7];
+            }
+        }
+    }
+    let run_delay = std::fs::read_to_string("/proc/self/schedstat")
+        .ok()
+        .and_then(|s| s.split_whitespace().nth(1)?.parse::<u64>().ok())
+        .map_or(Duration::ZERO, Duration::from_nanos);
+    Snap {
+        wall: Instant::now(),
+        busy_ticks,
+        steal_ticks,
+        own: cpu_time(libc::RUSAGE_SELF) + cpu_time(libc::RUSAGE_CHILDREN),
+        run_delay,
+    }
+}
+
+/// How much other load took from a measurement, and whether that is too much.
+fn disturbed(before: &Snap, after: &Snap, extra_own: Duration, one_core: bool) -> bool {
+    // SAFETY: sysconf only reads a constant.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    let tick = 1.0 / hz;
+    let wall = (after.wall - before.wall).as_secs_f64();
+    let busy = (after.busy_ticks.saturating_sub(before.busy_ticks)) as f64 * tick;
+    let steal = (after.steal_ticks.saturating_sub(before.steal_ticks)) as f64 * tick;
+    let own = (after.own.saturating_sub(before.own) + extra_own).as_secs_f64();
+    let other = (busy - own).max(0.0);
+    // Precise: time the receiver waited for its CPU while others ran (meaningless when our
+    // own two processes share one core by design).
+    let delay = if one_core {
+        0.0
+    } else {
+        after
+            .run_delay
+            .saturating_sub(before.run_delay)
+            .as_secs_f64()
+    };
+    // Coarse (/proc/stat counts in ticks): other processes' CPU time on our CPUs.
+    delay + steal > (0.05 * wall).max(0.002) || other > 0.2 * wall + 3.0 * tick
+}
+
+// ----------------------------------------------------------------------------------------
+// Rounds
+
+struct Contender {
+    who: Who,
+    n: u64,
+    samples: Vec<Option<Sample>>,
+    disturbed: Vec<bool>,
+    retries: u32,
+    status: Status,
+    error: Option<String>,
+}
+
+/// The first measurement's count of units for `bench`: small, to estimate the cost per unit.
+fn first_n(bench: Bench) -> u64 {
+    match bench {
+        Bench::Latency {
+            mode: LatencyMode::Asleep,
+        } => 3,
+        Bench::Latency {
+            mode: LatencyMode::OneCore,
+        } => 200,
+        Bench::Latency { .. } => 1000,
+        Bench::Throughput { size } => (4_000_000 / size.max(1)).clamp(4, 20_000),
+        Bench::Producers { .. } | Bench::Consumers { .. } => 20_000,
+    }
+}
+
+/// Units for a measurement whose timed part should last `target`, given `sample`.
+fn size_n(bench: Bench, sample: &Sample, s: &Settings) -> u64 {
+    let per_unit = match bench {
+        Bench::Latency {
+            mode: LatencyMode::Asleep,
+        } => sample.ns_per_unit + s.pause.as_nanos() as f64,
+        _ => sample.ns_per_unit,
+    };
+    let n = s.target.as_nanos() as f64 / per_unit.max(1.0);
+    let min = match bench {
+        Bench::Latency {
+            mode: LatencyMode::Asleep,
+        } => 3.0,
+        Bench::Producers { producers: p } => 64.0 * f64::from(p),
+        _ => 4.0,
+    };
+    n.clamp(min, 50_000_000.0) as u64
+}
+
+/// Measures one group: a calibration measurement per contender, then `rounds` rounds in
+/// rotating order.
+pub fn run_group(
+    bench: Bench,
+    who: &[Who],
+    s: &Settings,
+    python: &mut Option<Python>,
+    bar: &ProgressBar,
+) -> Group {
+    let (title, unit) = describe(bench);
+    bar.set_message(title.clone());
+    let cpus: Vec<usize> = [s.placement.parent, s.placement.child]
+        .into_iter()
+        .flatten()
+        .collect();
+    let one_core = matches!(
+        bench,
+        Bench::Latency {
+            mode: LatencyMode::OneCore
+        }
+    );
+    let mut cs: Vec<Contender> = who
+        .iter()
+        .map(|&w| Contender {
+            who: w,
+            n: first_n(bench),
+            samples: Vec::new(),
+            disturbed: Vec::new(),
+            retries: 0,
+            status: Status::Ok,
+            error: None,
+        })
+        .collect();
+    // Calibration: not recorded.
+    for c in &mut cs {
+        match measure(c.who, bench, c.n, s, python) {
+            Outcome::Measured(sample, _) => c.n = size_n(bench, &sample, s),
+            Outcome::NotApplicable(why) => {
+                c.status = Status::NotApplicable;
+                c.error = Some(why);
+            }
+            Outcome::Failed(why) => {
+                c.status = Status::Failed;
+                c.error = Some(why);
+            }
+        }
+        bar.inc(1);
+    }
+    let k = cs.len();
+    for round in 0..s.rounds {
+        for j in 0..k {
+            let c = &mut cs[(j + round) % k];
+            if c.status != Status::Ok {
+                c.samples.push(None);
+                c.disturbed.push(false);
+                bar.inc(1);
+                continue;
+            }
+            let mut attempt = 0;
+            loop {
+                attempt += 1;
+                let before = snap(&cpus);
+                let outcome = measure(c.who, bench, c.n, s, python);
+                let after = snap(&cpus);
+                match outcome {
+                    Outcome::Measured(sample, extra) => {
+                        let bad = disturbed(&before, &after, extra, one_core);
+                        if bad && attempt < s.attempts {
+                            c.retries += 1;
+                            continue;
+                        }
+                        c.samples.push(Some(sample));
+                        c.disturbed.push(bad);
+                    }
+                    Outcome::NotApplicable(why) => {
+                        c.status = Status::NotApplicable;
+                        c.error = Some(why);
+                        c.samples.push(None);
+                        c.disturbed.push(false);
+                    }
+                    Outcome::Failed(why) => {
+                        c.status = Status::Failed;
+                        c.error = Some(why);
+                        c.samples.push(None);
+                        c.disturbed.push(false);
+                    }
+                }
+                break;
+            }
+            bar.inc(1);
+        }
+    }
+    let rows = rows(bench, &cs);
+    Group {
+        bench,
+        title,
+        unit: unit.into(),
+        rows,
+    }
+}
+
+/// The median of `v` (the mean of the middle two for an even count).
+pub fn median(v: &[f64]) -> Option<f64> {
+    let mut v: Vec<f64> = v.iter().copied().filter(|x| x.is_finite()).collect();
+    if v.is_empty() {
+        return None;
+    }
+    v.sort_by(f64::total_cmp);
+    let m = v.len() / 2;
+    Some(if v.len() % 2 == 1 {
+        v[m]
+    } else {
+        (v[m - 1] + v[m]) / 2.0
+    })
+}
+
+/// The median over rounds of `reference / row` for rounds where both were measured.
+fn ratio(reference: Option<&Contender>, row: &Contender) -> Option<f64> {
+    let reference = reference?;
+    if reference.status != Status::Ok {
+        return None;
+    }
+    let per_round: Vec<f64> = reference
+        .samples
+        .iter()
+        .zip(&row.samples)
+        .filter_map(|(a, b)| Some(a.as_ref()?.ns_per_unit / b.as_ref()?.ns_per_unit))
+        .collect();
+    median(&per_round)
+}
+
+fn rows(bench: Bench, cs: &[Contender]) -> Vec<Row> {
+    let bytes = match bench {
+        Bench::Throughput { size } => Some(size as f64),
+        Bench::Producers { .. } | Bench::Consumers { .. } => Some(64.0),
+        Bench::Latency { .. } => None,
+    };
+    let find = |id: &str| cs.iter().find(|c| c.who.id() == id);
+    let pipe = find(Mech::OsPipe.id());
+    let floor = find(Mech::Floor.id());
+    cs.iter()
+        .map(|c| {
+            let ok = c.status == Status::Ok;
+            let ns: Vec<f64> = c.samples.iter().flatten().map(|s| s.ns_per_unit).collect();
+            let med = if ok { median(&ns) } else { None };
+            Row {
+                mechanism: c.who.id().into(),
+                label: c.who.label().into(),
+                status: c.status,
+                error: c.error.clone(),
+                samples_ns: if ok { ns.clone() } else { Vec::new() },
+                disturbed: if ok { c.disturbed.clone() } else { Vec::new() },
+                retries: c.retries,
+                median_ns: med,
+                min_ns: ok.then(|| ns.iter().copied().fold(f64::INFINITY, f64::min)),
+                max_ns: ok.then(|| ns.iter().copied().fold(f64::NEG_INFINITY, f64::max)),
+                per_s: med.map(|m| 1e9 / m),
+                bytes_per_s: med.zip(bytes).map(|(m, b)| b * 1e9 / m),
+                speed_vs_pipe: if ok { ratio(pipe, c) } else { None },
+                speed_vs_floor: if ok { ratio(floor, c) } else { None },
+                verified_messages: c.samples.iter().flatten().map(|s| s.verified).sum(),
+            }
+        })
+        .collect()
+}
+
+/// A progress bar for `total` measurements (hidden when stderr is not a terminal).
+pub fn progress(total: u64) -> ProgressBar {
+    let bar = ProgressBar::new(total);
+    bar.set_style(
+        ProgressStyle::with_template("{elapsed_precise} [{bar:30}] {pos}/{len} {wide_msg}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> "),
+    );
+    bar
+}

@@ -1,0 +1,449 @@
+//! One measurement of one mechanism: fork the other process(es), warm up, time exactly `n`
+//! units (round trips or messages), check every message, and report nanoseconds per unit.
+//!
+//! Start-up protocol: a child first sends a hello on its channel (for a ring inherited across
+//! `fork`, that registers the child as a sender; `attach` registers a receiver), then reports
+//! ready. The parent then drops its copies of the children's ends, so a child that dies shows
+//! up as EOF or `Disconnected` instead of a hang, and a child that fails says why.
+
+use std::hint::black_box;
+use std::ptr::NonNull;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use crate::check::{Check, Maker, SEQ_MASK, Verifier};
+use crate::mech::{End, Mech, Rx, Tx};
+use crate::sys::{Line, Placement, Shm, Team, fail_with, map_shared, unmap};
+
+/// Untimed messages before the clock starts, for messages up to 64 KiB.
+pub const WARM: u64 = 200;
+
+/// Untimed messages for messages of `size` bytes: enough to touch every page of the ring.
+pub fn warm(size: usize) -> u64 {
+    match size {
+        0..=65_536 => WARM,
+        65_537..=1_048_576 => 16,
+        _ => 4,
+    }
+}
+
+/// The hello's sequence number.
+const HELLO: u64 = SEQ_MASK;
+/// The sequence number that tells a child to stop.
+const STOP: u64 = SEQ_MASK - 1;
+
+/// What one measurement found.
+#[derive(Clone, Copy, Debug)]
+pub struct Sample {
+    /// Nanoseconds per unit in the timed region.
+    pub ns_per_unit: f64,
+    /// Wall time of the whole measurement per unit, start-up and pauses included (for sizing
+    /// the next one).
+    pub wall_per_unit: f64,
+    /// Messages received and checked.
+    pub verified: u64,
+}
+
+/// CLOCK_MONOTONIC in nanoseconds: the same clock in every process.
+fn mono_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid out-pointer.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+fn send(tx: &mut dyn Tx, maker: &Maker, id: u8, seq: u64) -> Result<(), String> {
+    maker.stamp(tx.buf(), id, seq);
+    tx.send()
+}
+
+/// `n` round trips of an 8-byte message between this process and a child that echoes it.
+/// With `pause`, the parent sleeps that long before each round trip (the child has gone to
+/// sleep waiting) and only the round trips are timed.
+pub fn round_trips(
+    mech: Mech,
+    n: u64,
+    pause: Option<Duration>,
+    placement: Placement,
+    check: Check,
+) -> Result<Sample, String> {
+    let started = Instant::now();
+    let (mine, theirs) = mech.duplex()?;
+    let team = Team::spawn(1, placement, |_, start| {
+        let End { tx, rx } = &theirs;
+        let (mut tx, mut rx) = (tx.borrow_mut(), rx.borrow_mut());
+        let maker = Maker::new(tx.buf(), check);
+        let verifier = Verifier::new(8, 2, check);
+        let (tx, rx) = (&mut **tx, &mut **rx);
+        rx.attach()?;
+        tx.attach()?;
+        send(tx, &maker, 1, HELLO)?;
+        start.ready_and_wait()?;
+        let mut expect = 0;
+        let r = (|| {
+            loop {
+                let msg = rx.recv()?;
+                let (id, seq) = verifier.inspect(msg)?;
+                if id != 0 {
+                    return Err(format!("echo child: message from {id}, not the parent"));
+                }
+                if seq == STOP {
+                    return Ok(());
+                }
+                if seq != expect {
+                    return Err(format!(
+                        "echo child: message {seq} arrived where {expect} was expected"
+                    ));
+                }
+                expect += 1;
+                send(tx, &maker, 1, seq)?;
+            }
+        })();
+        if r.is_err() {
+            tx.abort();
+            rx.abort();
+        }
+        r?;
+        if expect != WARM + n {
+            return Err(format!(
+                "echo child: {expect} messages arrived, {} were sent",
+                WARM + n
+            ));
+        }
+        Ok(())
+    });
+    let mut team = team?;
+    let ready = team.wait_ready();
+    drop(theirs);
+    if let Err(e) = ready {
+        return Err(fail_with(team, e));
+    }
+    let End { tx, rx } = mine;
+    let (mut tx, mut rx) = (tx.into_inner(), rx.into_inner());
+    let maker = Maker::new(tx.buf(), check);
+    let verifier = Verifier::new(8, 2, check);
+    let mut parent = || -> Result<Duration, String> {
+        let (id, seq) = verifier.inspect(rx.recv()?)?;
+        if (id, seq) != (1, HELLO) {
+            return Err("the echo child's hello did not come first".into());
+        }
+        team.go();
+        let mut exchange = |c: u64| -> Result<(), String> {
+            send(&mut *tx, &maker, 0, c)?;
+            let got = verifier.inspect(rx.recv()?)?;
+            if got != (1, c) {
+                return Err(format!("round trip {c}: the echo was {got:?}"));
+            }
+            Ok(())
+        };
+        for c in 0..WARM {
+            exchange(c)?;
+        }
+        let elapsed = match pause {
+            None => {
+                let t = Instant::now();
+                for c in WARM..WARM + n {
+                    exchange(c)?;
+                }
+                t.elapsed()
+            }
+            Some(pause) => {
+                let mut total = Duration::ZERO;
+                for c in WARM..WARM + n {
+                    std::thread::sleep(pause);
+                    let t = Instant::now();
+                    exchange(c)?;
+                    total += t.elapsed();
+                }
+                total
+            }
+        };
+        send(&mut *tx, &maker, 0, STOP)?;
+        Ok(elapsed)
+    };
+    let elapsed = match parent() {
+        Ok(e) => e,
+        Err(e) => {
+            tx.abort();
+            rx.abort();
+            return Err(fail_with(team, e));
+        }
+    };
+    team.join()?;
+    Ok(Sample {
+        ns_per_unit: elapsed.as_nanos() as f64 / n as f64,
+        wall_per_unit: started.elapsed().as_nanos() as f64 / n as f64,
+        verified: 2 * (WARM + n) + 2,
+    })
+}
+
+/// `producers` children send `total` messages of `size` bytes between them (after the
+/// warm-up) on one channel; this process receives and checks them all. Returns the time to
+/// receive the `total` timed messages.
+pub fn one_way(
+    mech: Mech,
+    size: usize,
+    producers: usize,
+    total: u64,
+    placement: Placement,
+    check: Check,
+) -> Result<Sample, String> {
+    let started = Instant::now();
+    let warm = warm(size);
+    let share =
+        |i: usize| total / producers as u64 + u64::from((i as u64) < total % producers as u64);
+    let crate::mech::Channel { tx, rx } = mech.channel(size)?;
+    let hello_count = if tx.borrow().needs_hello() {
+        producers
+    } else {
+        0
+    };
+    let team = Team::spawn(producers, placement, |i, start| {
+        let mut tx = tx.borrow_mut();
+        let tx = &mut **tx;
+        let maker = Maker::new(tx.buf(), check);
+        tx.attach()?;
+        if tx.needs_hello() {
+            send(tx, &maker, i as u8, HELLO)?;
+        }
+        start.ready_and_wait()?;
+        let r = (|| {
+            for seq in 0..warm + share(i) {
+                send(tx, &maker, i as u8, seq)?;
+            }
+            Ok(())
+        })();
+        if r.is_err() {
+            tx.abort();
+        }
+        r
+    });
+    let mut team = team?;
+    let ready = team.wait_ready();
+    drop(tx);
+    if let Err(e) = ready {
+        return Err(fail_with(team, e));
+    }
+    let mut rx = rx.into_inner();
+    let mut verifier = Verifier::new(size, producers, check);
+    let parent = |rx: &mut dyn Rx, verifier: &mut Verifier| -> Result<Duration, String> {
+        let mut hellos = vec![false; producers];
+        for _ in 0..hello_count {
+            let (id, seq) = verifier.inspect(rx.recv()?)?;
+            if seq != HELLO || std::mem::replace(&mut hellos[id], true) {
+                return Err("expected one hello from every producer first".into());
+            }
+        }
+        team.go();
+        for _ in 0..warm * producers as u64 {
+            verifier.take(rx.recv()?)?;
+        }
+        let t = Instant::now();
+        for _ in 0..total {
+            verifier.take(rx.recv()?)?;
+        }
+        let elapsed = t.elapsed();
+        verifier.finish(|i| warm + share(i))?;
+        Ok(elapsed)
+    };
+    let elapsed = match parent(&mut *rx, &mut verifier) {
+        Ok(e) => e,
+        Err(e) => {
+            rx.abort();
+            return Err(fail_with(team, e));
+        }
+    };
+    team.join()?;
+    Ok(Sample {
+        ns_per_unit: elapsed.as_nanos() as f64 / total as f64,
+        wall_per_unit: started.elapsed().as_nanos() as f64 / total as f64,
+        verified: verifier.verified,
+    })
+}
+
+/// Words in shared memory, zeroed, for children to fill.
+struct Words {
+    ptr: NonNull<u8>,
+    len: usize,
+}
+
+impl Words {
+    fn new(words: usize) -> Self {
+        let len = (words.max(1) * 8).next_multiple_of(4096);
+        Self {
+            ptr: map_shared(len),
+            len,
+        }
+    }
+
+    fn get(&self, i: usize) -> &AtomicU64 {
+        assert!(i * 8 < self.len);
+        // SAFETY: in bounds (asserted), 8-aligned in a page-aligned zeroed shared mapping
+        // that lives as long as `self`; zero is a valid AtomicU64.
+        unsafe { self.ptr.add(i * 8).cast::<AtomicU64>().as_ref() }
+    }
+}
+
+impl Drop for Words {
+    fn drop(&mut self) {
+        unmap(self.ptr, self.len);
+    }
+}
+
+/// Per consumer: messages taken and the time it took the last one.
+#[derive(Default)]
+struct Tally {
+    count: Line<AtomicU64>,
+    end_ns: Line<AtomicU64>,
+}
+
+/// One producer child sends `total` 64-byte messages into one channel; `consumers` children
+/// take them. Each consumer checks every message (length, checksum, increasing order) and
+/// marks it in a shared bitmap, so a message lost or taken twice fails the run. Returns the
+/// time from the start until the last consumer took its last message.
+pub fn fan_out(
+    mech: Mech,
+    consumers: usize,
+    total: u64,
+    placement: Placement,
+    check: Check,
+) -> Result<Sample, String> {
+    const SIZE: usize = 64;
+    let started = Instant::now();
+    let crate::mech::Channel { tx, rx } = mech.channel(SIZE)?;
+    let bitmap = Words::new(total.div_ceil(64) as usize);
+    let tallies = Shm::new(<[Tally; 8]>::default());
+    if consumers > tallies.len() {
+        return Err(format!("at most {} consumers", tallies.len()));
+    }
+    // The consumers attach first, so none can take the producer's hello for a message of
+    // the run; they alternate between the two CPUs, the first beside the (idle) parent.
+    let team = Team::spawn(consumers, placement, |i, start| {
+        if i % 2 == 0 {
+            if let Some(cpu) = placement.parent {
+                crate::sys::pin_to(cpu)?;
+            }
+        }
+        let mut rx = rx.borrow_mut();
+        let rx = &mut **rx;
+        let verifier = Verifier::new(SIZE, 1, check);
+        rx.attach()?;
+        start.ready_and_wait()?;
+        let mut last = None;
+        let mut count = 0u64;
+        loop {
+            let (_, seq) = verifier.inspect(rx.recv()?)?;
+            if seq == HELLO {
+                continue;
+            }
+            if seq == STOP {
+                break;
+            }
+            if seq >= total || last.is_some_and(|l| seq <= l) {
+                return Err(format!("consumer {i}: message {seq} after {last:?}"));
+            }
+            last = Some(seq);
+            let bit = 1u64 << (seq % 64);
+            if bitmap
+                .get((seq / 64) as usize)
+                .fetch_or(bit, Ordering::Relaxed)
+                & bit
+                != 0
+            {
+                return Err(format!("message {seq} was taken twice"));
+            }
+            count += 1;
+        }
+        let tally = &tallies[i];
+        tally.end_ns.store(mono_ns(), Ordering::Relaxed);
+        tally.count.store(count, Ordering::Release);
+        Ok(())
+    });
+    let mut team = team?;
+    if let Err(e) = team.wait_ready() {
+        return Err(fail_with(team, e));
+    }
+    let producer = Team::spawn(1, placement, |_, start| {
+        let mut tx = tx.borrow_mut();
+        let tx = &mut **tx;
+        let maker = Maker::new(tx.buf(), check);
+        tx.attach()?;
+        if tx.needs_hello() {
+            send(tx, &maker, 0, HELLO)?;
+        }
+        start.ready_and_wait()?;
+        let r = (|| {
+            for seq in 0..total {
+                send(tx, &maker, 0, seq)?;
+            }
+            for _ in 0..consumers {
+                send(tx, &maker, 0, STOP)?;
+            }
+            Ok(())
+        })();
+        if r.is_err() {
+            tx.abort();
+        }
+        r
+    });
+    let mut producer = match producer {
+        Ok(p) => p,
+        Err(e) => return Err(fail_with(team, e)),
+    };
+    let ready = producer.wait_ready();
+    drop(tx);
+    drop(rx);
+    if let Err(e) = ready {
+        drop(team);
+        return Err(fail_with(producer, e));
+    }
+    let t0 = mono_ns();
+    team.go();
+    producer.go();
+    let produced = producer.join();
+    team.join()?;
+    produced?;
+    let taken: u64 = tallies[..consumers]
+        .iter()
+        .map(|t| t.count.load(Ordering::Acquire))
+        .sum();
+    if taken != total {
+        return Err(format!("{taken} messages were taken, {total} were sent"));
+    }
+    let end = tallies[..consumers]
+        .iter()
+        .map(|t| t.end_ns.load(Ordering::Acquire))
+        .max()
+        .unwrap_or(t0);
+    Ok(Sample {
+        ns_per_unit: end.saturating_sub(t0) as f64 / total as f64,
+        wall_per_unit: started.elapsed().as_nanos() as f64 / total as f64,
+        verified: total,
+    })
+}
+
+/// `n` copies of `size` bytes between two warm buffers on this core.
+pub fn memcpy(size: usize, n: u64) -> Result<Sample, String> {
+    let started = Instant::now();
+    let src: Vec<u8> = (0..size).map(|i| (i % 251) as u8).collect();
+    let mut dst = vec![0u8; size];
+    for _ in 0..warm(size) {
+        dst.copy_from_slice(black_box(&src));
+    }
+    let t = Instant::now();
+    for _ in 0..n {
+        black_box(&mut dst).copy_from_slice(black_box(&src));
+    }
+    let elapsed = t.elapsed();
+    if dst != src {
+        return Err("memcpy: the copy differs".into());
+    }
+    Ok(Sample {
+        ns_per_unit: elapsed.as_nanos() as f64 / n as f64,
+        wall_per_unit: started.elapsed().as_nanos() as f64 / n as f64,
+        verified: n,
+    })
+}
