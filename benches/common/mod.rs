@@ -7,7 +7,6 @@
 #![allow(dead_code)] // each bench uses a different subset
 #![allow(unsafe_code)] // mmap, fork, affinity: see the SAFETY comments
 
-pub(crate) mod channels;
 pub(crate) mod locks;
 
 use std::ops::Deref;

@@ -90,9 +90,18 @@ impl EventShm {
 
     fn take(&self, fd: &File) -> Result<(), String> {
         let mut v = [0u8; 8];
-        (&*fd)
-            .read_exact(&mut v)
-            .map_err(|e| format!("eventfd read: {e}"))?;
+        loop {
+            match (&*fd).read(&mut v) {
+                Ok(8) => break,
+                Ok(n) => return Err(format!("eventfd read of {n} bytes")),
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {
+                    if crate::sys::timed_out() {
+                        return Err("no message before the watchdog fired".into());
+                    }
+                }
+                Err(e) => return Err(format!("eventfd read: {e}")),
+            }
+        }
         if self.closed().load(Ordering::Acquire) != 0 {
             return Err("the other end gave up".into());
         }

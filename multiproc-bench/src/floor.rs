@@ -135,6 +135,10 @@ impl Floor {
                 sleeping.store(0, Ordering::Relaxed);
                 return Err("the other end closed the floor ring".into());
             }
+            if crate::sys::timed_out() {
+                sleeping.store(0, Ordering::Relaxed);
+                return Err("no message before the watchdog fired".into());
+            }
             futex_wait(word, v, NAP);
             sleeping.store(0, Ordering::Relaxed);
             let v = word.load(Ordering::Acquire);

@@ -17,6 +17,7 @@ pub mod python;
 pub mod run;
 pub mod sys;
 pub mod table;
+pub mod validate;
 
 /// A byte count as "8 B", "4 KiB", "16 MiB".
 pub fn fmt_size(bytes: u64) -> String {

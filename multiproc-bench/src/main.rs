@@ -16,7 +16,7 @@ use multiproc_bench::mech::{ALL, Fault, Mech};
 use multiproc_bench::method::{Settings, Who, progress, run_group};
 use multiproc_bench::model::{Bench, Config, LatencyMode, Report, Status};
 use multiproc_bench::python::{self, Python};
-use multiproc_bench::sys::{Placement, allowed_cpus, pin_to};
+use multiproc_bench::sys::{Placement, allowed_cpus, install_watchdog, pin_to};
 use multiproc_bench::{machine, plot, table};
 
 /// Every IPC mechanism, measured the same way.
@@ -62,6 +62,10 @@ struct Args {
     /// Attempts per measurement while other load disturbs it.
     #[arg(long, default_value_t = 3)]
     attempts: u32,
+    /// A measurement still running after this many seconds fails (a lost message cannot
+    /// hang the run).
+    #[arg(long, default_value_t = 60)]
+    timeout_s: u32,
 }
 
 #[derive(Clone, Copy, Debug, clap::ValueEnum)]
@@ -141,7 +145,9 @@ fn run(args: Args) -> Result<ExitCode, String> {
         placement,
         pause: Duration::from_millis(2),
         attempts: args.attempts.max(1),
+        timeout_s: args.timeout_s.max(1),
     };
+    install_watchdog();
 
     let wanted = |id: &str| args.only.as_ref().is_none_or(|o| o.iter().any(|x| x == id));
     let mut who: Vec<Who> = ALL.iter().map(|&m| Who::Rust(m)).collect();

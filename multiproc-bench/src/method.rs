@@ -29,6 +29,8 @@ pub struct Settings {
     pub pause: Duration,
     /// Attempts per measurement while other load disturbs it.
     pub attempts: u32,
+    /// A measurement still running after this many seconds fails (its children are killed).
+    pub timeout_s: u32,
 }
 
 /// Who is measured: one of ours (in Rust) or one of Python's (through the companion).
@@ -114,44 +116,66 @@ fn measure(who: Who, bench: Bench, n: u64, s: &Settings, python: &mut Option<Pyt
                 PyOutcome::Failed(why) => Outcome::Failed(why),
             };
         }
-        Who::Rust(mech) => match bench {
-            Bench::Latency { .. } if mech == Mech::Memcpy => {
-                return Outcome::NotApplicable("not a channel".into());
+        Who::Rust(mech) => {
+            crate::sys::arm_watchdog(s.timeout_s);
+            let result = measure_rust(mech, bench, n, s);
+            crate::sys::arm_watchdog(0);
+            match result {
+                Err(e) if crate::sys::timed_out() => Err(format!(
+                    "timed out after {} s (a message lost?): {e}",
+                    s.timeout_s
+                )),
+                r => r,
             }
-            Bench::Latency { mode } => {
-                let (pause, placement) = match mode {
-                    LatencyMode::Awake => (None, s.placement),
-                    LatencyMode::Asleep => (Some(s.pause), s.placement),
-                    LatencyMode::OneCore => (None, s.placement.one_core()),
-                };
-                run::round_trips(mech, n, pause, placement, check)
-            }
-            Bench::Throughput { size } => {
-                if mech == Mech::Memcpy {
-                    run::memcpy(size as usize, n)
-                } else if let Some(why) = mech.unsupported(size as usize) {
-                    return Outcome::NotApplicable(why);
-                } else {
-                    run::one_way(mech, size as usize, 1, n, s.placement, check)
-                }
-            }
-            Bench::Producers { producers } => {
-                if !mech.many_to_many() {
-                    return Outcome::NotApplicable("one producer and one consumer only".into());
-                }
-                run::one_way(mech, 64, producers as usize, n, s.placement, check)
-            }
-            Bench::Consumers { consumers } => {
-                if !mech.many_to_many() {
-                    return Outcome::NotApplicable("one producer and one consumer only".into());
-                }
-                run::fan_out(mech, consumers as usize, n, s.placement, check)
-            }
-        },
+        }
     };
     match result {
         Ok(sample) => Outcome::Measured(sample, Duration::ZERO),
-        Err(e) => Outcome::Failed(e),
+        Err(e) => match e.strip_prefix(NA) {
+            Some(why) => Outcome::NotApplicable(why.into()),
+            None => Outcome::Failed(e),
+        },
+    }
+}
+
+/// Marks an error that means "does not apply" rather than "failed".
+const NA: &str = "not applicable: ";
+const NA_CHANNEL: &str = "not applicable: not a channel";
+const NA_SPSC: &str = "not applicable: one producer and one consumer only";
+
+fn measure_rust(mech: Mech, bench: Bench, n: u64, s: &Settings) -> Result<Sample, String> {
+    let check = s.check;
+    match bench {
+        Bench::Latency { .. } if mech == Mech::Memcpy => Err(NA_CHANNEL.into()),
+        Bench::Latency { mode } => {
+            let (pause, placement) = match mode {
+                LatencyMode::Awake => (None, s.placement),
+                LatencyMode::Asleep => (Some(s.pause), s.placement),
+                LatencyMode::OneCore => (None, s.placement.one_core()),
+            };
+            run::round_trips(mech, n, pause, placement, check)
+        }
+        Bench::Throughput { size } => {
+            if mech == Mech::Memcpy {
+                run::memcpy(size as usize, n)
+            } else if let Some(why) = mech.unsupported(size as usize) {
+                Err(format!("{NA}{why}"))
+            } else {
+                run::one_way(mech, size as usize, 1, n, s.placement, check)
+            }
+        }
+        Bench::Producers { producers } => {
+            if !mech.many_to_many() {
+                return Err(NA_SPSC.into());
+            }
+            run::one_way(mech, 64, producers as usize, n, s.placement, check)
+        }
+        Bench::Consumers { consumers } => {
+            if !mech.many_to_many() {
+                return Err(NA_SPSC.into());
+            }
+            run::fan_out(mech, consumers as usize, n, s.placement, check)
+        }
     }
 }
 

@@ -124,6 +124,7 @@ impl Python {
 
         let (tx, lines) = channel();
         thread::spawn(move || {
+            crate::sys::block_alarm_in_this_thread();
             let mut reader = BufReader::new(stdout);
             loop {
                 let mut line = String::new();
@@ -147,6 +148,7 @@ impl Python {
             let stderr = Arc::clone(&stderr);
             let done = Arc::clone(&stderr_done);
             thread::spawn(move || {
+                crate::sys::block_alarm_in_this_thread();
                 let mut pipe = stderr_pipe;
                 let mut buf = [0u8; 4096];
                 loop {

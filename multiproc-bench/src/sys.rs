@@ -5,7 +5,7 @@ use std::cell::UnsafeCell;
 use std::ops::Deref;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::ptr::NonNull;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 /// The CPUs this process may run on, in ascending order.
@@ -174,6 +174,94 @@ pub fn futex_wake(word: &AtomicU32) {
 }
 
 // ----------------------------------------------------------------------------------------
+// Watchdog
+
+/// Children of the measurement in progress, for the watchdog to kill.
+static CHILDREN: [AtomicI32; 64] = [const { AtomicI32::new(0) }; 64];
+/// Set when the watchdog fired.
+static TIMED_OUT: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_alarm(_: libc::c_int) {
+    TIMED_OUT.store(true, Ordering::SeqCst);
+    for c in &CHILDREN {
+        let pid = c.load(Ordering::SeqCst);
+        if pid > 0 {
+            // SAFETY: kill is async-signal-safe; `pid` is a child of ours not yet reaped
+            // (entries are cleared before reaping).
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+        }
+    }
+}
+
+/// Installs the watchdog's SIGALRM handler (without `SA_RESTART`, so a blocked `read` in
+/// this thread returns `EINTR`). Threads started later should block SIGALRM
+/// ([`block_alarm_in_this_thread`]), so the signal reaches the measuring thread.
+pub fn install_watchdog() {
+    // SAFETY: sigaction is plain data; all zeros is a valid empty action.
+    let mut sa: libc::sigaction = unsafe { std::mem::zeroed() };
+    sa.sa_sigaction = on_alarm as extern "C" fn(libc::c_int) as usize;
+    // SAFETY: `sa.sa_mask` is a valid sigset to clear.
+    unsafe { libc::sigemptyset(&mut sa.sa_mask) };
+    // SAFETY: the handler only touches atomics and calls kill, both async-signal-safe.
+    unsafe { libc::sigaction(libc::SIGALRM, &sa, std::ptr::null_mut()) };
+}
+
+/// Keeps SIGALRM away from the calling thread.
+pub fn block_alarm_in_this_thread() {
+    // SAFETY: sigset_t is plain data; it is initialised by sigemptyset before use.
+    let mut set: libc::sigset_t = unsafe { std::mem::zeroed() };
+    // SAFETY: `set` is a valid sigset; pthread_sigmask only changes this thread's mask.
+    unsafe {
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGALRM);
+        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+    }
+}
+
+/// Arms the watchdog: after `secs`, the children of the measurement are killed and waits in
+/// this process fail with [`timed_out`] set. `secs == 0` disarms it.
+pub fn arm_watchdog(secs: u32) {
+    if secs > 0 {
+        TIMED_OUT.store(false, Ordering::SeqCst);
+    }
+    // SAFETY: alarm only schedules a signal.
+    unsafe { libc::alarm(secs) };
+}
+
+/// Whether the watchdog fired during the current measurement.
+pub fn timed_out() -> bool {
+    TIMED_OUT.load(Ordering::SeqCst)
+}
+
+fn register_child(pid: libc::pid_t) {
+    for c in &CHILDREN {
+        if c.compare_exchange(0, pid, Ordering::SeqCst, Ordering::SeqCst)
+            .is_ok()
+        {
+            return;
+        }
+    }
+}
+
+fn unregister_child(pid: libc::pid_t) {
+    for c in &CHILDREN {
+        let _ = c.compare_exchange(pid, 0, Ordering::SeqCst, Ordering::SeqCst);
+    }
+}
+
+/// `waitpid(pid, 0)`, retried when a signal interrupts it.
+fn reap(pid: libc::pid_t, status: &mut libc::c_int) -> libc::pid_t {
+    unregister_child(pid);
+    loop {
+        // SAFETY: `pid` is our unreaped child; `status` is a valid out-pointer.
+        let r = unsafe { libc::waitpid(pid, status, 0) };
+        if r >= 0 || std::io::Error::last_os_error().kind() != std::io::ErrorKind::Interrupted {
+            return r;
+        }
+    }
+}
+
+// ----------------------------------------------------------------------------------------
 // Children
 
 const ERROR_LEN: usize = 1024;
@@ -279,6 +367,8 @@ impl Team {
                 return Err(format!("fork: {}", std::io::Error::last_os_error()));
             }
             if pid == 0 {
+                // SAFETY: prctl with PR_SET_PDEATHSIG takes a signal number; it only sets a flag.
+                unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) };
                 let meet: &Meet = &team.meet;
                 let result = catch_unwind(AssertUnwindSafe(|| {
                     if let Some(cpu) = placement.child {
@@ -305,6 +395,7 @@ impl Team {
                 // SAFETY: ends the child at once: no destructors, no return into the harness.
                 unsafe { libc::_exit(code) };
             }
+            register_child(pid);
             team.pids.push(pid);
         }
         Ok(team)
@@ -320,6 +411,7 @@ impl Team {
                 // SAFETY: `pid` is our unreaped child; `status` is a valid out-pointer.
                 let r = unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) };
                 if r == pid {
+                    unregister_child(pid);
                     self.pids.remove(k);
                     return Err(self.meet.message().unwrap_or_else(|| {
                         format!("child exited before it was ready (status {status:#x})")
@@ -349,8 +441,7 @@ impl Team {
         let mut bad = None;
         while let Some(pid) = self.pids.pop() {
             let mut status = 0;
-            // SAFETY: `pid` is our unreaped child; `status` is a valid out-pointer.
-            let r = unsafe { libc::waitpid(pid, &mut status, 0) };
+            let r = reap(pid, &mut status);
             if r != pid {
                 bad.get_or_insert(format!("waitpid: {}", std::io::Error::last_os_error()));
             } else if !(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0) {
@@ -371,8 +462,7 @@ impl Drop for Team {
             // SAFETY: `pid` is our own unreaped child, so the id cannot have been reused.
             unsafe { libc::kill(pid, libc::SIGKILL) };
             let mut status = 0;
-            // SAFETY: as above; reaps it.
-            unsafe { libc::waitpid(pid, &mut status, 0) };
+            reap(pid, &mut status);
         }
     }
 }
@@ -383,7 +473,7 @@ pub fn fail_with(team: Team, parent_error: String) -> String {
     let child = team.failure();
     drop(team);
     match child {
-        Some(c) => format!("{parent_error} ({c})"),
-        None => parent_error,
+        Some(c) if c != parent_error => format!("{parent_error} ({c})"),
+        _ => parent_error,
     }
 }
