@@ -13,7 +13,7 @@ use clap::Parser;
 
 use multiproc_bench::check::Check;
 use multiproc_bench::mech::{ALL, Fault, Mech};
-use multiproc_bench::method::{Settings, Who, progress, run_group};
+use multiproc_bench::method::{Settings, Who, progress, run_all};
 use multiproc_bench::model::{Bench, Config, LatencyMode, Report, Status};
 use multiproc_bench::python::{self, Python};
 use multiproc_bench::sys::{Placement, allowed_cpus, install_watchdog, pin_to};
@@ -32,10 +32,23 @@ struct Args {
     /// Write the plots (throughput vs size, latency per mechanism) to this SVG file.
     #[arg(long, value_name = "FILE")]
     svg: Option<PathBuf>,
-    /// Recorded rounds per group (default 7, or 3 with --quick).
+    /// Write a compact Markdown table of the headline cases to this file.
+    #[arg(long, value_name = "FILE")]
+    markdown: Option<PathBuf>,
+    /// Measure nothing: load this JSON report and write its table, Markdown and SVG.
+    #[arg(long, value_name = "FILE", conflicts_with = "compare")]
+    from: Option<PathBuf>,
+    /// Measure nothing: compare every multiproc/pipe ratio of two JSON reports (exit status 3
+    /// if one differs by more than --tolerance).
+    #[arg(long, num_args = 2, value_names = ["A", "B"])]
+    compare: Option<Vec<PathBuf>>,
+    /// Largest relative difference --compare accepts, in percent.
+    #[arg(long, default_value_t = 15.0)]
+    tolerance: f64,
+    /// Recorded rounds per group (default 9, or 3 with --quick).
     #[arg(long)]
     rounds: Option<usize>,
-    /// Length of the timed part of each measurement in ms (default 40, or 5 with --quick).
+    /// Length of the timed part of each measurement in ms (default 80, or 5 with --quick).
     #[arg(long)]
     target_ms: Option<f64>,
     /// Payload check: "full" (a checksum of every byte) or "pages" (header, length and a
@@ -108,7 +121,36 @@ fn main() -> ExitCode {
     }
 }
 
+fn load(path: &std::path::Path) -> Result<Report, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))
+}
+
 fn run(args: Args) -> Result<ExitCode, String> {
+    if let Some(paths) = &args.compare {
+        let (a, b) = (load(&paths[0])?, load(&paths[1])?);
+        let (text, worst) = table::compare(&a, &b);
+        print!("{text}");
+        return Ok(if worst * 100.0 > args.tolerance {
+            println!(
+                "largest difference {:.1}% exceeds {}%",
+                worst * 100.0,
+                args.tolerance
+            );
+            ExitCode::from(3)
+        } else {
+            println!(
+                "largest difference {:.1}%, within {}%",
+                worst * 100.0,
+                args.tolerance
+            );
+            ExitCode::SUCCESS
+        });
+    }
+    if let Some(path) = &args.from {
+        let report = load(path)?;
+        return output(&args, &report);
+    }
     let mut notes = Vec::new();
     let allowed = allowed_cpus();
     let pinned = match allowed.as_slice() {
@@ -131,7 +173,7 @@ fn run(args: Args) -> Result<ExitCode, String> {
         pin_to(cpu)?;
     }
     let settings = Settings {
-        rounds: args.rounds.unwrap_or(if args.quick { 3 } else { 7 }).max(1),
+        rounds: args.rounds.unwrap_or(if args.quick { 3 } else { 9 }).max(1),
         target: Duration::from_secs_f64(
             args.target_ms
                 .unwrap_or(if args.quick { 5.0 } else { 40.0 })
@@ -223,10 +265,7 @@ fn run(args: Args) -> Result<ExitCode, String> {
 
     let measurements = (plan.len() * who.len() * (1 + settings.rounds)) as u64;
     let bar = progress(measurements);
-    let mut groups = Vec::new();
-    for &bench in &plan {
-        groups.push(run_group(bench, &who, &settings, &mut py, &bar));
-    }
+    let groups = run_all(&plan, &who, &settings, &mut py, &bar);
     bar.finish_and_clear();
     drop(py);
 
@@ -249,13 +288,24 @@ fn run(args: Args) -> Result<ExitCode, String> {
         groups,
         notes,
     };
-    print!("{}", table::render(&report));
-    if let Some(path) = &args.json {
-        let text = serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?;
+    output(&args, &report)
+}
+
+/// Prints the table, writes the files asked for, and sets the exit status.
+fn output(args: &Args, report: &Report) -> Result<ExitCode, String> {
+    print!("{}", table::render(report));
+    if args.from.is_none()
+        && let Some(path) = &args.json
+    {
+        let text = serde_json::to_string_pretty(report).map_err(|e| e.to_string())?;
         std::fs::write(path, text).map_err(|e| format!("{}: {e}", path.display()))?;
     }
+    if let Some(path) = &args.markdown {
+        std::fs::write(path, table::markdown_summary(report))
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+    }
     if let Some(path) = &args.svg {
-        plot::write_svg(&report, path)?;
+        plot::write_svg(report, path)?;
     }
     let failed: Vec<String> = report
         .groups

@@ -109,6 +109,7 @@ fn measure(who: Who, bench: Bench, n: u64, s: &Settings, python: &mut Option<Pyt
                         ns_per_unit: m.ns_per_unit,
                         wall_per_unit: m.ns_per_unit,
                         verified: m.verified,
+                        waited_ns: 0.0,
                     },
                     Duration::from_secs_f64(m.cpu_s.max(0.0)),
                 ),
@@ -190,8 +191,6 @@ struct Snap {
     steal_ticks: u64,
     /// CPU time of this process and its reaped children.
     own: Duration,
-    /// Time this process was runnable but not running (/proc/self/schedstat).
-    run_delay: Duration,
 }
 
 fn cpu_time(who: libc::c_int) -> Duration {
@@ -227,21 +226,22 @@ fn snap(cpus: &[usize]) -> Snap {
             }
         }
     }
-    let run_delay = std::fs::read_to_string("/proc/self/schedstat")
-        .ok()
-        .and_then(|s| s.split_whitespace().nth(1)?.parse::<u64>().ok())
-        .map_or(Duration::ZERO, Duration::from_nanos);
     Snap {
         wall: Instant::now(),
         busy_ticks,
         steal_ticks,
         own: cpu_time(libc::RUSAGE_SELF) + cpu_time(libc::RUSAGE_CHILDREN),
-        run_delay,
     }
 }
 
 /// How much other load took from a measurement, and whether that is too much.
-fn disturbed(before: &Snap, after: &Snap, extra_own: Duration, one_core: bool) -> bool {
+fn disturbed(
+    before: &Snap,
+    after: &Snap,
+    sample: &Sample,
+    extra_own: Duration,
+    one_core: bool,
+) -> bool {
     // SAFETY: sysconf only reads a constant.
     let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
     let tick = 1.0 / hz;
@@ -250,18 +250,19 @@ fn disturbed(before: &Snap, after: &Snap, extra_own: Duration, one_core: bool) -
     let steal = (after.steal_ticks.saturating_sub(before.steal_ticks)) as f64 * tick;
     let own = (after.own.saturating_sub(before.own) + extra_own).as_secs_f64();
     let other = (busy - own).max(0.0);
-    // Precise: time the receiver waited for its CPU while others ran (meaningless when our
-    // own two processes share one core by design).
-    let delay = if one_core {
+    // Precise: time the receiver waited for its CPU during the timed part (meaningless when
+    // our own two processes share one core by design).
+    let waited = if one_core {
         0.0
     } else {
-        after
-            .run_delay
-            .saturating_sub(before.run_delay)
-            .as_secs_f64()
+        sample.waited_ns / 1e9
     };
-    // Coarse (/proc/stat counts in ticks): other processes' CPU time on our CPUs.
-    delay + steal > (0.05 * wall).max(0.002) || other > 0.2 * wall + 3.0 * tick
+    let timed = sample.ns_per_unit / 1e9 * (wall * 1e9 / sample.wall_per_unit.max(1.0));
+    // Coarse (/proc/stat counts in ticks): other processes' CPU time on our CPUs, and time
+    // the hypervisor gave our virtual CPUs to someone else.
+    waited > (0.05 * timed).max(0.0005)
+        || steal > (0.05 * wall).max(2.0 * tick)
+        || other > 0.25 * wall + 3.0 * tick
 }
 
 // ----------------------------------------------------------------------------------------
@@ -311,58 +312,72 @@ fn size_n(bench: Bench, sample: &Sample, s: &Settings) -> u64 {
     n.clamp(min, 50_000_000.0) as u64
 }
 
-/// Measures one group: a calibration measurement per contender, then `rounds` rounds in
-/// rotating order.
-pub fn run_group(
+/// One group being measured.
+struct GroupRun {
     bench: Bench,
-    who: &[Who],
-    s: &Settings,
-    python: &mut Option<Python>,
-    bar: &ProgressBar,
-) -> Group {
-    let (title, unit) = describe(bench);
-    bar.set_message(title.clone());
-    let cpus: Vec<usize> = [s.placement.parent, s.placement.child]
-        .into_iter()
-        .flatten()
-        .collect();
-    let one_core = matches!(
-        bench,
-        Bench::Latency {
-            mode: LatencyMode::OneCore
-        }
-    );
-    let mut cs: Vec<Contender> = who
-        .iter()
-        .map(|&w| Contender {
-            who: w,
-            n: first_n(bench),
-            samples: Vec::new(),
-            disturbed: Vec::new(),
-            retries: 0,
-            status: Status::Ok,
-            error: None,
-        })
-        .collect();
-    // Calibration: not recorded.
-    for c in &mut cs {
-        match measure(c.who, bench, c.n, s, python) {
-            Outcome::Measured(sample, _) => c.n = size_n(bench, &sample, s),
-            Outcome::NotApplicable(why) => {
-                c.status = Status::NotApplicable;
-                c.error = Some(why);
+    contenders: Vec<Contender>,
+}
+
+impl GroupRun {
+    /// A calibration measurement per contender (not recorded) sizes the later ones.
+    fn calibrate(
+        bench: Bench,
+        who: &[Who],
+        s: &Settings,
+        python: &mut Option<Python>,
+        bar: &ProgressBar,
+    ) -> Self {
+        let mut contenders: Vec<Contender> = who
+            .iter()
+            .map(|&w| Contender {
+                who: w,
+                n: first_n(bench),
+                samples: Vec::new(),
+                disturbed: Vec::new(),
+                retries: 0,
+                status: Status::Ok,
+                error: None,
+            })
+            .collect();
+        for c in &mut contenders {
+            match measure(c.who, bench, c.n, s, python) {
+                Outcome::Measured(sample, _) => c.n = size_n(bench, &sample, s),
+                Outcome::NotApplicable(why) => {
+                    c.status = Status::NotApplicable;
+                    c.error = Some(why);
+                }
+                Outcome::Failed(why) => {
+                    c.status = Status::Failed;
+                    c.error = Some(why);
+                }
             }
-            Outcome::Failed(why) => {
-                c.status = Status::Failed;
-                c.error = Some(why);
-            }
+            bar.inc(1);
         }
-        bar.inc(1);
+        Self { bench, contenders }
     }
-    let k = cs.len();
-    for round in 0..s.rounds {
+
+    /// One recorded round: every contender once, starting at a different one each round.
+    fn round(
+        &mut self,
+        round: usize,
+        s: &Settings,
+        python: &mut Option<Python>,
+        bar: &ProgressBar,
+    ) {
+        let bench = self.bench;
+        let cpus: Vec<usize> = [s.placement.parent, s.placement.child]
+            .into_iter()
+            .flatten()
+            .collect();
+        let one_core = matches!(
+            bench,
+            Bench::Latency {
+                mode: LatencyMode::OneCore
+            }
+        );
+        let k = self.contenders.len();
         for j in 0..k {
-            let c = &mut cs[(j + round) % k];
+            let c = &mut self.contenders[(j + round) % k];
             if c.status != Status::Ok {
                 c.samples.push(None);
                 c.disturbed.push(false);
@@ -377,7 +392,7 @@ pub fn run_group(
                 let after = snap(&cpus);
                 match outcome {
                     Outcome::Measured(sample, extra) => {
-                        let bad = disturbed(&before, &after, extra, one_core);
+                        let bad = disturbed(&before, &after, &sample, extra, one_core);
                         if bad && attempt < s.attempts {
                             c.retries += 1;
                             continue;
@@ -403,13 +418,46 @@ pub fn run_group(
             bar.inc(1);
         }
     }
-    let rows = rows(bench, &cs);
-    Group {
-        bench,
-        title,
-        unit: unit.into(),
-        rows,
+
+    fn finish(self) -> Group {
+        let (title, unit) = describe(self.bench);
+        Group {
+            bench: self.bench,
+            title,
+            unit: unit.into(),
+            rows: rows(self.bench, &self.contenders),
+        }
     }
+}
+
+/// Measures every group of `plan`: first a calibration measurement per contender and group,
+/// then `rounds` rounds, each of which visits every group once. A group's samples are thus
+/// spread over the whole run, not bunched in one stretch of it, so a slow drift of the machine
+/// (a virtual CPU moved to another core, another tenant waking up) touches every group alike.
+pub fn run_all(
+    plan: &[Bench],
+    who: &[Who],
+    s: &Settings,
+    python: &mut Option<Python>,
+    bar: &ProgressBar,
+) -> Vec<Group> {
+    let mut runs = Vec::with_capacity(plan.len());
+    for &bench in plan {
+        bar.set_message(format!("calibrating: {}", describe(bench).0));
+        runs.push(GroupRun::calibrate(bench, who, s, python, bar));
+    }
+    for round in 0..s.rounds {
+        for g in &mut runs {
+            bar.set_message(format!(
+                "round {}/{}: {}",
+                round + 1,
+                s.rounds,
+                describe(g.bench).0
+            ));
+            g.round(round, s, python, bar);
+        }
+    }
+    runs.into_iter().map(GroupRun::finish).collect()
 }
 
 /// The median of `v` (the mean of the middle two for an even count).

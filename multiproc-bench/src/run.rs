@@ -42,6 +42,17 @@ pub struct Sample {
     pub wall_per_unit: f64,
     /// Messages received and checked.
     pub verified: u64,
+    /// Time this process was ready to run but waited for its CPU during the timed part
+    /// (`/proc/thread-self/schedstat`): CPU time other load took from the measurement.
+    pub waited_ns: f64,
+}
+
+/// Nanoseconds this thread has spent runnable but waiting for a CPU.
+pub fn run_delay_ns() -> u64 {
+    std::fs::read_to_string("/proc/thread-self/schedstat")
+        .ok()
+        .and_then(|s| s.split_whitespace().nth(1)?.parse().ok())
+        .unwrap_or(0)
 }
 
 /// CLOCK_MONOTONIC in nanoseconds: the same clock in every process.
@@ -125,7 +136,7 @@ pub fn round_trips(
     let (mut tx, mut rx) = (tx.into_inner(), rx.into_inner());
     let maker = Maker::new(tx.buf(), check);
     let verifier = Verifier::new(8, 2, check);
-    let mut parent = || -> Result<Duration, String> {
+    let mut parent = || -> Result<(Duration, u64), String> {
         let (id, seq) = verifier.inspect(rx.recv()?)?;
         if (id, seq) != (1, HELLO) {
             return Err("the echo child's hello did not come first".into());
@@ -142,6 +153,7 @@ pub fn round_trips(
         for c in 0..WARM {
             exchange(c)?;
         }
+        let delay0 = run_delay_ns();
         let elapsed = match pause {
             None => {
                 let t = Instant::now();
@@ -161,10 +173,11 @@ pub fn round_trips(
                 total
             }
         };
+        let waited = run_delay_ns().saturating_sub(delay0);
         send(&mut *tx, &maker, 0, STOP)?;
-        Ok(elapsed)
+        Ok((elapsed, waited))
     };
-    let elapsed = match parent() {
+    let (elapsed, waited) = match parent() {
         Ok(e) => e,
         Err(e) => {
             tx.abort();
@@ -177,6 +190,7 @@ pub fn round_trips(
         ns_per_unit: elapsed.as_nanos() as f64 / n as f64,
         wall_per_unit: started.elapsed().as_nanos() as f64 / n as f64,
         verified: 2 * (WARM + n) + 2,
+        waited_ns: waited as f64,
     })
 }
 
@@ -229,7 +243,7 @@ pub fn one_way(
     }
     let mut rx = rx.into_inner();
     let mut verifier = Verifier::new(size, producers, check);
-    let parent = |rx: &mut dyn Rx, verifier: &mut Verifier| -> Result<Duration, String> {
+    let parent = |rx: &mut dyn Rx, verifier: &mut Verifier| -> Result<(Duration, u64), String> {
         let mut hellos = vec![false; producers];
         for _ in 0..hello_count {
             let (id, seq) = verifier.inspect(rx.recv()?)?;
@@ -241,15 +255,17 @@ pub fn one_way(
         for _ in 0..warm * producers as u64 {
             verifier.take(rx.recv()?)?;
         }
+        let delay0 = run_delay_ns();
         let t = Instant::now();
         for _ in 0..total {
             verifier.take(rx.recv()?)?;
         }
         let elapsed = t.elapsed();
+        let waited = run_delay_ns().saturating_sub(delay0);
         verifier.finish(|i| warm + share(i))?;
-        Ok(elapsed)
+        Ok((elapsed, waited))
     };
-    let elapsed = match parent(&mut *rx, &mut verifier) {
+    let (elapsed, waited) = match parent(&mut *rx, &mut verifier) {
         Ok(e) => e,
         Err(e) => {
             rx.abort();
@@ -261,6 +277,7 @@ pub fn one_way(
         ns_per_unit: elapsed.as_nanos() as f64 / total as f64,
         wall_per_unit: started.elapsed().as_nanos() as f64 / total as f64,
         verified: verifier.verified,
+        waited_ns: waited as f64,
     })
 }
 
@@ -298,6 +315,7 @@ impl Drop for Words {
 struct Tally {
     count: Line<AtomicU64>,
     end_ns: Line<AtomicU64>,
+    waited_ns: Line<AtomicU64>,
 }
 
 /// One producer child sends `total` 64-byte messages into one channel; `consumers` children
@@ -332,6 +350,7 @@ pub fn fan_out(
         let verifier = Verifier::new(SIZE, 1, check);
         rx.attach()?;
         start.ready_and_wait()?;
+        let delay0 = run_delay_ns();
         let mut last = None;
         let mut count = 0u64;
         loop {
@@ -359,6 +378,9 @@ pub fn fan_out(
         }
         let tally = &tallies[i];
         tally.end_ns.store(mono_ns(), Ordering::Relaxed);
+        tally
+            .waited_ns
+            .store(run_delay_ns().saturating_sub(delay0), Ordering::Relaxed);
         tally.count.store(count, Ordering::Release);
         Ok(())
     });
@@ -418,10 +440,18 @@ pub fn fan_out(
         .map(|t| t.end_ns.load(Ordering::Acquire))
         .max()
         .unwrap_or(t0);
+    // Consumers that share a CPU wait for each other by design: only the least any consumer
+    // waited is time that other load took.
+    let waited = tallies[..consumers]
+        .iter()
+        .map(|t| t.waited_ns.load(Ordering::Acquire))
+        .min()
+        .unwrap_or(0);
     Ok(Sample {
         ns_per_unit: end.saturating_sub(t0) as f64 / total as f64,
         wall_per_unit: started.elapsed().as_nanos() as f64 / total as f64,
         verified: total,
+        waited_ns: waited as f64,
     })
 }
 
@@ -433,11 +463,13 @@ pub fn memcpy(size: usize, n: u64) -> Result<Sample, String> {
     for _ in 0..warm(size) {
         dst.copy_from_slice(black_box(&src));
     }
+    let delay0 = run_delay_ns();
     let t = Instant::now();
     for _ in 0..n {
         black_box(&mut dst).copy_from_slice(black_box(&src));
     }
     let elapsed = t.elapsed();
+    let waited = run_delay_ns().saturating_sub(delay0);
     if dst != src {
         return Err("memcpy: the copy differs".into());
     }
@@ -445,5 +477,6 @@ pub fn memcpy(size: usize, n: u64) -> Result<Sample, String> {
         ns_per_unit: elapsed.as_nanos() as f64 / n as f64,
         wall_per_unit: started.elapsed().as_nanos() as f64 / n as f64,
         verified: n,
+        waited_ns: waited as f64,
     })
 }

@@ -136,3 +136,133 @@ pub fn render(report: &Report) -> String {
     }
     out
 }
+
+/// A compact Markdown table of the headline cases: one row per mechanism, one column per case,
+/// each cell the median and, in parentheses, how many times as fast as the OS pipe.
+pub fn markdown_summary(report: &Report) -> String {
+    let cases: Vec<(&str, Bench)> = vec![
+        (
+            "round trip, awake",
+            Bench::Latency {
+                mode: crate::model::LatencyMode::Awake,
+            },
+        ),
+        (
+            "round trip, asleep",
+            Bench::Latency {
+                mode: crate::model::LatencyMode::Asleep,
+            },
+        ),
+        (
+            "round trip, one core",
+            Bench::Latency {
+                mode: crate::model::LatencyMode::OneCore,
+            },
+        ),
+        ("8 B one way", Bench::Throughput { size: 8 }),
+        ("64 B one way", Bench::Throughput { size: 64 }),
+        ("4 KiB one way", Bench::Throughput { size: 4096 }),
+        ("64 KiB one way", Bench::Throughput { size: 65536 }),
+        ("1 MiB one way", Bench::Throughput { size: 1 << 20 }),
+        ("16 MiB one way", Bench::Throughput { size: 16 << 20 }),
+        ("64 B, 4 producers", Bench::Producers { producers: 4 }),
+    ];
+    let cases: Vec<_> = cases
+        .into_iter()
+        .filter_map(|(name, b)| {
+            report
+                .groups
+                .iter()
+                .find(|g| g.bench == b)
+                .map(|g| (name, g))
+        })
+        .collect();
+    let mut out = String::new();
+    let _ = write!(out, "| mechanism |");
+    for (name, _) in &cases {
+        let _ = write!(out, " {name} |");
+    }
+    let _ = write!(out, "\n|---|");
+    for _ in &cases {
+        let _ = write!(out, "---|");
+    }
+    out.push('\n');
+    let mut labels: Vec<&str> = Vec::new();
+    for (_, g) in &cases {
+        for r in &g.rows {
+            if !labels.contains(&r.label.as_str()) {
+                labels.push(&r.label);
+            }
+        }
+    }
+    for label in labels {
+        let _ = write!(out, "| {label} |");
+        for (_, g) in &cases {
+            let cell = match g.rows.iter().find(|r| r.label == label) {
+                Some(r) if r.status == Status::Ok => {
+                    let value = match g.bench {
+                        Bench::Latency { .. } => r.median_ns.map(fmt_ns),
+                        Bench::Throughput { size } if size <= 64 => {
+                            r.per_s.map(|p| format!("{} msg/s", fmt_rate(p)))
+                        }
+                        Bench::Producers { .. } | Bench::Consumers { .. } => {
+                            r.per_s.map(|p| format!("{} msg/s", fmt_rate(p)))
+                        }
+                        Bench::Throughput { .. } => {
+                            r.bytes_per_s.map(|b| format!("{}B/s", fmt_rate(b)))
+                        }
+                    };
+                    match (value, r.speed_vs_pipe) {
+                        (Some(v), Some(x)) if r.mechanism != "os-pipe" => {
+                            format!("{v} ({})", fmt_ratio(Some(x)))
+                        }
+                        (Some(v), _) => v,
+                        (None, _) => "-".into(),
+                    }
+                }
+                Some(r) if r.status == Status::Failed => "failed".into(),
+                _ => "".into(),
+            };
+            let _ = write!(out, " {cell} |");
+        }
+        out.push('\n');
+    }
+    out
+}
+
+/// Every multiproc row's ratio to the OS pipe in two reports, side by side, with the relative
+/// difference; returns the text and the largest difference (0.1 = 10%).
+pub fn compare(a: &Report, b: &Report) -> (String, f64) {
+    let mut out = String::new();
+    let mut worst: f64 = 0.0;
+    let _ = writeln!(
+        out,
+        "{:<60} {:>9} {:>9} {:>7}",
+        "group / mechanism (speed vs OS pipe)", "A", "B", "diff"
+    );
+    for ga in &a.groups {
+        let Some(gb) = b.groups.iter().find(|g| g.bench == ga.bench) else {
+            continue;
+        };
+        for ra in ga.rows.iter().filter(|r| r.mechanism.starts_with("mp-")) {
+            let Some(rb) = gb.rows.iter().find(|r| r.mechanism == ra.mechanism) else {
+                continue;
+            };
+            let (Some(x), Some(y)) = (ra.speed_vs_pipe, rb.speed_vs_pipe) else {
+                continue;
+            };
+            let diff = (x - y).abs() / x.min(y);
+            worst = worst.max(diff);
+            let _ = writeln!(
+                out,
+                "{:<60} {:>9} {:>9} {:>6.1}%{}",
+                format!("{} / {}", ga.title, ra.label),
+                fmt_ratio(Some(x)),
+                fmt_ratio(Some(y)),
+                diff * 100.0,
+                if diff > 0.15 { "  <--" } else { "" }
+            );
+        }
+    }
+    (out, worst)
+}
