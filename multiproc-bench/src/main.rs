@@ -38,17 +38,20 @@ struct Args {
     /// Measure nothing: load this JSON report and write its table, Markdown and SVG.
     #[arg(long, value_name = "FILE", conflicts_with = "compare")]
     from: Option<PathBuf>,
-    /// Measure nothing: compare every multiproc/pipe ratio of two JSON reports (exit status 3
-    /// if one differs by more than --tolerance).
+    /// Measure nothing: compare every multiproc/pipe ratio of two JSON reports. Exit status
+    /// 3 if one differs by more than --tolerance and beyond the noise within the runs.
     #[arg(long, num_args = 2, value_names = ["A", "B"])]
     compare: Option<Vec<PathBuf>>,
+    /// With --compare: every mechanism's ratio, not only multiproc's.
+    #[arg(long, requires = "compare")]
+    compare_all: bool,
     /// Largest relative difference --compare accepts, in percent.
     #[arg(long, default_value_t = 15.0)]
     tolerance: f64,
-    /// Recorded rounds per group (default 9, or 3 with --quick).
+    /// Recorded rounds per group (default 15, or 3 with --quick).
     #[arg(long)]
     rounds: Option<usize>,
-    /// Length of the timed part of each measurement in ms (default 80, or 5 with --quick).
+    /// Length of the timed part of each measurement in ms (default 150, or 5 with --quick).
     #[arg(long)]
     target_ms: Option<f64>,
     /// Payload check: "full" (a checksum of every byte) or "pages" (header, length and a
@@ -129,21 +132,22 @@ fn load(path: &std::path::Path) -> Result<Report, String> {
 fn run(args: Args) -> Result<ExitCode, String> {
     if let Some(paths) = &args.compare {
         let (a, b) = (load(&paths[0])?, load(&paths[1])?);
-        let (text, worst) = table::compare(&a, &b);
+        let prefix = if args.compare_all { "" } else { "mp-" };
+        let tolerance = args.tolerance / 100.0;
+        let (text, c) = table::compare(&a, &b, prefix, tolerance);
         print!("{text}");
-        return Ok(if worst * 100.0 > args.tolerance {
-            println!(
-                "largest difference {:.1}% exceeds {}%",
-                worst * 100.0,
-                args.tolerance
-            );
+        println!(
+            "{} ratios: largest difference {:.1}%; {} differ by more than {}%, {} of them beyond \
+             the noise within the runs (quartiles of the per-round ratios do not overlap)",
+            c.cells,
+            c.worst * 100.0,
+            c.beyond_tolerance,
+            args.tolerance,
+            c.beyond_noise
+        );
+        return Ok(if c.beyond_noise > 0 {
             ExitCode::from(3)
         } else {
-            println!(
-                "largest difference {:.1}%, within {}%",
-                worst * 100.0,
-                args.tolerance
-            );
             ExitCode::SUCCESS
         });
     }
@@ -173,7 +177,10 @@ fn run(args: Args) -> Result<ExitCode, String> {
         pin_to(cpu)?;
     }
     let settings = Settings {
-        rounds: args.rounds.unwrap_or(if args.quick { 3 } else { 9 }).max(1),
+        rounds: args
+            .rounds
+            .unwrap_or(if args.quick { 3 } else { 15 })
+            .max(1),
         target: Duration::from_secs_f64(
             args.target_ms
                 .unwrap_or(if args.quick { 5.0 } else { 40.0 })

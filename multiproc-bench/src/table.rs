@@ -221,7 +221,7 @@ pub fn markdown_summary(report: &Report) -> String {
                     }
                 }
                 Some(r) if r.status == Status::Failed => "failed".into(),
-                _ => "".into(),
+                _ => "n/a".into(),
             };
             let _ = write!(out, " {cell} |");
         }
@@ -230,39 +230,111 @@ pub fn markdown_summary(report: &Report) -> String {
     out
 }
 
-/// Every multiproc row's ratio to the OS pipe in two reports, side by side, with the relative
-/// difference; returns the text and the largest difference (0.1 = 10%).
-pub fn compare(a: &Report, b: &Report) -> (String, f64) {
+/// The per-round ratios of the OS pipe's time to `row`'s in `group` (> 1: `row` is faster).
+fn round_ratios(group: &crate::model::Group, row: &crate::model::Row) -> Vec<f64> {
+    let Some(pipe) = group
+        .rows
+        .iter()
+        .find(|r| r.mechanism == "os-pipe" && r.status == Status::Ok)
+    else {
+        return Vec::new();
+    };
+    if pipe.samples_ns.len() != row.samples_ns.len() {
+        return Vec::new();
+    }
+    pipe.samples_ns
+        .iter()
+        .zip(&row.samples_ns)
+        .map(|(p, r)| p / r)
+        .collect()
+}
+
+/// The lower and upper quartiles of `v`.
+fn quartiles(v: &[f64]) -> Option<(f64, f64)> {
+    let mut v: Vec<f64> = v.iter().copied().filter(|x| x.is_finite()).collect();
+    if v.is_empty() {
+        return None;
+    }
+    v.sort_by(f64::total_cmp);
+    let at = |q: f64| v[((v.len() - 1) as f64 * q).round() as usize];
+    Some((at(0.25), at(0.75)))
+}
+
+/// What [`compare`] found.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Comparison {
+    /// Ratios compared.
+    pub cells: usize,
+    /// Ratios whose medians differ by more than the tolerance.
+    pub beyond_tolerance: usize,
+    /// Of those, the ones whose interquartile ranges of per-round ratios do not overlap:
+    /// a difference the noise within each run does not explain.
+    pub beyond_noise: usize,
+    /// The largest relative difference (0.1 = 10%).
+    pub worst: f64,
+}
+
+/// Every ratio to the OS pipe of the rows whose id starts with `prefix` ("mp-" for multiproc's,
+/// "" for all) in two reports, side by side, with the relative difference of the medians and
+/// whether the runs' interquartile ranges overlap.
+pub fn compare(a: &Report, b: &Report, prefix: &str, tolerance: f64) -> (String, Comparison) {
     let mut out = String::new();
-    let mut worst: f64 = 0.0;
+    let mut c = Comparison::default();
     let _ = writeln!(
         out,
-        "{:<60} {:>9} {:>9} {:>7}",
-        "group / mechanism (speed vs OS pipe)", "A", "B", "diff"
+        "{:<72} {:>19} {:>19} {:>7}",
+        "group / mechanism: speed vs OS pipe, median [quartiles]", "A", "B", "diff"
     );
     for ga in &a.groups {
         let Some(gb) = b.groups.iter().find(|g| g.bench == ga.bench) else {
             continue;
         };
-        for ra in ga.rows.iter().filter(|r| r.mechanism.starts_with("mp-")) {
+        for ra in ga
+            .rows
+            .iter()
+            .filter(|r| r.mechanism.starts_with(prefix) && r.mechanism != "os-pipe")
+        {
             let Some(rb) = gb.rows.iter().find(|r| r.mechanism == ra.mechanism) else {
                 continue;
             };
             let (Some(x), Some(y)) = (ra.speed_vs_pipe, rb.speed_vs_pipe) else {
                 continue;
             };
+            let (qa, qb) = (
+                quartiles(&round_ratios(ga, ra)),
+                quartiles(&round_ratios(gb, rb)),
+            );
+            let overlap = match (qa, qb) {
+                (Some((a0, a1)), Some((b0, b1))) => a0 <= b1 && b0 <= a1,
+                _ => true,
+            };
             let diff = (x - y).abs() / x.min(y);
-            worst = worst.max(diff);
+            c.cells += 1;
+            c.worst = c.worst.max(diff);
+            let mark = if diff > tolerance {
+                c.beyond_tolerance += 1;
+                if overlap {
+                    "  (within the runs' noise)"
+                } else {
+                    c.beyond_noise += 1;
+                    "  <-- beyond the runs' noise"
+                }
+            } else {
+                ""
+            };
+            let q = |q: Option<(f64, f64)>, m: f64| match q {
+                Some((lo, hi)) => format!("{m:.2} [{lo:.2}-{hi:.2}]"),
+                None => format!("{m:.2}"),
+            };
             let _ = writeln!(
                 out,
-                "{:<60} {:>9} {:>9} {:>6.1}%{}",
+                "{:<72} {:>19} {:>19} {:>6.1}%{mark}",
                 format!("{} / {}", ga.title, ra.label),
-                fmt_ratio(Some(x)),
-                fmt_ratio(Some(y)),
+                q(qa, x),
+                q(qb, y),
                 diff * 100.0,
-                if diff > 0.15 { "  <--" } else { "" }
             );
         }
     }
-    (out, worst)
+    (out, c)
 }
