@@ -5,17 +5,20 @@
 //! - 8 bytes: the sequence number alone (`u64`, little-endian); the producer's id, if several
 //!   send at once, is in the top byte.
 //! - 16 bytes or more: sequence number, then a check word, then the body. The body is a fixed
-//!   pattern, except that the first word of every 4 KiB page of the body carries a stamp derived
-//!   from the sequence number, so a stale page (a transport handing out an old buffer) shows.
-//!   The check word is `mix(seq) ^ checksum`, where the checksum is the wrapping sum of the
-//!   body's 8-byte words (`Check::Full`) or of its stamps only (`Check::Pages`, for measuring
-//!   copies near memory bandwidth without a second pass over the data).
+//!   pattern, except that the first word of every 64-byte line of the body (`Check::Full`) or
+//!   of every 4 KiB page (`Check::Pages`) carries a stamp derived from the sequence number and
+//!   the line's position, so a stale line (a transport that left part of an old message in
+//!   place) or a misplaced one shows. The check word is `mix(seq) ^ checksum`, where the
+//!   checksum is the wrapping sum of the body's 8-byte words (`Full`) or of its stamps only
+//!   (`Pages`, for measuring copies near memory bandwidth without a second pass over the data).
 
 /// Sequence numbers stay below this; the producer id sits above it.
 pub const SEQ_BITS: u32 = 56;
 /// The largest sequence number.
 pub const SEQ_MASK: u64 = (1 << SEQ_BITS) - 1;
-/// Stamps repeat every this many body bytes.
+/// Stamps repeat every this many body bytes with `Check::Full`...
+const LINE: usize = 64;
+/// ...and with `Check::Pages`.
 const PAGE: usize = 4096;
 
 /// How much of the body the receiver checks.
@@ -45,8 +48,10 @@ fn mix(x: u64) -> u64 {
     z ^ (z >> 31)
 }
 
-fn stamp(seq: u64, page: usize) -> u64 {
-    mix(seq ^ ((page as u64) << 40))
+/// The stamp of line `k` of message `head`: distinct for every message and every line, and
+/// cheap enough to write on every line of a 16 MiB message.
+fn stamp(head: u64, k: usize) -> u64 {
+    head.wrapping_add((k as u64 + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15))
 }
 
 /// The wrapping sum of `bytes` as little-endian 8-byte words (a short tail zero-padded).
@@ -69,10 +74,20 @@ pub fn word_sum(bytes: &[u8]) -> u64 {
     sum
 }
 
-/// Stamp positions of a body of `body_len` bytes: the start of each page with room for a word.
-fn stamp_offsets(body_len: usize) -> impl Iterator<Item = usize> {
+impl Check {
+    fn stride(self) -> usize {
+        match self {
+            Check::Full => LINE,
+            Check::Pages => PAGE,
+        }
+    }
+}
+
+/// Stamp positions of a body of `body_len` bytes: the start of each line (or page) with room
+/// for a word.
+fn stamp_offsets(body_len: usize, check: Check) -> impl Iterator<Item = usize> {
     (0..body_len)
-        .step_by(PAGE)
+        .step_by(check.stride())
         .filter(move |&o| o + 8 <= body_len)
 }
 
@@ -93,7 +108,7 @@ impl Maker {
             for (i, b) in body.iter_mut().enumerate() {
                 *b = (i % 251) as u8;
             }
-            for o in stamp_offsets(body.len()) {
+            for o in stamp_offsets(body.len(), check) {
                 body[o..o + 8].fill(0);
             }
             base_sum = word_sum(body);
@@ -110,8 +125,8 @@ impl Maker {
         }
         let body = &mut buf[16..];
         let mut stamps = 0u64;
-        for (page, o) in stamp_offsets(body.len()).enumerate() {
-            let s = stamp(head, page);
+        for (k, o) in stamp_offsets(body.len(), self.check).enumerate() {
+            let s = stamp(head, k);
             body[o..o + 8].copy_from_slice(&s.to_le_bytes());
             stamps = stamps.wrapping_add(s);
         }
@@ -180,12 +195,12 @@ impl Verifier {
             let word = u64::from_le_bytes(msg[8..16].try_into().expect("8 bytes"));
             let body = &msg[16..];
             let mut stamps = 0u64;
-            for (page, o) in stamp_offsets(body.len()).enumerate() {
-                let want = stamp(head, page);
+            for (k, o) in stamp_offsets(body.len(), self.check).enumerate() {
+                let want = stamp(head, k);
                 let got = u64::from_le_bytes(body[o..o + 8].try_into().expect("8 bytes"));
                 if got != want {
                     return Err(format!(
-                        "producer {id}, message {seq}: page {page} of the body is stale or corrupt"
+                        "producer {id}, message {seq}: bytes {o}.. of the body are stale, misplaced or corrupt"
                     ));
                 }
                 stamps = stamps.wrapping_add(want);
@@ -254,6 +269,18 @@ mod tests {
         let mut stale = message(len, 1);
         stale[16 + 4096..16 + 4104].copy_from_slice(&message(len, 0)[16 + 4096..16 + 4104]);
         assert!(v.take(&stale).unwrap_err().contains("stale"));
+        // A copy that left the second half of the previous message in place.
+        let mut v = Verifier::new(len, 1, Check::Full);
+        v.take(&message(len, 0)).unwrap();
+        let mut half = message(len, 1);
+        half[len / 2..].copy_from_slice(&message(len, 0)[len / 2..]);
+        assert!(v.take(&half).unwrap_err().contains("stale"));
+        // Two lines swapped.
+        let mut v = Verifier::new(len, 1, Check::Full);
+        let mut swapped = message(len, 0);
+        let (a, b) = swapped[16..16 + 128].split_at_mut(64);
+        a.swap_with_slice(b);
+        assert!(v.take(&swapped).is_err());
         let mut v = Verifier::new(8, 1, Check::Full);
         v.take(&message(8, 0)).unwrap();
         assert!(v.take(&message(8, 0)).is_err());

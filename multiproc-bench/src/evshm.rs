@@ -5,29 +5,17 @@
 use std::fs::File;
 use std::io::{Read, Write};
 use std::os::fd::{FromRawFd, OwnedFd};
-use std::ptr::NonNull;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicU32, Ordering};
 
-use crate::sys::{map_shared, unmap};
+use crate::sys::Mapping;
 
 /// What a side adds to an eventfd when it gives up, so the other side's read returns.
 const WAKE_ALL: u64 = 1 << 40;
 
-struct Map {
-    base: NonNull<u8>,
-    len: usize,
-}
-
-impl Drop for Map {
-    fn drop(&mut self) {
-        unmap(self.base, self.len);
-    }
-}
-
 /// One end (a process uses one side of a pair).
 pub struct EventShm {
-    map: Rc<Map>,
+    map: Rc<Mapping>,
     slots: usize,
     size: usize,
     /// Counts filled slots.
@@ -53,10 +41,7 @@ impl EventShm {
     pub fn pair(slots: usize, size: usize) -> Result<(EventShm, EventShm), String> {
         let slots = slots.max(1);
         let len = (4096 + slots * size).next_multiple_of(4096);
-        let map = Rc::new(Map {
-            base: map_shared(len),
-            len,
-        });
+        let map = Rc::new(Mapping::new(len));
         let items = Rc::new(eventfd(0)?);
         let spaces = Rc::new(eventfd(u32::try_from(slots).map_err(|e| e.to_string())?)?);
         let end = || EventShm {
@@ -74,7 +59,7 @@ impl EventShm {
     fn closed(&self) -> &AtomicU32 {
         // SAFETY: the first page of the mapping is zeroed shared memory, 4096-aligned; an
         // AtomicU32 there is valid, and the mapping lives as long as `self.map`.
-        unsafe { self.map.base.cast::<AtomicU32>().as_ref() }
+        unsafe { self.map.base().cast::<AtomicU32>().as_ref() }
     }
 
     fn slot(&self, k: usize) -> *mut u8 {
@@ -82,7 +67,7 @@ impl EventShm {
         // 4096 + slots * size bytes.
         unsafe {
             self.map
-                .base
+                .base()
                 .as_ptr()
                 .add(4096 + (k % self.slots) * self.size)
         }

@@ -11,7 +11,7 @@ use std::rc::Rc;
 use std::sync::atomic::{AtomicU32, Ordering, fence};
 use std::time::{Duration, Instant};
 
-use crate::sys::{Line, futex_wait, futex_wake, map_shared, unmap};
+use crate::sys::{Line, Mapping, futex_wait, futex_wake};
 
 /// How long a waiter spins before it sleeps on the futex.
 const SPIN: Duration = Duration::from_micros(50);
@@ -32,18 +32,6 @@ struct Header {
 const HEADER_LEN: usize = 4096;
 const _: () = assert!(size_of::<Header>() <= HEADER_LEN);
 
-/// The mapping, unmapped when the last end in this process drops.
-struct Map {
-    base: NonNull<u8>,
-    len: usize,
-}
-
-impl Drop for Map {
-    fn drop(&mut self) {
-        unmap(self.base, self.len);
-    }
-}
-
 /// One end of the ring (both ends are the same type; a process uses one side).
 pub struct Floor {
     base: NonNull<u8>,
@@ -51,7 +39,8 @@ pub struct Floor {
     /// This side's own position (tail for the producer, head for the consumer).
     mine: u32,
     buf: Vec<u8>,
-    _map: Rc<Map>,
+    /// The mapping, unmapped when the last end in this process drops.
+    _map: Rc<Mapping>,
 }
 
 impl Floor {
@@ -62,11 +51,8 @@ impl Floor {
     /// If `cap` is not a power of two up to 1 GiB with room for two messages.
     pub fn pair(cap: usize, msg_len: usize) -> (Floor, Floor) {
         assert!(cap.is_power_of_two() && cap <= 1 << 30 && msg_len + 8 <= cap / 2);
-        let base = map_shared(HEADER_LEN + cap);
-        let map = Rc::new(Map {
-            base,
-            len: HEADER_LEN + cap,
-        });
+        let map = Rc::new(Mapping::new(HEADER_LEN + cap));
+        let base = map.base();
         let end = || Floor {
             base,
             cap,
@@ -155,7 +141,8 @@ impl Floor {
         let data = self.data();
         // SAFETY: `at + first <= cap` and `len - first <= cap`, so both copies stay inside the
         // data area; `buf` has `len` bytes (callers pass their own buffer of that size). The
-        // ring protocol gives this side exclusive use of these bytes until it publishes.
+        // ring protocol gives this side these bytes until it publishes (an honest peer does not
+        // touch them; a dishonest one can only change the bytes copied, not where they go).
         unsafe {
             if into_ring {
                 std::ptr::copy_nonoverlapping(buf, data.add(at), first);
@@ -175,8 +162,9 @@ impl Floor {
         let tail = self.mine;
         let buf = self.buf.as_mut_ptr();
         let h = self.header();
+        // (In u64: a peer that published a head beyond our tail must not overflow this.)
         self.wait(&h.head, &h.producer_sleeping, |head| {
-            tail.wrapping_sub(head) + need <= cap
+            u64::from(tail.wrapping_sub(head)) + u64::from(need) <= u64::from(cap)
         })?;
         let mut len_word = (len as u64).to_le_bytes();
         self.copy(tail, 8, len_word.as_mut_ptr(), true);

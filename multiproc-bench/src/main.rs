@@ -98,6 +98,9 @@ enum BenchArg {
     Consumers,
 }
 
+/// The largest message size accepted (every ring is at least twice as large).
+const MAX_SIZE: u64 = 256 << 20;
+
 const SIZES: [u64; 12] = [
     8,
     16,
@@ -183,7 +186,7 @@ fn run(args: Args) -> Result<ExitCode, String> {
             .max(1),
         target: Duration::from_secs_f64(
             args.target_ms
-                .unwrap_or(if args.quick { 5.0 } else { 40.0 })
+                .unwrap_or(if args.quick { 5.0 } else { 150.0 })
                 .max(0.1)
                 / 1e3,
         ),
@@ -198,6 +201,19 @@ fn run(args: Args) -> Result<ExitCode, String> {
     };
     install_watchdog();
 
+    if let Some(only) = &args.only {
+        let known: Vec<&str> = ALL
+            .iter()
+            .map(|m| m.id())
+            .chain(python::MECHANISMS.iter().map(|(id, _)| *id))
+            .collect();
+        if let Some(bad) = only.iter().find(|x| !known.contains(&x.as_str())) {
+            return Err(format!(
+                "unknown mechanism {bad:?} in --only; known: {}",
+                known.join(", ")
+            ));
+        }
+    }
     let wanted = |id: &str| args.only.as_ref().is_none_or(|o| o.iter().any(|x| x == id));
     let mut who: Vec<Who> = ALL.iter().map(|&m| Who::Rust(m)).collect();
     if let Some(fault) = args.inject_fault {
@@ -253,8 +269,11 @@ fn run(args: Args) -> Result<ExitCode, String> {
     }
     if benches.contains(&BenchArg::Throughput) {
         for &size in args.sizes.as_deref().unwrap_or(&SIZES) {
-            if size < 8 {
-                return Err(format!("message sizes start at 8 bytes, not {size}"));
+            if !(8..=MAX_SIZE).contains(&size) {
+                return Err(format!(
+                    "message sizes run from 8 bytes to {}, not {size}",
+                    multiproc_bench::fmt_size(MAX_SIZE)
+                ));
             }
             plan.push(Bench::Throughput { size });
         }

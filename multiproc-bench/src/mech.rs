@@ -65,6 +65,25 @@ impl Channel {
     }
 }
 
+/// An end that has been let go: what a process puts in place of a channel end it must not
+/// hold (so that the other side sees EOF or a disconnect when the real holders are gone).
+pub struct Closed;
+
+impl Tx for Closed {
+    fn buf(&mut self) -> &mut [u8] {
+        &mut []
+    }
+    fn send(&mut self) -> Result<(), String> {
+        Err("this end was closed".into())
+    }
+}
+
+impl Rx for Closed {
+    fn recv(&mut self) -> Result<&[u8], String> {
+        Err("this end was closed".into())
+    }
+}
+
 /// One side of a duplex link: sends on one channel, receives on the other.
 pub struct End {
     /// Sends to the other side.
@@ -255,7 +274,8 @@ impl Mech {
                 Channel::new(FdTx::new(a, size), FdRx::new(b, size))
             }
             Mech::EventfdShm => {
-                let slots = (ring / size.max(1)).clamp(2, 1024);
+                // As many slots as the ring holds messages, like the rings.
+                let slots = (ring / size.max(1)).max(2);
                 let (tx, rx) = EventShm::pair(slots, size)?;
                 Channel::new(tx, rx)
             }
@@ -324,10 +344,11 @@ impl Mech {
     }
 }
 
-/// The ring (or buffer) bytes used for messages of `size`: a queue's default 1 MiB, or room
-/// for four messages.
+/// The ring (or buffer) bytes every shared-memory mechanism gets for messages of `size`: a
+/// queue's default 1 MiB, or room for at least two messages with their headers (rounded up to a
+/// power of two: four messages of a power-of-two size).
 pub fn ring_bytes(size: usize) -> usize {
-    (4 * (size + 64)).next_power_of_two().max(1 << 20)
+    (2 * (size + 64)).next_power_of_two().max(1 << 20)
 }
 
 /// The largest message the default `pipe()` carries.
@@ -686,7 +707,7 @@ impl Rx for Floor {
     }
 }
 
-/// Which send the broken transport breaks (counting the hello): inside any run's warm-up.
+/// Which send the broken transport breaks (counting the hello).
 const BREAK_AT: u64 = 50;
 
 /// Breaks the 50th message it is asked to send (after the warm-up).

@@ -475,19 +475,29 @@ pub fn median(v: &[f64]) -> Option<f64> {
     })
 }
 
-/// The median over rounds of `reference / row` for rounds where both were measured.
+/// The median over rounds of `reference / row` for rounds where both were measured, leaving
+/// out rounds in which either measurement stayed disturbed (unless fewer than three remain).
 fn ratio(reference: Option<&Contender>, row: &Contender) -> Option<f64> {
     let reference = reference?;
     if reference.status != Status::Ok {
         return None;
     }
-    let per_round: Vec<f64> = reference
-        .samples
-        .iter()
-        .zip(&row.samples)
-        .filter_map(|(a, b)| Some(a.as_ref()?.ns_per_unit / b.as_ref()?.ns_per_unit))
-        .collect();
-    median(&per_round)
+    let pairs = |clean_only: bool| -> Vec<f64> {
+        reference
+            .samples
+            .iter()
+            .zip(&row.samples)
+            .zip(reference.disturbed.iter().zip(&row.disturbed))
+            .filter(|(_, (da, db))| !clean_only || !(**da || **db))
+            .filter_map(|((a, b), _)| Some(a.as_ref()?.ns_per_unit / b.as_ref()?.ns_per_unit))
+            .collect()
+    };
+    let clean = pairs(true);
+    median(&if clean.len() >= 3 {
+        clean
+    } else {
+        pairs(false)
+    })
 }
 
 fn rows(bench: Bench, cs: &[Contender]) -> Vec<Row> {

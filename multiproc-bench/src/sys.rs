@@ -130,6 +130,43 @@ pub fn map_shared(len: usize) -> NonNull<u8> {
     NonNull::new(p.cast::<u8>()).expect("mmap returned null")
 }
 
+/// A zeroed shared anonymous mapping, unmapped on drop.
+pub struct Mapping {
+    base: NonNull<u8>,
+    len: usize,
+}
+
+impl Mapping {
+    /// Maps `len` bytes (see [`map_shared`]).
+    pub fn new(len: usize) -> Self {
+        Self {
+            base: map_shared(len),
+            len,
+        }
+    }
+
+    /// The first byte (page-aligned).
+    pub fn base(&self) -> NonNull<u8> {
+        self.base
+    }
+
+    /// The mapped length.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether the mapping is empty (it never is: `mmap` rejects a length of zero).
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+}
+
+impl Drop for Mapping {
+    fn drop(&mut self) {
+        unmap(self.base, self.len);
+    }
+}
+
 /// Unmaps what [`map_shared`] mapped.
 pub fn unmap(ptr: NonNull<u8>, len: usize) {
     // SAFETY: callers pass exactly a mapping made by `map_shared` and keep no reference into it.
@@ -191,6 +228,10 @@ extern "C" fn on_alarm(_: libc::c_int) {
             unsafe { libc::kill(pid, libc::SIGKILL) };
         }
     }
+    // Again in a second: a signal that arrived outside a blocking call interrupted nothing,
+    // and a wait that no dead child ends (an eventfd read) needs an EINTR to give up.
+    // SAFETY: alarm is async-signal-safe.
+    unsafe { libc::alarm(1) };
 }
 
 /// Installs the watchdog's SIGALRM handler (without `SA_RESTART`, so a blocked `read` in
@@ -272,12 +313,14 @@ struct Meet {
     ready: Line<AtomicU32>,
     go: Line<AtomicU32>,
     failed: Line<AtomicU32>,
+    /// The most any child reported waiting for its CPU while timed.
+    waited_ns: Line<std::sync::atomic::AtomicU64>,
     error_len: AtomicU32,
     error: UnsafeCell<[u8; ERROR_LEN]>,
 }
 
-// SAFETY: `error` is written only by the child that won the `failed` flag, and read by the
-// parent only after that child has exited (waitpid orders the accesses).
+// SAFETY: `error` is written once, only by the child that won the `failed` flag, before it
+// publishes `error_len` (Release); readers load `error_len` (Acquire) and read no further.
 unsafe impl Sync for Meet {}
 
 impl Meet {
@@ -301,7 +344,12 @@ impl Meet {
             return None;
         }
         let n = (self.error_len.load(Ordering::Acquire) as usize).min(ERROR_LEN);
-        // SAFETY: read after the writer exited (callers reap first); see `Sync` above.
+        if n == 0 {
+            // The winner has not written its message (or was killed before it could).
+            return Some("a child failed without saying why".into());
+        }
+        // SAFETY: `error_len` is stored (Release) after the bytes are written and loaded
+        // (Acquire) before they are read, and only the one winner of `failed` writes them.
         let bytes = unsafe { &(&*self.error.get())[..n] };
         Some(String::from_utf8_lossy(bytes).into_owned())
     }
@@ -311,6 +359,11 @@ impl Meet {
 pub struct Start<'a>(&'a Meet);
 
 impl Start<'_> {
+    /// Reports that this child waited `ns` for its CPU during the timed part.
+    pub fn report_waited(&self, ns: u64) {
+        self.0.waited_ns.fetch_max(ns, Ordering::Relaxed);
+    }
+
     /// Reports this child ready and waits until the parent says go (or 60 s pass).
     pub fn ready_and_wait(&self) -> Result<(), String> {
         self.0.ready.fetch_add(1, Ordering::Release);
@@ -355,6 +408,7 @@ impl Team {
                 ready: Line::default(),
                 go: Line::default(),
                 failed: Line::default(),
+                waited_ns: Line::default(),
                 error_len: AtomicU32::new(0),
                 error: UnsafeCell::new([0; ERROR_LEN]),
             }),
@@ -426,18 +480,36 @@ impl Team {
         Ok(())
     }
 
+    /// The most any child reported with [`Start::report_waited`] (read after `join`).
+    pub fn waited_ns(&self) -> u64 {
+        self.meet.waited_ns.load(Ordering::Relaxed)
+    }
+
     /// Lets every child past [`Start::ready_and_wait`].
     pub fn go(&self) {
         self.meet.go.store(1, Ordering::Release);
     }
 
-    /// The first failure a child recorded so far, if any.
-    pub fn failure(&self) -> Option<String> {
+    /// Kills and reaps every child, then returns the first failure a child recorded.
+    pub fn stop(mut self) -> Option<String> {
+        self.kill_all();
         self.meet.message()
     }
 
-    /// Waits for every child to exit; the first child's failure, if any.
-    pub fn join(mut self) -> Result<(), String> {
+    fn kill_all(&mut self) {
+        for &pid in &self.pids {
+            // SAFETY: `pid` is our own unreaped child, so the id cannot have been reused.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+        }
+        for pid in std::mem::take(&mut self.pids) {
+            let mut status = 0;
+            reap(pid, &mut status);
+        }
+    }
+
+    /// Waits for every child to exit; the most a child waited for its CPU, or the first
+    /// child's failure.
+    pub fn join(mut self) -> Result<u64, String> {
         let mut bad = None;
         while let Some(pid) = self.pids.pop() {
             let mut status = 0;
@@ -451,28 +523,21 @@ impl Team {
         match (self.meet.message(), bad) {
             (Some(e), _) => Err(e),
             (None, Some(e)) => Err(e),
-            (None, None) => Ok(()),
+            (None, None) => Ok(self.waited_ns()),
         }
     }
 }
 
 impl Drop for Team {
     fn drop(&mut self) {
-        for &pid in &self.pids {
-            // SAFETY: `pid` is our own unreaped child, so the id cannot have been reused.
-            unsafe { libc::kill(pid, libc::SIGKILL) };
-            let mut status = 0;
-            reap(pid, &mut status);
-        }
+        self.kill_all();
     }
 }
 
 /// A parent-side failure, preferring the children's own account of what went wrong (a child
 /// that failed first usually explains the parent's symptom, e.g. a disconnect).
 pub fn fail_with(team: Team, parent_error: String) -> String {
-    let child = team.failure();
-    drop(team);
-    match child {
+    match team.stop() {
         Some(c) if c != parent_error => format!("{parent_error} ({c})"),
         _ => parent_error,
     }

@@ -256,7 +256,12 @@ fn quartiles(v: &[f64]) -> Option<(f64, f64)> {
         return None;
     }
     v.sort_by(f64::total_cmp);
-    let at = |q: f64| v[((v.len() - 1) as f64 * q).round() as usize];
+    // Linear interpolation between the closest ranks.
+    let at = |q: f64| {
+        let x = (v.len() - 1) as f64 * q;
+        let (lo, hi) = (x.floor() as usize, x.ceil() as usize);
+        v[lo] + (v[hi] - v[lo]) * (x - lo as f64)
+    };
     Some((at(0.25), at(0.75)))
 }
 
