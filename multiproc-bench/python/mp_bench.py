@@ -88,11 +88,18 @@ def warmups(size):
 class Codec:
     """Builds and checks the messages of one size.
 
-    8 bytes: the sequence number only. 16 bytes and more: ``<QQ`` (seq, checksum) then a body,
-    or with ``tagged`` ``<QQQ`` (tag, seq, checksum) then a body. The body is a fixed pattern
-    with the sequence number written at the start of every 4096-byte page, so a stale page is
-    detected. The checksum is the CRC-32 of the body ("full") or of the stamped words only
-    ("pages").
+    8 bytes: the sequence number only; 9 to 15 bytes: the sequence number then a fixed
+    pattern. 16 bytes and more: ``<QQ`` (seq, check word) then a body, or with ``tagged``
+    ``<QQQ`` (tag, seq, check word) then a body. The body is a fixed pattern with the sequence
+    number written at the start of every 4096-byte page (its stamps), so a stale page is
+    detected. The check word is the CRC-32 of the stamps, XORed with "full" with the CRC-32 of
+    the pattern (the body with its stamps zeroed), a constant.
+
+    Like the Rust side, the sender keeps one buffer and only rewrites the header and the stamps
+    of each message (``make`` returns that buffer, valid until the next call), and the receiver
+    does one pass over the payload: with "full" it stamps its own expected buffer the same way
+    and compares the whole message with it (one memcmp); with "pages" it checks the header and
+    the stamps only, so a copy near memory bandwidth is not slowed by a second pass.
     """
 
     def __init__(self, size, check, tagged=False):
@@ -109,63 +116,201 @@ class Codec:
             self.hdr = 16
         else:
             self.hdr = 8
-        body_len = size - self.hdr
-        self.template = bytearray(size)
-        self.template[self.hdr :] = (PATTERN * (body_len // len(PATTERN) + 1))[:body_len]
-        self.tail = bytes(self.template[self.hdr :])
-        self.stamps = tuple(range(self.hdr, size - 7, PAGE))
-
-    def make(self, seq, tag=0):
-        """The message `seq` (a bytes object for 8 bytes, else a bytearray)."""
-        if self.hdr == 8 and self.size == 8:
-            return Q.pack(seq)
-        buf = bytearray(self.template)
-        sb = Q.pack(seq)
+        hdr = self.hdr
+        body_len = size - hdr
+        template = bytearray(size)
+        template[hdr:] = (PATTERN * (body_len // len(PATTERN) + 1))[:body_len]
+        self.stamps = tuple(range(hdr, size - 7, PAGE))
         for o in self.stamps:
-            buf[o : o + 8] = sb
+            template[o : o + 8] = bytes(8)
+        self.template = bytes(template)
+        self.base = zlib.crc32(memoryview(template)[hdr:]) if self.full else 0
+        # The sender's buffer and the receiver's expected message, each stamped in place.
+        self.out = bytearray(template)
+        self.exp = bytearray(template)
+        self._out_stamps = self._stamp_view(self.out)
+        self._exp_stamps = self._stamp_view(self.exp)
+        self.make = self._maker()
+        self.check = self._checker()
+        self.check_tagged = self._tagged_checker()
+
+    def _stamp_view(self, buf):
+        """The stamps of `buf` as one strided view of 8-byte words (several stamps only)."""
+        if len(self.stamps) < 2:
+            return None
+        words = memoryview(buf)[: self.size // 8 * 8].cast("Q")
+        return words[self.hdr // 8 :: PAGE // 8]
+
+    def _stamper(self, buf, view):
+        """A function that writes message `seq` (with `tag`) into `buf` and returns `buf`.
+        Flat closures: this runs once per message on both sides."""
+        pack, crc32, base = Q.pack, zlib.crc32, self.base
+        stamps = self.stamps
+        n = len(stamps)
         if self.hdr == 8:
-            Q.pack_into(buf, 0, seq)
-            return buf
-        if self.full:
-            cs = zlib.crc32(memoryview(buf)[self.hdr :])
-        else:
-            cs = zlib.crc32(sb * len(self.stamps))
+            pack_seq = Q.pack_into
+
+            def stamp(seq, tag=0):
+                pack_seq(buf, 0, seq)
+                return buf
+
+            return stamp
         if self.tagged:
-            QQQ.pack_into(buf, 0, tag, seq, cs)
+            pack_into = QQQ.pack_into
+            if n == 1:
+                o = stamps[0]
+
+                def stamp(seq, tag=0):
+                    sb = pack(seq)
+                    buf[o : o + 8] = sb
+                    pack_into(buf, 0, tag, seq, crc32(sb) ^ base)
+                    return buf
+
+            elif n:
+
+                def stamp(seq, tag=0):
+                    rep = pack(seq) * n
+                    view[:] = memoryview(rep).cast("Q")
+                    pack_into(buf, 0, tag, seq, crc32(rep) ^ base)
+                    return buf
+
+            else:
+
+                def stamp(seq, tag=0):
+                    pack_into(buf, 0, tag, seq, base)
+                    return buf
+
+            return stamp
+        pack_into = QQ.pack_into
+        if n == 1:
+            o = stamps[0]
+
+            def stamp(seq, tag=0):
+                sb = pack(seq)
+                buf[o : o + 8] = sb
+                pack_into(buf, 0, seq, crc32(sb) ^ base)
+                return buf
+
+        elif n:
+
+            def stamp(seq, tag=0):
+                rep = pack(seq) * n
+                view[:] = memoryview(rep).cast("Q")
+                pack_into(buf, 0, seq, crc32(rep) ^ base)
+                return buf
+
         else:
-            QQ.pack_into(buf, 0, seq, cs)
-        return buf
 
-    def _checksum(self, m):
-        if self.full:
-            return zlib.crc32(memoryview(m)[self.hdr :])
-        return zlib.crc32(b"".join([m[o : o + 8] for o in self.stamps]))
+            def stamp(seq, tag=0):
+                pack_into(buf, 0, seq, base)
+                return buf
 
-    def check(self, m, k, expected):
-        """Checks message number `k`, which must carry sequence `expected`."""
+        return stamp
+
+    def _maker(self):
+        """make(seq, tag=0): the message `seq`, the sender's buffer (valid until the next
+        call) or, for 8 bytes, a bytes object."""
+        if self.size == 8:
+            return lambda seq, tag=0: Q.pack(seq)  # noqa: E731
+        return self._stamper(self.out, self._out_stamps)
+
+    def _stamps_of(self, m):
+        """The bytes of the stamps of message `m` (of the right length), one after the other."""
+        stamps = self.stamps
+        if len(stamps) == 0:
+            return b""
+        if len(stamps) == 1:
+            o = stamps[0]
+            return m[o : o + 8]
+        words = memoryview(m)[: self.size // 8 * 8].cast("Q")
+        return words[self.hdr // 8 :: PAGE // 8].tobytes()
+
+    def _checker(self):
+        size, hdr, full = self.size, self.hdr, self.full
+        stamp = self._stamper(self.exp, self._exp_stamps)
+        unpack_from = QQ.unpack_from
+        crc32, base = zlib.crc32, self.base
+        stamps_of = self._stamps_of
+        diagnose = self._diagnose
+        pack, n = Q.pack, len(self.stamps)
+
+        if full or hdr == 8:
+
+            def check(m, k, expected):
+                """Checks message number `k`, which must carry sequence `expected`."""
+                # The bytearray first: its comparison is one memcmp (a memoryview's is not).
+                if stamp(expected) != m:
+                    raise diagnose(m, k, expected)
+
+        else:
+
+            def check(m, k, expected):
+                """Checks message number `k`, which must carry sequence `expected`."""
+                if len(m) != size:
+                    raise diagnose(m, k, expected)
+                seq, cs = unpack_from(m)
+                if seq != expected:
+                    raise diagnose(m, k, expected)
+                rep = stamps_of(m)
+                if rep != pack(seq) * n or cs != crc32(rep) ^ base:
+                    raise CheckError("message %d: checksum mismatch" % k)
+
+        return check
+
+    def _tagged_checker(self):
+        if not self.tagged:
+            return None
+        size, full = self.size, self.full
+        exp = self.exp
+        stamp = self._stamper(exp, self._exp_stamps)
+        unpack_from = QQQ.unpack_from
+        crc32, base, pack = zlib.crc32, self.base, Q.pack
+        stamps_of = self._stamps_of
+        n = len(self.stamps)
+
+        def check_tagged(m, k):
+            """Checks length and checksum of tagged message number `k`; returns (tag, seq)."""
+            if len(m) != size:
+                raise CheckError("message %d: length %d expected %d" % (k, len(m), size))
+            tag, seq, cs = unpack_from(m)
+            if full:
+                if stamp(seq, tag) != m:
+                    raise CheckError(
+                        "message %d: checksum mismatch (byte %d differs)"
+                        % (k, _first_difference(exp, m))
+                    )
+            else:
+                rep = stamps_of(m)
+                if rep != pack(seq) * n or cs != crc32(rep) ^ base:
+                    raise CheckError("message %d: checksum mismatch" % k)
+            return tag, seq
+
+        return check_tagged
+
+    def _diagnose(self, m, k, expected):
+        """The error for message number `k` that is not message `expected`."""
         if len(m) != self.size:
-            raise CheckError("message %d: length %d expected %d" % (k, len(m), self.size))
-        if self.hdr == 8:
-            seq = Q.unpack_from(m)[0]
-            if seq != expected:
-                raise CheckError("message %d: sequence %d expected %d" % (k, seq, expected))
-            if self.size > 8 and m[8:] != self.tail:
-                raise CheckError("message %d: payload mismatch" % k)
-            return
-        seq, cs = QQ.unpack_from(m)
+            return CheckError("message %d: length %d expected %d" % (k, len(m), self.size))
+        seq = Q.unpack_from(m, 8 if self.tagged else 0)[0]
         if seq != expected:
-            raise CheckError("message %d: sequence %d expected %d" % (k, seq, expected))
-        if self._checksum(m) != cs:
-            raise CheckError("message %d: checksum mismatch" % k)
+            return CheckError("message %d: sequence %d expected %d" % (k, seq, expected))
+        if self.hdr == 8:
+            return CheckError("message %d: payload mismatch" % k)
+        exp = bytearray(self.template)
+        self._stamper(exp, self._stamp_view(exp))(expected)
+        return CheckError(
+            "message %d: checksum mismatch (byte %d differs)" % (k, _first_difference(exp, m))
+        )
 
-    def check_tagged(self, m, k):
-        """Checks length and checksum of tagged message number `k`; returns (tag, seq)."""
-        if len(m) != self.size:
-            raise CheckError("message %d: length %d expected %d" % (k, len(m), self.size))
-        tag, seq, cs = QQQ.unpack_from(m)
-        if self._checksum(m) != cs:
-            raise CheckError("message %d: checksum mismatch" % k)
-        return tag, seq
+
+def _first_difference(a, b):
+    """The first offset where `a` and `b` (of the same length) differ, or -1."""
+    for i in range(0, len(a), PAGE):
+        if a[i : i + PAGE] != b[i : i + PAGE]:
+            for j in range(i, min(i + PAGE, len(a))):
+                if a[j] != b[j]:
+                    return j
+    return -1
 
 
 def faulty(codec, k, fault, tag=0):
@@ -247,6 +392,21 @@ class Run:
         self.culprit = None
         self._stop = threading.Event()
         self._thread = None
+
+    def gate(self):
+        """(ready, go): a child that reached the start releases `ready` and waits for `go`."""
+        return self.ctx.Semaphore(0), self.ctx.Event()
+
+    def release(self, ready, go, children, k):
+        """Waits until `children` children wait at the gate, then opens it; returns the time
+        it opened, where timing starts. `k` is the next message, for errors."""
+        for _ in range(children):
+            while not ready.acquire(timeout=WATCH_PERIOD_S):
+                if self.fired:
+                    raise self.lost(k)
+        t0 = time.perf_counter_ns()
+        go.set()
+        return t0
 
     def queue(self):
         q = self.ctx.Queue()
@@ -464,19 +624,23 @@ def latency(run, mech, mode, n, pause_us, cpus):
 # Throughput
 
 
-def _tp_child(mech, chan, go, codec, w, n, fault):
+def _tp_child(mech, chan, ready, go, codec, w, n, fault):
     make = codec.make
     if mech == "py-queue":
+        # put() pickles later, in the queue's feeder thread: it needs a message of its own.
         put = chan.put
         send = lambda m: put(bytes(m))  # noqa: E731
     elif mech == "py-pipe":
+        # send() pickles at once, but a bytearray pickles (protocol 4) through a bytes copy
+        # anyway and unpickles into another copy: a bytes object is cheaper on both sides.
         snd = chan.send
         send = lambda m: snd(bytes(m))  # noqa: E731
     else:
-        send = chan.send_bytes
+        send = chan.send_bytes  # writes the buffer before returning
     bad = fault["at"] if fault else -1
     for k in range(w + n):
         if k == w:
+            ready.release()
             go.wait()
         if k == bad:
             m = faulty(codec, k, fault)
@@ -490,10 +654,10 @@ def throughput(run, mech, size, n, check, cpus, fault):
     codec = Codec(size, check)
     b = cpus[1] if cpus else None
     w = warmups(size)
-    go = run.ctx.Event()
+    ready, go = run.gate()
     if mech == "py-queue":
         q = run.queue()
-        run.spawn("sender", _tp_child, b, mech, q, go, codec, w, n, fault)
+        run.spawn("sender", _tp_child, b, mech, q, ready, go, codec, w, n, fault)
         run.watch(q)
         get = q.get
 
@@ -505,7 +669,7 @@ def throughput(run, mech, size, n, check, cpus, fault):
 
     else:
         mine, theirs = run.pipe(False)
-        run.spawn("sender", _tp_child, b, mech, theirs, go, codec, w, n, fault)
+        run.spawn("sender", _tp_child, b, mech, theirs, ready, go, codec, w, n, fault)
         theirs.close()
         run.watch()
         if mech == "py-pipe":
@@ -534,8 +698,8 @@ def throughput(run, mech, size, n, check, cpus, fault):
     try:
         for k in range(w):
             check(recv(k), k, k)
-        t0 = perf()
-        go.set()
+        k = w
+        t0 = run.release(ready, go, 1, k)
         for k in range(w, w + n):
             run.k = k
             check(recv(k), k, k)
@@ -549,12 +713,13 @@ def throughput(run, mech, size, n, check, cpus, fault):
 # Producers and consumers (py-queue only)
 
 
-def _producer(q, go, codec, pid, w, count, fault):
-    put = q.put
+def _producer(q, ready, go, codec, pid, w, count, fault):
+    put = q.put  # pickles later: every message must be an object of its own
     make = codec.make
     bad = fault["at"] if fault and pid == 0 else -1
     for s in range(w + count):
         if s == w:
+            ready.release()
             go.wait()
         if s == bad:
             m = faulty(codec, s, fault, pid)
@@ -574,9 +739,9 @@ def producers(run, mech, k_prod, n, check, cpus, fault):
     w = max(1, 100 // k_prod)
     counts = [n // k_prod + (1 if i < n % k_prod else 0) for i in range(k_prod)]
     q = run.queue()
-    go = run.ctx.Event()
+    ready, go = run.gate()
     for i in range(k_prod):
-        run.spawn("producer %d" % i, _producer, b, q, go, codec, i, w, counts[i], fault)
+        run.spawn("producer %d" % i, _producer, b, q, ready, go, codec, i, w, counts[i], fault)
     run.watch(q)
     get = q.get
     check_tagged = codec.check_tagged
@@ -598,8 +763,7 @@ def producers(run, mech, k_prod, n, check, cpus, fault):
 
     for k in range(w * k_prod):
         take(k)
-    t0 = perf()
-    go.set()
+    t0 = run.release(ready, go, k_prod, w * k_prod)
     for k in range(w * k_prod, w * k_prod + n):
         run.k = k
         take(k)
@@ -612,11 +776,12 @@ def producers(run, mech, k_prod, n, check, cpus, fault):
     return elapsed, n
 
 
-def _cons_producer(q, go, codec, w, n, k_cons, fault):
-    put = q.put
+def _cons_producer(q, ready, go, codec, w, n, k_cons, fault):
+    put = q.put  # pickles later: every message must be an object of its own
     make = codec.make
     for s in range(w):
         put(bytes(make(s, 0)))
+    ready.release()
     go.wait()
     bad = fault["at"] if fault else -1
     for s in range(n):
@@ -668,20 +833,20 @@ def consumers(run, mech, k_cons, n, check, cpus, fault):
     a, b = cpus if cpus else (None, None)
     w = 100
     q, res = run.queue(), run.queue()
-    go = run.ctx.Event()
+    ready, go = run.gate()
     for i in range(k_cons):
         run.spawn("consumer %d" % i, _consumer, a if i % 2 == 0 else b, q, res, codec, i)
-    run.spawn("producer", _cons_producer, b, q, go, codec, w, n, k_cons, fault)
+    run.spawn("producer", _cons_producer, b, q, ready, go, codec, w, n, k_cons, fault)
     # The parent sees no data messages; stall detection covers the whole run.
     run.stall_s = run.stall_s + n * 1e-4
     run.watch(res)
-    perf = time.perf_counter_ns
+    # The warm-up is untimed: every consumer has checked its messages and waits for more,
+    # and the producer waits at the gate, before timing starts.
     for k in range(w):
         r = res.get()
         if r is None:
             raise run.lost(k)
-    t0 = perf()
-    go.set()
+    t0 = run.release(ready, go, 1, w)
     done = []
     while len(done) < k_cons:
         r = res.get()

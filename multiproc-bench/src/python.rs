@@ -12,11 +12,9 @@
 //! server itself dies, stops answering or prints something that is not a reply, the client
 //! kills it and every later [`Python::measure`] fails at once.
 
-use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
-use std::process::{Child, ChildStdin, Command, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{Receiver, RecvTimeoutError, channel};
-use std::sync::{Arc, Mutex};
+use std::io::{ErrorKind, Read, Write};
+use std::os::fd::{AsRawFd, RawFd};
+use std::process::{Child, ChildStderr, ChildStdin, ChildStdout, Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -42,24 +40,103 @@ const HELLO_TIMEOUT: Duration = Duration::from_secs(30);
 const QUIT_TIMEOUT: Duration = Duration::from_secs(2);
 /// Bytes of the server's stderr kept for error messages.
 const STDERR_TAIL: usize = 4096;
+/// How long a dead server's stderr may take to reach end of file.
+const STDERR_GRACE: Duration = Duration::from_millis(300);
 
 /// A running server.
+///
+/// The client uses no threads (the harness forks after starting it, and a child of a
+/// multithreaded process may not allocate): its stdout and stderr are non-blocking and read
+/// with `poll` only while a reply is awaited. The server writes to them only while it
+/// handles a command, so nothing is lost or blocked in between.
 pub struct Python {
     /// The `python3` process.
     child: Child,
     /// Its stdin: one command per line. `None` once closed.
     stdin: Option<ChildStdin>,
-    /// Its stdout, line by line, read by a thread so that a reply can be awaited with a
-    /// timeout. Disconnected at end of file.
-    lines: Receiver<std::io::Result<String>>,
-    /// The end of its stderr.
-    stderr: Arc<Mutex<String>>,
-    /// Set when stderr reached end of file.
-    stderr_done: Arc<AtomicBool>,
+    /// Its stdout (non-blocking), one reply per line. `None` after end of file.
+    stdout: Option<ChildStdout>,
+    /// Bytes read from stdout and not yet returned as a line.
+    pending: Vec<u8>,
+    /// Its stderr (non-blocking). `None` after end of file or an error.
+    stderr: Option<ChildStderr>,
+    /// The end of its stderr, at most `2 * STDERR_TAIL` bytes.
+    stderr_tail: Vec<u8>,
     /// Why the server is no longer usable, once it is not.
     dead: Option<String>,
     /// The Python version, e.g. "3.11.7".
     pub version: String,
+}
+
+/// Why no line came from the server's stdout.
+enum NoLine {
+    /// The deadline passed.
+    Timeout,
+    /// End of file, with nothing left over.
+    Eof,
+    /// Reading or polling failed.
+    Io(std::io::Error),
+}
+
+/// Makes `fd` non-blocking.
+fn set_nonblocking(fd: RawFd) -> std::io::Result<()> {
+    // SAFETY: `fd` is an open descriptor owned by the caller for the whole call; F_GETFL
+    // reads its status flags and touches no memory.
+    let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
+    if flags < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: as above; F_SETFL only changes the status flags of the open file description,
+    // which only this process reads from (the server has the other end of the pipe).
+    if unsafe { libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK) } < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Reads what `pipe` (non-blocking) has into `out`. `Ok(true)` at end of file.
+fn drain(pipe: &mut impl Read, out: &mut Vec<u8>) -> std::io::Result<bool> {
+    let mut buf = [0u8; 16 * 1024];
+    loop {
+        match pipe.read(&mut buf) {
+            Ok(0) => return Ok(true),
+            Ok(got) => out.extend_from_slice(&buf[..got]),
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(e) if e.kind() == ErrorKind::WouldBlock => return Ok(false),
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Waits until one of `fds` is readable (or hung up) or `deadline` passes, retrying on
+/// EINTR. `Ok(false)` when the deadline passed.
+fn wait_readable(fds: &mut [libc::pollfd], deadline: Option<Instant>) -> std::io::Result<bool> {
+    loop {
+        let timeout_ms = match deadline {
+            None => -1,
+            Some(deadline) => {
+                let left = deadline.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    return Ok(false);
+                }
+                // Rounded up, so the wait does not end just before the deadline.
+                left.as_micros().div_ceil(1000).min(i32::MAX as u128) as libc::c_int
+            }
+        };
+        // SAFETY: `fds` is a valid, exclusively borrowed array of `fds.len()` pollfd
+        // structures, which poll reads and whose `revents` it writes, and nothing else.
+        let r = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, timeout_ms) };
+        if r > 0 {
+            return Ok(true);
+        }
+        if r < 0 {
+            let e = std::io::Error::last_os_error();
+            if e.kind() != ErrorKind::Interrupted {
+                return Err(e);
+            }
+        }
+        // r == 0 (timed out) or EINTR: the loop looks at the deadline again.
+    }
 }
 
 /// The figures of one successful measurement.
@@ -114,7 +191,7 @@ impl Python {
             Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(format!("cannot run {PYTHON}: {e}")),
         };
-        let (Some(stdin), Some(stdout), Some(stderr_pipe)) =
+        let (Some(stdin), Some(stdout), Some(stderr)) =
             (child.stdin.take(), child.stdout.take(), child.stderr.take())
         else {
             let _ = child.kill();
@@ -122,64 +199,21 @@ impl Python {
             return Err(format!("{PYTHON}: pipes not set up"));
         };
 
-        let (tx, lines) = channel();
-        thread::spawn(move || {
-            crate::sys::block_alarm_in_this_thread();
-            let mut reader = BufReader::new(stdout);
-            loop {
-                let mut line = String::new();
-                match reader.read_line(&mut line) {
-                    Ok(0) => break,
-                    Ok(_) => {
-                        if tx.send(Ok(line)).is_err() {
-                            break;
-                        }
-                    }
-                    Err(e) => {
-                        let _ = tx.send(Err(e));
-                        break;
-                    }
-                }
-            }
-        });
-        let stderr = Arc::new(Mutex::new(String::new()));
-        let stderr_done = Arc::new(AtomicBool::new(false));
-        {
-            let stderr = Arc::clone(&stderr);
-            let done = Arc::clone(&stderr_done);
-            thread::spawn(move || {
-                crate::sys::block_alarm_in_this_thread();
-                let mut pipe = stderr_pipe;
-                let mut buf = [0u8; 4096];
-                loop {
-                    match pipe.read(&mut buf) {
-                        Ok(0) | Err(_) => break,
-                        Ok(got) => {
-                            let mut tail = stderr.lock().unwrap_or_else(|e| e.into_inner());
-                            tail.push_str(&String::from_utf8_lossy(&buf[..got]));
-                            if tail.len() > 2 * STDERR_TAIL {
-                                let mut cut = tail.len() - STDERR_TAIL;
-                                while !tail.is_char_boundary(cut) {
-                                    cut += 1;
-                                }
-                                tail.drain(..cut);
-                            }
-                        }
-                    }
-                }
-                done.store(true, Ordering::Release);
-            });
-        }
-
+        let nonblocking =
+            set_nonblocking(stdout.as_raw_fd()).and(set_nonblocking(stderr.as_raw_fd()));
         let mut python = Python {
             child,
             stdin: Some(stdin),
-            lines,
-            stderr,
-            stderr_done,
+            stdout: Some(stdout),
+            pending: Vec::new(),
+            stderr: Some(stderr),
+            stderr_tail: Vec::new(),
             dead: None,
             version: String::new(),
         };
+        if let Err(e) = nonblocking {
+            return Err(python.kill(&format!("{PYTHON}: cannot set up its pipes: {e}")));
+        }
         let hello = match python.read_reply(HELLO_TIMEOUT) {
             Ok(hello) => hello,
             Err(e) => return Err(format!("the Python server did not start: {e}")),
@@ -294,23 +328,92 @@ impl Python {
     /// Reads one reply line as a JSON object. On any failure the server is killed and the
     /// error (with the end of its stderr) returned.
     fn read_reply(&mut self, timeout: Duration) -> Result<Value, String> {
-        match self.lines.recv_timeout(timeout) {
-            Ok(Ok(line)) => match serde_json::from_str::<Value>(line.trim()) {
-                Ok(value) if value.is_object() => Ok(value),
-                _ => {
-                    let mut shown: String = line.trim().chars().take(200).collect();
-                    if shown.is_empty() {
-                        shown = "an empty line".to_string();
+        match self.read_line(timeout) {
+            Ok(line) => {
+                let line = String::from_utf8_lossy(&line);
+                match serde_json::from_str::<Value>(line.trim()) {
+                    Ok(value) if value.is_object() => Ok(value),
+                    _ => {
+                        let mut shown: String = line.trim().chars().take(200).collect();
+                        if shown.is_empty() {
+                            shown = "an empty line".to_string();
+                        }
+                        Err(self.kill(&format!("the Python server printed garbage: {shown}")))
                     }
-                    Err(self.kill(&format!("the Python server printed garbage: {shown}")))
                 }
-            },
-            Ok(Err(e)) => Err(self.kill(&format!("cannot read the Python server: {e}"))),
-            Err(RecvTimeoutError::Timeout) => Err(self.kill(&format!(
+            }
+            Err(NoLine::Io(e)) => Err(self.kill(&format!("cannot read the Python server: {e}"))),
+            Err(NoLine::Timeout) => Err(self.kill(&format!(
                 "the Python server did not answer within {} s",
                 timeout.as_secs()
             ))),
-            Err(RecvTimeoutError::Disconnected) => Err(self.kill("the Python server exited")),
+            Err(NoLine::Eof) => Err(self.kill("the Python server exited")),
+        }
+    }
+
+    /// The next line of the server's stdout (with its newline; a last line without one at
+    /// end of file), waiting at most `timeout`. Bytes after the line are kept for the next
+    /// call, and stderr is read meanwhile so that the server never blocks on it.
+    fn read_line(&mut self, timeout: Duration) -> Result<Vec<u8>, NoLine> {
+        let deadline = Instant::now().checked_add(timeout);
+        let mut searched = 0;
+        loop {
+            if let Some(at) = self.pending[searched..].iter().position(|&b| b == b'\n') {
+                let rest = self.pending.split_off(searched + at + 1);
+                return Ok(std::mem::replace(&mut self.pending, rest));
+            }
+            searched = self.pending.len();
+            let Some(stdout) = &self.stdout else {
+                return if self.pending.is_empty() {
+                    Err(NoLine::Eof)
+                } else {
+                    Ok(std::mem::take(&mut self.pending))
+                };
+            };
+            let mut fds = vec![libc::pollfd {
+                fd: stdout.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            }];
+            if let Some(stderr) = &self.stderr {
+                fds.push(libc::pollfd {
+                    fd: stderr.as_raw_fd(),
+                    events: libc::POLLIN,
+                    revents: 0,
+                });
+            }
+            if !wait_readable(&mut fds, deadline).map_err(NoLine::Io)? {
+                return Err(NoLine::Timeout);
+            }
+            if fds.get(1).is_some_and(|fd| fd.revents != 0) {
+                self.read_stderr();
+            }
+            if fds[0].revents != 0 {
+                let stdout = self.stdout.as_mut().expect("polled");
+                match drain(stdout, &mut self.pending) {
+                    Ok(false) => {}
+                    Ok(true) => self.stdout = None,
+                    Err(e) => {
+                        self.stdout = None;
+                        return Err(NoLine::Io(e));
+                    }
+                }
+            }
+        }
+    }
+
+    /// Reads what the server's stderr has, keeping its end. Stops reading it at end of file
+    /// or on an error.
+    fn read_stderr(&mut self) {
+        let Some(stderr) = self.stderr.as_mut() else {
+            return;
+        };
+        if !matches!(drain(stderr, &mut self.stderr_tail), Ok(false)) {
+            self.stderr = None;
+        }
+        if self.stderr_tail.len() > 2 * STDERR_TAIL {
+            let cut = self.stderr_tail.len() - STDERR_TAIL;
+            self.stderr_tail.drain(..cut);
         }
     }
 
@@ -351,17 +454,22 @@ impl Python {
         message
     }
 
-    /// The last lines of the server's stderr, waiting briefly for it to be written.
-    fn stderr_tail(&self) -> String {
-        let deadline = Instant::now() + Duration::from_millis(300);
-        while !self.stderr_done.load(Ordering::Acquire) && Instant::now() < deadline {
-            thread::sleep(Duration::from_millis(10));
+    /// The last lines of the server's stderr, waiting briefly for it to reach end of file.
+    fn stderr_tail(&mut self) -> String {
+        let deadline = Instant::now() + STDERR_GRACE;
+        while let Some(stderr) = &self.stderr {
+            let mut fds = [libc::pollfd {
+                fd: stderr.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            }];
+            match wait_readable(&mut fds, Some(deadline)) {
+                Ok(true) => self.read_stderr(),
+                Ok(false) => break,
+                Err(_) => self.stderr = None,
+            }
         }
-        let all = self
-            .stderr
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone();
+        let all = String::from_utf8_lossy(&self.stderr_tail);
         let lines: Vec<&str> = all.trim_end().lines().collect();
         lines[lines.len().saturating_sub(8)..].join(" | ")
     }
@@ -371,7 +479,7 @@ impl Drop for Python {
     /// Asks the server to quit, waits briefly, then kills it if needed, and reaps it.
     fn drop(&mut self) {
         if self.dead.is_none() && self.send(&json!({ "cmd": "quit" })).is_ok() {
-            let _ = self.lines.recv_timeout(QUIT_TIMEOUT);
+            let _ = self.read_line(QUIT_TIMEOUT);
         }
         self.stdin = None;
         let deadline = Instant::now() + QUIT_TIMEOUT;

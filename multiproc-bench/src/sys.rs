@@ -234,9 +234,8 @@ extern "C" fn on_alarm(_: libc::c_int) {
     unsafe { libc::alarm(1) };
 }
 
-/// Installs the watchdog's SIGALRM handler (without `SA_RESTART`, so a blocked `read` in
-/// this thread returns `EINTR`). Threads started later should block SIGALRM
-/// ([`block_alarm_in_this_thread`]), so the signal reaches the measuring thread.
+/// Installs the watchdog's SIGALRM handler (without `SA_RESTART`, so a blocked `read` returns
+/// `EINTR`). The harness runs on one thread, so the signal reaches the waiting call.
 pub fn install_watchdog() {
     // SAFETY: sigaction is plain data; all zeros is a valid empty action.
     let mut sa: libc::sigaction = unsafe { std::mem::zeroed() };
@@ -245,18 +244,6 @@ pub fn install_watchdog() {
     unsafe { libc::sigemptyset(&mut sa.sa_mask) };
     // SAFETY: the handler only touches atomics and calls kill, both async-signal-safe.
     unsafe { libc::sigaction(libc::SIGALRM, &sa, std::ptr::null_mut()) };
-}
-
-/// Keeps SIGALRM away from the calling thread.
-pub fn block_alarm_in_this_thread() {
-    // SAFETY: sigset_t is plain data; it is initialised by sigemptyset before use.
-    let mut set: libc::sigset_t = unsafe { std::mem::zeroed() };
-    // SAFETY: `set` is a valid sigset; pthread_sigmask only changes this thread's mask.
-    unsafe {
-        libc::sigemptyset(&mut set);
-        libc::sigaddset(&mut set, libc::SIGALRM);
-        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
-    }
 }
 
 /// Arms the watchdog: after `secs`, the children of the measurement are killed and waits in
@@ -414,7 +401,8 @@ impl Team {
             }),
         };
         for i in 0..n {
-            // SAFETY: the harness is single-threaded when it forks; the child only runs `body`
+            // SAFETY: the harness is single-threaded (the Python client polls, it starts no
+            // threads), so the child may allocate; it only runs `body`
             // on memory it inherited and leaves with `_exit`, never returning into the caller.
             let pid = unsafe { libc::fork() };
             if pid < 0 {
