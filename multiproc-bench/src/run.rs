@@ -447,14 +447,19 @@ pub fn fan_out(
         .map(|t| t.end_ns.load(Ordering::Acquire))
         .max()
         .unwrap_or(t0);
-    // Consumers that share a CPU wait for each other by design: only the least any consumer
-    // waited is time that other load took.
-    let waited = tallies[..consumers]
-        .iter()
-        .map(|t| t.waited_ns.load(Ordering::Acquire))
-        .min()
-        .unwrap_or(0)
-        .max(producer_waited);
+    // Consumers that share a CPU wait for each other by design. With one or two consumers the
+    // first has its CPU to itself, so the least any consumer waited is time other load took;
+    // with more, every consumer shares, and their waits say nothing about other load.
+    let waited = if consumers <= 2 {
+        tallies[..consumers]
+            .iter()
+            .map(|t| t.waited_ns.load(Ordering::Acquire))
+            .min()
+            .unwrap_or(0)
+    } else {
+        0
+    }
+    .max(producer_waited);
     Ok(Sample {
         ns_per_unit: end.saturating_sub(t0) as f64 / total as f64,
         wall_per_unit: started.elapsed().as_nanos() as f64 / total as f64,
