@@ -10,7 +10,7 @@ use crate::primitive::{AtomicU32, AtomicU64, Ordering};
 use std::ptr::NonNull;
 use std::time::{Duration, Instant};
 
-use super::wait::{Backoff, Prober, deadline_after, sleep_unless, wake_sleepers};
+use super::wait::{Prober, Spinner, deadline_after, sleep_unless, wake_sleepers};
 use crate::error::{BrokenBarrierError, OpenError};
 use crate::segment::object::{AtomicState, Builder, FreshPayload, expect_payload, sealed};
 use crate::segment::{Segment, kind};
@@ -101,6 +101,7 @@ pub struct Barrier {
     state: NonNull<BarrierState>,
     slots: NonNull<Slot>,
     parties: u32,
+    spinner: Spinner,
 }
 
 // SAFETY: the pointers target atomics inside the segment the Barrier owns (module note).
@@ -150,6 +151,7 @@ impl sealed::Object for Barrier {
             state,
             slots,
             parties,
+            spinner: Spinner::new(),
         })
     }
 
@@ -282,7 +284,7 @@ impl Barrier {
             }
         };
 
-        let mut backoff = Backoff::new();
+        let mut spun = false;
         let mut prober = Prober::new();
         loop {
             let w = st.word.load(Ordering::Acquire);
@@ -296,9 +298,12 @@ impl Barrier {
             if w & BROKEN != 0 {
                 return Err(BrokenBarrierError);
             }
-            if !backoff.is_completed() {
-                backoff.snooze();
-                continue;
+            if !spun {
+                spun = true;
+                let moved = || st.word.load(Ordering::Acquire) != w;
+                if self.spinner.spin(deadline, moved) {
+                    continue;
+                }
             }
             if prober.due() && self.a_party_died(generation, w & COUNT_MASK) {
                 self.abort();

@@ -9,7 +9,7 @@ use std::time::Instant;
 #[cfg(not(multiproc_loom))]
 pub use public::Event;
 
-use super::wait::{remaining, sleep_unless, wake_sleepers};
+use super::wait::{Spinner, remaining, sleep_unless, wake_sleepers};
 use crate::primitive::{AtomicU32, Ordering};
 
 /// `word` bit 0: the flag is set.
@@ -89,14 +89,18 @@ impl EventState {
     }
 
     /// Waits until the flag is set or a set happened since the call; `false` at `deadline`.
-    pub(crate) fn wait_deadline(&self, deadline: Option<Instant>) -> bool {
+    /// Waits until the event is set, spinning first as `spinner` says.
+    pub(crate) fn wait_deadline(&self, deadline: Option<Instant>, spinner: &Spinner) -> bool {
         let seen = self.word.load(Ordering::Acquire);
         if seen & SET != 0 {
             return true;
         }
+        // Any change from `seen` (flag clear, generation g) means a set happened since.
+        let released = || self.word.load(Ordering::SeqCst) != seen;
+        if spinner.spin(deadline, released) {
+            return true;
+        }
         loop {
-            // Any change from `seen` (flag clear, generation g) means a set happened since.
-            let released = || self.word.load(Ordering::SeqCst) != seen;
             if released() {
                 return true;
             }
@@ -120,7 +124,7 @@ mod public {
     use crate::segment::kind;
     use crate::segment::object::AtomicState;
     use crate::sync::fixed::{Fixed, fixed_object, unit_constructors};
-    use crate::sync::wait::deadline_after;
+    use crate::sync::wait::{Spinner, deadline_after};
 
     // SAFETY: #[repr(C)] struct of atomics.
     unsafe impl AtomicState for EventState {}
@@ -141,6 +145,7 @@ mod public {
     #[derive(Debug)]
     pub struct Event {
         inner: Fixed<EventState>,
+        spinner: Spinner,
     }
 
     fixed_object!(Event, EventState, kind::EVENT, (), |_st, _cfg| ());
@@ -148,7 +153,10 @@ mod public {
 
     impl Event {
         fn validate(inner: Fixed<EventState>) -> Result<Self, OpenError> {
-            Ok(Self { inner })
+            Ok(Self {
+                inner,
+                spinner: Spinner::new(),
+            })
         }
 
         /// Whether the flag is set.
@@ -185,7 +193,7 @@ mod public {
         }
 
         fn wait_deadline(&self, deadline: Option<Instant>) -> bool {
-            self.inner.state().wait_deadline(deadline)
+            self.inner.state().wait_deadline(deadline, &self.spinner)
         }
     }
 

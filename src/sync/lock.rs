@@ -183,6 +183,7 @@ impl Lock {
         Ok(Self { inner })
     }
 
+    #[inline]
     pub(crate) fn raw(&self) -> &RawLock {
         self.inner.state()
     }

@@ -19,7 +19,7 @@ use loom::thread;
 use super::event::EventState;
 use super::raw_lock::RawLock;
 use super::semaphore::SemState;
-use super::wait::WaitWord;
+use super::wait::{Spinner, WaitWord};
 use crate::primitive::{AtomicBool, AtomicU32, Ordering};
 
 /// One thread waits on a wait word for a flag, another sets the flag and notifies.
@@ -84,7 +84,7 @@ fn event_set_wakes_the_waiter() {
             let ev = ev.clone();
             thread::spawn(move || ev.set())
         };
-        assert!(ev.wait_deadline(None));
+        assert!(ev.wait_deadline(None, &Spinner::new()));
         setter.join().unwrap();
     });
 }
@@ -96,7 +96,7 @@ fn event_set_then_clear_releases_the_waiter() {
         let ev = Arc::new(EventState::default());
         let waiter = {
             let ev = ev.clone();
-            thread::spawn(move || assert!(ev.wait_deadline(None)))
+            thread::spawn(move || assert!(ev.wait_deadline(None, &Spinner::new())))
         };
         // Once the waiter is counted it has read the word it waits to see change.
         while ev.sleepers() == 0 {
@@ -116,7 +116,7 @@ fn semaphore_gives_every_permit_to_a_sleeper() {
         let takers: Vec<_> = (0..2)
             .map(|_| {
                 let sem = sem.clone();
-                thread::spawn(move || assert!(sem.take(None)))
+                thread::spawn(move || assert!(sem.take(None, &Spinner::new())))
             })
             .collect();
         assert!(sem.give(2, None));

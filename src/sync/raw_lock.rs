@@ -357,19 +357,23 @@ mod lock_api_impl {
         /// another thread, so the holder's death does not end the borrow. Use
         /// [`Lock`](crate::Lock) (or [`Value`](crate::Value)) where a dead holder must be
         /// detected and recovered from.
+        #[inline]
         fn lock(&self) {
             let _ = self.acquire_with(None, false);
         }
 
+        #[inline]
         fn try_lock(&self) -> bool {
             self.try_acquire().is_some()
         }
 
+        #[inline]
         unsafe fn unlock(&self) {
             // SAFETY: lock_api's contract: the caller holds the lock.
             unsafe { self.release() }
         }
 
+        #[inline]
         fn is_locked(&self) -> bool {
             RawLock::is_locked(self)
         }

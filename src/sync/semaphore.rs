@@ -9,7 +9,7 @@ use std::time::Instant;
 #[cfg(not(multiproc_loom))]
 pub use public::{BoundedSemaphore, Semaphore};
 
-use super::wait::{Backoff, remaining, sleep_unless, wake_sleepers};
+use super::wait::{Spinner, remaining, sleep_unless, wake_sleepers};
 use crate::primitive::{AtomicU32, Ordering};
 
 /// Shared state of a semaphore.
@@ -41,16 +41,15 @@ impl SemState {
         false
     }
 
-    pub(crate) fn take(&self, deadline: Option<Instant>) -> bool {
+    /// Takes a permit, waiting until `deadline`, spinning first as `spinner` says.
+    pub(crate) fn take(&self, deadline: Option<Instant>, spinner: &Spinner) -> bool {
         if self.try_take() {
             return true;
         }
-        let mut backoff = Backoff::new();
-        while !backoff.is_completed() {
-            backoff.snooze();
-            if self.try_take() {
-                return true;
-            }
+        if spinner.spin(deadline, || {
+            self.count.load(Ordering::Relaxed) > 0 && self.try_take()
+        }) {
+            return true;
         }
         // SeqCst on both sides (here and in `give`, through `sleep_unless`) so that either we
         // see the new count or the releaser sees us counted as a sleeper: no lost wake-up.
@@ -105,7 +104,7 @@ mod public {
     use crate::segment::object::AtomicState;
     use crate::segment::object::Builder;
     use crate::sync::fixed::{Fixed, fixed_object};
-    use crate::sync::wait::deadline_after;
+    use crate::sync::wait::{Spinner, deadline_after};
 
     // SAFETY: #[repr(C)] struct of atomics.
     unsafe impl AtomicState for SemState {}
@@ -136,7 +135,7 @@ mod public {
 
                 /// Takes a permit, waiting as long as it takes.
                 pub fn acquire(&self) {
-                    self.inner.state().take(None);
+                    self.inner.state().take(None, &self.spinner);
                 }
 
                 /// Takes a permit if one is available right now.
@@ -148,12 +147,14 @@ mod public {
                 /// Takes a permit, waiting at most `timeout`; `false` if none came.
                 #[doc(alias = "acquire")]
                 pub fn try_acquire_for(&self, timeout: Duration) -> bool {
-                    self.inner.state().take(deadline_after(timeout))
+                    self.inner
+                        .state()
+                        .take(deadline_after(timeout), &self.spinner)
                 }
 
                 /// Takes a permit, waiting until `deadline` at the latest.
                 pub fn try_acquire_until(&self, deadline: Instant) -> bool {
-                    self.inner.state().take(Some(deadline))
+                    self.inner.state().take(Some(deadline), &self.spinner)
                 }
 
                 /// Permits available right now (Python's `get_value`).
@@ -192,6 +193,7 @@ mod public {
     #[derive(Debug)]
     pub struct Semaphore {
         inner: Fixed<SemState>,
+        spinner: Spinner,
     }
 
     fixed_object!(Semaphore, SemState, kind::SEMAPHORE, u32, |st, value| st
@@ -202,7 +204,10 @@ mod public {
 
     impl Semaphore {
         fn validate(inner: Fixed<SemState>) -> Result<Self, OpenError> {
-            Ok(Self { inner })
+            Ok(Self {
+                inner,
+                spinner: Spinner::new(),
+            })
         }
 
         /// Returns a permit, waking one waiter. The count stops at `u32::MAX`.
@@ -231,6 +236,7 @@ mod public {
     #[derive(Debug)]
     pub struct BoundedSemaphore {
         inner: Fixed<SemState>,
+        spinner: Spinner,
         max: u32,
     }
 
@@ -251,7 +257,11 @@ mod public {
         fn validate(inner: Fixed<SemState>) -> Result<Self, OpenError> {
             // The bound is read once, here; a peer scribbling on it later cannot change ours.
             let max = inner.state().max.load(Ordering::Relaxed);
-            Ok(Self { inner, max })
+            Ok(Self {
+                inner,
+                max,
+                spinner: Spinner::new(),
+            })
         }
 
         /// Returns a permit.

@@ -160,21 +160,26 @@ pub(crate) fn remaining(deadline: Option<Instant>) -> Option<Option<Duration>> {
 const SPIN_LIMIT: u32 = if cfg!(multiproc_loom) { 0 } else { 6 };
 const YIELD_LIMIT: u32 = if cfg!(multiproc_loom) { 0 } else { 9 };
 
-/// Exponential spin-then-yield backoff before sleeping, after crossbeam's `Backoff`.
+/// Exponential spin-then-yield backoff before sleeping, after crossbeam's `Backoff`. On a
+/// machine with one CPU it skips the spinning and only yields: whoever it waits for needs that
+/// CPU.
 pub(crate) struct Backoff {
     step: u32,
 }
 
 impl Backoff {
     pub(crate) fn new() -> Self {
-        Self { step: 0 }
+        Self::starting_at(0)
     }
 
     /// A backoff whose first snooze already spins `2^step` times.
     pub(crate) fn starting_at(step: u32) -> Self {
-        Self {
-            step: step.min(SPIN_LIMIT),
-        }
+        let step = if sys::single_cpu_machine() {
+            SPIN_LIMIT + 1
+        } else {
+            step.min(SPIN_LIMIT)
+        };
+        Self { step }
     }
 
     /// Spins `2^step` times while `step <= SPIN_LIMIT`, then yields the CPU.
@@ -194,6 +199,179 @@ impl Backoff {
     /// Whether spinning has stopped paying and it is time to sleep.
     pub(crate) fn is_completed(&self) -> bool {
         self.step > YIELD_LIMIT
+    }
+}
+
+/// Bounds of a [`Spinner`]'s budgets, in nanoseconds. A budget that halves below the minimum
+/// drops to zero.
+const MIN_SPIN_NS: u32 = 500;
+const MAX_SPIN_NS: u32 = 100_000;
+const INITIAL_SPIN_NS: u32 = 20_000;
+const MAX_YIELD_NS: u32 = 50_000;
+const INITIAL_YIELD_NS: u32 = 10_000;
+/// With a zero budget, one wait in this many still tries that phase for [`PROBE_NS`], to find
+/// out whether it pays again.
+const PROBE_EVERY: u32 = 16;
+const PROBE_NS: u32 = 2_000;
+/// Looks at the clock once per this many looks at the state while spinning.
+const LOOKS_PER_CLOCK: u32 = 16;
+
+/// The adaptive wait of a waiter before it sleeps, kept per object and per process.
+///
+/// Waking a sleeper costs a system call on the waker's side and, on a busy or virtual host,
+/// tens of microseconds before the sleeper runs. A waiter that spins instead answers in the
+/// time a cache line takes to move, but only while whoever it waits for runs on another CPU;
+/// when that one waits for our CPU, yielding it lets it run at the cost of one system call,
+/// with no wake call on its side. So a waiter spins, then yields, then sleeps, and each phase
+/// has a budget that learns from outcomes: a phase that ends with the state ready doubles its
+/// budget, one that runs out halves it, down to zero, after which only one wait in
+/// [`PROBE_EVERY`] tries it briefly, to find out whether it pays again. Nothing spins on a
+/// machine with one CPU.
+///
+/// The state lives in process memory (no other process can touch it) and is only a
+/// statistic, so relaxed atomics of the standard library suffice, also in the loom build,
+/// where nothing spins or yields.
+#[derive(Debug)]
+pub(crate) struct Spinner {
+    spin: Budget,
+    yield_: Budget,
+}
+
+impl Default for Spinner {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// One phase's adaptive budget (see [`Spinner`]).
+#[derive(Debug)]
+struct Budget {
+    ns: std::sync::atomic::AtomicU32,
+    waits: std::sync::atomic::AtomicU32,
+    max: u32,
+}
+
+impl Budget {
+    const fn new(initial: u32, max: u32) -> Self {
+        Self {
+            ns: std::sync::atomic::AtomicU32::new(initial),
+            waits: std::sync::atomic::AtomicU32::new(0),
+            max,
+        }
+    }
+
+    /// The budget for this wait, `None` to skip the phase; and whether it is a probe.
+    #[inline]
+    fn take(&self) -> Option<(u32, bool)> {
+        use std::sync::atomic::Ordering::Relaxed;
+        match self.ns.load(Relaxed) {
+            0 => {
+                let n = self.waits.load(Relaxed).wrapping_add(1);
+                self.waits.store(n, Relaxed);
+                (n % PROBE_EVERY == 0).then_some((PROBE_NS, true))
+            }
+            ns => Some((ns, false)),
+        }
+    }
+
+    /// The phase ended with the state ready.
+    #[inline]
+    fn paid(&self, budget: u32) {
+        let grown = budget.saturating_mul(2).clamp(MIN_SPIN_NS, self.max);
+        self.ns.store(grown, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// The phase spent its budget in vain (a probe that fails leaves the budget at zero).
+    fn wasted(&self, budget: u32, probe: bool) {
+        if !probe {
+            let shrunk = budget / 2;
+            let next = if shrunk < MIN_SPIN_NS { 0 } else { shrunk };
+            self.ns.store(next, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+}
+
+impl Spinner {
+    pub(crate) const fn new() -> Self {
+        Self {
+            spin: Budget::new(INITIAL_SPIN_NS, MAX_SPIN_NS),
+            yield_: Budget::new(INITIAL_YIELD_NS, MAX_YIELD_NS),
+        }
+    }
+
+    /// Spins, then yields, until `ready` holds, the budgets are spent or `deadline` passes,
+    /// looking at `ready` after every spin hint and every yield. Returns whether `ready` held;
+    /// the caller sleeps if not.
+    #[inline]
+    pub(crate) fn spin(&self, deadline: Option<Instant>, mut ready: impl FnMut() -> bool) -> bool {
+        if cfg!(multiproc_loom) {
+            return false; // a wait measured by the clock would make a model's executions differ
+        }
+        if !sys::single_cpu_machine() {
+            if let Some((budget, probe)) = self.spin.take() {
+                match phase(budget, deadline, &mut ready, LOOKS_PER_CLOCK, || {
+                    primitive::spin_loop()
+                }) {
+                    Phase::Ready => {
+                        self.spin.paid(budget);
+                        return true;
+                    }
+                    Phase::Spent => self.spin.wasted(budget, probe),
+                    Phase::Deadline => return false,
+                }
+            }
+        }
+        if let Some((budget, probe)) = self.yield_.take() {
+            match phase(budget, deadline, &mut ready, 1, primitive::yield_now) {
+                Phase::Ready => {
+                    self.yield_.paid(budget);
+                    return true;
+                }
+                Phase::Spent => self.yield_.wasted(budget, probe),
+                Phase::Deadline => {}
+            }
+        }
+        false
+    }
+}
+
+enum Phase {
+    Ready,
+    Spent,
+    Deadline,
+}
+
+/// Runs `step` and looks at `ready` until it holds or `budget` ns (or the deadline) pass,
+/// reading the clock once per `looks` steps. The first `looks` steps come before the first
+/// clock read: a state that becomes ready that soon costs no clock read at all.
+#[inline]
+fn phase(
+    budget: u32,
+    deadline: Option<Instant>,
+    ready: &mut impl FnMut() -> bool,
+    looks: u32,
+    mut step: impl FnMut(),
+) -> Phase {
+    let mut until: Option<(Instant, Instant)> = None;
+    loop {
+        for _ in 0..looks {
+            step();
+            if ready() {
+                return Phase::Ready;
+            }
+        }
+        let now = Instant::now();
+        let (spent, until) = *until.get_or_insert_with(|| {
+            let spent = now + Duration::from_nanos(u64::from(budget));
+            (spent, deadline.map_or(spent, |d| d.min(spent)))
+        });
+        if now >= until {
+            return if until == spent {
+                Phase::Spent
+            } else {
+                Phase::Deadline
+            };
+        }
     }
 }
 

@@ -50,6 +50,11 @@ pub(crate) fn current_thread() -> ThreadId {
     ThreadId { tid, start: 1 }
 }
 
+/// The models never spin (see `sync::wait::Spinner`), so the answer does not matter.
+pub(crate) fn single_cpu_machine() -> bool {
+    true
+}
+
 /// The model's one process.
 pub(crate) fn current_process() -> ThreadId {
     ThreadId { tid: 1, start: 1 }

@@ -26,7 +26,7 @@ pub(crate) use mem::{
 #[cfg(not(multiproc_loom))]
 pub(crate) use proc::{
     Liveness, ThreadId, current_pid, current_process, current_thread, on_fork, probe_thread,
-    random_u64, thread_children,
+    random_u64, single_cpu_machine, thread_children,
 };
 #[cfg(not(multiproc_loom))]
 pub(crate) use spawn::{
@@ -42,6 +42,7 @@ mod loom;
 #[cfg(multiproc_loom)]
 pub(crate) use loom::{
     Liveness, ThreadId, current_process, current_thread, futex_wait, futex_wake, probe_thread,
+    single_cpu_machine,
 };
 
 use std::fmt;

@@ -106,6 +106,17 @@ fn register_atfork() {
     });
 }
 
+/// Whether this machine has a single CPU online, so that a waiter's spinning only keeps
+/// whoever it waits for from running. Asked once per process.
+///
+/// (A thread whose affinity allows one CPU is not such a case: its peer may be pinned to
+/// another one. Waiters learn that spinning does not pay from its outcomes instead.)
+pub(crate) fn single_cpu_machine() -> bool {
+    static ONLINE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    // SAFETY: `sysconf` reads a system constant; it has no preconditions.
+    *ONLINE.get_or_init(|| unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) } == 1)
+}
+
 /// The calling thread's identity, cached per thread and refreshed after `fork`.
 #[inline(always)]
 pub(crate) fn current_thread() -> ThreadId {

@@ -571,3 +571,108 @@ fn a_codec_panic_inside_put_or_get_leaves_the_queue_usable() {
         vec![1]
     );
 }
+
+/// Pins the calling thread (and the children it starts afterwards) to the first CPU it may run
+/// on, so that a test's processes share one CPU.
+#[allow(unsafe_code)] // sched_{get,set}affinity: see the SAFETY comments
+fn pin_to_one_cpu() {
+    // SAFETY: `cpu_set_t` is plain data; zeroed is an empty set, filled in by the call.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    // SAFETY: `set` is a valid, writable `cpu_set_t` of the size passed.
+    let rc = unsafe { libc::sched_getaffinity(0, size_of::<libc::cpu_set_t>(), &mut set) };
+    assert_eq!(rc, 0, "sched_getaffinity");
+    let first = (0..libc::CPU_SETSIZE as usize)
+        // SAFETY: `cpu` is below CPU_SETSIZE.
+        .find(|&cpu| unsafe { libc::CPU_ISSET(cpu, &set) })
+        .expect("no CPU allowed");
+    // SAFETY: as above.
+    unsafe { libc::CPU_ZERO(&mut set) };
+    // SAFETY: as above.
+    unsafe { libc::CPU_SET(first, &mut set) };
+    // SAFETY: `set` is a valid `cpu_set_t` of the size passed.
+    let rc = unsafe { libc::sched_setaffinity(0, size_of::<libc::cpu_set_t>(), &set) };
+    assert_eq!(rc, 0, "sched_setaffinity");
+}
+
+/// Both processes on one CPU: a waiter that spun or yielded where it should sleep (or slept
+/// where it had to yield) would lose nothing but time; a lost wake-up would show as a probe
+/// slice per message. Every answer is checked.
+#[test]
+fn ping_pong_on_one_cpu_never_loses_a_wakeup() {
+    const ROUNDS: u64 = 20_000;
+    if role().as_deref() == Some("pong") {
+        let _watchdog = watchdog(LIMIT, "pong");
+        let ping = Receiver::<u64, Plain>::open(&arg("PING")).unwrap();
+        let pong = Sender::<u64, Plain>::open(&arg("PONG")).unwrap();
+        for _ in 0..ROUNDS {
+            let v = ping.get().unwrap();
+            pong.put(v + 1).unwrap();
+        }
+        return;
+    }
+    let _watchdog = watchdog(LIMIT, "ping-pong on one CPU");
+    let queue = |tag: &str| {
+        let name = unique_name(tag);
+        let q = Queue::<u64, Plain>::builder()
+            .name(&name)
+            .capacity(4)
+            .create()
+            .unwrap();
+        (q, name)
+    };
+    let (ping, ping_name) = queue("ping1cpu");
+    let (pong, pong_name) = queue("pong1cpu");
+    // The test thread and the child it spawns (which inherits the mask) share one CPU.
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            pin_to_one_cpu();
+            let mut child = spawn(
+                &this_test!(ping_pong_on_one_cpu_never_loses_a_wakeup),
+                "pong",
+                &[("PING", ping_name), ("PONG", pong_name)],
+            );
+            let t = Instant::now();
+            for i in 0..ROUNDS {
+                ping.put(i * 2).unwrap();
+                assert_eq!(pong.get().unwrap(), i * 2 + 1);
+            }
+            let took = t.elapsed();
+            assert!(wait_for(&mut child, LIMIT).success());
+            assert!(
+                took < Duration::from_secs(60),
+                "{ROUNDS} round trips took {took:?}"
+            );
+        });
+    });
+}
+
+/// CPU time the calling thread has used.
+#[allow(unsafe_code)] // getrusage: see the SAFETY comments
+fn thread_cpu_time() -> Duration {
+    // SAFETY: `rusage` is plain data, filled in by the call.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: `ru` is a valid, writable `rusage`.
+    let rc = unsafe { libc::getrusage(libc::RUSAGE_THREAD, &mut ru) };
+    assert_eq!(rc, 0, "getrusage");
+    let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
+    tv(ru.ru_utime) + tv(ru.ru_stime)
+}
+
+/// A get that waits on an idle queue spins or yields only briefly, then sleeps: over 2 s it
+/// uses a small fraction of a core (the measured figure is about 0.1%; the bound is generous).
+#[test]
+fn a_get_blocked_on_an_idle_queue_sleeps() {
+    let _watchdog = watchdog(LIMIT, "idle get");
+    let (tx, rx) = Queue::<u64, Plain>::new(4).unwrap().split().unwrap();
+    let wait = Duration::from_secs(2);
+    let cpu = thread_cpu_time();
+    let t = Instant::now();
+    assert_eq!(rx.get_timeout(wait), Err(GetError::Empty));
+    let (took, used) = (t.elapsed(), thread_cpu_time() - cpu);
+    assert!(took >= wait, "returned after {took:?}");
+    assert!(
+        used < Duration::from_millis(100),
+        "a get blocked for {took:?} used {used:?} of CPU"
+    );
+    drop(tx);
+}

@@ -6,7 +6,7 @@
 //! get lock, after its offset and length are checked against the data region.
 
 use crate::primitive::Ordering;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use super::Ring;
 use super::layout::{RECORD_HEADER, WRAP, pack, record_len, unpack};
@@ -28,28 +28,18 @@ pub(crate) enum GetFail {
 
 /// Spin-then-sleep state of one blocking get.
 struct Waiter {
-    spin_start: Option<Instant>,
     spun: bool,
-    slept: bool,
     prober: Option<Prober>,
 }
 
 impl Waiter {
     fn new() -> Self {
         Self {
-            spin_start: None,
             spun: false,
-            slept: false,
             prober: None,
         }
     }
 }
-
-/// Bounds of the adaptive spin of a waiting get, in nanoseconds.
-/// (No spinning in a loom model: a spin measured by the clock would make its executions differ.)
-const MIN_SPIN_NS: u32 = if cfg!(multiproc_loom) { 0 } else { 2_000 };
-const MAX_SPIN_NS: u32 = if cfg!(multiproc_loom) { 0 } else { 100_000 };
-pub(super) const INITIAL_SPIN_NS: u32 = if cfg!(multiproc_loom) { 0 } else { 50_000 };
 
 impl Ring {
     /// Takes the record at the head and passes its payload to `read`, waiting until `deadline`.
@@ -73,7 +63,6 @@ impl Ring {
                 drop(held);
                 match r {
                     Some(r) => {
-                        self.adapt_spin(&waiter);
                         // As in a put: the unlock pairs with a producer's handshake.
                         if r.is_ok() {
                             st.space_wait.word.notify_after_handshake(1);
@@ -118,21 +107,6 @@ impl Ring {
         }
     }
 
-    /// After a successful get: spin longer next time if spinning paid off, shorter if we
-    /// had to sleep anyway (adaptive, bounded).
-    fn adapt_spin(&self, waiter: &Waiter) {
-        if waiter.spin_start.is_none() {
-            return; // data was there at once
-        }
-        let ns = self.spin_ns.load(Ordering::Relaxed);
-        let next = if waiter.slept {
-            (ns / 2).max(MIN_SPIN_NS)
-        } else {
-            ns.saturating_mul(2).min(MAX_SPIN_NS)
-        };
-        self.spin_ns.store(next, Ordering::Relaxed);
-    }
-
     #[inline]
     fn is_empty_at(&self, tail: u64) -> bool {
         unpack(tail).0 == unpack(self.st().head.pos.load(Ordering::Acquire)).0
@@ -148,17 +122,12 @@ impl Ring {
     ) -> Result<(), GetFail> {
         let st = self.st();
         if !waiter.spun {
-            // Spin for a while: waking a sleeper costs tens of microseconds on a busy host,
-            // so a peer that answers sooner than that should find us awake.
-            let start = *waiter.spin_start.get_or_insert_with(Instant::now);
-            let budget = Duration::from_nanos(u64::from(self.spin_ns.load(Ordering::Relaxed)));
-            if start.elapsed() < budget {
-                if deadline.is_some_and(|d| Instant::now() >= d) {
-                    return Err(self.empty_or_disconnected(observed_tail));
-                }
-                for _ in 0..16 {
-                    crate::primitive::spin_loop();
-                }
+            // Spin for a while (see `Spinner`): a peer that answers soon finds us awake. Once a
+            // spin has run out, this get sleeps (another consumer may take what arrives).
+            // SYNC(tail-publish)
+            if self.get_spin.spin(deadline, || {
+                st.tail.pos.load(Ordering::Acquire) != observed_tail
+            }) {
                 return Ok(());
             }
             waiter.spun = true;
@@ -173,7 +142,6 @@ impl Ring {
             return Ok(());
         }
         let seen = st.data_wait.word.observe();
-        waiter.slept = true;
         // Pairs with a producer's unlock: we see its tail, or it sees us asleep.
         let moved = || {
             // SYNC(lock-handshake): with the unlock in `put_with`.

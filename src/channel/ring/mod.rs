@@ -50,14 +50,14 @@
 //! - `tests`: a hostile peer's writes into a live ring (unit tests); `heap`: rings in this
 //!   process's heap, for the loom build.
 
-use crate::primitive::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use crate::primitive::{AtomicBool, AtomicU64, Ordering};
 use std::ptr::NonNull;
 
 use crate::error::OpenError;
 #[cfg(not(multiproc_loom))]
 use crate::segment::Segment;
+use crate::sync::wait::Spinner;
 
-use get::INITIAL_SPIN_NS;
 use layout::{MIN_CAPACITY, RECORD_HEADER, RingState, STATE_LEN, unpack};
 
 mod get;
@@ -127,8 +127,8 @@ pub(crate) struct Ring {
     data: NonNull<u8>,
     cap: u32,
     max_messages: u32,
-    /// This process's current spin budget for gets (see `adapt_spin`).
-    spin_ns: AtomicU32,
+    /// How long a get in this process spins on an empty ring before it sleeps.
+    get_spin: Spinner,
     /// Our copy of `head`, for puts.
     put_cache: LocalCache,
     /// Our copy of `tail`, for gets.
@@ -200,7 +200,7 @@ impl Ring {
             data,
             cap,
             max_messages,
-            spin_ns: AtomicU32::new(INITIAL_SPIN_NS),
+            get_spin: Spinner::new(),
             put_cache: LocalCache::default(),
             get_cache: LocalCache::default(),
         })
@@ -222,7 +222,7 @@ impl Ring {
             _heap: heap,
             cap: capacity,
             max_messages,
-            spin_ns: AtomicU32::new(INITIAL_SPIN_NS),
+            get_spin: Spinner::new(),
             put_cache: LocalCache::default(),
             get_cache: LocalCache::default(),
         }
