@@ -2,12 +2,13 @@
 //! processes, with every message checked. `main.rs` is the command line; the modules here are
 //! also used by the tests.
 
-#![allow(unsafe_code)] // fork, mmap, futex, affinity: each block says why it is sound
+#![allow(unsafe_code)] // fork, mmap, futex, affinity, pthread: each block says why it is sound
 #![warn(missing_docs)]
 
 pub mod check;
 pub mod evshm;
 pub mod floor;
+pub mod locks;
 pub mod machine;
 pub mod mech;
 pub mod method;

@@ -3,7 +3,9 @@
 //! Measures multiproc's queues and pipes beside OS pipes, a socketpair, eventfd + shared
 //! memory, a minimal shared-memory ring (the floor), memcpy (the copy ceiling) and Python's
 //! multiprocessing, all the same way: between two processes pinned to different CPUs, every
-//! message checked, contenders alternating round by round. See the README's "Performance".
+//! message checked, contenders alternating round by round; and multiproc's locks beside a bare
+//! futex mutex and a process-shared pthread mutex, every increment counted. See the README's
+//! "Performance".
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -12,9 +14,10 @@ use std::time::Duration;
 use clap::Parser;
 
 use multiproc_bench::check::Check;
+use multiproc_bench::locks::{self, LockMech};
 use multiproc_bench::mech::{ALL, Fault, Mech};
 use multiproc_bench::method::{Settings, Who, progress, run_all};
-use multiproc_bench::model::{Bench, Config, LatencyMode, Report, Status};
+use multiproc_bench::model::{Bench, Config, LatencyMode, LockCase, Report, Status};
 use multiproc_bench::python::{self, Python};
 use multiproc_bench::sys::{Placement, allowed_cpus, install_watchdog, pin_to};
 use multiproc_bench::{machine, plot, table};
@@ -58,10 +61,11 @@ struct Args {
     /// stamp per 4 KiB page; for measuring copies near memory bandwidth).
     #[arg(long, default_value = "full")]
     check: CheckArg,
-    /// Only these mechanisms (comma-separated ids, e.g. os-pipe,mp-queue-bytes,py-queue).
+    /// Only these mechanisms (comma-separated ids, e.g. os-pipe,mp-queue-bytes,py-queue,mp-lock).
     #[arg(long, value_delimiter = ',')]
     only: Option<Vec<String>>,
-    /// Only these benchmarks: latency, throughput, producers, consumers.
+    /// Only these benchmarks: latency, throughput, producers, consumers, locks (lock + unlock
+    /// of a process-shared mutex), pairs (round trips of 1 to 16 pairs at once).
     #[arg(long, value_delimiter = ',')]
     bench: Option<Vec<BenchArg>>,
     /// Message sizes for the throughput benchmark (bytes, comma-separated; default 8 B to
@@ -71,8 +75,9 @@ struct Args {
     /// Skip Python even if python3 is present.
     #[arg(long)]
     no_python: bool,
-    /// Add a deliberately broken transport that loses, duplicates or corrupts one message
-    /// (the harness must report it as failed, not measure it).
+    /// Add a deliberately broken transport that loses, duplicates or corrupts one message, and
+    /// a broken mutex that loses, doubles or corrupts one increment (the harness must report
+    /// them as failed, not measure them).
     #[arg(long)]
     inject_fault: Option<Fault>,
     /// Attempts per measurement while other load disturbs it.
@@ -96,10 +101,16 @@ enum BenchArg {
     Throughput,
     Producers,
     Consumers,
+    Locks,
+    Pairs,
 }
 
 /// The largest message size accepted (every ring is at least twice as large).
 const MAX_SIZE: u64 = 256 << 20;
+
+/// Pairs of processes making round trips at once (fewer with --quick).
+const PAIRS: [u32; 5] = [1, 2, 4, 8, 16];
+const QUICK_PAIRS: [u32; 3] = [1, 4, 16];
 
 const SIZES: [u64; 12] = [
     8,
@@ -206,6 +217,7 @@ fn run(args: Args) -> Result<ExitCode, String> {
             .iter()
             .map(|m| m.id())
             .chain(python::MECHANISMS.iter().map(|(id, _)| *id))
+            .chain(locks::ALL.iter().map(|l| l.id()))
             .collect();
         if let Some(bad) = only.iter().find(|x| !known.contains(&x.as_str())) {
             return Err(format!(
@@ -216,8 +228,10 @@ fn run(args: Args) -> Result<ExitCode, String> {
     }
     let wanted = |id: &str| args.only.as_ref().is_none_or(|o| o.iter().any(|x| x == id));
     let mut who: Vec<Who> = ALL.iter().map(|&m| Who::Rust(m)).collect();
+    who.extend(locks::ALL.iter().map(|&l| Who::Lock(l)));
     if let Some(fault) = args.inject_fault {
         who.push(Who::Rust(Mech::Broken(fault)));
+        who.push(Who::Lock(LockMech::Broken(fault)));
     }
     let mut py = None;
     let want_python = !args.no_python && python::MECHANISMS.iter().any(|(id, _)| wanted(id));
@@ -241,11 +255,22 @@ fn run(args: Args) -> Result<ExitCode, String> {
             Err(e) => return Err(format!("starting the Python companion: {e}")),
         }
     }
-    who.retain(|w| wanted(w.id()) || matches!(w, Who::Rust(Mech::Broken(_))));
+    who.retain(|w| {
+        wanted(w.id())
+            || matches!(
+                w,
+                Who::Rust(Mech::Broken(_)) | Who::Lock(LockMech::Broken(_))
+            )
+    });
     // The references every ratio needs run even when not asked for.
-    for reference in [Mech::OsPipe, Mech::Floor] {
-        if !who.contains(&Who::Rust(reference)) {
-            who.push(Who::Rust(reference));
+    for reference in [
+        Who::Rust(Mech::OsPipe),
+        Who::Rust(Mech::Floor),
+        Who::Lock(LockMech::Futex),
+        Who::Lock(LockMech::Pthread),
+    ] {
+        if !who.contains(&reference) {
+            who.push(reference);
         }
     }
 
@@ -255,6 +280,8 @@ fn run(args: Args) -> Result<ExitCode, String> {
             BenchArg::Throughput,
             BenchArg::Producers,
             BenchArg::Consumers,
+            BenchArg::Locks,
+            BenchArg::Pairs,
         ]
     });
     let mut plan = Vec::new();
@@ -289,7 +316,23 @@ fn run(args: Args) -> Result<ExitCode, String> {
         }
     }
 
-    let measurements = (plan.len() * who.len() * (1 + settings.rounds)) as u64;
+    if benches.contains(&BenchArg::Locks) {
+        for case in [LockCase::Uncontended, LockCase::TwoCores, LockCase::OneCore] {
+            plan.push(Bench::Locks { case });
+        }
+    }
+    if benches.contains(&BenchArg::Pairs) {
+        let counts: &[u32] = if args.quick { &QUICK_PAIRS } else { &PAIRS };
+        for &pairs in counts {
+            plan.push(Bench::Pairs { pairs });
+        }
+    }
+
+    let contenders: usize = plan
+        .iter()
+        .map(|&b| who.iter().filter(|w| w.applies(b)).count())
+        .sum();
+    let measurements = (contenders * (1 + settings.rounds)) as u64;
     let bar = progress(measurements);
     let groups = run_all(&plan, &who, &settings, &mut py, &bar);
     bar.finish_and_clear();

@@ -145,6 +145,18 @@ pub const ALL: [Mech; 10] = [
     Mech::Memcpy,
 ];
 
+/// The mechanisms of the pairs groups: those of the latency groups that make sense at 8 bytes
+/// with many pairs at once (no serde codec, no second OS pipe, no memcpy).
+pub const PAIRS: [Mech; 7] = [
+    Mech::QueuePlain,
+    Mech::QueueBytes,
+    Mech::Pipe,
+    Mech::OsPipe,
+    Mech::Socketpair,
+    Mech::EventfdShm,
+    Mech::Floor,
+];
+
 impl Mech {
     /// The stable id used in the JSON and on the command line.
     pub fn id(self) -> &'static str {

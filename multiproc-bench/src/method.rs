@@ -8,8 +8,9 @@ use std::time::{Duration, Instant};
 use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::check::Check;
+use crate::locks::LockMech;
 use crate::mech::Mech;
-use crate::model::{Bench, Group, LatencyMode, Row, Status};
+use crate::model::{Bench, Group, LatencyMode, LockCase, Row, Status};
 use crate::python::{PyOutcome, Python};
 use crate::run::{self, Sample};
 use crate::sys::Placement;
@@ -33,13 +34,16 @@ pub struct Settings {
     pub timeout_s: u32,
 }
 
-/// Who is measured: one of ours (in Rust) or one of Python's (through the companion).
+/// Who is measured: one of ours (in Rust), one of Python's (through the companion), or a
+/// mutex (in the lock groups).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Who {
     /// A mechanism measured in this process and its children.
     Rust(Mech),
     /// A Python mechanism: (id, label).
     Py(&'static str, &'static str),
+    /// A process-shared mutex, measured in children of this process.
+    Lock(LockMech),
 }
 
 impl Who {
@@ -48,6 +52,7 @@ impl Who {
         match self {
             Who::Rust(m) => m.id(),
             Who::Py(id, _) => id,
+            Who::Lock(l) => l.id(),
         }
     }
 
@@ -56,6 +61,21 @@ impl Who {
         match self {
             Who::Rust(m) => m.label(),
             Who::Py(_, label) => label,
+            Who::Lock(l) => l.label(),
+        }
+    }
+
+    /// Whether `self` is a contender (a row) of `bench`'s groups: the mutexes in the lock
+    /// groups, the channels of [`crate::mech::PAIRS`] (and a broken transport) in the pairs
+    /// groups, every channel and Python mechanism in the others.
+    pub fn applies(self, bench: Bench) -> bool {
+        match (bench, self) {
+            (Bench::Locks { .. }, w) => matches!(w, Who::Lock(_)),
+            (Bench::Pairs { .. }, Who::Rust(m)) => {
+                crate::mech::PAIRS.contains(&m) || matches!(m, Mech::Broken(_))
+            }
+            (Bench::Pairs { .. }, _) => false,
+            (_, w) => !matches!(w, Who::Lock(_)),
         }
     }
 }
@@ -93,12 +113,33 @@ pub fn describe(bench: Bench) -> (String, &'static str) {
             format!("one way, 64 B, one producer into {consumers} consumer(s)"),
             "message",
         ),
+        Bench::Locks { case } => (
+            format!(
+                "lock + increment + unlock, {}",
+                match case {
+                    LockCase::Uncontended => "one process (uncontended)",
+                    LockCase::TwoCores => "two processes contending on two cores",
+                    LockCase::OneCore => "two processes contending on one core",
+                }
+            ),
+            "lock+unlock",
+        ),
+        Bench::Pairs { pairs } => (
+            format!(
+                "round trip, 8 B, {pairs} pair(s) at once on two cores (time: one pair's round \
+                 trip; rate: all pairs')"
+            ),
+            "round trip",
+        ),
     }
 }
 
 fn measure(who: Who, bench: Bench, n: u64, s: &Settings, python: &mut Option<Python>) -> Outcome {
     let check = s.check;
     let result = match who {
+        Who::Py(..) if matches!(bench, Bench::Locks { .. } | Bench::Pairs { .. }) => {
+            return Outcome::NotApplicable("not measured for Python".into());
+        }
         Who::Py(id, _) => {
             let Some(py) = python.as_mut() else {
                 return Outcome::NotApplicable("python3 is not available".into());
@@ -117,18 +158,8 @@ fn measure(who: Who, bench: Bench, n: u64, s: &Settings, python: &mut Option<Pyt
                 PyOutcome::Failed(why) => Outcome::Failed(why),
             };
         }
-        Who::Rust(mech) => {
-            crate::sys::arm_watchdog(s.timeout_s);
-            let result = measure_rust(mech, bench, n, s);
-            crate::sys::arm_watchdog(0);
-            match result {
-                Err(e) if crate::sys::timed_out() => Err(format!(
-                    "timed out after {} s (a message lost?): {e}",
-                    s.timeout_s
-                )),
-                r => r,
-            }
-        }
+        Who::Rust(mech) => watched(s, || measure_rust(mech, bench, n, s)),
+        Who::Lock(mech) => watched(s, || measure_lock(mech, bench, n, s)),
     };
     match result {
         Ok(sample) => Outcome::Measured(sample, Duration::ZERO),
@@ -139,10 +170,33 @@ fn measure(who: Who, bench: Bench, n: u64, s: &Settings, python: &mut Option<Pyt
     }
 }
 
+/// Runs `f` under the watchdog: after `s.timeout_s` its children are killed and it fails.
+fn watched(s: &Settings, f: impl FnOnce() -> Result<Sample, String>) -> Result<Sample, String> {
+    crate::sys::arm_watchdog(s.timeout_s);
+    let result = f();
+    crate::sys::arm_watchdog(0);
+    match result {
+        Err(e) if crate::sys::timed_out() => Err(format!(
+            "timed out after {} s (a message lost, or a lock never released?): {e}",
+            s.timeout_s
+        )),
+        r => r,
+    }
+}
+
 /// Marks an error that means "does not apply" rather than "failed".
 const NA: &str = "not applicable: ";
 const NA_CHANNEL: &str = "not applicable: not a channel";
 const NA_SPSC: &str = "not applicable: one producer and one consumer only";
+const NA_LOCK: &str = "not applicable: a mutex, not a channel";
+const NA_NOT_LOCK: &str = "not applicable: a channel, not a mutex";
+
+fn measure_lock(mech: LockMech, bench: Bench, n: u64, s: &Settings) -> Result<Sample, String> {
+    match bench {
+        Bench::Locks { case } => crate::locks::measure(mech, case, n, s.placement),
+        _ => Err(NA_LOCK.into()),
+    }
+}
 
 fn measure_rust(mech: Mech, bench: Bench, n: u64, s: &Settings) -> Result<Sample, String> {
     let check = s.check;
@@ -176,6 +230,13 @@ fn measure_rust(mech: Mech, bench: Bench, n: u64, s: &Settings) -> Result<Sample
                 return Err(NA_SPSC.into());
             }
             run::fan_out(mech, consumers as usize, n, s.placement, check)
+        }
+        Bench::Locks { .. } => Err(NA_NOT_LOCK.into()),
+        Bench::Pairs { pairs } => {
+            if mech == Mech::Memcpy {
+                return Err(NA_CHANNEL.into());
+            }
+            run::pairs(mech, pairs as usize, n, s.placement, check)
         }
     }
 }
@@ -290,6 +351,8 @@ fn first_n(bench: Bench) -> u64 {
         Bench::Latency { .. } => 1000,
         Bench::Throughput { size } => (4_000_000 / size.max(1)).clamp(4, 20_000),
         Bench::Producers { .. } | Bench::Consumers { .. } => 20_000,
+        Bench::Locks { .. } => 20_000,
+        Bench::Pairs { .. } => 100,
     }
 }
 
@@ -329,6 +392,7 @@ impl GroupRun {
     ) -> Self {
         let mut contenders: Vec<Contender> = who
             .iter()
+            .filter(|w| w.applies(bench))
             .map(|&w| Contender {
                 who: w,
                 n: first_n(bench),
@@ -373,6 +437,8 @@ impl GroupRun {
             bench,
             Bench::Latency {
                 mode: LatencyMode::OneCore
+            } | Bench::Locks {
+                case: LockCase::OneCore
             }
         );
         let k = self.contenders.len();
@@ -425,6 +491,7 @@ impl GroupRun {
             bench: self.bench,
             title,
             unit: unit.into(),
+            references: self.bench.references(),
             rows: rows(self.bench, &self.contenders),
         }
     }
@@ -501,14 +568,10 @@ fn ratio(reference: Option<&Contender>, row: &Contender) -> Option<f64> {
 }
 
 fn rows(bench: Bench, cs: &[Contender]) -> Vec<Row> {
-    let bytes = match bench {
-        Bench::Throughput { size } => Some(size as f64),
-        Bench::Producers { .. } | Bench::Consumers { .. } => Some(64.0),
-        Bench::Latency { .. } => None,
-    };
+    let bytes = bench.message_bytes().map(|b| b as f64);
+    let units = bench.units_per_figure();
     let find = |id: &str| cs.iter().find(|c| c.who.id() == id);
-    let pipe = find(Mech::OsPipe.id());
-    let floor = find(Mech::Floor.id());
+    let [first, second] = bench.references().map(|r| find(&r.mechanism));
     cs.iter()
         .map(|c| {
             let ok = c.status == Status::Ok;
@@ -525,10 +588,10 @@ fn rows(bench: Bench, cs: &[Contender]) -> Vec<Row> {
                 median_ns: med,
                 min_ns: ok.then(|| ns.iter().copied().fold(f64::INFINITY, f64::min)),
                 max_ns: ok.then(|| ns.iter().copied().fold(f64::NEG_INFINITY, f64::max)),
-                per_s: med.map(|m| 1e9 / m),
+                per_s: med.map(|m| units * 1e9 / m),
                 bytes_per_s: med.zip(bytes).map(|(m, b)| b * 1e9 / m),
-                speed_vs_pipe: if ok { ratio(pipe, c) } else { None },
-                speed_vs_floor: if ok { ratio(floor, c) } else { None },
+                speed_vs_first: if ok { ratio(first, c) } else { None },
+                speed_vs_second: if ok { ratio(second, c) } else { None },
                 verified_messages: c.samples.iter().flatten().map(|s| s.verified).sum(),
             }
         })

@@ -78,6 +78,87 @@ pub enum Bench {
         /// How many consumers.
         consumers: u32,
     },
+    /// Lock, increment a counter in shared memory, unlock: a process-shared mutex's cost.
+    Locks {
+        /// Uncontended, or two processes contending on two cores or on one.
+        case: LockCase,
+    },
+    /// Round trips of an 8-byte message, `pairs` pinger/ponger pairs at once: every pinger on
+    /// the first CPU, every ponger on the second (one pair is the awake latency case).
+    Pairs {
+        /// How many pairs run at once.
+        pairs: u32,
+    },
+}
+
+impl Bench {
+    /// The payload bytes of one message, where a figure is per message of a known size.
+    pub fn message_bytes(self) -> Option<u64> {
+        match self {
+            Bench::Throughput { size } => Some(size),
+            Bench::Producers { .. } | Bench::Consumers { .. } => Some(64),
+            Bench::Latency { .. } | Bench::Locks { .. } | Bench::Pairs { .. } => None,
+        }
+    }
+
+    /// Units of all processes together per unit of the figure: the pairs of a pairs group
+    /// (its figure is the time of one pair's round trip), otherwise 1.
+    pub fn units_per_figure(self) -> f64 {
+        match self {
+            Bench::Pairs { pairs } => f64::from(pairs.max(1)),
+            _ => 1.0,
+        }
+    }
+
+    /// The two mechanisms this kind of group's ratio columns compare against.
+    pub fn references(self) -> [Reference; 2] {
+        match self {
+            Bench::Locks { .. } => [
+                Reference::new(crate::locks::LockMech::Futex.id(), "futex"),
+                Reference::new(crate::locks::LockMech::Pthread.id(), "pthread"),
+            ],
+            _ => Reference::channel(),
+        }
+    }
+}
+
+/// The three lock cases.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum LockCase {
+    /// One process locks and unlocks alone.
+    Uncontended,
+    /// Two processes contend, each pinned to its own core.
+    TwoCores,
+    /// Two processes contend, both pinned to one core.
+    OneCore,
+}
+
+/// A mechanism a group's ratios are taken against.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Reference {
+    /// Its stable id, e.g. "os-pipe".
+    pub mechanism: String,
+    /// A short name for the column header "vs <name>", e.g. "pipe".
+    pub name: String,
+}
+
+impl Reference {
+    fn new(mechanism: &str, name: &str) -> Self {
+        Self {
+            mechanism: mechanism.into(),
+            name: name.into(),
+        }
+    }
+
+    /// The references of the channel groups: the OS pipe and the minimal ring (also what a
+    /// report written before groups named their references compared against).
+    pub fn channel() -> [Reference; 2] {
+        [
+            Reference::new(crate::mech::Mech::OsPipe.id(), "pipe"),
+            Reference::new(crate::mech::Mech::Floor.id(), "floor"),
+        ]
+    }
 }
 
 /// The three round-trip cases.
@@ -99,8 +180,11 @@ pub struct Group {
     pub bench: Bench,
     /// A readable title, e.g. "one way, 4 KiB messages".
     pub title: String,
-    /// What one figure is per: "round trip" or "message".
+    /// What one figure is per: "round trip", "message" or "lock+unlock".
     pub unit: String,
+    /// The two mechanisms the ratios of this group are taken against, first and second.
+    #[serde(default = "Reference::channel")]
+    pub references: [Reference; 2],
     /// One row per mechanism, in a fixed order.
     pub rows: Vec<Row>,
 }
@@ -141,16 +225,22 @@ pub struct Row {
     pub min_ns: Option<f64>,
     /// Largest of `samples_ns`.
     pub max_ns: Option<f64>,
-    /// Messages (or round trips) per second at the median.
+    /// Units per second at the median: messages, round trips (of all pairs together in a
+    /// pairs group), or lock+unlock cycles (of all processes together).
     pub per_s: Option<f64>,
     /// Payload bytes per second at the median (throughput groups only).
     pub bytes_per_s: Option<f64>,
-    /// How many times as fast as the OS pipe: the median over rounds of the pipe's time in
-    /// that round divided by this row's time in the same round (> 1: faster than the pipe).
-    pub speed_vs_pipe: Option<f64>,
-    /// The same against the minimal shared-memory ring (the floor reference).
-    pub speed_vs_floor: Option<f64>,
-    /// Messages received and checked (sequence, length, checksum) over all recorded rounds.
+    /// How many times as fast as the group's first reference (the OS pipe; for locks the
+    /// bare futex mutex): the median over rounds of the reference's time in that round divided
+    /// by this row's time in the same round (> 1: faster than the reference).
+    #[serde(alias = "speed_vs_pipe")]
+    pub speed_vs_first: Option<f64>,
+    /// The same against the group's second reference (the minimal shared-memory ring; for
+    /// locks the process-shared pthread mutex).
+    #[serde(alias = "speed_vs_floor")]
+    pub speed_vs_second: Option<f64>,
+    /// Messages received and checked (sequence, length, checksum) over all recorded rounds;
+    /// for locks, the increments the counter was checked to hold.
     pub verified_messages: u64,
 }
 

@@ -197,7 +197,13 @@ impl Colours {
     fn new(report: &Report) -> Self {
         let mut by_id = HashMap::new();
         let mut taken = [false; PALETTE.len()];
-        for row in report.groups.iter().flat_map(|g| &g.rows) {
+        // Only the plotted groups: the lock and pairs groups are not drawn, and their mutexes
+        // would take colours from the palette.
+        let plotted = report
+            .groups
+            .iter()
+            .filter(|g| matches!(g.bench, Bench::Latency { .. } | Bench::Throughput { .. }));
+        for row in plotted.flat_map(|g| &g.rows) {
             if by_id.contains_key(&row.mechanism) {
                 continue;
             }

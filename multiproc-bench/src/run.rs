@@ -7,12 +7,12 @@
 //! up as EOF or `Disconnected` instead of a hang, and a child that fails says why.
 
 use std::hint::black_box;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::check::{Check, Maker, SEQ_MASK, Verifier};
-use crate::mech::{End, Mech, Rx, Tx};
-use crate::sys::{Line, Mapping, Placement, Shm, Team, fail_with};
+use crate::mech::{Closed, End, Mech, Rx, Tx};
+use crate::sys::{Line, Mapping, Placement, Shm, Start, Team, fail_with, pin_to, timed_out};
 
 /// Untimed messages before the clock starts, for messages up to 64 KiB.
 pub const WARM: u64 = 200;
@@ -57,7 +57,7 @@ pub fn run_delay_ns() -> u64 {
 }
 
 /// CLOCK_MONOTONIC in nanoseconds: the same clock in every process.
-fn mono_ns() -> u64 {
+pub fn mono_ns() -> u64 {
     let mut ts = libc::timespec {
         tv_sec: 0,
         tv_nsec: 0,
@@ -291,6 +291,262 @@ pub fn one_way(
         verified: verifier.verified,
         waited_ns: waited.max(child_waited) as f64,
     })
+}
+
+/// When one process's timed part started and ended, and how long it waited for its CPU
+/// meanwhile; written by the process, read by the parent after it exited.
+#[derive(Default)]
+pub struct Span {
+    start_ns: Line<AtomicU64>,
+    end_ns: Line<AtomicU64>,
+    waited_ns: Line<AtomicU64>,
+}
+
+impl Span {
+    /// Records a timed part from `start_ns` to `end_ns` ([`mono_ns`]) and the wait for the CPU.
+    pub fn record(&self, start_ns: u64, end_ns: u64, waited_ns: u64) {
+        self.start_ns.store(start_ns, Ordering::Relaxed);
+        self.waited_ns.store(waited_ns, Ordering::Relaxed);
+        self.end_ns.store(end_ns.max(start_ns), Ordering::Release);
+    }
+}
+
+/// The nanoseconds from the first start to the last end of `spans` (whose processes have all
+/// exited), and the most any of them waited for its CPU.
+pub fn region(spans: &[Span]) -> (u64, u64) {
+    let start = spans
+        .iter()
+        .map(|s| s.start_ns.load(Ordering::Acquire))
+        .min()
+        .unwrap_or(0);
+    let end = spans
+        .iter()
+        .map(|s| s.end_ns.load(Ordering::Acquire))
+        .max()
+        .unwrap_or(start);
+    let waited = spans
+        .iter()
+        .map(|s| s.waited_ns.load(Ordering::Acquire))
+        .max()
+        .unwrap_or(0);
+    (end.saturating_sub(start), waited)
+}
+
+/// The most pairs [`pairs`] runs at once.
+pub const MAX_PAIRS: usize = 16;
+
+/// Untimed round trips per pair when `pairs` pairs run at once: as many as a lone round trip
+/// has in all, shared out (pairs that take turns on a CPU warm up slowly), at least 16 each.
+pub fn pair_warm(pairs: usize) -> u64 {
+    (WARM / pairs.max(1) as u64).max(16)
+}
+
+/// Per pair: how many of its two processes registered their receiving ends.
+#[derive(Default)]
+struct Attached(Line<AtomicU32>);
+
+impl Attached {
+    /// Counts this process in and waits until both of the pair are: only then may either
+    /// send, or a ring's receiver would find a message when it registers.
+    fn both(&self) -> Result<(), String> {
+        self.0.fetch_add(1, Ordering::AcqRel);
+        let since = Instant::now();
+        let mut spins = 0u32;
+        while self.0.load(Ordering::Acquire) < 2 {
+            // Other pairs may share this core: spin a little, then let them run.
+            if spins < 1000 {
+                spins += 1;
+                std::hint::spin_loop();
+            } else {
+                std::thread::yield_now();
+                if timed_out() || since.elapsed() > Duration::from_secs(60) {
+                    return Err("the other process of the pair never attached".into());
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// `pairs` pairs of processes make `n` round trips of an 8-byte message each, all at once:
+/// every pinger on the placement's first CPU, every ponger on its second (so one pair is the
+/// awake latency case, with a pinging child in place of the parent). Each pair warms up before
+/// it reports ready; the pingers then time their round trips. The figure is the time from the
+/// first pinger's start to the last one's end divided by `n`: the mean round trip of one pair
+/// while all run.
+pub fn pairs(
+    mech: Mech,
+    pairs: usize,
+    n: u64,
+    placement: Placement,
+    check: Check,
+) -> Result<Sample, String> {
+    if !(1..=MAX_PAIRS).contains(&pairs) {
+        return Err(format!("from 1 to {MAX_PAIRS} pairs, not {pairs}"));
+    }
+    let started = Instant::now();
+    let n = n.max(1);
+    let warm = pair_warm(pairs);
+    let spans = Shm::new(<[Span; MAX_PAIRS]>::default());
+    let attached = Shm::new(<[Attached; MAX_PAIRS]>::default());
+    let links = (0..pairs)
+        .map(|_| mech.duplex())
+        .collect::<Result<Vec<(End, End)>, String>>()?;
+    // Child 2k pings and child 2k + 1 echoes, for pair k.
+    let team = Team::spawn(2 * pairs, placement, |i, start| {
+        let (pair, pinger) = (i / 2, i % 2 == 0);
+        if pinger && let Some(cpu) = placement.parent {
+            pin_to(cpu)?;
+        }
+        // Let go of every end but our own, so a peer that dies shows up as EOF or a disconnect.
+        for (k, (a, b)) in links.iter().enumerate() {
+            for (end, ping_side) in [(a, true), (b, false)] {
+                if (k, ping_side) != (pair, pinger) {
+                    drop(end.tx.replace(Box::new(Closed)));
+                    drop(end.rx.replace(Box::new(Closed)));
+                }
+            }
+        }
+        let End { tx, rx } = if pinger {
+            &links[pair].0
+        } else {
+            &links[pair].1
+        };
+        let (mut tx, mut rx) = (tx.borrow_mut(), rx.borrow_mut());
+        let maker = Maker::new(tx.buf(), check);
+        let verifier = Verifier::new(8, 2, check);
+        let (tx, rx) = (&mut **tx, &mut **rx);
+        let (me, peer): (u8, usize) = if pinger { (0, 1) } else { (1, 0) };
+        let r = (|| {
+            rx.attach()?;
+            tx.attach()?;
+            attached[pair].both()?;
+            send(tx, &maker, me, HELLO)?;
+            if verifier.inspect(rx.recv()?)? != (peer, HELLO) {
+                return Err("the other process's hello did not come first".into());
+            }
+            if pinger {
+                ping(
+                    tx,
+                    rx,
+                    &maker,
+                    &verifier,
+                    warm..warm + n,
+                    start,
+                    &spans[pair],
+                    pairs,
+                )
+            } else {
+                pong(tx, rx, &maker, &verifier, warm..warm + n, start, pairs)
+            }
+        })();
+        if r.is_err() {
+            tx.abort();
+            rx.abort();
+        }
+        r
+    });
+    let mut team = team?;
+    let ready = team.wait_ready();
+    drop(links);
+    if let Err(e) = ready {
+        return Err(fail_with(team, e));
+    }
+    team.go();
+    let pair_waited = team.join()?;
+    let (elapsed, _) = region(&spans[..pairs]);
+    Ok(Sample {
+        ns_per_unit: elapsed as f64 / n as f64,
+        wall_per_unit: started.elapsed().as_nanos() as f64 / n as f64,
+        // Per pair: the two hellos, the warm-up and timed messages both ways, and the stop.
+        verified: pairs as u64 * (2 * (warm + n) + 3),
+        // Several pairs share each CPU by design; only a lone pair's wait is other load's.
+        waited_ns: if pairs == 1 { pair_waited as f64 } else { 0.0 },
+    })
+}
+
+/// A pinger of [`pairs`]: round trips up to `timed.start` to warm up, report ready, time the
+/// round trips of `timed`, send the stop.
+#[allow(clippy::too_many_arguments)]
+fn ping(
+    tx: &mut dyn Tx,
+    rx: &mut dyn Rx,
+    maker: &Maker,
+    verifier: &Verifier,
+    timed: std::ops::Range<u64>,
+    start: &Start<'_>,
+    span: &Span,
+    pairs: usize,
+) -> Result<(), String> {
+    let mut exchange = |c: u64| -> Result<(), String> {
+        send(tx, maker, 0, c)?;
+        let got = verifier.inspect(rx.recv()?)?;
+        if got != (1, c) {
+            return Err(format!("round trip {c}: the echo was {got:?}"));
+        }
+        Ok(())
+    };
+    for c in 0..timed.start {
+        exchange(c)?;
+    }
+    start.ready_and_wait()?;
+    let delay0 = run_delay_ns();
+    let t0 = mono_ns();
+    for c in timed {
+        exchange(c)?;
+    }
+    let t1 = mono_ns();
+    let waited = run_delay_ns().saturating_sub(delay0);
+    span.record(t0, t1, waited);
+    if pairs == 1 {
+        start.report_waited(waited);
+    }
+    send(tx, maker, 0, STOP)
+}
+
+/// A ponger of [`pairs`]: echo the warm-up (the messages before `timed.start`), report ready,
+/// echo until the stop, which must follow the last of `timed`.
+fn pong(
+    tx: &mut dyn Tx,
+    rx: &mut dyn Rx,
+    maker: &Maker,
+    verifier: &Verifier,
+    timed: std::ops::Range<u64>,
+    start: &Start<'_>,
+    pairs: usize,
+) -> Result<(), String> {
+    let mut expect = 0;
+    let mut delay0 = None;
+    loop {
+        if expect == timed.start && delay0.is_none() {
+            start.ready_and_wait()?;
+            delay0 = Some(run_delay_ns());
+        }
+        let (id, seq) = verifier.inspect(rx.recv()?)?;
+        if id != 0 {
+            return Err(format!("ponger: message from {id}, not its pinger"));
+        }
+        if seq == STOP {
+            break;
+        }
+        if seq != expect {
+            return Err(format!(
+                "ponger: message {seq} arrived where {expect} was expected"
+            ));
+        }
+        expect += 1;
+        send(tx, maker, 1, seq)?;
+    }
+    if let (1, Some(d)) = (pairs, delay0) {
+        start.report_waited(run_delay_ns().saturating_sub(d));
+    }
+    if expect != timed.end {
+        return Err(format!(
+            "ponger: {expect} messages arrived, {} were sent",
+            timed.end
+        ));
+    }
+    Ok(())
 }
 
 /// Words in shared memory, zeroed, for children to fill.

@@ -210,6 +210,12 @@ pub fn futex_wake(word: &AtomicU32) {
     unsafe { libc::syscall(libc::SYS_futex, word.as_ptr(), libc::FUTEX_WAKE, i32::MAX) };
 }
 
+/// Wakes at most one waiter on `word`.
+pub fn futex_wake_one(word: &AtomicU32) {
+    // SAFETY: `word` is a live, aligned u32; a wake reads nothing. Shared, as in `futex_wait`.
+    unsafe { libc::syscall(libc::SYS_futex, word.as_ptr(), libc::FUTEX_WAKE, 1) };
+}
+
 // ----------------------------------------------------------------------------------------
 // Watchdog
 
@@ -277,8 +283,27 @@ fn unregister_child(pid: libc::pid_t) {
     }
 }
 
-/// `waitpid(pid, 0)`, retried when a signal interrupts it.
+/// `waitpid(pid, 0)`, retried when a signal interrupts it. The child stays known to the
+/// watchdog until it has exited (a parent waiting for a child that hangs must not make it
+/// unkillable), and is forgotten before it is reaped (its pid cannot be reused before that).
 fn reap(pid: libc::pid_t, status: &mut libc::c_int) -> libc::pid_t {
+    loop {
+        // SAFETY: siginfo_t is plain data; all zeros is valid.
+        let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+        // SAFETY: `pid` is our unreaped child; `info` is a valid out-pointer. WNOWAIT leaves the
+        // child a zombie, to be reaped below.
+        let r = unsafe {
+            libc::waitid(
+                libc::P_PID,
+                pid as libc::id_t,
+                &mut info,
+                libc::WEXITED | libc::WNOWAIT,
+            )
+        };
+        if r == 0 || std::io::Error::last_os_error().kind() != std::io::ErrorKind::Interrupted {
+            break;
+        }
+    }
     unregister_child(pid);
     loop {
         // SAFETY: `pid` is our unreaped child; `status` is a valid out-pointer.

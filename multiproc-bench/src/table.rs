@@ -2,7 +2,7 @@
 
 use std::fmt::Write;
 
-use crate::model::{Bench, Report, Status};
+use crate::model::{Bench, Group, LatencyMode, LockCase, Report, Row, Status};
 
 /// A duration in ns, readably.
 pub fn fmt_ns(ns: f64) -> String {
@@ -25,6 +25,15 @@ pub fn fmt_rate(per_s: f64) -> String {
         format!("{:.1} k", per_s / 1e3)
     } else {
         format!("{per_s:.0}")
+    }
+}
+
+/// The rate column's header for groups whose figures are per `unit`.
+fn rate_header(unit: &str) -> &'static str {
+    match unit {
+        "message" => "msgs/s",
+        "lock+unlock" => "ops/s",
+        _ => "RTs/s",
     }
 }
 
@@ -55,29 +64,31 @@ pub fn render(report: &Report) -> String {
     );
     let _ = writeln!(
         out,
-        "time: median per unit over rounds (range min-max); \"vs pipe\" and \"vs floor\": how many times as fast as\n\
-         the OS pipe and the minimal shared-memory ring, median of the ratios taken within each round (> 1: faster)"
+        "time: median per unit over rounds (range min-max); \"vs X\": how many times as fast as the group's reference X\n\
+         (pipe: the OS pipe, floor: the minimal shared-memory ring; for locks futex: the bare futex mutex, pthread:\n\
+         the process-shared pthread mutex), median of the ratios taken within each round (> 1: faster)"
     );
     for note in &report.notes {
         let _ = writeln!(out, "note: {note}");
     }
     for g in &report.groups {
         let _ = writeln!(out, "\n{}", g.title);
-        let bytes = !matches!(g.bench, Bench::Latency { .. });
+        let bytes = g.bench.message_bytes().is_some();
+        let [first, second] = &g.references;
         let _ = writeln!(
             out,
-            "  {:<34} {:>10} {:>21} {:>10}{} {:>8} {:>8}",
+            "  {:<34} {:>10} {:>21} {:>10}{} {:>10} {:>10}",
             "mechanism",
             "time",
             "range",
-            format!("{}/s", if g.unit == "message" { "msgs" } else { "RTs" }),
+            rate_header(&g.unit),
             if bytes {
                 format!(" {:>10}", "bytes/s")
             } else {
                 String::new()
             },
-            "vs pipe",
-            "vs floor"
+            format!("vs {}", first.name),
+            format!("vs {}", second.name),
         );
         for r in &g.rows {
             match r.status {
@@ -104,7 +115,7 @@ pub fn render(report: &Report) -> String {
                     };
                     let _ = writeln!(
                         out,
-                        "  {:<34} {:>10} {:>21} {:>10}{} {:>8} {:>8}{flags}",
+                        "  {:<34} {:>10} {:>21} {:>10}{} {:>10} {:>10}{flags}",
                         r.label,
                         fmt_ns(med),
                         format!("{}-{}", fmt_ns(lo), fmt_ns(hi)),
@@ -118,8 +129,8 @@ pub fn render(report: &Report) -> String {
                         } else {
                             String::new()
                         },
-                        fmt_ratio(r.speed_vs_pipe),
-                        fmt_ratio(r.speed_vs_floor),
+                        fmt_ratio(r.speed_vs_first),
+                        fmt_ratio(r.speed_vs_second),
                     );
                 }
             }
@@ -138,25 +149,27 @@ pub fn render(report: &Report) -> String {
 }
 
 /// A compact Markdown table of the headline cases: one row per mechanism, one column per case,
-/// each cell the median and, in parentheses, how many times as fast as the OS pipe.
+/// each cell the median and, in parentheses, how many times as fast as the OS pipe. When the
+/// report has lock groups, a second table follows for the mutexes, in parentheses how many times
+/// as fast as the bare futex mutex.
 pub fn markdown_summary(report: &Report) -> String {
-    let cases: Vec<(&str, Bench)> = vec![
+    let channels = [
         (
             "round trip, awake",
             Bench::Latency {
-                mode: crate::model::LatencyMode::Awake,
+                mode: LatencyMode::Awake,
             },
         ),
         (
             "round trip, asleep",
             Bench::Latency {
-                mode: crate::model::LatencyMode::Asleep,
+                mode: LatencyMode::Asleep,
             },
         ),
         (
             "round trip, one core",
             Bench::Latency {
-                mode: crate::model::LatencyMode::OneCore,
+                mode: LatencyMode::OneCore,
             },
         ),
         ("8 B one way", Bench::Throughput { size: 8 }),
@@ -166,29 +179,75 @@ pub fn markdown_summary(report: &Report) -> String {
         ("1 MiB one way", Bench::Throughput { size: 1 << 20 }),
         ("16 MiB one way", Bench::Throughput { size: 16 << 20 }),
         ("64 B, 4 producers", Bench::Producers { producers: 4 }),
+        ("round trip, 16 pairs at once", Bench::Pairs { pairs: 16 }),
     ];
-    let cases: Vec<_> = cases
-        .into_iter()
-        .filter_map(|(name, b)| {
+    let locks = [
+        (
+            "uncontended",
+            Bench::Locks {
+                case: LockCase::Uncontended,
+            },
+        ),
+        (
+            "two processes, two cores",
+            Bench::Locks {
+                case: LockCase::TwoCores,
+            },
+        ),
+        (
+            "two processes, one core",
+            Bench::Locks {
+                case: LockCase::OneCore,
+            },
+        ),
+    ];
+    let channels = present(report, &channels);
+    let locks = present(report, &locks);
+    let mut out = String::new();
+    if !channels.is_empty() || locks.is_empty() {
+        markdown_table(&mut out, "mechanism", &channels);
+    }
+    if !locks.is_empty() {
+        if !out.is_empty() {
+            out.push('\n');
+        }
+        let _ = writeln!(
+            out,
+            "Lock + increment + unlock of a process-shared mutex, time per cycle (in parentheses: how \
+             many times as fast as the bare futex mutex)\n"
+        );
+        markdown_table(&mut out, "mutex", &locks);
+    }
+    out
+}
+
+/// The cases of `cases` that `report` has a group for.
+fn present<'a>(report: &'a Report, cases: &[(&'a str, Bench)]) -> Vec<(&'a str, &'a Group)> {
+    cases
+        .iter()
+        .filter_map(|&(name, b)| {
             report
                 .groups
                 .iter()
                 .find(|g| g.bench == b)
                 .map(|g| (name, g))
         })
-        .collect();
-    let mut out = String::new();
-    let _ = write!(out, "| mechanism |");
-    for (name, _) in &cases {
+        .collect()
+}
+
+/// One Markdown table: a row per mechanism of `cases`, a column per case.
+fn markdown_table(out: &mut String, what: &str, cases: &[(&str, &Group)]) {
+    let _ = write!(out, "| {what} |");
+    for (name, _) in cases {
         let _ = write!(out, " {name} |");
     }
     let _ = write!(out, "\n|---|");
-    for _ in &cases {
+    for _ in cases {
         let _ = write!(out, "---|");
     }
     out.push('\n');
     let mut labels: Vec<&str> = Vec::new();
-    for (_, g) in &cases {
+    for (_, g) in cases {
         for r in &g.rows {
             if !labels.contains(&r.label.as_str()) {
                 labels.push(&r.label);
@@ -197,29 +256,9 @@ pub fn markdown_summary(report: &Report) -> String {
     }
     for label in labels {
         let _ = write!(out, "| {label} |");
-        for (_, g) in &cases {
+        for (_, g) in cases {
             let cell = match g.rows.iter().find(|r| r.label == label) {
-                Some(r) if r.status == Status::Ok => {
-                    let value = match g.bench {
-                        Bench::Latency { .. } => r.median_ns.map(fmt_ns),
-                        Bench::Throughput { size } if size <= 64 => {
-                            r.per_s.map(|p| format!("{} msg/s", fmt_rate(p)))
-                        }
-                        Bench::Producers { .. } | Bench::Consumers { .. } => {
-                            r.per_s.map(|p| format!("{} msg/s", fmt_rate(p)))
-                        }
-                        Bench::Throughput { .. } => {
-                            r.bytes_per_s.map(|b| format!("{}B/s", fmt_rate(b)))
-                        }
-                    };
-                    match (value, r.speed_vs_pipe) {
-                        (Some(v), Some(x)) if r.mechanism != "os-pipe" => {
-                            format!("{v} ({})", fmt_ratio(Some(x)))
-                        }
-                        (Some(v), _) => v,
-                        (None, _) => "-".into(),
-                    }
-                }
+                Some(r) if r.status == Status::Ok => markdown_cell(g, r),
                 Some(r) if r.status == Status::Failed => "failed".into(),
                 _ => "n/a".into(),
             };
@@ -227,15 +266,39 @@ pub fn markdown_summary(report: &Report) -> String {
         }
         out.push('\n');
     }
-    out
 }
 
-/// The per-round ratios of the OS pipe's time to `row`'s in `group` (> 1: `row` is faster).
-fn round_ratios(group: &crate::model::Group, row: &crate::model::Row) -> Vec<f64> {
+/// A measured row's cell: its figure and, beside any row but the reference's own, how many
+/// times as fast as the group's first reference.
+fn markdown_cell(g: &Group, r: &Row) -> String {
+    let value = match g.bench {
+        Bench::Latency { .. } | Bench::Pairs { .. } | Bench::Locks { .. } => {
+            r.median_ns.map(fmt_ns)
+        }
+        Bench::Throughput { size } if size <= 64 => {
+            r.per_s.map(|p| format!("{} msg/s", fmt_rate(p)))
+        }
+        Bench::Producers { .. } | Bench::Consumers { .. } => {
+            r.per_s.map(|p| format!("{} msg/s", fmt_rate(p)))
+        }
+        Bench::Throughput { .. } => r.bytes_per_s.map(|b| format!("{}B/s", fmt_rate(b))),
+    };
+    match (value, r.speed_vs_first) {
+        (Some(v), Some(x)) if r.mechanism != g.references[0].mechanism => {
+            format!("{v} ({})", fmt_ratio(Some(x)))
+        }
+        (Some(v), _) => v,
+        (None, _) => "-".into(),
+    }
+}
+
+/// The per-round ratios of the first reference's time to `row`'s in `group` (> 1: `row` is
+/// faster).
+fn round_ratios(group: &Group, row: &Row) -> Vec<f64> {
     let Some(pipe) = group
         .rows
         .iter()
-        .find(|r| r.mechanism == "os-pipe" && r.status == Status::Ok)
+        .find(|r| r.mechanism == group.references[0].mechanism && r.status == Status::Ok)
     else {
         return Vec::new();
     };
@@ -279,30 +342,35 @@ pub struct Comparison {
     pub worst: f64,
 }
 
-/// Every ratio to the OS pipe of the rows whose id starts with `prefix` ("mp-" for multiproc's,
-/// "" for all) in two reports, side by side, with the relative difference of the medians and
-/// whether the runs' interquartile ranges overlap.
+/// Every ratio to the group's first reference (the OS pipe; for locks the bare futex mutex) of
+/// the rows whose id starts with `prefix` ("mp-" for multiproc's, "" for all) in two reports,
+/// side by side, with the relative difference of the medians and whether the runs'
+/// interquartile ranges overlap.
 pub fn compare(a: &Report, b: &Report, prefix: &str, tolerance: f64) -> (String, Comparison) {
     let mut out = String::new();
     let mut c = Comparison::default();
     let _ = writeln!(
         out,
         "{:<72} {:>19} {:>19} {:>7}",
-        "group / mechanism: speed vs OS pipe, median [quartiles]", "A", "B", "diff"
+        "group / mechanism: speed vs pipe (locks: vs futex), median [quartiles]", "A", "B", "diff"
     );
     for ga in &a.groups {
         let Some(gb) = b.groups.iter().find(|g| g.bench == ga.bench) else {
             continue;
         };
+        let reference = &ga.references[0].mechanism;
+        if gb.references[0].mechanism != *reference {
+            continue;
+        }
         for ra in ga
             .rows
             .iter()
-            .filter(|r| r.mechanism.starts_with(prefix) && r.mechanism != "os-pipe")
+            .filter(|r| r.mechanism.starts_with(prefix) && r.mechanism != *reference)
         {
             let Some(rb) = gb.rows.iter().find(|r| r.mechanism == ra.mechanism) else {
                 continue;
             };
-            let (Some(x), Some(y)) = (ra.speed_vs_pipe, rb.speed_vs_pipe) else {
+            let (Some(x), Some(y)) = (ra.speed_vs_first, rb.speed_vs_first) else {
                 continue;
             };
             let (qa, qb) = (

@@ -1,8 +1,27 @@
-//! What a complete report must hold: every mechanism, every figure positive, every message
-//! verified, the Python rows when Python ran. CI checks the `--quick --json` output with this.
+//! What a complete report must hold: every mechanism of every kind of group it has, every
+//! figure positive, every message (or locked increment) verified, the Python rows when Python
+//! ran. CI checks the `--quick --json` output with this.
 
-use crate::mech::{ALL, Mech};
+use crate::mech::{ALL, Mech, PAIRS};
 use crate::model::{Bench, Report, Status};
+
+/// The mechanisms every group of `bench`'s kind must have a row for.
+fn expected(bench: Bench, python: bool) -> Vec<&'static str> {
+    match bench {
+        Bench::Locks { .. } => crate::locks::ALL.iter().map(|l| l.id()).collect(),
+        Bench::Pairs { .. } => PAIRS.iter().map(|m| m.id()).collect(),
+        Bench::Latency { .. }
+        | Bench::Throughput { .. }
+        | Bench::Producers { .. }
+        | Bench::Consumers { .. } => {
+            let mut ids: Vec<&str> = ALL.iter().map(|m| m.id()).collect();
+            if python {
+                ids.extend(crate::python::MECHANISMS.iter().map(|(id, _)| *id));
+            }
+            ids
+        }
+    }
+}
 
 /// The problems found in `report`, empty if none. With `python`, the Python rows must be
 /// present and measured.
@@ -11,14 +30,19 @@ pub fn problems(report: &Report, python: bool) -> Vec<String> {
     if report.groups.is_empty() {
         out.push("no groups".to_string());
     }
-    let mut expected: Vec<&str> = ALL.iter().map(|m| m.id()).collect();
-    if python {
-        expected.extend(crate::python::MECHANISMS.iter().map(|(id, _)| *id));
-        if report.machine.python.is_none() {
-            out.push("python3 is present but the report names no Python version".into());
+    if python && report.machine.python.is_none() {
+        out.push("python3 is present but the report names no Python version".into());
+    }
+    // Every mechanism of the kinds of groups present has a figure somewhere.
+    let mut everyone: Vec<&str> = Vec::new();
+    for g in &report.groups {
+        for id in expected(g.bench, python) {
+            if !everyone.contains(&id) {
+                everyone.push(id);
+            }
         }
     }
-    for id in &expected {
+    for id in &everyone {
         let measured = report.groups.iter().any(|g| {
             g.rows
                 .iter()
@@ -29,12 +53,25 @@ pub fn problems(report: &Report, python: bool) -> Vec<String> {
         }
     }
     for g in &report.groups {
-        for id in &expected {
-            if !g.rows.iter().any(|r| r.mechanism == *id) {
+        for id in expected(g.bench, python) {
+            if !g.rows.iter().any(|r| r.mechanism == id) {
                 out.push(format!("{}: no row for {id}", g.title));
             }
         }
-        let has_bytes = !matches!(g.bench, Bench::Latency { .. });
+        if g.references != g.bench.references() {
+            out.push(format!(
+                "{}: ratios taken against {:?}, not {:?}",
+                g.title,
+                g.references,
+                g.bench.references()
+            ));
+        }
+        let has_bytes = g.bench.message_bytes().is_some();
+        let reference_ok = |k: usize| {
+            g.rows
+                .iter()
+                .any(|p| p.mechanism == g.references[k].mechanism && p.status == Status::Ok)
+        };
         for r in &g.rows {
             let at = format!("{}: {}", g.title, r.label);
             match r.status {
@@ -72,12 +109,14 @@ pub fn problems(report: &Report, python: bool) -> Vec<String> {
             if r.verified_messages == 0 && r.mechanism != Mech::Memcpy.id() {
                 out.push(format!("{at}: no message verified"));
             }
-            if r.mechanism != Mech::OsPipe.id()
-                && g.rows
-                    .iter()
-                    .any(|p| p.mechanism == Mech::OsPipe.id() && p.status == Status::Ok)
+            for (k, ratio) in [r.speed_vs_first, r.speed_vs_second]
+                .into_iter()
+                .enumerate()
             {
-                positive("speed vs pipe", r.speed_vs_pipe, &mut out);
+                let reference = &g.references[k];
+                if r.mechanism != reference.mechanism && reference_ok(k) {
+                    positive(&format!("speed vs {}", reference.name), ratio, &mut out);
+                }
             }
         }
     }

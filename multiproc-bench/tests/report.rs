@@ -1,6 +1,7 @@
 //! The harness end to end: a run's JSON holds every mechanism with positive, verified figures
-//! (the Python rows too when python3 is present), its SVG names every measured series, and a
-//! deliberately broken transport is reported as failed instead of measured.
+//! (the Python rows too when python3 is present), the lock and pairs groups among them, its SVG
+//! names every measured series, and a deliberately broken transport is reported as failed
+//! instead of measured.
 //!
 //! CI runs `multiproc-bench --quick --json FILE --svg FILE` and points `MULTIPROC_BENCH_JSON`
 //! and `MULTIPROC_BENCH_SVG` at the files; without them, this test makes a short run of its own.
@@ -8,7 +9,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use multiproc_bench::model::{Report, Status};
+use multiproc_bench::model::{Bench, LockCase, Report, Status};
 use multiproc_bench::plot::legend_labels;
 use multiproc_bench::validate::problems;
 
@@ -34,8 +35,13 @@ fn python_present() -> bool {
         .is_ok_and(|o| o.status.success())
 }
 
-/// The JSON and SVG of CI's quick run, or of a short run made here.
+/// The JSON and SVG of CI's quick run, or of a short run made here (once for every test).
 fn run_files() -> (PathBuf, PathBuf) {
+    static FILES: std::sync::OnceLock<(PathBuf, PathBuf)> = std::sync::OnceLock::new();
+    FILES.get_or_init(make_run_files).clone()
+}
+
+fn make_run_files() -> (PathBuf, PathBuf) {
     if let (Ok(json), Ok(svg)) = (
         std::env::var("MULTIPROC_BENCH_JSON"),
         std::env::var("MULTIPROC_BENCH_SVG"),
@@ -46,7 +52,7 @@ fn run_files() -> (PathBuf, PathBuf) {
     let out = bench()
         .args(["--quick", "--rounds", "2", "--target-ms", "2"])
         .args(["--sizes", "8,4096,1048576"])
-        .args(["--bench", "latency,throughput,producers"])
+        .args(["--bench", "latency,throughput,producers,locks,pairs"])
         .arg("--json")
         .arg(&json)
         .arg("--svg")
@@ -102,12 +108,95 @@ fn a_run_reports_every_mechanism_verified_and_plots_it() {
 }
 
 #[test]
-fn a_broken_transport_fails_instead_of_looking_fast() {
+fn the_lock_and_pairs_groups_are_complete() {
+    let (json, _) = run_files();
+    let report = read_report(&json);
+    let ids = |b: &Bench| -> Vec<&str> {
+        report
+            .groups
+            .iter()
+            .filter(|g| g.bench == *b)
+            .flat_map(|g| g.rows.iter().map(|r| r.mechanism.as_str()))
+            .collect()
+    };
+    for case in [LockCase::Uncontended, LockCase::TwoCores, LockCase::OneCore] {
+        let bench = Bench::Locks { case };
+        let rows = ids(&bench);
+        assert_eq!(
+            rows,
+            multiproc_bench::locks::ALL.map(|l| l.id()),
+            "{case:?}: the lock group's rows"
+        );
+        let g = report.groups.iter().find(|g| g.bench == bench).unwrap();
+        assert_eq!(g.references, bench.references());
+        assert_eq!(g.references[0].mechanism, "futex-mutex");
+        assert_eq!(g.references[1].mechanism, "pthread-mutex");
+        for r in &g.rows {
+            assert_eq!(r.status, Status::Ok, "{}: {r:?}", g.title);
+            // At least the warm-up of every process and one timed cycle per round.
+            assert!(
+                r.verified_messages > report.config.rounds as u64 * 1000,
+                "{r:?}"
+            );
+            let (Some(first), Some(second)) = (r.speed_vs_first, r.speed_vs_second) else {
+                panic!("{}: {} lacks a ratio", g.title, r.label);
+            };
+            assert!(first > 0.0 && second > 0.0);
+            if r.mechanism == "futex-mutex" {
+                assert!(
+                    (first - 1.0).abs() < 1e-9,
+                    "the futex mutex against itself: {first}"
+                );
+            }
+        }
+    }
+    let pairs: Vec<u32> = report
+        .groups
+        .iter()
+        .filter_map(|g| match g.bench {
+            Bench::Pairs { pairs } => Some(pairs),
+            _ => None,
+        })
+        .collect();
+    assert!(
+        pairs.contains(&1) && pairs.contains(&16),
+        "pairs groups: {pairs:?}"
+    );
+    for g in &report.groups {
+        let Bench::Pairs { pairs } = g.bench else {
+            continue;
+        };
+        assert_eq!(
+            g.rows
+                .iter()
+                .map(|r| r.mechanism.as_str())
+                .collect::<Vec<_>>(),
+            multiproc_bench::mech::PAIRS.map(|m| m.id()),
+            "{}: rows",
+            g.title
+        );
+        for r in &g.rows {
+            assert_eq!(r.status, Status::Ok, "{}: {r:?}", g.title);
+            // The rate is that of all pairs together; the time is one pair's round trip.
+            let (median, rate) = (r.median_ns.unwrap(), r.per_s.unwrap());
+            let expected = f64::from(pairs) * 1e9 / median;
+            assert!((rate / expected - 1.0).abs() < 1e-9, "{}: {r:?}", g.title);
+            assert!(r.verified_messages >= 2 * u64::from(pairs) * report.config.rounds as u64);
+            assert!(r.speed_vs_first.is_some() && r.speed_vs_second.is_some());
+        }
+    }
+}
+
+#[test]
+fn a_broken_transport_or_mutex_fails_instead_of_looking_fast() {
     for fault in ["drop", "duplicate", "corrupt"] {
         for bench_args in [
-            ["--bench", "throughput", "--sizes", "64"],
-            ["--bench", "throughput", "--sizes", "8"],
-            ["--bench", "latency", "--sizes", "8"],
+            &["--bench", "throughput", "--sizes", "64"][..],
+            &["--bench", "throughput", "--sizes", "8"],
+            &["--bench", "latency"],
+            // 1, 4 and 16 pairs: the fault falls in the warm-up, or (16) in the timed part.
+            &["--bench", "pairs", "--quick"],
+            &["--bench", "locks"],
         ] {
             let json = scratch(&format!("broken-{fault}.json"));
             let out = bench()
@@ -139,6 +228,14 @@ fn a_broken_transport_fails_instead_of_looking_fast() {
                     assert_eq!(r.status, Status::Failed, "{fault} in {}: {r:?}", g.title);
                     assert!(r.median_ns.is_none() && r.samples_ns.is_empty() && r.per_s.is_none());
                     let why = r.error.as_deref().unwrap_or("");
+                    if let Bench::Locks { .. } = g.bench {
+                        assert!(
+                            why.contains("the counter holds"),
+                            "{fault} in {}: unexpected error {why:?}",
+                            g.title
+                        );
+                        continue;
+                    }
                     let expected = match fault {
                         "corrupt" => [
                             "checksum",
@@ -164,13 +261,17 @@ fn a_broken_transport_fails_instead_of_looking_fast() {
                         g.title
                     );
                 }
-                // The honest transports in the same run still measure.
-                let floor = g
+                // The honest transports (or mutexes) in the same run still measure.
+                let honest = match g.bench {
+                    Bench::Locks { .. } => "futex-mutex",
+                    _ => "floor-ring",
+                };
+                let row = g
                     .rows
                     .iter()
-                    .find(|r| r.mechanism == "floor-ring")
-                    .expect("floor row");
-                assert_eq!(floor.status, Status::Ok, "{}: {floor:?}", g.title);
+                    .find(|r| r.mechanism == honest)
+                    .expect("honest row");
+                assert_eq!(row.status, Status::Ok, "{}: {row:?}", g.title);
             }
             assert!(seen > 0, "{fault}: no row for the broken transport");
             assert!(

@@ -11,6 +11,13 @@ const MECHANISMS: [(&str, &str); 3] = [
     ("os-pipe", "OS pipe"),
     ("floor-ring", "shared-memory ring <floor> & reference"),
 ];
+/// Mutexes of a lock group, which the plot ignores.
+const LOCKS: [(&str, &str); 4] = [
+    ("mp-lock", "multiproc Lock"),
+    ("mp-lock-api", "lock_api::Mutex over RawLock"),
+    ("futex-mutex", "bare futex mutex (reference)"),
+    ("pthread-mutex", "pthread mutex, process-shared"),
+];
 /// The mechanism that fails at 4096 bytes.
 const FAILING: &str = "os-pipe";
 
@@ -42,9 +49,9 @@ fn row(mechanism: &str, label: &str, status: Status, ns: Option<f64>, size: u64)
         min_ns: ns,
         max_ns: ns,
         per_s: ns.map(|n| 1e9 / n),
-        bytes_per_s: ns.map(|n| size as f64 * 1e9 / n),
-        speed_vs_pipe: None,
-        speed_vs_floor: None,
+        bytes_per_s: ns.filter(|_| size > 0).map(|n| size as f64 * 1e9 / n),
+        speed_vs_first: None,
+        speed_vs_second: None,
         verified_messages: if ok { 1000 } else { 0 },
     }
 }
@@ -79,6 +86,7 @@ fn synthetic() -> Report {
             bench: Bench::Latency { mode },
             title: format!("round trip, {mode:?}"),
             unit: "round trip".into(),
+            references: Reference::channel(),
             rows: MECHANISMS
                 .iter()
                 .enumerate()
@@ -94,6 +102,7 @@ fn synthetic() -> Report {
             bench: Bench::Throughput { size },
             title: format!("one way, {size} B messages"),
             unit: "message".into(),
+            references: Reference::channel(),
             rows: MECHANISMS
                 .iter()
                 .enumerate()
@@ -109,6 +118,30 @@ fn synthetic() -> Report {
                 .collect(),
         });
     }
+    // Groups the plot does not draw: they must neither appear nor take a colour.
+    let bench = Bench::Locks {
+        case: LockCase::TwoCores,
+    };
+    groups.push(Group {
+        bench,
+        title: "lock + increment + unlock, two processes contending on two cores".into(),
+        unit: "lock+unlock".into(),
+        references: bench.references(),
+        rows: LOCKS
+            .iter()
+            .map(|(id, label)| row(id, label, Status::Ok, Some(40.0), 0))
+            .collect(),
+    });
+    groups.push(Group {
+        bench: Bench::Pairs { pairs: 4 },
+        title: "round trip, 8 B, 4 pair(s) at once".into(),
+        unit: "round trip".into(),
+        references: Reference::channel(),
+        rows: MECHANISMS
+            .iter()
+            .map(|(id, label)| row(id, label, Status::Ok, Some(9000.0), 0))
+            .collect(),
+    });
     report(groups)
 }
 
