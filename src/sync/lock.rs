@@ -192,11 +192,12 @@ impl Lock {
     #[doc(alias = "acquire")]
     #[inline]
     pub fn lock(&self) -> LockResult<LockGuard<'_>> {
-        let how = self.raw().acquire(None).expect("no deadline");
+        let raw = self.raw();
+        let how = raw.acquire(None).expect("no deadline");
         lock_result(
             how,
             LockGuard {
-                lock: self.raw(),
+                lock: raw,
                 _not_send: PhantomData,
             },
         )
@@ -206,8 +207,9 @@ impl Lock {
     #[doc(alias = "acquire")]
     #[inline]
     pub fn try_lock(&self) -> TryLockResult<LockGuard<'_>> {
-        try_lock_result(self.raw().try_acquire(), || LockGuard {
-            lock: self.raw(),
+        let raw = self.raw();
+        try_lock_result(raw.try_acquire(), || LockGuard {
+            lock: raw,
             _not_send: PhantomData,
         })
     }

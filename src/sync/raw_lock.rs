@@ -100,7 +100,12 @@ impl RawLock {
 
     #[inline(always)]
     fn acquired(&self, me: ThreadId) -> Acquired {
-        self.owner_start.store(owner_record(me), Ordering::Relaxed);
+        // A thread that takes the lock again finds its own record still there: leave the line
+        // as it is (a store before the unlock's swap would have to drain first).
+        let record = owner_record(me);
+        if self.owner_start.load(Ordering::Relaxed) != record {
+            self.owner_start.store(record, Ordering::Relaxed);
+        }
         if self.flags.load(Ordering::Relaxed) & INCONSISTENT != 0 {
             Acquired::OwnerDied
         } else {
