@@ -259,12 +259,16 @@ impl RawLock {
     #[inline]
     pub(crate) fn hold(&self, deadline: Option<Instant>) -> Option<Held<'_>> {
         let how = self.acquire(deadline)?;
-        if how == Acquired::OwnerDied {
+        let taken_over = how == Acquired::OwnerDied;
+        if taken_over {
             // Whoever holds through `Held` repairs what the dead holder left (the ring's
             // protocol makes a half-done put or get harmless), so the lock is consistent again.
             self.mark_consistent();
         }
-        Some(Held { lock: self })
+        Some(Held {
+            lock: self,
+            taken_over,
+        })
     }
 
     /// Releases the lock.
@@ -332,6 +336,16 @@ impl RawLock {
 #[derive(Debug)]
 pub(crate) struct Held<'a> {
     lock: &'a RawLock,
+    taken_over: bool,
+}
+
+impl Held<'_> {
+    /// Whether the previous holder died holding the lock (or one before it did, and nobody
+    /// has held it through a `Held` since): what it protects may be half updated.
+    #[inline]
+    pub(crate) fn taken_over(&self) -> bool {
+        self.taken_over
+    }
 }
 
 impl Drop for Held<'_> {

@@ -76,6 +76,8 @@ const Q_SENDERS: usize = H + 12;
 const Q_RECEIVERS: usize = H + 16;
 const Q_PUT_LINE: usize = H + 64;
 const Q_TAIL: usize = H + 128;
+/// The producers' copy of the tail, on their lock's line (a put reads it instead of `Q_TAIL`).
+const Q_TAIL_COPY: usize = Q_PUT_LINE + LOCK_LEN;
 const Q_GET_LINE: usize = H + 192;
 const Q_HEAD: usize = H + 256;
 const Q_TASKS: usize = H + 448;
@@ -1675,7 +1677,7 @@ fn queue_odd_positions_are_corrupted() {
     assert_eq!(raw.read64(Q_HEAD), pack(1, 16), "queue layout changed");
 
     // The tail three bytes before the end of the data region.
-    raw.write64(Q_TAIL, pack(0, cap - 3));
+    set_tail(&raw, pack(0, cap - 3));
     raw.write64(Q_HEAD, pack(0, cap - 3));
     assert!(matches!(tx.try_put(7), Err(PutError::Corrupted(7, _))));
     assert!(matches!(
@@ -1684,7 +1686,7 @@ fn queue_odd_positions_are_corrupted() {
     ));
     // An odd head with a message after it.
     raw.write64(Q_HEAD, pack(0, 4));
-    raw.write64(Q_TAIL, pack(1, 4 + 16));
+    set_tail(&raw, pack(1, 4 + 16));
     assert!(matches!(rx.try_get(), Err(GetError::Corrupted(_))));
     assert!(matches!(
         within("get_timeout", || rx.get_timeout(T)),
@@ -1712,7 +1714,7 @@ fn queue_odd_positions_are_corrupted() {
         for &tp in &positions {
             for (hm, tm) in [(0, 0), (0, 1), (5, 9), (u32::MAX, 2)] {
                 raw.write64(Q_HEAD, pack(hm, hp));
-                raw.write64(Q_TAIL, pack(tm, tp));
+                set_tail(&raw, pack(tm, tp));
                 exercise_queue(&q, &tx, &rx, q_name(&q));
             }
         }
@@ -1722,6 +1724,12 @@ fn queue_odd_positions_are_corrupted() {
         None,
         "a put wrote past the end of the segment"
     );
+}
+
+/// Scribbles the tail where both sides read it: the position and the producers' copy.
+fn set_tail(raw: &Raw, v: u64) {
+    raw.write64(Q_TAIL, v);
+    raw.write64(Q_TAIL_COPY, v);
 }
 
 fn q_name(q: &Q) -> &str {
@@ -1744,10 +1752,11 @@ fn queue_cached_positions_scribbled_lose_no_message() {
         let lead = pack((tail >> 32) as u32 + 3, tail as u32 + 48);
         let behind = pack((head >> 32) as u32 + 1, head as u32 + 16);
         for line in [Q_PUT_LINE, Q_GET_LINE, Q_TAIL, Q_HEAD] {
-            let first = if line == Q_PUT_LINE || line == Q_GET_LINE {
-                LOCK_LEN
-            } else {
-                8
+            // Skipped: the positions, and the producers' copy of the tail (a position too).
+            let first = match line {
+                Q_PUT_LINE => LOCK_LEN + 8,
+                Q_GET_LINE => LOCK_LEN,
+                _ => 8,
             };
             for off in (line + first..line + 64).step_by(8) {
                 let v = match off % 32 {
@@ -1806,7 +1815,7 @@ fn queue_record_lengths_scribbled() {
         for &len in &lengths {
             let (q, tx, rx, raw, _u) = queue("len", 8);
             // Move both positions to `start`, then put one message.
-            raw.write64(Q_TAIL, pack(3, start));
+            set_tail(&raw, pack(3, start));
             raw.write64(Q_HEAD, pack(3, start));
             let put = tx.try_put(0x1234_5678);
             let data = Q_STATE_END + (if put.is_ok() { start } else { 0 }) as usize;
@@ -1836,20 +1845,20 @@ fn queue_record_lengths_scribbled() {
     // A record that starts 16 bytes before the end and claims 24 bytes: crosses the end.
     let (_q, _tx, rx, raw, _u) = queue("cross", 8);
     raw.write64(Q_HEAD, pack(0, cap - 16));
-    raw.write64(Q_TAIL, pack(1, cap + 16));
+    set_tail(&raw, pack(1, cap + 16));
     raw.write32(Q_STATE_END + Q_CAP - 16, 24);
     assert!(matches!(rx.try_get(), Err(GetError::Corrupted(_))));
     // A wrap marker that skips everything up to the tail (and the record after it).
     let (_q, _tx, rx, raw, _u) = queue("wrap", 8);
     raw.write64(Q_HEAD, pack(0, cap - 16));
     raw.write32(Q_STATE_END + Q_CAP - 16, u32::MAX);
-    raw.write64(Q_TAIL, pack(1, cap));
+    set_tail(&raw, pack(1, cap));
     assert!(matches!(rx.try_get(), Err(GetError::Corrupted(_))));
     // A wrap marker followed by another one at offset 0.
     let (_q, _tx, rx, raw, _u) = queue("wrap2", 8);
     raw.write64(Q_HEAD, pack(0, cap - 16));
     raw.write32(Q_STATE_END + Q_CAP - 16, u32::MAX);
-    raw.write64(Q_TAIL, pack(1, cap + 16));
+    set_tail(&raw, pack(1, cap + 16));
     raw.write32(Q_STATE_END, u32::MAX);
     assert!(matches!(rx.try_get(), Err(GetError::Corrupted(_))));
 }

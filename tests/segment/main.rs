@@ -214,7 +214,7 @@ fn changed_version_is_version_mismatch() {
             r,
             Err(OpenError::VersionMismatch {
                 found: 77,
-                expected: 1
+                expected: 2
             })
         ),
         "{r:?}"

@@ -65,13 +65,22 @@ pub(super) struct ConfigLine {
     _r: [AtomicU32; 11],
 }
 
-/// One side's lock on a line of its own: the other side never touches it, so taking the lock
-/// costs no miss.
+/// One side's lock on a line of its own: the other side never touches it (but for a sleeper's
+/// handshake), so taking the lock costs no miss.
+///
+/// On the put side, `pos` is the producers' own copy of `tail`, written after `tail` under the
+/// lock: a put reads it instead of the `tail` line, which waiting consumers keep reading (on
+/// some CPUs such reads take the line over, and loading it back would cost a miss on every
+/// message). A producer that died between the two stores leaves the copy behind; the next
+/// one, which takes the lock as owner-died, reads `tail` itself. A peer that scribbles on the
+/// copy can do what scribbling on `tail` does: corrupt messages, never make a put write
+/// outside the data region (`reserve` checks the offset it forms). Unused on the get side.
 #[repr(C)]
 #[derive(Debug, Default)]
 pub(super) struct SideLine {
     pub(super) lock: RawLock,
-    _r: [AtomicU64; 6],
+    pub(super) pos: AtomicU64,
+    _r: [AtomicU64; 5],
 }
 
 /// A published position (`tail` or `head`) on a line of its own.

@@ -23,6 +23,9 @@
 //! (Acquire), then frees it by storing the new `head` (Release). A record that would cross the
 //! end of the data region is preceded by a wrap marker that fills the rest of the region.
 //!
+//! Producers read `tail` from their own copy on the put lock's line, written after `tail`
+//! (see `SideLine`); a producer that takes the lock over from a dead one reads `tail` itself.
+//!
 //! Each side keeps its lock on a cache line of its own. Each process keeps, in its own memory,
 //! a copy of the other side's position (see `LocalCache`) and re-reads the real one only when
 //! the copy says full (put) or empty (get), so a message costs few cache-line transfers between

@@ -59,7 +59,12 @@ impl Ring {
             // A dead holder only means its half-written record was never published: the ring
             // is consistent, and we overwrite those bytes.
             let held = st.put_side.lock.hold(deadline).ok_or(PutFail::Full)?;
-            let tail = st.tail.pos.load(Ordering::Relaxed);
+            // Our side's copy of `tail`, unless a holder died and may have left it behind.
+            let tail = if held.taken_over() {
+                st.tail.pos.load(Ordering::Relaxed)
+            } else {
+                st.put_side.pos.load(Ordering::Relaxed)
+            };
             if unpack(tail).1 % RECORD_HEADER != 0 {
                 // Records start 8-aligned: this tail was scribbled on, and would make us write
                 // a header through a misaligned pointer.
@@ -96,6 +101,7 @@ impl Ring {
                 // SYNC(tail-publish): the record written above is visible to whoever loads this
                 // tail.
                 st.tail.pos.store(new_tail, Ordering::Release);
+                st.put_side.pos.store(new_tail, Ordering::Relaxed);
                 drop(held);
                 // The unlock orders the tail store against a consumer's sleeper announcement
                 // (see `RawLock::handshake`): it sees our tail, or we see it sleeping.

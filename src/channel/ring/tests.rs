@@ -39,8 +39,13 @@ fn misaligned_tail_is_corrupted() {
     let (tx, _rx) = queue(8);
     let ring = tx.ring();
     let near_end = ring.cap - 3;
+    // The position and the producers' copy of it (a put reads the copy).
     ring.st()
         .tail
+        .pos
+        .store(pack(0, near_end), Ordering::Relaxed);
+    ring.st()
+        .put_side
         .pos
         .store(pack(0, near_end), Ordering::Relaxed);
     ring.st()
@@ -68,8 +73,9 @@ fn misaligned_head_is_corrupted() {
 
 /// Issue 8, bug 3: the cached copies of the other side's position lived in shared memory,
 /// where a peer could make them lead the real position: puts then overwrote unread
-/// messages and returned `Ok`. Every word of both side lines but the lock words is
-/// scribbled; the queue must still give back exactly what went in.
+/// messages and returned `Ok`. Every word of both side lines but the lock words (and the put
+/// side's copy of `tail`, a position in its own right) is scribbled; the queue must still give
+/// back exactly what went in.
 #[test]
 fn scribbled_side_lines_lose_no_message() {
     let (tx, rx) = queue(4);
@@ -83,7 +89,13 @@ fn scribbled_side_lines_lose_no_message() {
         let lead = pack(tm.wrapping_add(3), tp.wrapping_add(48));
         for side in [&ring.st().put_side, &ring.st().get_side] {
             let base = side as *const SideLine as usize - ring.state.as_ptr() as usize;
-            for off in (base + lock_words..base + size_of::<SideLine>()).step_by(8) {
+            // The put side's copy of `tail` is a position, like `tail` itself: skipped.
+            let first = if std::ptr::eq(side, &ring.st().put_side) {
+                lock_words + 8
+            } else {
+                lock_words
+            };
+            for off in (base + first..base + size_of::<SideLine>()).step_by(8) {
                 let v = if off % 16 == 0 { tail } else { lead };
                 word(ring, off).store(v, Ordering::Relaxed);
             }
@@ -124,4 +136,27 @@ fn clone_with_a_scribbled_peer_table_does_not_panic() {
     drop((tx2, rx2));
     tx.put(6).unwrap();
     assert_eq!(rx.get_timeout(Duration::from_secs(5)), Ok(6));
+}
+
+/// A producer that died between publishing `tail` and updating its copy on the put line left
+/// the copy behind: the next producer takes the put lock over, and must then read `tail`
+/// itself, or it would write over the message just published.
+#[test]
+fn a_producer_that_died_before_updating_its_copy_loses_no_message() {
+    let (tx, rx) = queue(4);
+    let ring = tx.ring();
+    let base = &ring.st().put_side as *const SideLine as usize - ring.state.as_ptr() as usize;
+    let copy = base + size_of::<RawLock>();
+    let stale = word(ring, copy).load(Ordering::Relaxed);
+    tx.put(1).unwrap();
+    // As if the producer of message 1 had died holding the lock, before updating its copy.
+    let dead = std::thread::spawn(|| crate::sys::current_thread().tid)
+        .join()
+        .unwrap();
+    word(ring, copy).store(stale, Ordering::Relaxed);
+    word(ring, base).store(u64::from(dead), Ordering::Relaxed);
+    tx.put_timeout(2, Duration::from_secs(5)).unwrap();
+    assert_eq!(rx.try_get(), Ok(1));
+    assert_eq!(rx.try_get(), Ok(2));
+    assert_eq!(rx.try_get(), Err(GetError::Empty));
 }
