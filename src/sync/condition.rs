@@ -16,7 +16,7 @@ use super::lock::{
     private, try_lock_result,
 };
 use super::raw_lock::{Acquired, RawLock};
-use super::wait::{deadline_after, remaining};
+use super::wait::{Spinner, deadline_after, remaining};
 use crate::error::OpenError;
 use crate::segment::kind;
 use crate::segment::object::AtomicState;
@@ -65,6 +65,7 @@ unsafe impl AtomicState for CondState {}
 #[derive(Debug)]
 pub struct Condition {
     inner: Fixed<CondState>,
+    spinner: Spinner,
 }
 
 fixed_object!(Condition, CondState, kind::CONDITION, (), |_st, _cfg| ());
@@ -72,7 +73,10 @@ unit_constructors!(Condition, "a condition");
 
 impl Condition {
     fn validate(inner: Fixed<CondState>) -> Result<Self, OpenError> {
-        Ok(Self { inner })
+        Ok(Self {
+            inner,
+            spinner: Spinner::new(),
+        })
     }
 
     fn state(&self) -> &CondState {
@@ -136,8 +140,12 @@ impl Condition {
             // SAFETY: `guard` holds this condition's lock (checked above) in this thread, and
             // `&mut guard` keeps it unused until `released` locks again.
             let released = unsafe { Released::release(&st.lock) };
-            if let Some(left) = remaining(deadline) {
-                let _ = sys::futex_wait(&st.seq, seq, left);
+            // A notify soon after finds us spinning (see `Spinner`); else sleep on `seq`.
+            let notified = || st.seq.load(Ordering::Relaxed) != seq;
+            if !self.spinner.spin(deadline, notified) {
+                if let Some(left) = remaining(deadline) {
+                    let _ = sys::futex_wait(&st.seq, seq, left);
+                }
             }
             owner_died |= released.relock() == Acquired::OwnerDied;
             let signals = st.signals.load(Ordering::Relaxed);
