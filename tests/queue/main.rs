@@ -468,6 +468,16 @@ fn disconnect_within_one_process() {
 /// liveness probe; the watchdog and the round count make that visible as a failure.
 #[test]
 fn ping_pong_through_one_slot_queues_never_loses_a_wakeup() {
+    ping_pong(
+        &this_test!(ping_pong_through_one_slot_queues_never_loses_a_wakeup),
+        1,
+    );
+}
+
+/// 20,000 checked round trips between this process and a child, through two queues of
+/// `capacity` messages. Generous bound: a lost wake-up costs at least one 10 ms probe slice;
+/// thousands would show.
+fn ping_pong(test: &str, capacity: usize) {
     const ROUNDS: u64 = 20_000;
     if role().as_deref() == Some("pong") {
         let _watchdog = watchdog(LIMIT, "pong");
@@ -480,22 +490,18 @@ fn ping_pong_through_one_slot_queues_never_loses_a_wakeup() {
         return;
     }
     let _watchdog = watchdog(LIMIT, "ping-pong test");
-    let one_slot = |tag: &str| {
+    let queue = |tag: &str| {
         let name = unique_name(tag);
         let q = Queue::<u64, Plain>::builder()
             .name(&name)
-            .capacity(1)
+            .capacity(capacity)
             .create()
             .unwrap();
         (q, name)
     };
-    let (ping, ping_name) = one_slot("ping");
-    let (pong, pong_name) = one_slot("pong");
-    let mut child = spawn(
-        &this_test!(ping_pong_through_one_slot_queues_never_loses_a_wakeup),
-        "pong",
-        &[("PING", ping_name), ("PONG", pong_name)],
-    );
+    let (ping, ping_name) = queue("ping");
+    let (pong, pong_name) = queue("pong");
+    let mut child = spawn(test, "pong", &[("PING", ping_name), ("PONG", pong_name)]);
     let t = Instant::now();
     for i in 0..ROUNDS {
         ping.put(i * 2).unwrap();
@@ -503,7 +509,6 @@ fn ping_pong_through_one_slot_queues_never_loses_a_wakeup() {
     }
     let took = t.elapsed();
     assert!(wait_for(&mut child, LIMIT).success());
-    // Generous: a lost wake-up costs at least one 10 ms probe slice; thousands would show.
     assert!(
         took < Duration::from_secs(60),
         "{ROUNDS} round trips took {took:?}"
@@ -599,49 +604,15 @@ fn pin_to_one_cpu() {
 /// slice per message. Every answer is checked.
 #[test]
 fn ping_pong_on_one_cpu_never_loses_a_wakeup() {
-    const ROUNDS: u64 = 20_000;
-    if role().as_deref() == Some("pong") {
-        let _watchdog = watchdog(LIMIT, "pong");
-        let ping = Receiver::<u64, Plain>::open(&arg("PING")).unwrap();
-        let pong = Sender::<u64, Plain>::open(&arg("PONG")).unwrap();
-        for _ in 0..ROUNDS {
-            let v = ping.get().unwrap();
-            pong.put(v + 1).unwrap();
-        }
-        return;
+    let test = this_test!(ping_pong_on_one_cpu_never_loses_a_wakeup);
+    if role().is_some() {
+        return ping_pong(&test, 4);
     }
-    let _watchdog = watchdog(LIMIT, "ping-pong on one CPU");
-    let queue = |tag: &str| {
-        let name = unique_name(tag);
-        let q = Queue::<u64, Plain>::builder()
-            .name(&name)
-            .capacity(4)
-            .create()
-            .unwrap();
-        (q, name)
-    };
-    let (ping, ping_name) = queue("ping1cpu");
-    let (pong, pong_name) = queue("pong1cpu");
     // The test thread and the child it spawns (which inherits the mask) share one CPU.
     std::thread::scope(|s| {
         s.spawn(|| {
             pin_to_one_cpu();
-            let mut child = spawn(
-                &this_test!(ping_pong_on_one_cpu_never_loses_a_wakeup),
-                "pong",
-                &[("PING", ping_name), ("PONG", pong_name)],
-            );
-            let t = Instant::now();
-            for i in 0..ROUNDS {
-                ping.put(i * 2).unwrap();
-                assert_eq!(pong.get().unwrap(), i * 2 + 1);
-            }
-            let took = t.elapsed();
-            assert!(wait_for(&mut child, LIMIT).success());
-            assert!(
-                took < Duration::from_secs(60),
-                "{ROUNDS} round trips took {took:?}"
-            );
+            ping_pong(&test, 4);
         });
     });
 }
