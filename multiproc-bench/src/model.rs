@@ -139,7 +139,7 @@ pub enum LockCase {
 pub struct Reference {
     /// Its stable id, e.g. "os-pipe".
     pub mechanism: String,
-    /// A short name for the column header "vs <name>", e.g. "pipe".
+    /// A short name for the column header `vs <name>`, e.g. "pipe".
     pub name: String,
 }
 
