@@ -397,6 +397,14 @@ impl Start<'_> {
     }
 }
 
+/// Threads of this process (`num_threads` in `/proc/self/stat`); `None` if unreadable.
+fn thread_count() -> Option<usize> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // The command name may hold spaces and parentheses: skip past its closing one.
+    let rest = stat.get(stat.rfind(')')? + 2..)?;
+    rest.split(' ').nth(17)?.parse().ok()
+}
+
 /// Forked children. Dropping a team that was not joined kills and reaps its children.
 pub struct Team {
     pids: Vec<libc::pid_t>,
@@ -409,6 +417,8 @@ pub type Outcome = Result<(), String>;
 impl Team {
     /// Forks `n` children, each pinned per `placement`; child `i` runs `body(i, start)` and
     /// leaves with `_exit` (status 1 with its error recorded if the body failed or panicked).
+    /// An error if this process has more than one thread (forking it would not be sound) or
+    /// a fork fails.
     pub fn spawn(
         n: usize,
         placement: Placement,
@@ -425,10 +435,16 @@ impl Team {
                 error: UnsafeCell::new([0; ERROR_LEN]),
             }),
         };
+        // A child allocates and runs `body` between `fork` and `_exit`, which is sound only if
+        // this process has no other thread (one could hold the allocator's lock at the fork).
+        // Checked here: with one thread, none can start before the fork, as that one is us.
+        if thread_count() != Some(1) {
+            return Err("forking children needs a single-threaded process".into());
+        }
         for i in 0..n {
-            // SAFETY: the harness is single-threaded (the Python client polls, it starts no
-            // threads), so the child may allocate; it only runs `body`
-            // on memory it inherited and leaves with `_exit`, never returning into the caller.
+            // SAFETY: this process has one thread (checked above), so the child may allocate;
+            // it only runs `body` on memory it inherited and leaves with `_exit`, never
+            // returning into the caller.
             let pid = unsafe { libc::fork() };
             if pid < 0 {
                 return Err(format!("fork: {}", std::io::Error::last_os_error()));
