@@ -50,7 +50,7 @@ pub(crate) fn current_thread() -> ThreadId {
     ThreadId { tid, start: 1 }
 }
 
-/// The models never spin (see `sync::wait::Spinner`), so the answer does not matter.
+/// Under loom nothing spins (see `sync::wait::Spinner`; `Backoff` then only yields).
 pub(crate) fn single_cpu_machine() -> bool {
     true
 }

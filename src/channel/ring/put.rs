@@ -61,7 +61,11 @@ impl Ring {
             let held = st.put_side.lock.hold(deadline).ok_or(PutFail::Full)?;
             // Our side's copy of `tail`, unless a holder died and may have left it behind.
             let tail = if held.taken_over() {
-                st.tail.pos.load(Ordering::Relaxed)
+                // Repair the copy at once: this put may end without publishing (full, or a
+                // failed encode), and the next holder takes the lock as clean.
+                let tail = st.tail.pos.load(Ordering::Relaxed);
+                st.put_side.pos.store(tail, Ordering::Relaxed);
+                tail
             } else {
                 st.put_side.pos.load(Ordering::Relaxed)
             };

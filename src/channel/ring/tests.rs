@@ -172,3 +172,40 @@ fn a_producer_that_died_before_updating_its_copy_loses_no_message() {
     assert_eq!(rx.try_get(), Ok(2));
     assert_eq!(rx.try_get(), Err(GetError::Empty));
 }
+
+/// As above, with a ring too full for the put that takes the lock over: it publishes nothing,
+/// so it must repair the copy itself, or the next (clean) holder would work from the stale one.
+#[test]
+#[cfg_attr(miri, ignore)]
+fn a_takeover_that_publishes_nothing_still_repairs_the_copy() {
+    let (tx, rx) = queue(1);
+    let ring = tx.ring();
+    let base = &ring.st().put_side as *const SideLine as usize - ring.state.as_ptr() as usize;
+    let copy = base + size_of::<RawLock>();
+    let stale = word(ring, copy).load(Ordering::Relaxed);
+    tx.put(1).unwrap();
+    let dead = std::thread::spawn(|| crate::sys::current_thread().tid)
+        .join()
+        .unwrap();
+    word(ring, copy).store(stale, Ordering::Relaxed);
+    // SAFETY: the lock word is the first field of the `#[repr(C)]` `RawLock` at `base`, an
+    // `AtomicU32` inside the ring state, which lives as long as `ring`.
+    let lock_word = unsafe {
+        &*ring
+            .state
+            .as_ptr()
+            .cast::<u8>()
+            .wrapping_add(base)
+            .cast::<crate::primitive::AtomicU32>()
+    };
+    lock_word.store(dead, Ordering::Relaxed);
+    // One message fills this ring: the put that takes the lock over finds no room.
+    assert!(matches!(
+        tx.put_timeout(2, Duration::from_millis(300)),
+        Err(PutError::Full(2))
+    ));
+    assert_eq!(rx.try_get(), Ok(1));
+    tx.put_timeout(3, Duration::from_secs(5)).unwrap();
+    assert_eq!(rx.try_get(), Ok(3));
+    assert_eq!(rx.try_get(), Err(GetError::Empty));
+}
