@@ -385,6 +385,53 @@ const FIRST_PROBE: Duration = if cfg!(multiproc_loom) {
 };
 const MAX_PROBE_INTERVAL: Duration = Duration::from_millis(200);
 
+/// When this process last probed the peers of one object. A wait that gives up before its
+/// first scheduled probe (a try, or a short timeout) probes once if this clock says the last
+/// probe is older than [`FIRST_PROBE`]: a caller that polls with tries notices a dead peer,
+/// and pays for at most one `/proc` read per peer and interval.
+#[derive(Debug, Default)]
+pub(crate) struct ProbeClock {
+    /// Milliseconds since [`probe_epoch`], plus one; 0 for never.
+    last: std::sync::atomic::AtomicU64,
+}
+
+fn probe_epoch_ms() -> u64 {
+    static EPOCH: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    let ms = EPOCH.get_or_init(Instant::now).elapsed().as_millis();
+    u64::try_from(ms).unwrap_or(u64::MAX - 1) + 1
+}
+
+impl ProbeClock {
+    pub(crate) const fn new() -> Self {
+        Self {
+            last: std::sync::atomic::AtomicU64::new(0),
+        }
+    }
+
+    /// Records a probe made now.
+    pub(crate) fn mark(&self) {
+        self.last
+            .store(probe_epoch_ms(), std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Whether a give-up should probe: true (and the probe recorded) if none was made in the
+    /// last [`FIRST_PROBE`]. Never within a loom model (see [`FIRST_PROBE`]).
+    pub(crate) fn stale(&self) -> bool {
+        if cfg!(multiproc_loom) {
+            return false;
+        }
+        use std::sync::atomic::Ordering as O;
+        let now = probe_epoch_ms();
+        let last = self.last.load(O::Relaxed);
+        let interval = FIRST_PROBE.as_millis() as u64;
+        (last == 0 || now.saturating_sub(last) >= interval)
+            && self
+                .last
+                .compare_exchange(last, now, O::Relaxed, O::Relaxed)
+                .is_ok()
+    }
+}
+
 /// Decides when a sleeping waiter checks whether the thread it waits for still lives, so that a
 /// dead owner is noticed within [`MAX_PROBE_INTERVAL`] plus a little, while a long legitimate
 /// wait costs a `/proc` read only five times a second.

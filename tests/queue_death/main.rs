@@ -255,6 +255,66 @@ fn blocked_put_on_a_full_queue_gets_its_value_back_when_the_receiver_is_killed()
     reap_killed(&mut child, "idle receiver");
 }
 
+/// A caller that polls with `try_get` (or `try_put` on a full queue) never sleeps, so it never
+/// reaches a sleeping wait's liveness probe: the give-up itself must probe now and then, or a
+/// SIGKILLed peer would be counted for ever.
+#[test]
+fn polling_with_tries_notices_a_killed_peer() {
+    if let Some(side) = role() {
+        let name = arg("QUEUE");
+        let (_tx, _rx);
+        if side == "sender" {
+            _tx = Some(Sender::<u64>::open(&name).unwrap());
+        } else {
+            _rx = Some(Receiver::<u64>::open(&name).unwrap());
+        }
+        counter(&arg("READY")).store(1, Ordering::SeqCst);
+        std::thread::sleep(LIMIT);
+        return;
+    }
+    let _watchdog = watchdog(LIMIT, "polling with tries");
+    for side in ["sender", "receiver"] {
+        let name = unique_name("pt");
+        let q = Queue::<u64>::builder()
+            .name(&name)
+            .capacity(4)
+            .create()
+            .unwrap();
+        let (ready, ready_name) = new_counter("ready");
+        let mut child = spawn(
+            &this_test!(polling_with_tries_notices_a_killed_peer),
+            side,
+            &[("QUEUE", name), ("READY", ready_name)],
+        );
+        assert!(eventually(START, || ready.load(Ordering::SeqCst) == 1));
+        // From here on the child holds the only handle of its kind.
+        let tx = (side == "receiver").then(|| q.sender().unwrap());
+        let rx = (side == "sender").then(|| q.receiver().unwrap());
+        drop(q);
+        let poll = || match (&tx, &rx) {
+            (_, Some(rx)) => rx.try_get() == Err(GetError::Disconnected),
+            (Some(tx), None) => {
+                while tx.try_put(1).is_ok() {}
+                tx.try_put(2) == Err(PutError::Disconnected(2))
+            }
+            (None, None) => unreachable!(),
+        };
+        for _ in 0..20 {
+            assert!(!poll(), "{side}: disconnected while the peer lives");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        kill_and_reap(&mut child, side);
+        let killed = Instant::now();
+        while !poll() {
+            assert!(
+                killed.elapsed() < NOTICE,
+                "{side}: tries never noticed the kill"
+            );
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+}
+
 #[test]
 fn put_without_any_receiver_is_disconnected_at_once() {
     if role().as_deref() == Some("receiver") {

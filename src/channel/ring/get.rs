@@ -163,7 +163,7 @@ impl Ring {
     /// The error of a get that gives up on an empty ring: `Disconnected` if no sender is left
     /// (as far as the counts say) and nothing arrived meanwhile.
     fn empty_or_disconnected(&self, observed_tail: u64) -> GetFail {
-        let gone = self.is_closed() || !self.any_alive(true, false);
+        let gone = self.is_closed() || !self.any_alive_at_give_up(true);
         if gone && self.st().tail.pos.load(Ordering::SeqCst) == observed_tail {
             GetFail::Disconnected
         } else {

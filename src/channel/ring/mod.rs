@@ -59,7 +59,7 @@ use std::ptr::NonNull;
 use crate::error::OpenError;
 #[cfg(not(multiproc_loom))]
 use crate::segment::Segment;
-use crate::sync::wait::Spinner;
+use crate::sync::wait::{ProbeClock, Spinner};
 
 use layout::{MIN_CAPACITY, RECORD_HEADER, RingState, STATE_LEN, unpack};
 
@@ -132,6 +132,8 @@ pub(crate) struct Ring {
     max_messages: u32,
     /// How long a get in this process spins on an empty ring before it sleeps.
     get_spin: Spinner,
+    /// When this process last probed the peers (see [`ProbeClock`]).
+    probe_clock: ProbeClock,
     /// Our copy of `head`, for puts.
     put_cache: LocalCache,
     /// Our copy of `tail`, for gets.
@@ -204,6 +206,7 @@ impl Ring {
             cap,
             max_messages,
             get_spin: Spinner::new(),
+            probe_clock: ProbeClock::new(),
             put_cache: LocalCache::default(),
             get_cache: LocalCache::default(),
         })
@@ -226,6 +229,7 @@ impl Ring {
             cap: capacity,
             max_messages,
             get_spin: Spinner::new(),
+            probe_clock: ProbeClock::new(),
             put_cache: LocalCache::default(),
             get_cache: LocalCache::default(),
         }

@@ -121,6 +121,7 @@ impl Ring {
     /// Probes every attached process (but us) and reclaims the dead; returns whether any was.
     fn reclaim_dead_peers(&self) -> bool {
         let me = sys::current_process();
+        self.probe_clock.mark();
         let mut freed = false;
         for p in &self.st().peers {
             let pid = p.pid.load(Ordering::Acquire);
@@ -247,6 +248,15 @@ impl Ring {
         let c = &self.st().config;
         let total = if send { &c.senders } else { &c.receivers };
         total.load(Ordering::SeqCst) > 0
+    }
+
+    /// For a wait that gives up: whether some handle that can send (or receive) is attached,
+    /// after probing the peers if this process has not done so lately (see [`ProbeClock`]).
+    /// Without it a caller polling with tries would never learn that the other side died.
+    ///
+    /// [`ProbeClock`]: crate::sync::wait::ProbeClock
+    pub(super) fn any_alive_at_give_up(&self, send: bool) -> bool {
+        self.any_alive(send, self.probe_clock.stale())
     }
 
     /// Whether any handle that can receive is attached (dead ones count until probed).

@@ -117,7 +117,7 @@ impl Ring {
             // Full: wait for a consumer to free space.
             if !backoff.is_completed() {
                 if deadline.is_some_and(|d| Instant::now() >= d) {
-                    return Err(PutFail::Full);
+                    return Err(self.full_or_disconnected());
                 }
                 backoff.snooze();
                 continue;
@@ -129,7 +129,7 @@ impl Ring {
             }
             let seen = st.space_wait.word.observe();
             let Some(timeout) = prober.sleep_budget(deadline) else {
-                return Err(PutFail::Full);
+                return Err(self.full_or_disconnected());
             };
             st.space_wait.word.wait_unless(seen, Some(timeout), || {
                 // Pairs with a consumer's unlock: we see its head, or it sees us asleep.
@@ -139,6 +139,17 @@ impl Ring {
                     || self.is_closed()
                     || !self.any_alive(false, false)
             });
+        }
+    }
+
+    /// The error of a put that gives up on a full ring: `Disconnected` if no receiver is left.
+    fn full_or_disconnected(&self) -> PutFail {
+        if self.is_closed() {
+            PutFail::Closed
+        } else if self.any_alive_at_give_up(false) {
+            PutFail::Full
+        } else {
+            PutFail::Disconnected
         }
     }
 
