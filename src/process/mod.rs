@@ -31,9 +31,10 @@ use crate::sys::{self, Errno, Forked};
 pub use boot::init;
 pub(crate) use boot::{
     BytesRx, BytesTx, Outcome, Status, Target, append, call, call_with, finish, target_for,
-    target_of,
 };
-pub use pool::{AsyncResult, Imap, ImapUnordered, Pool, PoolBuilder, StarFn, TaskError};
+pub use pool::{
+    AsyncResult, Imap, ImapUnordered, ImapUnorderedIndexed, Pool, PoolBuilder, TaskError,
+};
 
 /// Bytes of the ring that carries a child's result (sparse: untouched capacity costs no
 /// memory). A message can take half a ring.
@@ -388,7 +389,7 @@ impl Builder {
         self
     }
 
-    /// How [`start`](Self::start) starts the child (default [`StartMethod::Spawn`]).
+    /// How [`spawn`](Self::spawn) starts the child (default [`StartMethod::Spawn`]).
     pub fn start_method(mut self, method: StartMethod) -> Self {
         self.method = method;
         self
@@ -419,18 +420,19 @@ impl Builder {
     /// Starts a child that runs `f(arg)` with the configured start method, and hands back
     /// what `f` returns.
     ///
-    /// `f` is a `fn` item (or a closure that captures nothing): everything it needs travels in
-    /// `arg`, serialised. Handles of shared objects (a [`Queue`]'s, a
-    /// [`Lock`](crate::Lock)'s) can be part of `arg`; memfd-backed ones are handed down with
-    /// their descriptors.
+    /// `f` is a function pointer: a `fn` item, or a closure that captures nothing (a closure
+    /// that captures a variable does not compile here). Everything it needs travels in `arg`,
+    /// serialised. Handles of shared objects (a [`Queue`]'s, a [`Lock`](crate::Lock)'s) can
+    /// be part of `arg`; memfd-backed ones are handed down with their descriptors. `arg` is
+    /// an owned value of `f`'s argument type: to pass borrowed data, pass an owned copy
+    /// (`names.to_vec()`, `text.to_owned()`).
     ///
     /// # Errors
     /// A [`ProcessError`] if the child cannot be started.
-    pub fn start<F, A, R>(self, f: F, arg: A) -> Result<Process<R>, ProcessError>
+    pub fn spawn<A, R>(self, f: fn(A) -> R, arg: A) -> Result<Process<R>, ProcessError>
     where
-        F: Fn(A) -> R + Copy + 'static,
-        A: Serialize + DeserializeOwned,
-        R: Serialize + DeserializeOwned,
+        A: Serialize + DeserializeOwned + 'static,
+        R: Serialize + DeserializeOwned + 'static,
     {
         match self.method {
             StartMethod::Spawn => self.spawn_fn(f, arg),
@@ -438,11 +440,23 @@ impl Builder {
         }
     }
 
-    fn spawn_fn<F, A, R>(self, f: F, arg: A) -> Result<Process<R>, ProcessError>
+    /// The former name of [`spawn`](Self::spawn).
+    ///
+    /// # Errors
+    /// As [`spawn`](Self::spawn).
+    #[deprecated(since = "0.2.0", note = "renamed to `spawn`, as in `Process::spawn`")]
+    pub fn start<A, R>(self, f: fn(A) -> R, arg: A) -> Result<Process<R>, ProcessError>
     where
-        F: Fn(A) -> R + Copy + 'static,
-        A: Serialize + DeserializeOwned,
-        R: Serialize + DeserializeOwned,
+        A: Serialize + DeserializeOwned + 'static,
+        R: Serialize + DeserializeOwned + 'static,
+    {
+        self.spawn(f, arg)
+    }
+
+    fn spawn_fn<A, R>(self, f: fn(A) -> R, arg: A) -> Result<Process<R>, ProcessError>
+    where
+        A: Serialize + DeserializeOwned + 'static,
+        R: Serialize + DeserializeOwned + 'static,
     {
         if !boot::hook_ran() {
             return Err(ProcessError::NoStartupHook);
@@ -460,7 +474,7 @@ impl Builder {
         let setup = self.setup();
         let name = setup.name.clone();
         let boot = boot::Boot {
-            target: target_for::<F, A>(&f),
+            target: target_for(f),
             arg: encoded,
             fds: keep.clone(),
             me: setup,
@@ -655,16 +669,20 @@ impl Process<()> {
 
 impl<R: Serialize + DeserializeOwned> Process<R> {
     /// Starts a child that runs `f(arg)` by re-executing this executable
-    /// ([`StartMethod::Spawn`]); see [`Builder::start`].
+    /// ([`StartMethod::Spawn`]); see [`Builder::spawn`].
+    ///
+    /// `f` is a `fn` item or a closure that captures nothing; `arg` is an owned value of its
+    /// argument type (pass `names.to_vec()` for a `&[String]`, `text.to_owned()` for a
+    /// `&str`).
     ///
     /// # Errors
     /// A [`ProcessError`] if the child cannot be started.
-    pub fn spawn<F, A>(f: F, arg: A) -> Result<Self, ProcessError>
+    pub fn spawn<A>(f: fn(A) -> R, arg: A) -> Result<Self, ProcessError>
     where
-        F: Fn(A) -> R + Copy + 'static,
-        A: Serialize + DeserializeOwned,
+        A: Serialize + DeserializeOwned + 'static,
+        R: 'static,
     {
-        Builder::default().start(f, arg)
+        Builder::default().spawn(f, arg)
     }
 
     /// Starts a child by `fork` that runs `body` ([`StartMethod::Fork`]); see
@@ -683,6 +701,11 @@ impl<R: Serialize + DeserializeOwned> Process<R> {
     /// ended it first, [`ProcessError::Exited`] if it exited without a result.
     pub fn join(mut self) -> Result<R, ProcessError> {
         let code = self.wait()?;
+        self.result(code)
+    }
+
+    /// The child's result, once it has exited with `code`.
+    fn result(&mut self, code: i32) -> Result<R, ProcessError> {
         let bytes = match self.outcome.take() {
             Some(b) => Some(b),
             None => self.next_message(Duration::ZERO),

@@ -161,7 +161,7 @@ fn fork_returns_the_closures_result() {
 
     let p = Process::builder()
         .start_method(StartMethod::Fork)
-        .start(square, 9)
+        .spawn(square, 9)
         .unwrap();
     assert_eq!(p.join().unwrap(), 81);
 
@@ -189,7 +189,7 @@ fn a_child_panic_reaches_the_parent_with_its_message() {
 
     let p = Process::builder()
         .start_method(StartMethod::Fork)
-        .start(panic_quietly, 9)
+        .spawn(panic_quietly, 9)
         .unwrap();
     let r = p.join();
     assert!(panicked_with(&r, "boom 9"), "{r:?}");
@@ -202,7 +202,7 @@ fn exit_codes_of_children_that_call_exit() {
         for code in [3, 0, 255] {
             let p = Process::builder()
                 .start_method(method)
-                .start(exit_with, code)
+                .spawn(exit_with, code)
                 .unwrap();
             assert_eq!(p.wait().unwrap(), code, "{method:?}");
             assert_eq!(p.exitcode(), Some(code));
@@ -270,6 +270,34 @@ fn kill_and_terminate_give_minus_the_signal() {
     }
 }
 
+fn work(x: u64) -> u64 {
+    x + 1
+}
+
+/// Issue 11: the function is a function pointer; the common calls still infer their types (an
+/// integer literal as the argument of a `fn` item, a non-capturing closure), under both start
+/// methods and through the builder.
+#[test]
+fn issue_11_function_pointers_infer_and_run() {
+    let _watchdog = watchdog(LIMIT, "issue 11: inference");
+    assert_eq!(Process::spawn(work, 5).unwrap().join().unwrap(), 6);
+    assert_eq!(
+        Process::spawn(|x: u64| x * 2, 21).unwrap().join().unwrap(),
+        42
+    );
+    for method in [StartMethod::Spawn, StartMethod::Fork] {
+        let p = Process::builder()
+            .start_method(method)
+            .spawn(work, 41)
+            .unwrap();
+        assert_eq!(p.join().unwrap(), 42, "{method:?}");
+    }
+    // The former name still works.
+    #[allow(deprecated)]
+    let p = Process::builder().start(work, 1).unwrap();
+    assert_eq!(p.join().unwrap(), 2);
+}
+
 // ---------------------------------------------------------------------------------------------
 // 2. join_timeout
 
@@ -328,7 +356,7 @@ fn a_child_knows_its_name_and_its_parent() {
         let p = Process::builder()
             .name(&name)
             .start_method(method)
-            .start(whoami, ())
+            .spawn(whoami, ())
             .unwrap();
         assert_eq!(p.name(), name);
         let pid = p.pid();
@@ -360,7 +388,7 @@ fn start_inner(fork: bool) -> (ProcessInfo, Option<ProcessInfo>) {
     Process::builder()
         .name("inner")
         .start_method(method)
-        .start(whoami, ())
+        .spawn(whoami, ())
         .expect("start grandchild")
         .join()
         .expect("grandchild result")
@@ -372,7 +400,7 @@ fn a_grandchilds_parent_is_the_child() {
     for fork in [false, true] {
         let p = Process::builder()
             .name("outer")
-            .start(start_inner, fork)
+            .spawn(start_inner, fork)
             .unwrap();
         let outer = ProcessInfo {
             pid: p.pid(),
@@ -419,7 +447,7 @@ fn env_and_env_remove_shape_the_childs_environment() {
                 .env("MPT_PROC_OVERWRITTEN", "old")
                 .env("MPT_PROC_OVERWRITTEN", "new =x")
         };
-        let p = builder().start(env_of, keys.clone()).unwrap();
+        let p = builder().spawn(env_of, keys.clone()).unwrap();
         assert_eq!(
             p.join().unwrap(),
             vec![
@@ -434,7 +462,7 @@ fn env_and_env_remove_shape_the_childs_environment() {
         // Removing a variable this process has.
         let p = builder()
             .env_remove(&inherited)
-            .start(env_of, keys.clone())
+            .spawn(env_of, keys.clone())
             .unwrap();
         assert_eq!(
             p.join().unwrap()[4],
@@ -597,7 +625,7 @@ fn handles_passed_to_a_forked_child_work_there() {
     objects_scenario("fork with handles", |o| {
         Process::builder()
             .start_method(StartMethod::Fork)
-            .start(use_handles, o.handles.clone())
+            .spawn(use_handles, o.handles.clone())
             .unwrap()
     });
 }
@@ -619,7 +647,7 @@ fn objects_passed_by_value_reach_the_child() {
         objects_scenario(&format!("{method:?} by value"), |o| {
             Process::builder()
                 .start_method(method)
-                .start(use_passed, copies(o))
+                .spawn(use_passed, copies(o))
                 .unwrap()
         });
     }
@@ -658,7 +686,7 @@ fn middle(m: Middle) {
                 std::thread::sleep(NAP);
             })
         } else {
-            b.start(report_then_sleep, m.report.clone())
+            b.spawn(report_then_sleep, m.report.clone())
         };
         p.expect("start grandchild")
     };
@@ -685,7 +713,7 @@ fn kill_the_middle(fork: bool, from_thread: bool, daemon: bool, watch: Duration)
         from_thread,
         daemon,
     };
-    let p = Process::builder().name("middle").start(middle, m).unwrap();
+    let p = Process::builder().name("middle").spawn(middle, m).unwrap();
     guard.watch(p.pid());
     let d = rx.get_timeout(START).expect("the grandchild's pid");
     // Not reaped: the middle process holds its `Process`.
@@ -854,7 +882,7 @@ fn active_children_lists_running_children_only() {
     let (tx, rx) = channel();
     let spawned = Process::builder()
         .name("active-spawned")
-        .start(wait_for_go, rx.handle())
+        .spawn(wait_for_go, rx.handle())
         .unwrap();
     let forked = Process::builder()
         .name("active-forked")
@@ -933,7 +961,7 @@ fn start_and_leave(daemon: bool) {
     let p = Process::builder()
         .daemon(daemon)
         .env("MPT_DELAY_START_MS", "300")
-        .start(square, 2)
+        .spawn(square, 2)
         .expect("start the child");
     std::mem::forget(p);
     std::process::exit(0);

@@ -1,4 +1,5 @@
-//! What the pool hands back to read results with: [`Imap`] and [`ImapUnordered`], lazy
+//! What the pool hands back to read results with: [`Imap`], [`ImapUnordered`] and
+//! [`ImapUnorderedIndexed`], lazy
 //! iterators fed by a [`Feed`] that submits items a few chunks ahead of the reader, and the
 //! [`AsyncResult`] of one task.
 
@@ -147,14 +148,39 @@ impl<R: DeserializeOwned, I: ExactSizeIterator> ExactSizeIterator for Imap<'_, R
 {
 }
 
-/// Results of [`Pool::imap_unordered`] as they finish: (item index, result).
+/// Results of [`Pool::imap_unordered`], as they finish.
 pub struct ImapUnordered<'p, R, I> {
+    pub(super) inner: ImapUnorderedIndexed<'p, R, I>,
+}
+
+impl<R: DeserializeOwned, I: Iterator> Iterator for ImapUnordered<'_, R, I>
+where
+    I::Item: Serialize + Send + 'static,
+{
+    type Item = Result<R, TaskError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        self.inner.next().map(|(_, r)| r)
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        self.inner.size_hint()
+    }
+}
+
+impl<R: DeserializeOwned, I: ExactSizeIterator> ExactSizeIterator for ImapUnordered<'_, R, I> where
+    I::Item: Serialize + Send + 'static
+{
+}
+
+/// Results of [`Pool::imap_unordered_indexed`] as they finish: (item index, result).
+pub struct ImapUnorderedIndexed<'p, R, I> {
     pub(super) feed: Feed<'p, I>,
     pub(super) taken: usize,
     pub(super) _r: PhantomData<fn() -> R>,
 }
 
-impl<R: DeserializeOwned, I: Iterator> Iterator for ImapUnordered<'_, R, I>
+impl<R: DeserializeOwned, I: Iterator> Iterator for ImapUnorderedIndexed<'_, R, I>
 where
     I::Item: Serialize + Send + 'static,
 {
@@ -186,7 +212,7 @@ where
     }
 }
 
-impl<R: DeserializeOwned, I: ExactSizeIterator> ExactSizeIterator for ImapUnordered<'_, R, I> where
+impl<R: DeserializeOwned, I: ExactSizeIterator> ExactSizeIterator for ImapUnorderedIndexed<'_, R, I> where
     I::Item: Serialize + Send + 'static
 {
 }
