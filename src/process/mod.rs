@@ -98,6 +98,9 @@ pub enum ProcessError {
     /// `std::process::exit`, for instance).
     #[error("child exited with code {0} without a result")]
     Exited(i32),
+    /// [`Process::join_timeout`] already handed over the child's result.
+    #[error("the child's result was already taken")]
+    AlreadyJoined,
 }
 
 /// What a new child needs to know about itself.
@@ -350,6 +353,8 @@ pub struct Process<R = ()> {
     up: BytesRx,
     /// The outcome, if it arrived while we waited for something else.
     outcome: Option<Vec<u8>>,
+    /// Whether `join_timeout` has handed over the result.
+    joined: bool,
     _down: Option<BytesTx>,
     _r: PhantomData<fn() -> R>,
 }
@@ -514,6 +519,7 @@ impl Builder {
             daemon: self.daemon,
             up: up_rx,
             outcome: None,
+            joined: false,
             _down: Some(down_tx),
             _r: PhantomData,
         };
@@ -642,6 +648,7 @@ impl Builder {
                     daemon: self.daemon,
                     up: up_rx,
                     outcome: None,
+                    joined: false,
                     _down: None,
                     _r: PhantomData,
                 })
@@ -700,8 +707,31 @@ impl<R: Serialize + DeserializeOwned> Process<R> {
     /// [`ProcessError::Panicked`] with the panic message, [`ProcessError::Killed`] if a signal
     /// ended it first, [`ProcessError::Exited`] if it exited without a result.
     pub fn join(mut self) -> Result<R, ProcessError> {
+        if self.joined {
+            return Err(ProcessError::AlreadyJoined);
+        }
         let code = self.wait()?;
+        self.joined = true;
         self.result(code)
+    }
+
+    /// Waits at most `timeout` for the child to exit, and then hands back what its function
+    /// returned, as [`join`](Self::join) does; `Ok(None)` if it still runs (it is left
+    /// alone, and can be joined later). Once this has handed over the result (or the error
+    /// that ended the child), later joins give [`ProcessError::AlreadyJoined`];
+    /// [`exitcode`](Self::exitcode) still tells how it ended.
+    ///
+    /// # Errors
+    /// As [`join`](Self::join), and [`ProcessError::Os`] if waiting fails.
+    pub fn join_timeout(&mut self, timeout: Duration) -> Result<Option<R>, ProcessError> {
+        if self.joined {
+            return Err(ProcessError::AlreadyJoined);
+        }
+        let Some(code) = self.child.wait(Some(timeout))? else {
+            return Ok(None);
+        };
+        self.joined = true;
+        self.result(code).map(Some)
     }
 
     /// The child's result, once it has exited with `code`.
@@ -795,12 +825,6 @@ impl<R> Process<R> {
     /// The `waitpid` error, if any.
     pub fn wait(&self) -> Result<i32, ProcessError> {
         Ok(self.child.wait(None)?.unwrap_or(0))
-    }
-
-    /// Waits at most `timeout` for the child to exit: its exit code, or `None` if it still
-    /// runs (it is left alone).
-    pub fn join_timeout(&self, timeout: Duration) -> Option<i32> {
-        self.child.wait(Some(timeout)).ok().flatten()
     }
 
     /// Sends SIGTERM (Python's `terminate`). Nothing happens if the child has exited.

@@ -305,11 +305,14 @@ fn issue_11_function_pointers_infer_and_run() {
 fn join_timeout_on_a_running_child_times_out_and_leaves_it_running() {
     let _watchdog = watchdog(LIMIT, "join_timeout");
     for method in [StartMethod::Spawn, StartMethod::Fork] {
-        let p = sleeping_child(method);
+        let mut p = sleeping_child(method);
         let id = Ident::of(p.pid());
         let timeout = Duration::from_millis(150);
         let t = Instant::now();
-        assert_eq!(p.join_timeout(timeout), None, "{method:?}");
+        assert!(
+            matches!(p.join_timeout(timeout), Ok(None)),
+            "{method:?}: still running"
+        );
         let took = t.elapsed();
         assert!(took >= timeout, "{method:?}: returned after {took:?}");
         assert!(took < timeout + Duration::from_secs(10), "took {took:?}");
@@ -319,14 +322,35 @@ fn join_timeout_on_a_running_child_times_out_and_leaves_it_running() {
         assert!(id.running());
         assert_eq!(id.stat().unwrap().ppid, std::process::id());
         p.kill().unwrap();
-        assert_eq!(p.join_timeout(START), Some(-9));
+        let r = p.join_timeout(START);
+        assert!(
+            matches!(r, Err(ProcessError::Killed(9))),
+            "{method:?}: {r:?}"
+        );
+        assert_eq!(p.exitcode(), Some(-9));
         assert!(id.reaped());
     }
-    // On a child that has finished: its exit code, at once and again.
-    let p = Process::spawn(square, 3).unwrap();
-    assert_eq!(p.join_timeout(START), Some(0));
-    assert_eq!(p.join_timeout(Duration::ZERO), Some(0));
-    assert_eq!(p.join().unwrap(), 9);
+    // Issue 11: on a child that ends within the timeout, the result, as `join` gives it; once
+    // handed over, it is not handed over again.
+    for method in [StartMethod::Spawn, StartMethod::Fork] {
+        let mut p = Process::builder()
+            .start_method(method)
+            .spawn(square, 3)
+            .unwrap();
+        let r = p.join_timeout(START);
+        assert!(matches!(r, Ok(Some(9))), "{method:?}: {r:?}");
+        assert_eq!(p.exitcode(), Some(0));
+        let again = p.join_timeout(Duration::ZERO);
+        assert!(
+            matches!(again, Err(ProcessError::AlreadyJoined)),
+            "{method:?}: {again:?}"
+        );
+        assert!(matches!(p.join(), Err(ProcessError::AlreadyJoined)));
+    }
+    // A child that panics: its panic, as `join` gives it.
+    let mut p = Process::spawn(panic_quietly, 9).unwrap();
+    let r = p.join_timeout(START);
+    assert!(panicked_with(&r, "boom 9"), "{r:?}");
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -713,7 +737,7 @@ fn kill_the_middle(fork: bool, from_thread: bool, daemon: bool, watch: Duration)
         from_thread,
         daemon,
     };
-    let p = Process::builder().name("middle").spawn(middle, m).unwrap();
+    let mut p = Process::builder().name("middle").spawn(middle, m).unwrap();
     guard.watch(p.pid());
     let d = rx.get_timeout(START).expect("the grandchild's pid");
     // Not reaped: the middle process holds its `Process`.
@@ -737,10 +761,10 @@ fn kill_the_middle(fork: bool, from_thread: bool, daemon: bool, watch: Duration)
     let killed = Instant::now();
     let gone = eventually(watch, || grandchild.exited());
     let noticed = killed.elapsed();
-    assert_eq!(
-        p.join_timeout(START),
-        Some(-9),
-        "{what}: the middle process"
+    let r = p.join_timeout(START);
+    assert!(
+        matches!(r, Err(ProcessError::Killed(9))),
+        "{what}: the middle process: {r:?}"
     );
     if gone {
         assert!(noticed < NOTICE, "{what}: gone only after {noticed:?}");
@@ -888,7 +912,7 @@ fn active_children_lists_running_children_only() {
         .name("active-forked")
         .fork(|| rx.get_timeout(NAP).unwrap())
         .unwrap();
-    let sleeper = sleeping_child(StartMethod::Spawn);
+    let mut sleeper = sleeping_child(StartMethod::Spawn);
     for (p, name) in [(&spawned, "active-spawned"), (&forked, "active-forked")] {
         assert_eq!(
             listed(p.pid()),
@@ -922,7 +946,8 @@ fn active_children_lists_running_children_only() {
 
     sleeper.kill().unwrap();
     let pid = sleeper.pid();
-    assert_eq!(sleeper.join_timeout(START), Some(-9));
+    let r = sleeper.join_timeout(START);
+    assert!(matches!(r, Err(ProcessError::Killed(9))), "{r:?}");
     assert_eq!(listed(pid), None);
 }
 
@@ -1038,12 +1063,16 @@ fn fork_next_to(busy: fn(), env: bool, limit: Duration) {
         }
         let p = b.fork(|| ()).unwrap();
         forks += 1;
-        if p.join_timeout(Duration::from_secs(2)).is_none() {
-            let pid = p.pid();
-            p.kill().unwrap();
-            panic!("fork #{forks}: child {pid} still runs after 2 s (killed)");
+        let mut p = p;
+        match p.join_timeout(Duration::from_secs(2)) {
+            Ok(Some(())) => {}
+            Ok(None) => {
+                let pid = p.pid();
+                p.kill().unwrap();
+                panic!("fork #{forks}: child {pid} still runs after 2 s (killed)");
+            }
+            Err(e) => panic!("fork #{forks}: {e}"),
         }
-        p.join().unwrap();
     }
     stop.store(true, Ordering::Relaxed);
     background.join().unwrap();
