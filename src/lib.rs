@@ -140,7 +140,7 @@ pub use error::{
 pub use process::{
     AsyncResult, Builder as ProcessBuilder, Imap, ImapUnordered, ImapUnorderedIndexed, Pool,
     PoolBuilder, Process, ProcessError, ProcessInfo, StartMethod, TaskError, active_children,
-    cpu_count, current_process, init, parent_process,
+    cpu_count, current_process, init, parent_process, set_child_init,
 };
 #[cfg(not(multiproc_loom))]
 pub use segment::atomic_copy::ShmSafe;

@@ -61,7 +61,7 @@ use std::any::type_name;
 use std::ffi::OsString;
 use std::os::fd::{AsFd, BorrowedFd, IntoRawFd, OwnedFd};
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicPtr, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 
 use serde::de::DeserializeOwned;
@@ -637,10 +637,88 @@ pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
     }
 }
 
+/// The target every child of this process runs first (see [`set_child_init`]), null if
+/// none. What it points to is leaked (a few bytes per call of `set_child_init`), never freed,
+/// so a reference to it stays valid; only [`store_child_init`] stores here.
+static CHILD_INIT: AtomicPtr<Target> = AtomicPtr::new(std::ptr::null_mut());
+
+fn store_child_init(target: Target) {
+    CHILD_INIT.store(Box::into_raw(Box::new(target)), Ordering::Release);
+}
+
+/// Names a function that every child started from now on runs first, before its target: the
+/// place for start-up code that `main` does in the parent (a logger, configuration, a signal
+/// handler), since a spawned child never runs `main`.
+///
+/// Call it in `main` before starting children. It applies to children of both start methods
+/// (a forked child runs it too, although it inherited the parent's state), to a [`Pool`]'s
+/// workers (before the pool's own initializer), and on down: a child's own children run it
+/// as well. A later call replaces the function for children started after it.
+///
+/// If `f` panics, the child runs nothing else and its `join` gives
+/// [`ProcessError::Failed`](crate::ProcessError::Failed) with the panic message.
+///
+/// [`Pool`]: crate::Pool
+///
+/// # Examples
+///
+/// ```
+/// use multiproc::Process;
+/// use std::sync::OnceLock;
+///
+/// static GREETING: OnceLock<String> = OnceLock::new();
+///
+/// /// What `main` would do for itself; children run it through `set_child_init`.
+/// fn set_up() {
+///     let _ = GREETING.set("hello".to_owned());
+/// }
+///
+/// fn greet(name: String) -> String {
+///     format!("{}, {name}", GREETING.get().map_or("(no greeting)", String::as_str))
+/// }
+///
+/// # fn main() -> Result<(), multiproc::ProcessError> {
+/// multiproc::set_child_init(set_up);
+/// let child = Process::spawn(greet, "Ada".to_owned())?;
+/// assert_eq!(child.join()?, "hello, Ada");
+/// # Ok(()) }
+/// ```
+pub fn set_child_init(f: fn()) {
+    store_child_init(target_for(f));
+}
+
+/// The child initializer named in this process by [`set_child_init`] (or in the parent it was
+/// forked from, or, in a spawned child, in its parent).
+pub(crate) fn child_init() -> Option<Target> {
+    let p = CHILD_INIT.load(Ordering::Acquire);
+    // SAFETY: a non-null pointer here comes from `Box::into_raw` in `store_child_init`, and
+    // is never freed; the Acquire load pairs with its Release store, so the target is
+    // initialised.
+    (!p.is_null()).then(|| unsafe { *p })
+}
+
+/// Runs a child initializer: `Err` with a message if it panicked or could not be called.
+pub(crate) fn run_child_init(init: Target) -> Result<(), String> {
+    match call(init, &[], &mut Vec::new()) {
+        Status::Returned => Ok(()),
+        Status::Panicked(m) => Err(format!("child initializer panicked: {m}")),
+        Status::Failed(m) => Err(format!("child initializer failed: {m}")),
+    }
+}
+
+/// In a spawned child: makes the parent's child initializer `init` ours (so our own children
+/// run it too) and runs it.
+fn adopt_child_init(init: Target) -> Result<(), String> {
+    store_child_init(init);
+    run_child_init(init)
+}
+
 /// What a spawned child reads first.
 #[derive(Debug, Serialize, Deserialize)]
 pub(crate) struct Boot {
     pub(crate) target: Target,
+    /// The parent's child initializer (see [`set_child_init`]), a target of type `fn()`.
+    pub(crate) init: Option<Target>,
     pub(crate) arg: Vec<u8>,
     /// Descriptors the argument's handles name: inherited, to stay open but not be passed on
     /// to programs the child executes.
@@ -711,6 +789,11 @@ fn run_spawned(value: OsString) -> ! {
         sys::keep_from_exec(fd);
     }
     super::become_child(&boot.me);
+    if let Some(init) = boot.init {
+        if let Err(m) = adopt_child_init(init) {
+            finish(&up, Outcome::Failed(m))
+        }
+    }
     let mut out = Vec::new();
     // An empty message tells the parent we hold the objects it passed (it keeps its own
     // attached until then, so they never look abandoned in between).

@@ -28,10 +28,10 @@ use crate::segment::collecting;
 use crate::segment::object::SharedObject;
 use crate::sys::{self, Errno, Forked};
 
-pub use boot::init;
 pub(crate) use boot::{
     BytesRx, BytesTx, Outcome, Status, Target, append, call, call_with, finish, target_for,
 };
+pub use boot::{init, set_child_init};
 pub use pool::{
     AsyncResult, Imap, ImapUnordered, ImapUnorderedIndexed, Pool, PoolBuilder, TaskError,
 };
@@ -432,6 +432,8 @@ impl Builder {
     /// an owned value of `f`'s argument type: to pass borrowed data, pass an owned copy
     /// (`names.to_vec()`, `text.to_owned()`).
     ///
+    /// If [`set_child_init`] named a function, the child runs it first.
+    ///
     /// # Errors
     /// A [`ProcessError`] if the child cannot be started.
     pub fn spawn<A, R>(self, f: fn(A) -> R, arg: A) -> Result<Process<R>, ProcessError>
@@ -480,6 +482,7 @@ impl Builder {
         let name = setup.name.clone();
         let boot = boot::Boot {
             target: target_for(f),
+            init: boot::child_init(),
             arg: encoded,
             fds: keep.clone(),
             me: setup,
@@ -632,6 +635,11 @@ impl Builder {
                 // Not dropped: dropping takes a process-local lock that another parent thread
                 // may have held at the fork. Our `_exit` ends the handle anyway.
                 std::mem::forget(up_rx);
+                if let Some(init) = boot::child_init() {
+                    if let Err(m) = boot::run_child_init(init) {
+                        finish(&up_tx, Outcome::Failed(m))
+                    }
+                }
                 let outcome = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(body)) {
                     Ok(r) => match postcard::to_allocvec(&r) {
                         Ok(bytes) => Outcome::Returned(bytes),

@@ -127,7 +127,8 @@ impl PoolBuilder {
     /// panics (or keeps killing its workers), the pool runs no tasks: they fail with
     /// [`TaskError::InitializerFailed`].
     ///
-    /// `f` is a `fn` item or a closure that captures nothing.
+    /// `f` is a `fn` item or a closure that captures nothing. A child initializer named
+    /// with [`set_child_init`](crate::set_child_init) runs before it.
     ///
     /// # Errors
     /// [`ProcessError::Codec`] if `arg` does not serialise.
