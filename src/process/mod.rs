@@ -9,6 +9,7 @@
 //! The unsafe code is the `fork` itself and changing the environment in the forked child, whose
 //! only thread is ours.
 
+mod arg;
 mod boot;
 mod pool;
 
@@ -28,6 +29,7 @@ use crate::segment::collecting;
 use crate::segment::object::SharedObject;
 use crate::sys::{self, Errno, Forked};
 
+pub use arg::EncodesAs;
 pub(crate) use boot::{
     BytesRx, BytesTx, Outcome, Status, Target, append, call, call_with, finish, target_for,
 };
@@ -429,21 +431,22 @@ impl Builder {
     /// that captures a variable does not compile here). Everything it needs travels in `arg`,
     /// serialised. Handles of shared objects (a [`Queue`]'s, a [`Lock`](crate::Lock)'s) can
     /// be part of `arg`; memfd-backed ones are handed down with their descriptors. `arg` is
-    /// an owned value of `f`'s argument type: to pass borrowed data, pass an owned copy
-    /// (`names.to_vec()`, `text.to_owned()`).
+    /// a value of `f`'s argument type `A` or a borrowed form of it (see [`EncodesAs`]): a
+    /// `&A`, a `&str` for a `String`, a `&[T]` for a `Vec<T>`.
     ///
     /// If [`set_child_init`] named a function, the child runs it first.
     ///
     /// # Errors
     /// A [`ProcessError`] if the child cannot be started.
-    pub fn spawn<A, R>(self, f: fn(A) -> R, arg: A) -> Result<Process<R>, ProcessError>
+    pub fn spawn<A, R, X>(self, f: fn(A) -> R, arg: X) -> Result<Process<R>, ProcessError>
     where
         A: Serialize + DeserializeOwned + 'static,
         R: Serialize + DeserializeOwned + 'static,
+        X: EncodesAs<A>,
     {
         match self.method {
             StartMethod::Spawn => self.spawn_fn(f, arg),
-            StartMethod::Fork => self.fork(move || f(arg)),
+            StartMethod::Fork => self.fork(move || f(arg.into_arg())),
         }
     }
 
@@ -460,10 +463,11 @@ impl Builder {
         self.spawn(f, arg)
     }
 
-    fn spawn_fn<A, R>(self, f: fn(A) -> R, arg: A) -> Result<Process<R>, ProcessError>
+    fn spawn_fn<A, R, X>(self, f: fn(A) -> R, arg: X) -> Result<Process<R>, ProcessError>
     where
         A: Serialize + DeserializeOwned + 'static,
         R: Serialize + DeserializeOwned + 'static,
+        X: EncodesAs<A>,
     {
         if !boot::hook_ran() {
             return Err(ProcessError::NoStartupHook);
@@ -686,16 +690,17 @@ impl<R: Serialize + DeserializeOwned> Process<R> {
     /// Starts a child that runs `f(arg)` by re-executing this executable
     /// ([`StartMethod::Spawn`]); see [`Builder::spawn`].
     ///
-    /// `f` is a `fn` item or a closure that captures nothing; `arg` is an owned value of its
-    /// argument type (pass `names.to_vec()` for a `&[String]`, `text.to_owned()` for a
-    /// `&str`).
+    /// `f` is a `fn` item or a closure that captures nothing; `arg` is a value of its
+    /// argument type or a borrowed form of it ([`EncodesAs`]: `&A`, a `&str` for a `String`,
+    /// a `&[T]` for a `Vec<T>`).
     ///
     /// # Errors
     /// A [`ProcessError`] if the child cannot be started.
-    pub fn spawn<A>(f: fn(A) -> R, arg: A) -> Result<Self, ProcessError>
+    pub fn spawn<A, X>(f: fn(A) -> R, arg: X) -> Result<Self, ProcessError>
     where
         A: Serialize + DeserializeOwned + 'static,
         R: 'static,
+        X: EncodesAs<A>,
     {
         Builder::default().spawn(f, arg)
     }

@@ -1020,6 +1020,40 @@ fn issue_11_common_calls_infer_with_function_pointers() {
     assert_eq!(ordered, [2, 3]);
 }
 
+fn shout(text: String) -> String {
+    text.to_uppercase()
+}
+
+fn total(v: Vec<u64>) -> u64 {
+    v.iter().sum()
+}
+
+/// Issue 11: items can be borrowed forms of the argument type (`&String` and `&str` for
+/// `String`, `&[T]` for `Vec<T>`); each task gets the owned value.
+#[test]
+fn issue_11_borrowed_items_reach_the_workers_as_owned_values() {
+    let _watchdog = watchdog(LIMIT, "issue 11: borrowed items");
+    let pool = Pool::new(2).expect("Pool::new");
+    let names: Vec<String> = vec!["ada".into(), "grace".into()];
+    let want = vec!["ADA".to_string(), "GRACE".to_string()];
+    assert_eq!(pool.map(shout, &names), Ok(want.clone()));
+    assert_eq!(pool.map(shout, ["ada", "grace"]), Ok(want.clone()));
+    assert_eq!(pool.map_chunked(shout, names.iter(), 1), Ok(want.clone()));
+    let got: Vec<String> = pool.imap(shout, &names).map(Result::unwrap).collect();
+    assert_eq!(got, want);
+    let mut got: Vec<String> = pool
+        .imap_unordered(shout, &names)
+        .map(Result::unwrap)
+        .collect();
+    got.sort();
+    assert_eq!(got, want);
+    let rows: Vec<Vec<u64>> = vec![vec![1, 2], vec![3, 4, 5]];
+    let slices: Vec<&[u64]> = rows.iter().map(Vec::as_slice).collect();
+    assert_eq!(pool.map(total, slices), Ok(vec![3, 12]));
+    assert_eq!(pool.apply_async(shout, "x").get(), Ok("X".to_string()));
+    assert_eq!(pool.apply_async(total, &rows[1][1..]).get(), Ok(9));
+}
+
 /// Counts how often it runs, in the counter named by the argument.
 fn count_run((x, counter): (u64, String)) -> u64 {
     common::counter(&counter).fetch_add(1, Ordering::SeqCst);

@@ -298,6 +298,51 @@ fn issue_11_function_pointers_infer_and_run() {
     assert_eq!(p.join().unwrap(), 2);
 }
 
+fn shout(text: String) -> String {
+    text.to_uppercase()
+}
+
+fn put_seven(tx: Sender<u32>) {
+    tx.put(7).expect("put");
+}
+
+/// Issue 11: a borrowed form of the argument type can be passed (`&str` for `String`, `&[T]`
+/// and `&Vec<T>` for `Vec<T>`, `&A` for `A`), under both start methods; the child gets the
+/// owned value.
+#[test]
+fn issue_11_borrowed_arguments_reach_the_child_as_owned_values() {
+    let _watchdog = watchdog(LIMIT, "issue 11: borrowed arguments");
+    let words: Vec<String> = vec!["to".into(), "be".into(), "or".into()];
+    let text = String::from("grüße");
+    let (tx, rx) = channel();
+    for method in [StartMethod::Spawn, StartMethod::Fork] {
+        let b = || Process::builder().start_method(method);
+        let want = (3, "to+be+or".to_string());
+        assert_eq!(
+            b().spawn(describe, &words[..]).unwrap().join().unwrap(),
+            want
+        );
+        assert_eq!(b().spawn(describe, &words).unwrap().join().unwrap(), want);
+        let upper = "GRÜSSE".to_string();
+        assert_eq!(
+            b().spawn(shout, text.as_str()).unwrap().join().unwrap(),
+            upper
+        );
+        assert_eq!(b().spawn(shout, &text).unwrap().join().unwrap(), upper);
+        assert_eq!(b().spawn(shout, "abc").unwrap().join().unwrap(), "ABC");
+        // A shared object, lent: the child attaches its own copy.
+        b().spawn(put_seven, &tx).unwrap().join().unwrap();
+        assert_eq!(rx.get_timeout(START).unwrap(), 7, "{method:?}");
+    }
+    assert_eq!(
+        Process::spawn(describe, &words[1..])
+            .unwrap()
+            .join()
+            .unwrap(),
+        (2, "be+or".to_string())
+    );
+}
+
 // ---------------------------------------------------------------------------------------------
 // 2. join_timeout
 

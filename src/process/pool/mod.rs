@@ -39,7 +39,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use super::boot::Signature;
-use super::{Process, ProcessError, StartMethod, Target, cpu_count, target_for};
+use super::{EncodesAs, Process, ProcessError, StartMethod, Target, cpu_count, target_for};
 use crate::channel::{Plain, Queue};
 use crate::segment::{InheritFd, collecting};
 use crate::value::RawArray;
@@ -202,7 +202,8 @@ impl PoolBuilder {
 ///
 /// Tasks are function pointers (`fn` items, or closures that capture nothing) with owned serde
 /// arguments and results, called in the workers by address (see [`StartMethod::Spawn`]).
-/// To map over borrowed data, pass owned copies (`names.iter().cloned()`, `names.to_vec()`). A worker killed while it
+/// Items can also be borrowed forms of the argument type ([`EncodesAs`]): for a task
+/// `fn(String)`, `&names` where `names` is a `Vec<String>`, or a `Vec<&str>`. A worker killed while it
 /// runs a task fails that task with [`TaskError::WorkerDied`] and is replaced; a task that
 /// panics fails with [`TaskError::Panicked`]; every other task completes. No call waits on a
 /// dead worker.
@@ -269,7 +270,8 @@ impl Pool {
     where
         A: Serialize + DeserializeOwned + Send + 'static,
         R: Serialize + DeserializeOwned + 'static,
-        I: IntoIterator<Item = A>,
+        I: IntoIterator,
+        I::Item: EncodesAs<A>,
     {
         self.map_impl(f, items, None)
     }
@@ -287,7 +289,8 @@ impl Pool {
     where
         A: Serialize + DeserializeOwned + Send + 'static,
         R: Serialize + DeserializeOwned + 'static,
-        I: IntoIterator<Item = A>,
+        I: IntoIterator,
+        I::Item: EncodesAs<A>,
     {
         self.map_impl(f, items, Some(chunksize))
     }
@@ -302,7 +305,8 @@ impl Pool {
         A: Serialize + DeserializeOwned + Send + 'static,
         B: Serialize + DeserializeOwned + Send + 'static,
         R: Serialize + DeserializeOwned + 'static,
-        I: IntoIterator<Item = (A, B)>,
+        I: IntoIterator,
+        I::Item: EncodesAs<(A, B)>,
     {
         self.map_impl(f, items, None)
     }
@@ -321,12 +325,13 @@ impl Pool {
         B: Serialize + DeserializeOwned + Send + 'static,
         C: Serialize + DeserializeOwned + Send + 'static,
         R: Serialize + DeserializeOwned + 'static,
-        I: IntoIterator<Item = (A, B, C)>,
+        I: IntoIterator,
+        I::Item: EncodesAs<(A, B, C)>,
     {
         self.map_impl(f, items, None)
     }
 
-    fn map_impl<S, I>(
+    fn map_impl<'i, S, I>(
         &self,
         f: S,
         items: I,
@@ -334,18 +339,20 @@ impl Pool {
     ) -> Result<Vec<S::Output>, TaskError>
     where
         S: Signature,
-        S::Args: Serialize + Send + 'static,
+        S::Args: Send + 'static,
         S::Output: DeserializeOwned,
-        I: IntoIterator<Item = S::Args>,
+        I: IntoIterator,
+        I::IntoIter: 'i,
+        I::Item: EncodesAs<S::Args> + 'i,
     {
         let items = items.into_iter();
         let (lo, hi) = items.size_hint();
         // Python's default needs the length: collect the items if the iterator does not know.
-        let (items, n): (Box<dyn Iterator<Item = S::Args>>, usize) = match (chunksize, hi) {
+        let (items, n): (Box<dyn Iterator<Item = I::Item> + 'i>, usize) = match (chunksize, hi) {
             (Some(_), _) => (Box::new(items), lo),
             (None, Some(hi)) if hi == lo => (Box::new(items), lo),
             (None, _) => {
-                let v: Vec<S::Args> = items.collect();
+                let v: Vec<I::Item> = items.collect();
                 let n = v.len();
                 (Box::new(v.into_iter()), n)
             }
@@ -357,7 +364,7 @@ impl Pool {
         let mut chunker = Chunker::new(&self.shared, target, &job, size);
         let mut count = 0;
         for (i, a) in items.enumerate() {
-            chunker.push(i, a);
+            chunker.push::<S::Args, I::Item>(i, a);
             count = i + 1;
         }
         chunker.finish();
@@ -376,7 +383,8 @@ impl Pool {
     where
         A: Serialize + DeserializeOwned + Send + 'static,
         R: Serialize + DeserializeOwned + 'static,
-        I: IntoIterator<Item = A>,
+        I: IntoIterator,
+        I::Item: EncodesAs<A>,
     {
         self.imap_chunked(f, items, 1)
     }
@@ -391,10 +399,11 @@ impl Pool {
     where
         A: Serialize + DeserializeOwned + Send + 'static,
         R: Serialize + DeserializeOwned + 'static,
-        I: IntoIterator<Item = A>,
+        I: IntoIterator,
+        I::Item: EncodesAs<A>,
     {
         Imap {
-            feed: Feed::new(self, target_for(f), items.into_iter(), chunksize),
+            feed: Feed::new::<A>(self, target_for(f), items.into_iter(), chunksize),
             next: 0,
             _r: PhantomData,
         }
@@ -411,7 +420,8 @@ impl Pool {
     where
         A: Serialize + DeserializeOwned + Send + 'static,
         R: Serialize + DeserializeOwned + 'static,
-        I: IntoIterator<Item = A>,
+        I: IntoIterator,
+        I::Item: EncodesAs<A>,
     {
         ImapUnordered {
             inner: self.imap_unordered_indexed(f, items),
@@ -428,9 +438,10 @@ impl Pool {
     where
         A: Serialize + DeserializeOwned + Send + 'static,
         R: Serialize + DeserializeOwned + 'static,
-        I: IntoIterator<Item = A>,
+        I: IntoIterator,
+        I::Item: EncodesAs<A>,
     {
-        let feed = Feed::new(self, target_for(f), items.into_iter(), 1);
+        let feed = Feed::new::<A>(self, target_for(f), items.into_iter(), 1);
         feed.job.track_arrivals();
         ImapUnorderedIndexed {
             feed,
@@ -440,15 +451,16 @@ impl Pool {
     }
 
     /// Submits one task and returns at once (Python's `apply_async`).
-    pub fn apply_async<A, R>(&self, f: fn(A) -> R, arg: A) -> AsyncResult<R>
+    pub fn apply_async<A, R, X>(&self, f: fn(A) -> R, arg: X) -> AsyncResult<R>
     where
         A: Serialize + DeserializeOwned + Send + 'static,
         R: Serialize + DeserializeOwned + 'static,
+        X: EncodesAs<A>,
     {
         let job = Job::new(1);
         job.reserve(1);
         let mut chunk = Chunk::new(&self.shared, target_for(f), &job);
-        chunk.push(0, arg);
+        chunk.push::<A, X>(0, arg);
         if chunk.len() > 0 {
             self.shared.submit(vec![chunk]);
         }
