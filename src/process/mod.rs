@@ -568,7 +568,8 @@ impl Builder {
 
     /// Starts a child by `fork` that runs `body` and hands back what it returns.
     ///
-    /// Handles the closure captures are inherited and ready to use in the child.
+    /// Handles the closure captures are inherited and ready to use in the child. If
+    /// [`set_child_init`] named a function, the child runs it before `body`.
     ///
     /// # Forking a multi-threaded process
     ///
