@@ -98,14 +98,14 @@ fn run(workers: u32, n: u32) -> Result<bool, Box<dyn std::error::Error>> {
         children.push(
             Process::builder()
                 .name(format!("worker-{w}"))
-                .start(work, arg)?,
+                .spawn(work, arg)?,
         );
     }
     // Our own ends must go, or the workers and we would wait for senders that never leave.
     drop((jobs_rx, results_tx));
     let producer = Process::builder()
         .name("producer")
-        .start(produce, (jobs_tx, n))?;
+        .spawn(produce, (jobs_tx, n))?;
 
     // Fan in: read until every worker has returned and the queue is drained.
     let mut seen = vec![0u32; n as usize];

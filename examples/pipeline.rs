@@ -184,16 +184,16 @@ fn run(n: u64, capacity: usize) -> Result<bool, Box<dyn std::error::Error>> {
 
     let start = Instant::now();
     // Downstream first, so that every stage is listening when the source starts.
-    let sink = Process::builder().name("sink").start(sink, hits_rx)?;
+    let sink = Process::builder().name("sink").spawn(sink, hits_rx)?;
     let filter = Process::builder()
         .name("filter")
-        .start(filter, (records_rx, hits_tx))?;
+        .spawn(filter, (records_rx, hits_tx))?;
     let parse = Process::builder()
         .name("parse")
-        .start(parse, (lines_rx, records_tx))?;
+        .spawn(parse, (lines_rx, records_tx))?;
     let source = Process::builder()
         .name("source")
-        .start(source, (lines_tx, n))?;
+        .spawn(source, (lines_tx, n))?;
 
     // The stages end in order as the disconnection travels down.
     let source = source.join()?;

@@ -138,9 +138,9 @@ pub use error::{
 };
 #[cfg(all(feature = "serde", not(multiproc_loom)))]
 pub use process::{
-    AsyncResult, Builder as ProcessBuilder, Imap, ImapUnordered, Pool, PoolBuilder, Process,
-    ProcessError, ProcessInfo, StarFn, StartMethod, TaskError, active_children, cpu_count,
-    current_process, init, parent_process,
+    AsyncResult, Builder as ProcessBuilder, EncodesAs, Imap, ImapUnordered, ImapUnorderedIndexed,
+    Pool, PoolBuilder, Process, ProcessError, ProcessInfo, StartMethod, TaskError, active_children,
+    cpu_count, current_process, init, parent_process, set_child_init,
 };
 #[cfg(not(multiproc_loom))]
 pub use segment::atomic_copy::ShmSafe;

@@ -2,10 +2,12 @@
 //! turns a freshly exec'd copy of the executable into a spawned child.
 //!
 //! A spawned child is this executable started again (`/proc/self/exe`), so every function sits
-//! at the same offset from any other as in the parent. A [`Target`] is such an offset (from
-//! [`anchor`]) to a monomorphised entry `run::<F, A>`, plus a hash of its type name. `F` must
-//! be zero-sized and `Copy` (a `fn` item or a closure that captures nothing), so the entry can
-//! make its own `F` without any bytes from the parent: only the argument crosses, serialised.
+//! at the same offset from any other as in the parent. The function a child runs is a plain
+//! function pointer (`fn(A) -> R`: a `fn` item or a closure that captures nothing, coerced at
+//! the caller's line, so a capturing closure is a type error there). A [`Target`] holds two
+//! offsets from [`anchor`]: of that function, and of the monomorphised entry `run::<S>` for
+//! its type `S`, which decodes the argument, calls the function and encodes the result; plus
+//! a hash of `S`'s name. Only the argument crosses as data, serialised.
 //!
 //! # Which targets a process calls
 //!
@@ -15,7 +17,8 @@
 //! before the call. The registry (a fixed table in process memory, append-only, lock-free to
 //! read) gets a target only from sources that cannot be forged:
 //!
-//! - [`target_of`] in this process, which takes the address of the entry itself;
+//! - [`target_for`] in this process, which takes the addresses of the entry and of the
+//!   function itself, from a function pointer of the entry's type;
 //! - the registry of the parent, copied by `fork`;
 //! - the parent, over a *control socket*: a `socketpair` the parent makes for each child
 //!   (spawned or forked). The parent sends its whole registry when it starts the child, and
@@ -23,17 +26,18 @@
 //!   the two processes can send on it: a socket, unlike a pipe or a memfd, cannot be opened
 //!   through `/proc/<pid>/fd`, and neither side passes it on. A spawned child learns the
 //!   socket's number from its environment, which only the parent's `exec` sets. The socket is
-//!   a byte stream of 16-byte records; everything a parent can ever send a child
-//!   ([`REGISTRY_CAP`] records, 16 KiB) fits in its buffer, so the child reads it only when a
+//!   a byte stream of 24-byte records; everything a parent can ever send a child
+//!   ([`REGISTRY_CAP`] records, 24 KiB) fits in its buffer, so the child reads it only when a
 //!   lookup misses, and needs no thread for it.
 //!
 //! A target that is not registered is first looked up again after reading what waits on the
 //! control socket (the parent sent it before the message that carries it), then refused with
-//! [`Status::Failed`] ("entry mismatch ..."): a forged offset is an error, never a jump. The
-//! registry holds [`REGISTRY_CAP`] targets; a program with more distinct `(function,
-//! argument)` pairs gets errors for the rest, not a crash.
+//! [`Status::Failed`] ("entry mismatch ..."): a forged offset, or a registered entry paired
+//! with another function than the one it was registered with, is an error, never a jump. The
+//! registry holds [`REGISTRY_CAP`] targets; a program with more distinct functions gets
+//! errors for the rest, not a crash.
 //!
-//! A table built at compile time (every `run::<F, A>` placed in a linker section) would need no
+//! A table built at compile time (every `run::<S>` placed in a linker section) would need no
 //! socket, but a generic function cannot put a static per monomorphisation in a section; a
 //! descriptor found by probing memory for a magic number would be likely, not certain.
 //!
@@ -44,10 +48,11 @@
 //! that is not a spawned child it costs one `getenv`.
 #![allow(unsafe_code)]
 //! # Safety
-//! - `resolve` turns an offset into a function pointer, for registered targets only (see
-//!   above): each was made by `target_of` in a process running this same executable image, so
-//!   anchor plus offset is the entry it named, with the type `Entry`.
-//! - `conjure` reads a zero-sized `Copy` value out of thin air, which copies no bytes.
+//! - `resolve` turns offsets into function pointers, for registered targets only (see
+//!   above): each was made by `target_for::<S>` in a process running this same executable
+//!   image, so anchor plus the entry's offset is `run::<S>`, with the type `Entry`, and anchor
+//!   plus the function's offset a function of type `S`, which `run::<S>` (an `unsafe fn`
+//!   with that contract) turns back into an `S`.
 //! - The hook is registered with a link-section attribute. It removes [`ENV`] from the
 //!   environment only after checking the process has a single thread.
 //! - The control socket's descriptor, once in [`CONTROL`], is never closed (see there).
@@ -56,7 +61,7 @@ use std::any::type_name;
 use std::ffi::OsString;
 use std::os::fd::{AsFd, BorrowedFd, IntoRawFd, OwnedFd};
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicPtr, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 
 use serde::de::DeserializeOwned;
@@ -134,10 +139,14 @@ impl Outcome {
     }
 }
 
-/// A function to call in another process of this executable.
+/// A function to call in another process of this executable: the offsets (from [`anchor`])
+/// of an entry `run::<S>` and of a function pointer of type `S` that the entry calls, and a
+/// hash of `S`'s name. Only the three together, as [`target_for`] registered them, are ever
+/// called (see the module note).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct Target {
-    offset: u64,
+    entry: u64,
+    func: u64,
     check: u64,
 }
 
@@ -160,7 +169,8 @@ impl Status {
     }
 }
 
-type Entry = fn(&[u8], Option<u64>, &mut Vec<u8>, &mut dyn FnMut()) -> Status;
+/// An entry: `run::<S>`, called with the address of the function (of type `S`) to run.
+type Entry = unsafe fn(*const (), &[u8], Option<u64>, &mut Vec<u8>, &mut dyn FnMut()) -> Status;
 
 /// The fixed point that targets are measured from.
 #[inline(never)]
@@ -179,100 +189,113 @@ fn name_hash(name: &str) -> u64 {
     })
 }
 
-/// A function a child can call: a zero-sized `Copy` value (a `fn` item or a closure that
-/// captures nothing) that takes one argument. Implemented for every `Fn(A) -> R` of that kind,
-/// and for [`Spread`], which spreads a tuple over a function of several arguments.
-pub(crate) trait Callable<A>: Copy + 'static {
-    type Output;
-    fn invoke(self, arg: A) -> Self::Output;
+/// A function pointer type that a child can call: `fn(A) -> R`, `fn(A, B) -> R`,
+/// `fn(A, B, C) -> R` (the arguments travel as one value, a tuple for several) and `fn()`.
+pub(crate) trait Signature: Copy + 'static {
+    /// What travels to the child, serialised.
+    type Args: DeserializeOwned;
+    /// What the function returns.
+    type Output: Serialize;
+    /// The function's address.
+    fn addr(self) -> usize;
+    /// The function of this type at `addr`.
+    ///
+    /// # Safety
+    /// - `addr` is the address of a function of type `Self` in this process (with its
+    ///   provenance).
+    unsafe fn from_addr(addr: *const ()) -> Self;
+    /// Calls the function.
+    fn invoke(self, args: Self::Args) -> Self::Output;
 }
 
-impl<F, A, R> Callable<A> for F
-where
-    F: Fn(A) -> R + Copy + 'static,
-{
+impl<A: DeserializeOwned + 'static, R: Serialize + 'static> Signature for fn(A) -> R {
+    type Args = A;
     type Output = R;
+    fn addr(self) -> usize {
+        self as usize
+    }
+    unsafe fn from_addr(addr: *const ()) -> Self {
+        // SAFETY: `addr` is a function of type `Self` (our contract); a data pointer and a
+        // function pointer have the same size on every platform we build for.
+        unsafe { std::mem::transmute::<*const (), Self>(addr) }
+    }
     fn invoke(self, arg: A) -> R {
         self(arg)
     }
 }
 
-/// Calls `F` with the fields of a tuple as its arguments (for `starmap`).
-pub(crate) struct Spread<F>(std::marker::PhantomData<F>);
-
-impl<F> Clone for Spread<F> {
-    fn clone(&self) -> Self {
-        *self
-    }
-}
-
-impl<F> Copy for Spread<F> {}
-
-impl<F> Spread<F> {
-    pub(crate) fn new(_f: F) -> Self {
-        Self(std::marker::PhantomData)
-    }
-}
-
-impl<F, A, B, R> Callable<(A, B)> for Spread<F>
+impl<A, B, R> Signature for fn(A, B) -> R
 where
-    F: Fn(A, B) -> R + Copy + 'static,
+    A: DeserializeOwned + 'static,
+    B: DeserializeOwned + 'static,
+    R: Serialize + 'static,
 {
+    type Args = (A, B);
     type Output = R;
+    fn addr(self) -> usize {
+        self as usize
+    }
+    unsafe fn from_addr(addr: *const ()) -> Self {
+        // SAFETY: as for `fn(A) -> R`.
+        unsafe { std::mem::transmute::<*const (), Self>(addr) }
+    }
     fn invoke(self, (a, b): (A, B)) -> R {
-        conjure::<F>()(a, b)
+        self(a, b)
     }
 }
 
-impl<F, A, B, C, R> Callable<(A, B, C)> for Spread<F>
+impl<A, B, C, R> Signature for fn(A, B, C) -> R
 where
-    F: Fn(A, B, C) -> R + Copy + 'static,
+    A: DeserializeOwned + 'static,
+    B: DeserializeOwned + 'static,
+    C: DeserializeOwned + 'static,
+    R: Serialize + 'static,
 {
+    type Args = (A, B, C);
     type Output = R;
+    fn addr(self) -> usize {
+        self as usize
+    }
+    unsafe fn from_addr(addr: *const ()) -> Self {
+        // SAFETY: as for `fn(A) -> R`.
+        unsafe { std::mem::transmute::<*const (), Self>(addr) }
+    }
     fn invoke(self, (a, b, c): (A, B, C)) -> R {
-        conjure::<F>()(a, b, c)
+        self(a, b, c)
     }
 }
 
-/// A value of the zero-sized `Copy` type `T`, whose values the caller has held.
-fn conjure<T: Copy + 'static>() -> T {
-    const {
-        assert!(
-            size_of::<T>() == 0,
-            "a function run in another process must be a fn item or a closure that captures \
-             nothing: pass data through the argument"
-        )
-    };
-    // SAFETY: `T` is zero-sized (checked above at compile time) and `Copy`, and whoever made a
-    // target for it held a `T`: copying a zero-sized `Copy` value reads no bytes, so conjuring
-    // one is such a copy.
-    unsafe { std::ptr::NonNull::<T>::dangling().as_ptr().read() }
+impl Signature for fn() {
+    type Args = ();
+    type Output = ();
+    fn addr(self) -> usize {
+        self as usize
+    }
+    unsafe fn from_addr(addr: *const ()) -> Self {
+        // SAFETY: as for `fn(A) -> R`.
+        unsafe { std::mem::transmute::<*const (), Self>(addr) }
+    }
+    fn invoke(self, (): ()) {
+        self()
+    }
 }
 
-/// The target that calls `F` with a deserialised `A` and serialises its output, registered in
-/// this process (and so sent to every child: see the module note).
-///
-/// Prefer [`target_for`], which takes the function and so proves that the caller holds an `F`.
-///
-/// # Safety
-/// - The caller holds a value of type `F` (or, for `Spread<G>`, of type `G`): the entry
-///   conjures an `F` out of nothing (see `conjure`), which is only sound for a zero-sized type
-///   that the program has made a value of.
-pub(crate) unsafe fn target_of<F, A>() -> Target
-where
-    F: Callable<A>,
-    A: DeserializeOwned,
-    F::Output: Serialize,
-{
-    let entry: Entry = run::<F, A>;
+/// The target that calls `f` with a deserialised argument and serialises its output,
+/// registered in this process (and so sent to every child: see the module note).
+pub(crate) fn target_for<S: Signature>(f: S) -> Target {
+    let entry: Entry = run::<S>;
+    let (entry, func) = (entry as usize, f.addr());
     let target = Target {
-        offset: (entry as usize).wrapping_sub(anchor_addr()) as u64,
-        check: name_hash(type_name::<(F, A)>()),
+        entry: entry.wrapping_sub(anchor_addr()) as u64,
+        func: func.wrapping_sub(anchor_addr()) as u64,
+        check: name_hash(type_name::<S>()),
     };
     if !registered(target) {
-        // An entry in another loaded object than `anchor` (a Rust dylib) is not at the same
-        // offset in a spawned child: it stays ours (and our forked children's), never sent.
-        let portable = sys::same_loaded_object(entry as usize, anchor_addr());
+        // An entry or function in another loaded object than `anchor` (a Rust dylib) is not
+        // at the same offset in a spawned child: the target stays ours (and our forked
+        // children's), never sent.
+        let portable = sys::same_loaded_object(entry, anchor_addr())
+            && sys::same_loaded_object(func, anchor_addr());
         let listeners = Listeners::lock();
         if register(target, portable) && portable {
             listeners.broadcast(&target.to_bytes());
@@ -281,31 +304,22 @@ where
     target
 }
 
-/// As [`target_of`], for the function `f`.
-pub(crate) fn target_for<F, A>(_f: &F) -> Target
-where
-    F: Callable<A>,
-    A: DeserializeOwned,
-    F::Output: Serialize,
-{
-    // SAFETY: we hold `_f`, an `F`.
-    unsafe { target_of::<F, A>() }
-}
-
 impl Target {
-    const BYTES: usize = 16;
+    const BYTES: usize = 24;
 
     fn to_bytes(self) -> [u8; Self::BYTES] {
         let mut b = [0; Self::BYTES];
-        b[..8].copy_from_slice(&self.offset.to_le_bytes());
-        b[8..].copy_from_slice(&self.check.to_le_bytes());
+        b[..8].copy_from_slice(&self.entry.to_le_bytes());
+        b[8..16].copy_from_slice(&self.func.to_le_bytes());
+        b[16..].copy_from_slice(&self.check.to_le_bytes());
         b
     }
 
     fn from_bytes(b: &[u8]) -> Option<Self> {
         Some(Self {
-            offset: u64::from_le_bytes(b.get(..8)?.try_into().ok()?),
-            check: u64::from_le_bytes(b.get(8..16)?.try_into().ok()?),
+            entry: u64::from_le_bytes(b.get(..8)?.try_into().ok()?),
+            func: u64::from_le_bytes(b.get(8..16)?.try_into().ok()?),
+            check: u64::from_le_bytes(b.get(16..24)?.try_into().ok()?),
         })
     }
 }
@@ -315,14 +329,15 @@ pub(crate) const REGISTRY_CAP: usize = 1024;
 
 /// One registered target.
 ///
-/// `ready` is `false` until `offset` and `check` hold the target, then `true` for good.
+/// `ready` is `false` until `entry`, `func` and `check` hold the target, then `true` for good.
 /// SYNC(registry-slot): stored with Release after the fields, loaded with Acquire before them.
 struct RegistrySlot {
     ready: AtomicBool,
-    offset: AtomicU64,
+    entry: AtomicU64,
+    func: AtomicU64,
     check: AtomicU64,
-    /// Whether the entry lies in the same loaded object as `anchor`, so that its offset means
-    /// the same in a spawned child (where each object may load elsewhere); only such targets
+    /// Whether the entry and the function lie in the same loaded object as `anchor`, so that
+    /// their offsets mean the same in a spawned child (where each object may load elsewhere); only such targets
     /// are sent to children. Forked children share our layout and inherit every slot.
     portable: AtomicBool,
 }
@@ -341,7 +356,8 @@ static REGISTRY: Registry = Registry {
     slots: [const {
         RegistrySlot {
             ready: AtomicBool::new(false),
-            offset: AtomicU64::new(0),
+            entry: AtomicU64::new(0),
+            func: AtomicU64::new(0),
             check: AtomicU64::new(0),
             portable: AtomicBool::new(false),
         }
@@ -354,7 +370,8 @@ fn registered(target: Target) -> bool {
     REGISTRY.slots[..n].iter().any(|slot| {
         // SYNC(registry-slot)
         slot.ready.load(Ordering::Acquire)
-            && slot.offset.load(Ordering::Relaxed) == target.offset
+            && slot.entry.load(Ordering::Relaxed) == target.entry
+            && slot.func.load(Ordering::Relaxed) == target.func
             && slot.check.load(Ordering::Relaxed) == target.check
     })
 }
@@ -367,7 +384,8 @@ fn registry_bytes() -> Vec<u8> {
         // SYNC(registry-slot)
         if slot.ready.load(Ordering::Acquire) && slot.portable.load(Ordering::Relaxed) {
             let target = Target {
-                offset: slot.offset.load(Ordering::Relaxed),
+                entry: slot.entry.load(Ordering::Relaxed),
+                func: slot.func.load(Ordering::Relaxed),
                 check: slot.check.load(Ordering::Relaxed),
             };
             out.extend_from_slice(&target.to_bytes());
@@ -387,7 +405,8 @@ fn register(target: Target, portable: bool) -> bool {
         REGISTRY.claimed.fetch_sub(1, Ordering::AcqRel);
         return false;
     };
-    slot.offset.store(target.offset, Ordering::Relaxed);
+    slot.entry.store(target.entry, Ordering::Relaxed);
+    slot.func.store(target.func, Ordering::Relaxed);
     slot.check.store(target.check, Ordering::Relaxed);
     slot.portable.store(portable, Ordering::Relaxed);
     // SYNC(registry-slot)
@@ -443,7 +462,7 @@ fn learn() {
 /// The parent's ends of its children's control sockets.
 static LISTENERS: Mutex<Vec<Weak<OwnedFd>>> = Mutex::new(Vec::new());
 
-/// The list of children's control sockets, locked: registering a target in [`target_of`] and
+/// The list of children's control sockets, locked: registering a target in [`target_for`] and
 /// adding a child both hold it, so a new child either gets a target in its first message or
 /// in a later one.
 pub(crate) struct Listeners {
@@ -510,24 +529,28 @@ pub(crate) fn call(target: Target, arg: &[u8], out: &mut Vec<u8>) -> Status {
     call_with(target, arg, out, true, &mut || {})
 }
 
-/// The entry behind `target`, if it is registered here (after reading what the parent sent).
-fn resolve(target: Target) -> Option<Entry> {
+/// The entry behind `target` and the address of its function, if the target is registered
+/// here (after reading what the parent sent).
+fn resolve(target: Target) -> Option<(Entry, *const ())> {
     if !registered(target) {
         learn();
         if !registered(target) {
             return None;
         }
     }
-    // The address of an entry whose provenance `target_of` exposed when it cast the entry to
-    // an integer (in this process, or in the same image of a parent: the same code).
-    let addr =
-        std::ptr::with_exposed_provenance::<()>(anchor_addr().wrapping_add(target.offset as usize));
-    // SAFETY: `target` is registered here, so `target_of::<F, A>` made it from the address of
-    // `run::<F, A>` in a process running this executable image: this one, or a parent we were
-    // forked from (same layout), or a parent that sent it because the entry lies in the same
-    // loaded object as `anchor` (same offset in every process). So `addr` is that entry, which
-    // has type `Entry`.
-    Some(unsafe { std::mem::transmute::<*const (), Entry>(addr) })
+    // Addresses whose provenance `target_for` exposed when it cast the entry and the function
+    // to integers (in this process, or in the same image of a parent: the same code).
+    let at = |offset: u64| {
+        std::ptr::with_exposed_provenance::<()>(anchor_addr().wrapping_add(offset as usize))
+    };
+    // SAFETY: `target` is registered here, so `target_for::<S>` made it, entry and function
+    // together, from the address of `run::<S>` and of a function of type `S`, in a process
+    // running this executable image: this one, or a parent we were forked from (same
+    // layout), or a parent that sent it because both lie in the same loaded object as
+    // `anchor` (same offsets in every process). So the entry address is `run::<S>`, which has
+    // type `Entry`.
+    let entry = unsafe { std::mem::transmute::<*const (), Entry>(at(target.entry)) };
+    Some((entry, at(target.func)))
 }
 
 /// As [`call`]. `check == false` skips the entry's own comparison of its type-name hash
@@ -542,13 +565,16 @@ pub(crate) fn call_with(
     check: bool,
     attached: &mut dyn FnMut(),
 ) -> Status {
-    let Some(entry) = resolve(target) else {
+    let Some((entry, func)) = resolve(target) else {
         return Status::Failed(format!(
-            "entry mismatch: no entry point registered at offset {:#x} with check {:#018x}",
-            target.offset, target.check
+            "entry mismatch: no entry point registered at offset {:#x} for the function at \
+             offset {:#x} with check {:#018x}",
+            target.entry, target.func, target.check
         ));
     };
-    entry(arg, check.then_some(target.check), out, attached)
+    // SAFETY: `resolve` found `target` registered, so `entry` is `run::<S>` and `func` a
+    // function of type `S`, registered together by `target_for::<S>` (see `resolve`).
+    unsafe { entry(func, arg, check.then_some(target.check), out, attached) }
 }
 
 /// Appends `value`, serialised, to `out`; on failure `out` is left as it was.
@@ -569,28 +595,28 @@ pub(crate) fn append<T: Serialize + ?Sized>(value: &T, out: &mut Vec<u8>) -> Res
     }
 }
 
-/// The entry behind a target: checks it is the one meant, decodes the argument, calls `F`
-/// (catching a panic), encodes the result.
-fn run<F, A>(
+/// The entry behind a target: checks it is the one meant, decodes the argument, calls the
+/// function at `func` (catching a panic), encodes the result.
+///
+/// # Safety
+/// - `func` is the address of a function of type `S` in this process, with its provenance.
+unsafe fn run<S: Signature>(
+    func: *const (),
     arg: &[u8],
     check: Option<u64>,
     out: &mut Vec<u8>,
     attached: &mut dyn FnMut(),
-) -> Status
-where
-    F: Callable<A>,
-    A: DeserializeOwned,
-    F::Output: Serialize,
-{
-    if check.is_some_and(|c| c != name_hash(type_name::<(F, A)>())) {
-        return Status::Failed(format!("entry mismatch for {}", type_name::<F>()));
+) -> Status {
+    if check.is_some_and(|c| c != name_hash(type_name::<S>())) {
+        return Status::Failed(format!("entry mismatch for {}", type_name::<S>()));
     }
-    let arg: A = match postcard::from_bytes(arg) {
+    let arg: S::Args = match postcard::from_bytes(arg) {
         Ok(a) => a,
         Err(e) => return Status::Failed(format!("argument does not decode: {e}")),
     };
     attached();
-    let f = conjure::<F>();
+    // SAFETY: contract forwarded to our caller.
+    let f = unsafe { S::from_addr(func) };
     match catch_unwind(AssertUnwindSafe(|| f.invoke(arg))) {
         Ok(r) => match append(&r, out) {
             Ok(()) => Status::Returned,
@@ -611,10 +637,88 @@ pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
     }
 }
 
+/// The target every child of this process runs first (see [`set_child_init`]), null if
+/// none. What it points to is leaked (a few bytes per call of `set_child_init`), never freed,
+/// so a reference to it stays valid; only [`store_child_init`] stores here.
+static CHILD_INIT: AtomicPtr<Target> = AtomicPtr::new(std::ptr::null_mut());
+
+fn store_child_init(target: Target) {
+    CHILD_INIT.store(Box::into_raw(Box::new(target)), Ordering::Release);
+}
+
+/// Names a function that every child started from now on runs first, before its target: the
+/// place for start-up code that `main` does in the parent (a logger, configuration, a signal
+/// handler), since a spawned child never runs `main`.
+///
+/// Call it in `main` before starting children. It applies to children of both start methods
+/// (a forked child runs it too, although it inherited the parent's state), to a [`Pool`]'s
+/// workers (before the pool's own initializer), and on down: a child's own children run it
+/// as well. A later call replaces the function for children started after it.
+///
+/// If `f` panics, the child runs nothing else and its `join` gives
+/// [`ProcessError::Failed`](crate::ProcessError::Failed) with the panic message.
+///
+/// [`Pool`]: crate::Pool
+///
+/// # Examples
+///
+/// ```
+/// use multiproc::Process;
+/// use std::sync::OnceLock;
+///
+/// static GREETING: OnceLock<String> = OnceLock::new();
+///
+/// /// What `main` would do for itself; children run it through `set_child_init`.
+/// fn set_up() {
+///     let _ = GREETING.set("hello".to_owned());
+/// }
+///
+/// fn greet(name: String) -> String {
+///     format!("{}, {name}", GREETING.get().map_or("(no greeting)", String::as_str))
+/// }
+///
+/// # fn main() -> Result<(), multiproc::ProcessError> {
+/// multiproc::set_child_init(set_up);
+/// let child = Process::spawn(greet, "Ada".to_owned())?;
+/// assert_eq!(child.join()?, "hello, Ada");
+/// # Ok(()) }
+/// ```
+pub fn set_child_init(f: fn()) {
+    store_child_init(target_for(f));
+}
+
+/// The child initializer named in this process by [`set_child_init`] (or in the parent it was
+/// forked from, or, in a spawned child, in its parent).
+pub(crate) fn child_init() -> Option<Target> {
+    let p = CHILD_INIT.load(Ordering::Acquire);
+    // SAFETY: a non-null pointer here comes from `Box::into_raw` in `store_child_init`, and
+    // is never freed; the Acquire load pairs with its Release store, so the target is
+    // initialised.
+    (!p.is_null()).then(|| unsafe { *p })
+}
+
+/// Runs a child initializer: `Err` with a message if it panicked or could not be called.
+pub(crate) fn run_child_init(init: Target) -> Result<(), String> {
+    match call(init, &[], &mut Vec::new()) {
+        Status::Returned => Ok(()),
+        Status::Panicked(m) => Err(format!("child initializer panicked: {m}")),
+        Status::Failed(m) => Err(format!("child initializer failed: {m}")),
+    }
+}
+
+/// In a spawned child: makes the parent's child initializer `init` ours (so our own children
+/// run it too) and runs it.
+fn adopt_child_init(init: Target) -> Result<(), String> {
+    store_child_init(init);
+    run_child_init(init)
+}
+
 /// What a spawned child reads first.
 #[derive(Debug, Serialize, Deserialize)]
 pub(crate) struct Boot {
     pub(crate) target: Target,
+    /// The parent's child initializer (see [`set_child_init`]), a target of type `fn()`.
+    pub(crate) init: Option<Target>,
     pub(crate) arg: Vec<u8>,
     /// Descriptors the argument's handles name: inherited, to stay open but not be passed on
     /// to programs the child executes.
@@ -685,6 +789,11 @@ fn run_spawned(value: OsString) -> ! {
         sys::keep_from_exec(fd);
     }
     super::become_child(&boot.me);
+    if let Some(init) = boot.init {
+        if let Err(m) = adopt_child_init(init) {
+            finish(&up, Outcome::Failed(m))
+        }
+    }
     let mut out = Vec::new();
     // An empty message tells the parent we hold the objects it passed (it keeps its own
     // attached until then, so they never look abandoned in between).
@@ -735,24 +844,30 @@ mod tests {
         x + 1
     }
 
-    /// The target of `f`, as `Process::spawn` and `Pool::map` make it.
-    fn target<F, A>(f: F) -> Target
-    where
-        F: Callable<A>,
-        A: DeserializeOwned,
-        F::Output: Serialize,
-    {
-        target_for::<F, A>(&f)
+    fn never_registered_u32(x: u32) -> u32 {
+        x + 1
     }
 
-    /// The entry behind `f`, without making (and so registering) a target for it.
-    fn entry_of<F, A>(_f: F) -> Entry
+    fn triple_it(x: u32) -> u32 {
+        x * 3
+    }
+
+    /// The target of `f`, as `Process::spawn` and `Pool::map` make it.
+    fn target<A, R>(f: fn(A) -> R) -> Target
     where
-        F: Callable<A>,
-        A: DeserializeOwned,
-        F::Output: Serialize,
+        A: DeserializeOwned + 'static,
+        R: Serialize + 'static,
     {
-        run::<F, A>
+        target_for(f)
+    }
+
+    /// The entry for functions like `f`, without making (and so registering) a target.
+    fn entry_of<A, R>(_f: fn(A) -> R) -> Entry
+    where
+        A: DeserializeOwned + 'static,
+        R: Serialize + 'static,
+    {
+        run::<fn(A) -> R>
     }
 
     fn offset_of(addr: usize) -> u64 {
@@ -799,31 +914,49 @@ mod tests {
 
         let other = target(shout);
         let unregistered = entry_of(never_registered);
+        let triple = target(triple_it);
         let forged = [
             // Garbage: far outside the executable.
             Target {
-                offset: 0x5a5a_5a5a_5a5a_5a5a,
-                check: real.check,
+                entry: 0x5a5a_5a5a_5a5a_5a5a,
+                ..real
             },
             // Inside the executable, but not a function start.
             Target {
-                offset: real.offset.wrapping_add(1),
-                check: real.check,
+                entry: real.entry.wrapping_add(1),
+                ..real
             },
             // A real function that is not an entry: `anchor` itself.
-            Target {
-                offset: 0,
-                check: real.check,
-            },
+            Target { entry: 0, ..real },
             // A real entry with the check of another.
             Target {
-                offset: real.offset,
                 check: other.check,
+                ..real
             },
             // An entry of this image that no target was ever made for.
             Target {
-                offset: offset_of(unregistered as usize),
-                check: real.check,
+                entry: offset_of(unregistered as usize),
+                ..real
+            },
+            // A registered entry with a function of the same type that was never registered.
+            Target {
+                func: offset_of(never_registered_u32 as fn(u32) -> u32 as usize),
+                ..real
+            },
+            // A registered entry and check with a function registered with another entry.
+            Target {
+                func: other.func,
+                ..real
+            },
+            // A registered entry with a function registered for the same entry but shifted.
+            Target {
+                func: triple.func.wrapping_add(1),
+                ..triple
+            },
+            // Garbage function offset.
+            Target {
+                func: 0x5a5a_5a5a_5a5a_5a5a,
+                ..real
             },
         ];
         for target in forged {

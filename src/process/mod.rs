@@ -9,6 +9,7 @@
 //! The unsafe code is the `fork` itself and changing the environment in the forked child, whose
 //! only thread is ours.
 
+mod arg;
 mod boot;
 mod pool;
 
@@ -28,12 +29,14 @@ use crate::segment::collecting;
 use crate::segment::object::SharedObject;
 use crate::sys::{self, Errno, Forked};
 
-pub use boot::init;
+pub use arg::EncodesAs;
 pub(crate) use boot::{
     BytesRx, BytesTx, Outcome, Status, Target, append, call, call_with, finish, target_for,
-    target_of,
 };
-pub use pool::{AsyncResult, Imap, ImapUnordered, Pool, PoolBuilder, StarFn, TaskError};
+pub use boot::{init, set_child_init};
+pub use pool::{
+    AsyncResult, Imap, ImapUnordered, ImapUnorderedIndexed, Pool, PoolBuilder, TaskError,
+};
 
 /// Bytes of the ring that carries a child's result (sparse: untouched capacity costs no
 /// memory). A message can take half a ring.
@@ -97,6 +100,9 @@ pub enum ProcessError {
     /// `std::process::exit`, for instance).
     #[error("child exited with code {0} without a result")]
     Exited(i32),
+    /// [`Process::join_timeout`] already handed over the child's result.
+    #[error("the child's result was already taken")]
+    AlreadyJoined,
 }
 
 /// What a new child needs to know about itself.
@@ -349,6 +355,8 @@ pub struct Process<R = ()> {
     up: BytesRx,
     /// The outcome, if it arrived while we waited for something else.
     outcome: Option<Vec<u8>>,
+    /// Whether `join_timeout` has handed over the result.
+    joined: bool,
     _down: Option<BytesTx>,
     _r: PhantomData<fn() -> R>,
 }
@@ -388,7 +396,7 @@ impl Builder {
         self
     }
 
-    /// How [`start`](Self::start) starts the child (default [`StartMethod::Spawn`]).
+    /// How [`spawn`](Self::spawn) starts the child (default [`StartMethod::Spawn`]).
     pub fn start_method(mut self, method: StartMethod) -> Self {
         self.method = method;
         self
@@ -419,30 +427,47 @@ impl Builder {
     /// Starts a child that runs `f(arg)` with the configured start method, and hands back
     /// what `f` returns.
     ///
-    /// `f` is a `fn` item (or a closure that captures nothing): everything it needs travels in
-    /// `arg`, serialised. Handles of shared objects (a [`Queue`]'s, a
-    /// [`Lock`](crate::Lock)'s) can be part of `arg`; memfd-backed ones are handed down with
-    /// their descriptors.
+    /// `f` is a function pointer: a `fn` item, or a closure that captures nothing (a closure
+    /// that captures a variable does not compile here). Everything it needs travels in `arg`,
+    /// serialised. Handles of shared objects (a [`Queue`]'s, a [`Lock`](crate::Lock)'s) can
+    /// be part of `arg`; memfd-backed ones are handed down with their descriptors. `arg` is
+    /// a value of `f`'s argument type `A` or a borrowed form of it (see [`EncodesAs`]): a
+    /// `&A`, a `&str` for a `String`, a `&[T]` for a `Vec<T>`.
+    ///
+    /// If [`set_child_init`] named a function, the child runs it first.
     ///
     /// # Errors
     /// A [`ProcessError`] if the child cannot be started.
-    pub fn start<F, A, R>(self, f: F, arg: A) -> Result<Process<R>, ProcessError>
+    pub fn spawn<A, R, X>(self, f: fn(A) -> R, arg: X) -> Result<Process<R>, ProcessError>
     where
-        F: Fn(A) -> R + Copy + 'static,
-        A: Serialize + DeserializeOwned,
-        R: Serialize + DeserializeOwned,
+        A: Serialize + DeserializeOwned + 'static,
+        R: Serialize + DeserializeOwned + 'static,
+        X: EncodesAs<A>,
     {
         match self.method {
             StartMethod::Spawn => self.spawn_fn(f, arg),
-            StartMethod::Fork => self.fork(move || f(arg)),
+            StartMethod::Fork => self.fork(move || f(arg.into_arg())),
         }
     }
 
-    fn spawn_fn<F, A, R>(self, f: F, arg: A) -> Result<Process<R>, ProcessError>
+    /// The former name of [`spawn`](Self::spawn).
+    ///
+    /// # Errors
+    /// As [`spawn`](Self::spawn).
+    #[deprecated(since = "0.2.0", note = "renamed to `spawn`, as in `Process::spawn`")]
+    pub fn start<A, R>(self, f: fn(A) -> R, arg: A) -> Result<Process<R>, ProcessError>
     where
-        F: Fn(A) -> R + Copy + 'static,
-        A: Serialize + DeserializeOwned,
-        R: Serialize + DeserializeOwned,
+        A: Serialize + DeserializeOwned + 'static,
+        R: Serialize + DeserializeOwned + 'static,
+    {
+        self.spawn(f, arg)
+    }
+
+    fn spawn_fn<A, R, X>(self, f: fn(A) -> R, arg: X) -> Result<Process<R>, ProcessError>
+    where
+        A: Serialize + DeserializeOwned + 'static,
+        R: Serialize + DeserializeOwned + 'static,
+        X: EncodesAs<A>,
     {
         if !boot::hook_ran() {
             return Err(ProcessError::NoStartupHook);
@@ -460,7 +485,8 @@ impl Builder {
         let setup = self.setup();
         let name = setup.name.clone();
         let boot = boot::Boot {
-            target: target_for::<F, A>(&f),
+            target: target_for(f),
+            init: boot::child_init(),
             arg: encoded,
             fds: keep.clone(),
             me: setup,
@@ -500,6 +526,7 @@ impl Builder {
             daemon: self.daemon,
             up: up_rx,
             outcome: None,
+            joined: false,
             _down: Some(down_tx),
             _r: PhantomData,
         };
@@ -541,7 +568,8 @@ impl Builder {
 
     /// Starts a child by `fork` that runs `body` and hands back what it returns.
     ///
-    /// Handles the closure captures are inherited and ready to use in the child.
+    /// Handles the closure captures are inherited and ready to use in the child. If
+    /// [`set_child_init`] named a function, the child runs it before `body`.
     ///
     /// # Forking a multi-threaded process
     ///
@@ -612,6 +640,11 @@ impl Builder {
                 // Not dropped: dropping takes a process-local lock that another parent thread
                 // may have held at the fork. Our `_exit` ends the handle anyway.
                 std::mem::forget(up_rx);
+                if let Some(init) = boot::child_init() {
+                    if let Err(m) = boot::run_child_init(init) {
+                        finish(&up_tx, Outcome::Failed(m))
+                    }
+                }
                 let outcome = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(body)) {
                     Ok(r) => match postcard::to_allocvec(&r) {
                         Ok(bytes) => Outcome::Returned(bytes),
@@ -628,6 +661,7 @@ impl Builder {
                     daemon: self.daemon,
                     up: up_rx,
                     outcome: None,
+                    joined: false,
                     _down: None,
                     _r: PhantomData,
                 })
@@ -655,16 +689,21 @@ impl Process<()> {
 
 impl<R: Serialize + DeserializeOwned> Process<R> {
     /// Starts a child that runs `f(arg)` by re-executing this executable
-    /// ([`StartMethod::Spawn`]); see [`Builder::start`].
+    /// ([`StartMethod::Spawn`]); see [`Builder::spawn`].
+    ///
+    /// `f` is a `fn` item or a closure that captures nothing; `arg` is a value of its
+    /// argument type or a borrowed form of it ([`EncodesAs`]: `&A`, a `&str` for a `String`,
+    /// a `&[T]` for a `Vec<T>`).
     ///
     /// # Errors
     /// A [`ProcessError`] if the child cannot be started.
-    pub fn spawn<F, A>(f: F, arg: A) -> Result<Self, ProcessError>
+    pub fn spawn<A, X>(f: fn(A) -> R, arg: X) -> Result<Self, ProcessError>
     where
-        F: Fn(A) -> R + Copy + 'static,
-        A: Serialize + DeserializeOwned,
+        A: Serialize + DeserializeOwned + 'static,
+        R: 'static,
+        X: EncodesAs<A>,
     {
-        Builder::default().start(f, arg)
+        Builder::default().spawn(f, arg)
     }
 
     /// Starts a child by `fork` that runs `body` ([`StartMethod::Fork`]); see
@@ -682,7 +721,35 @@ impl<R: Serialize + DeserializeOwned> Process<R> {
     /// [`ProcessError::Panicked`] with the panic message, [`ProcessError::Killed`] if a signal
     /// ended it first, [`ProcessError::Exited`] if it exited without a result.
     pub fn join(mut self) -> Result<R, ProcessError> {
+        if self.joined {
+            return Err(ProcessError::AlreadyJoined);
+        }
         let code = self.wait()?;
+        self.joined = true;
+        self.result(code)
+    }
+
+    /// Waits at most `timeout` for the child to exit, and then hands back what its function
+    /// returned, as [`join`](Self::join) does; `Ok(None)` if it still runs (it is left
+    /// alone, and can be joined later). Once this has handed over the result (or the error
+    /// that ended the child), later joins give [`ProcessError::AlreadyJoined`];
+    /// [`exitcode`](Self::exitcode) still tells how it ended.
+    ///
+    /// # Errors
+    /// As [`join`](Self::join), and [`ProcessError::Os`] if waiting fails.
+    pub fn join_timeout(&mut self, timeout: Duration) -> Result<Option<R>, ProcessError> {
+        if self.joined {
+            return Err(ProcessError::AlreadyJoined);
+        }
+        let Some(code) = self.child.wait(Some(timeout))? else {
+            return Ok(None);
+        };
+        self.joined = true;
+        self.result(code).map(Some)
+    }
+
+    /// The child's result, once it has exited with `code`.
+    fn result(&mut self, code: i32) -> Result<R, ProcessError> {
         let bytes = match self.outcome.take() {
             Some(b) => Some(b),
             None => self.next_message(Duration::ZERO),
@@ -772,12 +839,6 @@ impl<R> Process<R> {
     /// The `waitpid` error, if any.
     pub fn wait(&self) -> Result<i32, ProcessError> {
         Ok(self.child.wait(None)?.unwrap_or(0))
-    }
-
-    /// Waits at most `timeout` for the child to exit: its exit code, or `None` if it still
-    /// runs (it is left alone).
-    pub fn join_timeout(&self, timeout: Duration) -> Option<i32> {
-        self.child.wait(Some(timeout)).ok().flatten()
     }
 
     /// Sends SIGTERM (Python's `terminate`). Nothing happens if the child has exited.

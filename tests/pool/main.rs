@@ -265,7 +265,7 @@ fn map_and_starmap_return_every_result_in_order(method: StartMethod) {
         ("word".to_string(), 0, ' '),
     ];
     assert_eq!(
-        pool.starmap(repeat_joined, triples),
+        pool.starmap3(repeat_joined, triples),
         Ok(vec![
             "ab-ab-ab".to_string(),
             "x".to_string(),
@@ -381,7 +381,7 @@ fn imap_unordered_yields_each_index_once_as_results_finish(method: StartMethod) 
 
     // Every index exactly once, with its own result.
     const TOTAL: usize = 3_000;
-    let mut results = pool.imap_unordered(square_plus_one, upto(TOTAL as u32));
+    let mut results = pool.imap_unordered_indexed(square_plus_one, upto(TOTAL as u32));
     assert_eq!(results.len(), TOTAL);
     let mut seen = vec![false; TOTAL];
     for read in 0..TOTAL {
@@ -397,7 +397,7 @@ fn imap_unordered_yields_each_index_once_as_results_finish(method: StartMethod) 
     // In the order results finish: item 0 cannot finish before we have read another result.
     let (gate, gate_name) = new_counter("gate");
     let items: Vec<(u64, String)> = (0..20).map(|x| (x, gate_name.clone())).collect();
-    let mut results = pool.imap_unordered(held_until_released, items);
+    let mut results = pool.imap_unordered_indexed(held_until_released, items);
     let (first, r) = results.next().expect("a result");
     assert_ne!(
         first, 0,
@@ -413,6 +413,16 @@ fn imap_unordered_yields_each_index_once_as_results_finish(method: StartMethod) 
         );
     }
     let want: BTreeMap<usize, u64> = (0..20).map(|i| (i, square_plus_one(i as u64))).collect();
+    assert_eq!(got, want);
+
+    // Issue 11: `imap_unordered` yields the results alone, as Python's does: every result
+    // once, whatever the order.
+    let unordered = pool.imap_unordered(square_plus_one, upto(500));
+    assert_eq!(unordered.len(), 500);
+    let mut got: Vec<u64> = unordered.map(|r| r.expect("task result")).collect();
+    got.sort_unstable();
+    let mut want: Vec<u64> = (0..500).map(square_plus_one).collect();
+    want.sort_unstable();
     assert_eq!(got, want);
 }
 
@@ -753,7 +763,7 @@ fn panicking_initializer_fails_every_task_without_hanging(method: StartMethod) {
     let results: Vec<_> = pool.imap(square_plus_one, 0..10).collect();
     assert_eq!(results, vec![Err(failed.clone()); 10]);
     let unordered: BTreeSet<usize> = pool
-        .imap_unordered(square_plus_one, 0..10)
+        .imap_unordered_indexed(square_plus_one, 0..10)
         .map(|(i, r)| {
             assert_eq!(r, Err(failed.clone()));
             i
@@ -985,6 +995,63 @@ fn pool_new_starts_n_spawned_workers() {
         );
     }
     assert_eq!(pool.map(with_pid, [2]).map(|v| v[0].0), Ok(5));
+}
+
+fn square(x: u64) -> u64 {
+    x * x
+}
+
+/// Issue 11: tasks are function pointers; the common calls still infer their types: a `fn`
+/// item, a non-capturing closure with an annotated argument, `starmap` over integer literals.
+#[test]
+fn issue_11_common_calls_infer_with_function_pointers() {
+    let _watchdog = watchdog(LIMIT, "issue 11: inference");
+    let pool = Pool::new(2).expect("Pool::new");
+    let squares: Vec<u64> = (0..100).map(|x| x * x).collect();
+    assert_eq!(pool.map(square, 0..100u64), Ok(squares));
+    let v = vec![1u64, 2, 3];
+    assert_eq!(pool.map(|x: u64| x * 2, v), Ok(vec![2, 4, 6]));
+    assert_eq!(pool.starmap(add, vec![(1, 2)]), Ok(vec![3]));
+    assert_eq!(pool.apply_async(square, 7).get(), Ok(49));
+    let ordered: Vec<u64> = pool
+        .imap(|x: u64| x + 1, [1, 2])
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(ordered, [2, 3]);
+}
+
+fn shout(text: String) -> String {
+    text.to_uppercase()
+}
+
+fn total(v: Vec<u64>) -> u64 {
+    v.iter().sum()
+}
+
+/// Issue 11: items can be borrowed forms of the argument type (`&String` and `&str` for
+/// `String`, `&[T]` for `Vec<T>`); each task gets the owned value.
+#[test]
+fn issue_11_borrowed_items_reach_the_workers_as_owned_values() {
+    let _watchdog = watchdog(LIMIT, "issue 11: borrowed items");
+    let pool = Pool::new(2).expect("Pool::new");
+    let names: Vec<String> = vec!["ada".into(), "grace".into()];
+    let want = vec!["ADA".to_string(), "GRACE".to_string()];
+    assert_eq!(pool.map(shout, &names), Ok(want.clone()));
+    assert_eq!(pool.map(shout, ["ada", "grace"]), Ok(want.clone()));
+    assert_eq!(pool.map_chunked(shout, names.iter(), 1), Ok(want.clone()));
+    let got: Vec<String> = pool.imap(shout, &names).map(Result::unwrap).collect();
+    assert_eq!(got, want);
+    let mut got: Vec<String> = pool
+        .imap_unordered(shout, &names)
+        .map(Result::unwrap)
+        .collect();
+    got.sort();
+    assert_eq!(got, want);
+    let rows: Vec<Vec<u64>> = vec![vec![1, 2], vec![3, 4, 5]];
+    let slices: Vec<&[u64]> = rows.iter().map(Vec::as_slice).collect();
+    assert_eq!(pool.map(total, slices), Ok(vec![3, 12]));
+    assert_eq!(pool.apply_async(shout, "x").get(), Ok("X".to_string()));
+    assert_eq!(pool.apply_async(total, &rows[1][1..]).get(), Ok(9));
 }
 
 /// Counts how often it runs, in the counter named by the argument.

@@ -161,7 +161,7 @@ fn fork_returns_the_closures_result() {
 
     let p = Process::builder()
         .start_method(StartMethod::Fork)
-        .start(square, 9)
+        .spawn(square, 9)
         .unwrap();
     assert_eq!(p.join().unwrap(), 81);
 
@@ -189,7 +189,7 @@ fn a_child_panic_reaches_the_parent_with_its_message() {
 
     let p = Process::builder()
         .start_method(StartMethod::Fork)
-        .start(panic_quietly, 9)
+        .spawn(panic_quietly, 9)
         .unwrap();
     let r = p.join();
     assert!(panicked_with(&r, "boom 9"), "{r:?}");
@@ -202,7 +202,7 @@ fn exit_codes_of_children_that_call_exit() {
         for code in [3, 0, 255] {
             let p = Process::builder()
                 .start_method(method)
-                .start(exit_with, code)
+                .spawn(exit_with, code)
                 .unwrap();
             assert_eq!(p.wait().unwrap(), code, "{method:?}");
             assert_eq!(p.exitcode(), Some(code));
@@ -270,6 +270,79 @@ fn kill_and_terminate_give_minus_the_signal() {
     }
 }
 
+fn work(x: u64) -> u64 {
+    x + 1
+}
+
+/// Issue 11: the function is a function pointer; the common calls still infer their types (an
+/// integer literal as the argument of a `fn` item, a non-capturing closure), under both start
+/// methods and through the builder.
+#[test]
+fn issue_11_function_pointers_infer_and_run() {
+    let _watchdog = watchdog(LIMIT, "issue 11: inference");
+    assert_eq!(Process::spawn(work, 5).unwrap().join().unwrap(), 6);
+    assert_eq!(
+        Process::spawn(|x: u64| x * 2, 21).unwrap().join().unwrap(),
+        42
+    );
+    for method in [StartMethod::Spawn, StartMethod::Fork] {
+        let p = Process::builder()
+            .start_method(method)
+            .spawn(work, 41)
+            .unwrap();
+        assert_eq!(p.join().unwrap(), 42, "{method:?}");
+    }
+    // The former name still works.
+    #[allow(deprecated)]
+    let p = Process::builder().start(work, 1).unwrap();
+    assert_eq!(p.join().unwrap(), 2);
+}
+
+fn shout(text: String) -> String {
+    text.to_uppercase()
+}
+
+fn put_seven(tx: Sender<u32>) {
+    tx.put(7).expect("put");
+}
+
+/// Issue 11: a borrowed form of the argument type can be passed (`&str` for `String`, `&[T]`
+/// and `&Vec<T>` for `Vec<T>`, `&A` for `A`), under both start methods; the child gets the
+/// owned value.
+#[test]
+fn issue_11_borrowed_arguments_reach_the_child_as_owned_values() {
+    let _watchdog = watchdog(LIMIT, "issue 11: borrowed arguments");
+    let words: Vec<String> = vec!["to".into(), "be".into(), "or".into()];
+    let text = String::from("grüße");
+    let (tx, rx) = channel();
+    for method in [StartMethod::Spawn, StartMethod::Fork] {
+        let b = || Process::builder().start_method(method);
+        let want = (3, "to+be+or".to_string());
+        assert_eq!(
+            b().spawn(describe, &words[..]).unwrap().join().unwrap(),
+            want
+        );
+        assert_eq!(b().spawn(describe, &words).unwrap().join().unwrap(), want);
+        let upper = "GRÜSSE".to_string();
+        assert_eq!(
+            b().spawn(shout, text.as_str()).unwrap().join().unwrap(),
+            upper
+        );
+        assert_eq!(b().spawn(shout, &text).unwrap().join().unwrap(), upper);
+        assert_eq!(b().spawn(shout, "abc").unwrap().join().unwrap(), "ABC");
+        // A shared object, lent: the child attaches its own copy.
+        b().spawn(put_seven, &tx).unwrap().join().unwrap();
+        assert_eq!(rx.get_timeout(START).unwrap(), 7, "{method:?}");
+    }
+    assert_eq!(
+        Process::spawn(describe, &words[1..])
+            .unwrap()
+            .join()
+            .unwrap(),
+        (2, "be+or".to_string())
+    );
+}
+
 // ---------------------------------------------------------------------------------------------
 // 2. join_timeout
 
@@ -277,11 +350,14 @@ fn kill_and_terminate_give_minus_the_signal() {
 fn join_timeout_on_a_running_child_times_out_and_leaves_it_running() {
     let _watchdog = watchdog(LIMIT, "join_timeout");
     for method in [StartMethod::Spawn, StartMethod::Fork] {
-        let p = sleeping_child(method);
+        let mut p = sleeping_child(method);
         let id = Ident::of(p.pid());
         let timeout = Duration::from_millis(150);
         let t = Instant::now();
-        assert_eq!(p.join_timeout(timeout), None, "{method:?}");
+        assert!(
+            matches!(p.join_timeout(timeout), Ok(None)),
+            "{method:?}: still running"
+        );
         let took = t.elapsed();
         assert!(took >= timeout, "{method:?}: returned after {took:?}");
         assert!(took < timeout + Duration::from_secs(10), "took {took:?}");
@@ -291,14 +367,35 @@ fn join_timeout_on_a_running_child_times_out_and_leaves_it_running() {
         assert!(id.running());
         assert_eq!(id.stat().unwrap().ppid, std::process::id());
         p.kill().unwrap();
-        assert_eq!(p.join_timeout(START), Some(-9));
+        let r = p.join_timeout(START);
+        assert!(
+            matches!(r, Err(ProcessError::Killed(9))),
+            "{method:?}: {r:?}"
+        );
+        assert_eq!(p.exitcode(), Some(-9));
         assert!(id.reaped());
     }
-    // On a child that has finished: its exit code, at once and again.
-    let p = Process::spawn(square, 3).unwrap();
-    assert_eq!(p.join_timeout(START), Some(0));
-    assert_eq!(p.join_timeout(Duration::ZERO), Some(0));
-    assert_eq!(p.join().unwrap(), 9);
+    // Issue 11: on a child that ends within the timeout, the result, as `join` gives it; once
+    // handed over, it is not handed over again.
+    for method in [StartMethod::Spawn, StartMethod::Fork] {
+        let mut p = Process::builder()
+            .start_method(method)
+            .spawn(square, 3)
+            .unwrap();
+        let r = p.join_timeout(START);
+        assert!(matches!(r, Ok(Some(9))), "{method:?}: {r:?}");
+        assert_eq!(p.exitcode(), Some(0));
+        let again = p.join_timeout(Duration::ZERO);
+        assert!(
+            matches!(again, Err(ProcessError::AlreadyJoined)),
+            "{method:?}: {again:?}"
+        );
+        assert!(matches!(p.join(), Err(ProcessError::AlreadyJoined)));
+    }
+    // A child that panics: its panic, as `join` gives it.
+    let mut p = Process::spawn(panic_quietly, 9).unwrap();
+    let r = p.join_timeout(START);
+    assert!(panicked_with(&r, "boom 9"), "{r:?}");
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -328,7 +425,7 @@ fn a_child_knows_its_name_and_its_parent() {
         let p = Process::builder()
             .name(&name)
             .start_method(method)
-            .start(whoami, ())
+            .spawn(whoami, ())
             .unwrap();
         assert_eq!(p.name(), name);
         let pid = p.pid();
@@ -360,7 +457,7 @@ fn start_inner(fork: bool) -> (ProcessInfo, Option<ProcessInfo>) {
     Process::builder()
         .name("inner")
         .start_method(method)
-        .start(whoami, ())
+        .spawn(whoami, ())
         .expect("start grandchild")
         .join()
         .expect("grandchild result")
@@ -372,7 +469,7 @@ fn a_grandchilds_parent_is_the_child() {
     for fork in [false, true] {
         let p = Process::builder()
             .name("outer")
-            .start(start_inner, fork)
+            .spawn(start_inner, fork)
             .unwrap();
         let outer = ProcessInfo {
             pid: p.pid(),
@@ -419,7 +516,7 @@ fn env_and_env_remove_shape_the_childs_environment() {
                 .env("MPT_PROC_OVERWRITTEN", "old")
                 .env("MPT_PROC_OVERWRITTEN", "new =x")
         };
-        let p = builder().start(env_of, keys.clone()).unwrap();
+        let p = builder().spawn(env_of, keys.clone()).unwrap();
         assert_eq!(
             p.join().unwrap(),
             vec![
@@ -434,7 +531,7 @@ fn env_and_env_remove_shape_the_childs_environment() {
         // Removing a variable this process has.
         let p = builder()
             .env_remove(&inherited)
-            .start(env_of, keys.clone())
+            .spawn(env_of, keys.clone())
             .unwrap();
         assert_eq!(
             p.join().unwrap()[4],
@@ -597,7 +694,7 @@ fn handles_passed_to_a_forked_child_work_there() {
     objects_scenario("fork with handles", |o| {
         Process::builder()
             .start_method(StartMethod::Fork)
-            .start(use_handles, o.handles.clone())
+            .spawn(use_handles, o.handles.clone())
             .unwrap()
     });
 }
@@ -619,7 +716,7 @@ fn objects_passed_by_value_reach_the_child() {
         objects_scenario(&format!("{method:?} by value"), |o| {
             Process::builder()
                 .start_method(method)
-                .start(use_passed, copies(o))
+                .spawn(use_passed, copies(o))
                 .unwrap()
         });
     }
@@ -658,7 +755,7 @@ fn middle(m: Middle) {
                 std::thread::sleep(NAP);
             })
         } else {
-            b.start(report_then_sleep, m.report.clone())
+            b.spawn(report_then_sleep, m.report.clone())
         };
         p.expect("start grandchild")
     };
@@ -685,7 +782,7 @@ fn kill_the_middle(fork: bool, from_thread: bool, daemon: bool, watch: Duration)
         from_thread,
         daemon,
     };
-    let p = Process::builder().name("middle").start(middle, m).unwrap();
+    let mut p = Process::builder().name("middle").spawn(middle, m).unwrap();
     guard.watch(p.pid());
     let d = rx.get_timeout(START).expect("the grandchild's pid");
     // Not reaped: the middle process holds its `Process`.
@@ -709,10 +806,10 @@ fn kill_the_middle(fork: bool, from_thread: bool, daemon: bool, watch: Duration)
     let killed = Instant::now();
     let gone = eventually(watch, || grandchild.exited());
     let noticed = killed.elapsed();
-    assert_eq!(
-        p.join_timeout(START),
-        Some(-9),
-        "{what}: the middle process"
+    let r = p.join_timeout(START);
+    assert!(
+        matches!(r, Err(ProcessError::Killed(9))),
+        "{what}: the middle process: {r:?}"
     );
     if gone {
         assert!(noticed < NOTICE, "{what}: gone only after {noticed:?}");
@@ -854,13 +951,13 @@ fn active_children_lists_running_children_only() {
     let (tx, rx) = channel();
     let spawned = Process::builder()
         .name("active-spawned")
-        .start(wait_for_go, rx.handle())
+        .spawn(wait_for_go, rx.handle())
         .unwrap();
     let forked = Process::builder()
         .name("active-forked")
         .fork(|| rx.get_timeout(NAP).unwrap())
         .unwrap();
-    let sleeper = sleeping_child(StartMethod::Spawn);
+    let mut sleeper = sleeping_child(StartMethod::Spawn);
     for (p, name) in [(&spawned, "active-spawned"), (&forked, "active-forked")] {
         assert_eq!(
             listed(p.pid()),
@@ -894,7 +991,8 @@ fn active_children_lists_running_children_only() {
 
     sleeper.kill().unwrap();
     let pid = sleeper.pid();
-    assert_eq!(sleeper.join_timeout(START), Some(-9));
+    let r = sleeper.join_timeout(START);
+    assert!(matches!(r, Err(ProcessError::Killed(9))), "{r:?}");
     assert_eq!(listed(pid), None);
 }
 
@@ -933,7 +1031,7 @@ fn start_and_leave(daemon: bool) {
     let p = Process::builder()
         .daemon(daemon)
         .env("MPT_DELAY_START_MS", "300")
-        .start(square, 2)
+        .spawn(square, 2)
         .expect("start the child");
     std::mem::forget(p);
     std::process::exit(0);
@@ -1010,12 +1108,16 @@ fn fork_next_to(busy: fn(), env: bool, limit: Duration) {
         }
         let p = b.fork(|| ()).unwrap();
         forks += 1;
-        if p.join_timeout(Duration::from_secs(2)).is_none() {
-            let pid = p.pid();
-            p.kill().unwrap();
-            panic!("fork #{forks}: child {pid} still runs after 2 s (killed)");
+        let mut p = p;
+        match p.join_timeout(Duration::from_secs(2)) {
+            Ok(Some(())) => {}
+            Ok(None) => {
+                let pid = p.pid();
+                p.kill().unwrap();
+                panic!("fork #{forks}: child {pid} still runs after 2 s (killed)");
+            }
+            Err(e) => panic!("fork #{forks}: {e}"),
         }
-        p.join().unwrap();
     }
     stop.store(true, Ordering::Relaxed);
     background.join().unwrap();

@@ -1,4 +1,5 @@
-//! What the pool hands back to read results with: [`Imap`] and [`ImapUnordered`], lazy
+//! What the pool hands back to read results with: [`Imap`], [`ImapUnordered`] and
+//! [`ImapUnorderedIndexed`], lazy
 //! iterators fed by a [`Feed`] that submits items a few chunks ahead of the reader, and the
 //! [`AsyncResult`] of one task.
 
@@ -7,18 +8,19 @@ use std::marker::PhantomData;
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use super::job::{Chunk, Job, Want};
 use super::{Pool, TaskError};
-use crate::process::Target;
+use crate::process::{EncodesAs, Target};
 
 /// The submitting side of a lazy iteration: pulls items a few chunks ahead of the reader.
-pub(super) struct Feed<'p, I> {
+pub(super) struct Feed<'p, I: Iterator> {
     pool: &'p Pool,
     target: Target,
     items: I,
+    /// Adds an item to a chunk (`Chunk::push` for the function's argument type).
+    push: fn(&mut Chunk, usize, I::Item),
     chunksize: usize,
     pub(super) job: Arc<Job>,
     submitted: usize,
@@ -28,7 +30,7 @@ pub(super) struct Feed<'p, I> {
     admitted: bool,
 }
 
-impl<I> Feed<'_, I> {
+impl<I: Iterator> Feed<'_, I> {
     /// No more items will come from this iteration.
     fn release(&mut self) {
         self.exhausted = true;
@@ -39,17 +41,19 @@ impl<I> Feed<'_, I> {
     }
 }
 
-impl<I> Drop for Feed<'_, I> {
+impl<I: Iterator> Drop for Feed<'_, I> {
     fn drop(&mut self) {
         self.release();
     }
 }
 
-impl<'p, I: Iterator> Feed<'p, I>
-where
-    I::Item: Serialize + Send + 'static,
-{
-    pub(super) fn new(pool: &'p Pool, target: Target, items: I, chunksize: usize) -> Self {
+impl<'p, I: Iterator> Feed<'p, I> {
+    /// A feed of `items`, each an `A` or a borrowed form of it.
+    pub(super) fn new<A>(pool: &'p Pool, target: Target, items: I, chunksize: usize) -> Self
+    where
+        A: Send + 'static,
+        I::Item: EncodesAs<A>,
+    {
         let admitted = {
             let mut inbox = pool.shared.inbox();
             let open = !(inbox.closed || inbox.stopped || inbox.terminate);
@@ -60,6 +64,7 @@ where
             pool,
             target,
             items,
+            push: |chunk, index, arg| chunk.push::<A, I::Item>(index, arg),
             chunksize: chunksize.max(1),
             job: Job::new(0),
             submitted: 0,
@@ -92,7 +97,7 @@ where
             let first = self.submitted;
             for a in self.items.by_ref().take(self.chunksize) {
                 self.job.reserve(self.submitted + 1);
-                chunk.push(self.submitted, a);
+                (self.push)(&mut chunk, self.submitted, a);
                 self.submitted += 1;
             }
             if chunk.len() > 0 {
@@ -110,16 +115,13 @@ where
 }
 
 /// Results of [`Pool::imap`], in item order.
-pub struct Imap<'p, R, I> {
+pub struct Imap<'p, R, I: Iterator> {
     pub(super) feed: Feed<'p, I>,
     pub(super) next: usize,
     pub(super) _r: PhantomData<fn() -> R>,
 }
 
-impl<R: DeserializeOwned, I: Iterator> Iterator for Imap<'_, R, I>
-where
-    I::Item: Serialize + Send + 'static,
-{
+impl<R: DeserializeOwned, I: Iterator> Iterator for Imap<'_, R, I> {
     type Item = Result<R, TaskError>;
 
     fn next(&mut self) -> Option<Self::Item> {
@@ -142,22 +144,35 @@ where
     }
 }
 
-impl<R: DeserializeOwned, I: ExactSizeIterator> ExactSizeIterator for Imap<'_, R, I> where
-    I::Item: Serialize + Send + 'static
-{
+impl<R: DeserializeOwned, I: ExactSizeIterator> ExactSizeIterator for Imap<'_, R, I> {}
+
+/// Results of [`Pool::imap_unordered`], as they finish.
+pub struct ImapUnordered<'p, R, I: Iterator> {
+    pub(super) inner: ImapUnorderedIndexed<'p, R, I>,
 }
 
-/// Results of [`Pool::imap_unordered`] as they finish: (item index, result).
-pub struct ImapUnordered<'p, R, I> {
+impl<R: DeserializeOwned, I: Iterator> Iterator for ImapUnordered<'_, R, I> {
+    type Item = Result<R, TaskError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        self.inner.next().map(|(_, r)| r)
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        self.inner.size_hint()
+    }
+}
+
+impl<R: DeserializeOwned, I: ExactSizeIterator> ExactSizeIterator for ImapUnordered<'_, R, I> {}
+
+/// Results of [`Pool::imap_unordered_indexed`] as they finish: (item index, result).
+pub struct ImapUnorderedIndexed<'p, R, I: Iterator> {
     pub(super) feed: Feed<'p, I>,
     pub(super) taken: usize,
     pub(super) _r: PhantomData<fn() -> R>,
 }
 
-impl<R: DeserializeOwned, I: Iterator> Iterator for ImapUnordered<'_, R, I>
-where
-    I::Item: Serialize + Send + 'static,
-{
+impl<R: DeserializeOwned, I: Iterator> Iterator for ImapUnorderedIndexed<'_, R, I> {
     type Item = (usize, Result<R, TaskError>);
 
     fn next(&mut self) -> Option<Self::Item> {
@@ -186,8 +201,8 @@ where
     }
 }
 
-impl<R: DeserializeOwned, I: ExactSizeIterator> ExactSizeIterator for ImapUnordered<'_, R, I> where
-    I::Item: Serialize + Send + 'static
+impl<R: DeserializeOwned, I: ExactSizeIterator> ExactSizeIterator
+    for ImapUnorderedIndexed<'_, R, I>
 {
 }
 

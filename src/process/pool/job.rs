@@ -8,12 +8,11 @@ use std::collections::VecDeque;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::Instant;
 
-use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use super::TaskError;
 use super::manager::Shared;
-use crate::process::{Target, append};
+use crate::process::{EncodesAs, Target, append};
 use crate::segment::collecting;
 
 /// A chunk is cut once its serialised arguments pass this many bytes...
@@ -255,9 +254,13 @@ impl Chunk {
         self.ends.len()
     }
 
-    /// Adds task `index` with argument `arg`; an argument that does not serialise fails at
-    /// once.
-    pub(super) fn push<A: Serialize + Send + 'static>(&mut self, index: usize, arg: A) {
+    /// Adds task `index` with argument `arg` (an `A` or a borrowed form of it); an argument
+    /// that does not serialise fails at once.
+    pub(super) fn push<A, X>(&mut self, index: usize, arg: X)
+    where
+        A: Send + 'static,
+        X: EncodesAs<A>,
+    {
         let start = self.args.len();
         let (appended, collected) = collecting(|| append(&arg, &mut self.args));
         let refused = if !collected.fds.is_empty() {
@@ -279,7 +282,8 @@ impl Chunk {
         if collected.objects && appended.is_ok() {
             // Shared objects in the argument stay attached here until the job is done, so the
             // worker always finds them (a named object's name, a queue's sender count).
-            self.job.lock().kept.push(Box::new(arg));
+            // (A borrowed argument is cloned for this: the clone attaches its own copies.)
+            self.job.lock().kept.push(Box::new(arg.into_arg()));
         }
         match appended {
             Ok(()) if self.args.len() <= MAX_CHUNK_BYTES => {
@@ -362,11 +366,15 @@ impl<'s> Chunker<'s> {
         }
     }
 
-    pub(super) fn push<A: Serialize + Send + 'static>(&mut self, index: usize, arg: A) {
+    pub(super) fn push<A, X>(&mut self, index: usize, arg: X)
+    where
+        A: Send + 'static,
+        X: EncodesAs<A>,
+    {
         let c = self
             .cur
             .get_or_insert_with(|| Chunk::new(self.shared, self.target, &self.job));
-        c.push(index, arg);
+        c.push::<A, X>(index, arg);
         if c.len() >= self.size || c.args.len() >= CHUNK_BYTES {
             self.cut();
         }

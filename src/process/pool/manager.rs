@@ -160,7 +160,7 @@ impl Manager {
             .name(format!("PoolWorker-{}", self.spawned))
             .daemon(true);
         let process = match self.config.method {
-            StartMethod::Spawn => builder.start(worker_main, boot)?,
+            StartMethod::Spawn => builder.spawn(worker_main, boot)?,
             StartMethod::Fork => builder.fork(move || worker_main(boot))?,
         };
         Ok(Worker {

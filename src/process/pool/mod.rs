@@ -13,17 +13,15 @@
 //! manager, which files the result in the submission's [`job::Job`], where the reader takes it.
 //! The parts, one file each:
 //!
-//! - here: [`Pool`], [`PoolBuilder`], [`TaskError`] and [`StarFn`], the public surface;
+//! - here: [`Pool`], [`PoolBuilder`] and [`TaskError`], the public surface;
 //! - [`protocol`]: the messages between manager and workers, and the worker slots (with
 //!   their state table);
 //! - [`worker`]: the worker process's loop;
 //! - [`job`]: a submission's results and the chunks its tasks travel in;
 //! - [`manager`]: the manager thread, which feeds workers, tracks what each holds and
 //!   replaces the dead;
-//! - [`iterators`]: [`Imap`], [`ImapUnordered`] and [`AsyncResult`].
-#![allow(unsafe_code)]
-//! # Safety
-//! The only unsafe code names the entry point of a function the caller holds (`target_of`).
+//! - [`iterators`]: [`Imap`], [`ImapUnordered`], [`ImapUnorderedIndexed`] and
+//!   [`AsyncResult`].
 
 mod iterators;
 mod job;
@@ -40,8 +38,8 @@ use std::thread::JoinHandle;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use super::boot::{Callable, Spread};
-use super::{Process, ProcessError, StartMethod, Target, cpu_count, target_for, target_of};
+use super::boot::Signature;
+use super::{EncodesAs, Process, ProcessError, StartMethod, Target, cpu_count, target_for};
 use crate::channel::{Plain, Queue};
 use crate::segment::{InheritFd, collecting};
 use crate::value::RawArray;
@@ -50,7 +48,7 @@ use job::{Chunk, Chunker, Job, Want, default_chunksize};
 use manager::{Inbox, Manager, Shared};
 use protocol::{IDLE, QUEUE_BYTES};
 
-pub use iterators::{AsyncResult, Imap, ImapUnordered};
+pub use iterators::{AsyncResult, Imap, ImapUnordered, ImapUnorderedIndexed};
 
 /// Why a task gave no result.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -129,16 +127,18 @@ impl PoolBuilder {
     /// panics (or keeps killing its workers), the pool runs no tasks: they fail with
     /// [`TaskError::InitializerFailed`].
     ///
+    /// `f` is a `fn` item or a closure that captures nothing. A child initializer named
+    /// with [`set_child_init`](crate::set_child_init) runs before it.
+    ///
     /// # Errors
     /// [`ProcessError::Codec`] if `arg` does not serialise.
-    pub fn initializer<F, A>(mut self, f: F, arg: A) -> Result<Self, ProcessError>
+    pub fn initializer<A>(mut self, f: fn(A), arg: A) -> Result<Self, ProcessError>
     where
-        F: Fn(A) + Copy + 'static,
         A: Serialize + DeserializeOwned + Send + 'static,
     {
         let (bytes, collected) = collecting(|| postcard::to_allocvec(&arg));
         let bytes = bytes.map_err(|e| ProcessError::Codec(e.to_string()))?;
-        self.init = Some((target_for::<F, A>(&f), bytes));
+        self.init = Some((target_for(f), bytes));
         self.init_fds = collected.fds.into_iter().map(InheritFd).collect();
         self.init_keep = Some(Arc::new(Mutex::new(Box::new(arg))));
         Ok(self)
@@ -200,8 +200,10 @@ impl PoolBuilder {
 
 /// A pool of worker processes: Python's `multiprocessing.Pool`.
 ///
-/// Tasks are `fn` items (or closures that capture nothing) with serde arguments and results,
-/// called in the workers by address (see [`StartMethod::Spawn`]). A worker killed while it
+/// Tasks are function pointers (`fn` items, or closures that capture nothing) with owned serde
+/// arguments and results, called in the workers by address (see [`StartMethod::Spawn`]).
+/// Items can also be borrowed forms of the argument type ([`EncodesAs`]): for a task
+/// `fn(String)`, `&names` where `names` is a `Vec<String>`, or a `Vec<&str>`. A worker killed while it
 /// runs a task fails that task with [`TaskError::WorkerDied`] and is replaced; a task that
 /// panics fails with [`TaskError::Panicked`]; every other task completes. No call waits on a
 /// dead worker.
@@ -259,81 +261,98 @@ impl Pool {
     /// Runs `f` on every item and returns the results in order, with Python's default chunk
     /// size (about four chunks per worker).
     ///
+    /// `f` is a `fn` item or a closure that captures nothing; everything a task needs travels
+    /// in its item.
+    ///
     /// # Errors
     /// The first (in item order) task's error, after every task has ended.
-    pub fn map<F, A, R, I>(&self, f: F, items: I) -> Result<Vec<R>, TaskError>
+    pub fn map<A, R, I>(&self, f: fn(A) -> R, items: I) -> Result<Vec<R>, TaskError>
     where
-        F: Fn(A) -> R + Copy + 'static,
         A: Serialize + DeserializeOwned + Send + 'static,
-        R: Serialize + DeserializeOwned,
-        I: IntoIterator<Item = A>,
+        R: Serialize + DeserializeOwned + 'static,
+        I: IntoIterator,
+        I::Item: EncodesAs<A>,
     {
-        let _ = f;
-        // SAFETY: we hold `f`, an `F`.
-        unsafe { self.map_impl::<F, A, I>(items, None) }
+        self.map_impl(f, items, None)
     }
 
     /// [`map`](Self::map) with an explicit chunk size (tasks per message to a worker).
     ///
     /// # Errors
     /// As [`map`](Self::map).
-    pub fn map_chunked<F, A, R, I>(
+    pub fn map_chunked<A, R, I>(
         &self,
-        f: F,
+        f: fn(A) -> R,
         items: I,
         chunksize: usize,
     ) -> Result<Vec<R>, TaskError>
     where
-        F: Fn(A) -> R + Copy + 'static,
         A: Serialize + DeserializeOwned + Send + 'static,
-        R: Serialize + DeserializeOwned,
-        I: IntoIterator<Item = A>,
+        R: Serialize + DeserializeOwned + 'static,
+        I: IntoIterator,
+        I::Item: EncodesAs<A>,
     {
-        let _ = f;
-        // SAFETY: we hold `f`, an `F`.
-        unsafe { self.map_impl::<F, A, I>(items, Some(chunksize)) }
+        self.map_impl(f, items, Some(chunksize))
     }
 
-    /// Like [`map`](Self::map) for a function of several arguments, each item a tuple of
-    /// them (Python's `starmap`).
+    /// Like [`map`](Self::map) for a function of two arguments, each item a pair of them
+    /// (Python's `starmap`); [`starmap3`](Self::starmap3) takes three.
     ///
     /// # Errors
     /// As [`map`](Self::map).
-    pub fn starmap<F, T, R, I>(&self, f: F, items: I) -> Result<Vec<R>, TaskError>
+    pub fn starmap<A, B, R, I>(&self, f: fn(A, B) -> R, items: I) -> Result<Vec<R>, TaskError>
     where
-        F: StarFn<T, Output = R> + Copy + 'static,
-        Spread<F>: Callable<T, Output = R>,
-        T: Serialize + DeserializeOwned + Send + 'static,
-        R: Serialize + DeserializeOwned,
-        I: IntoIterator<Item = T>,
+        A: Serialize + DeserializeOwned + Send + 'static,
+        B: Serialize + DeserializeOwned + Send + 'static,
+        R: Serialize + DeserializeOwned + 'static,
+        I: IntoIterator,
+        I::Item: EncodesAs<(A, B)>,
     {
-        let _ = Spread::new(f);
-        // SAFETY: we hold `f`, an `F`, which is what a `Spread<F>` conjures.
-        unsafe { self.map_impl::<Spread<F>, T, I>(items, None) }
+        self.map_impl(f, items, None)
     }
 
-    /// # Safety
-    /// - The caller holds a value of type `F` (or, for `Spread<G>`, of type `G`): see
-    ///   `target_of`.
-    unsafe fn map_impl<F, A, I>(
+    /// [`starmap`](Self::starmap) for a function of three arguments, each item a triple.
+    ///
+    /// # Errors
+    /// As [`map`](Self::map).
+    pub fn starmap3<A, B, C, R, I>(
         &self,
+        f: fn(A, B, C) -> R,
+        items: I,
+    ) -> Result<Vec<R>, TaskError>
+    where
+        A: Serialize + DeserializeOwned + Send + 'static,
+        B: Serialize + DeserializeOwned + Send + 'static,
+        C: Serialize + DeserializeOwned + Send + 'static,
+        R: Serialize + DeserializeOwned + 'static,
+        I: IntoIterator,
+        I::Item: EncodesAs<(A, B, C)>,
+    {
+        self.map_impl(f, items, None)
+    }
+
+    fn map_impl<'i, S, I>(
+        &self,
+        f: S,
         items: I,
         chunksize: Option<usize>,
-    ) -> Result<Vec<F::Output>, TaskError>
+    ) -> Result<Vec<S::Output>, TaskError>
     where
-        F: Callable<A>,
-        A: Serialize + DeserializeOwned + Send + 'static,
-        F::Output: Serialize + DeserializeOwned,
-        I: IntoIterator<Item = A>,
+        S: Signature,
+        S::Args: Send + 'static,
+        S::Output: DeserializeOwned,
+        I: IntoIterator,
+        I::IntoIter: 'i,
+        I::Item: EncodesAs<S::Args> + 'i,
     {
         let items = items.into_iter();
         let (lo, hi) = items.size_hint();
         // Python's default needs the length: collect the items if the iterator does not know.
-        let (items, n): (Box<dyn Iterator<Item = A>>, usize) = match (chunksize, hi) {
+        let (items, n): (Box<dyn Iterator<Item = I::Item> + 'i>, usize) = match (chunksize, hi) {
             (Some(_), _) => (Box::new(items), lo),
             (None, Some(hi)) if hi == lo => (Box::new(items), lo),
             (None, _) => {
-                let v: Vec<A> = items.collect();
+                let v: Vec<I::Item> = items.collect();
                 let n = v.len();
                 (Box::new(v.into_iter()), n)
             }
@@ -341,12 +360,11 @@ impl Pool {
         let size = chunksize.unwrap_or_else(|| default_chunksize(n, self.shared.processes));
         let job = Job::new(n);
         job.reserve(n);
-        // SAFETY: forwarded: our caller holds an `F` (or, for `Spread<G>`, a `G`).
-        let target = unsafe { target_of::<F, A>() };
+        let target = target_for(f);
         let mut chunker = Chunker::new(&self.shared, target, &job, size);
         let mut count = 0;
         for (i, a) in items.enumerate() {
-            chunker.push(i, a);
+            chunker.push::<S::Args, I::Item>(i, a);
             count = i + 1;
         }
         chunker.finish();
@@ -361,50 +379,71 @@ impl Pool {
     /// Runs `f` on the items lazily and yields the results in order, as they come (Python's
     /// `imap`, chunk size 1). Items are taken from `items` only a few chunks ahead of the
     /// results read. The iterator has an exact length when `items` does (progress bars).
-    pub fn imap<F, A, R, I>(&self, f: F, items: I) -> Imap<'_, R, I::IntoIter>
+    pub fn imap<A, R, I>(&self, f: fn(A) -> R, items: I) -> Imap<'_, R, I::IntoIter>
     where
-        F: Fn(A) -> R + Copy + 'static,
         A: Serialize + DeserializeOwned + Send + 'static,
-        R: Serialize + DeserializeOwned,
-        I: IntoIterator<Item = A>,
+        R: Serialize + DeserializeOwned + 'static,
+        I: IntoIterator,
+        I::Item: EncodesAs<A>,
     {
         self.imap_chunked(f, items, 1)
     }
 
     /// [`imap`](Self::imap) with `chunksize` tasks per message to a worker.
-    pub fn imap_chunked<F, A, R, I>(
+    pub fn imap_chunked<A, R, I>(
         &self,
-        f: F,
+        f: fn(A) -> R,
         items: I,
         chunksize: usize,
     ) -> Imap<'_, R, I::IntoIter>
     where
-        F: Fn(A) -> R + Copy + 'static,
         A: Serialize + DeserializeOwned + Send + 'static,
-        R: Serialize + DeserializeOwned,
-        I: IntoIterator<Item = A>,
+        R: Serialize + DeserializeOwned + 'static,
+        I: IntoIterator,
+        I::Item: EncodesAs<A>,
     {
-        let _ = f;
         Imap {
-            feed: Feed::new(self, target_for::<F, A>(&f), items.into_iter(), chunksize),
+            feed: Feed::new::<A>(self, target_for(f), items.into_iter(), chunksize),
             next: 0,
             _r: PhantomData,
         }
     }
 
     /// Like [`imap`](Self::imap), but yields results as they finish, in any order (Python's
-    /// `imap_unordered`). Each result comes with the index of its item.
-    pub fn imap_unordered<F, A, R, I>(&self, f: F, items: I) -> ImapUnordered<'_, R, I::IntoIter>
+    /// `imap_unordered`). [`imap_unordered_indexed`](Self::imap_unordered_indexed) also tells
+    /// which item each result belongs to.
+    pub fn imap_unordered<A, R, I>(
+        &self,
+        f: fn(A) -> R,
+        items: I,
+    ) -> ImapUnordered<'_, R, I::IntoIter>
     where
-        F: Fn(A) -> R + Copy + 'static,
         A: Serialize + DeserializeOwned + Send + 'static,
-        R: Serialize + DeserializeOwned,
-        I: IntoIterator<Item = A>,
+        R: Serialize + DeserializeOwned + 'static,
+        I: IntoIterator,
+        I::Item: EncodesAs<A>,
     {
-        let _ = f;
-        let feed = Feed::new(self, target_for::<F, A>(&f), items.into_iter(), 1);
-        feed.job.track_arrivals();
         ImapUnordered {
+            inner: self.imap_unordered_indexed(f, items),
+        }
+    }
+
+    /// Like [`imap_unordered`](Self::imap_unordered), with the index of its item (counted
+    /// from 0 in the order of `items`) next to each result.
+    pub fn imap_unordered_indexed<A, R, I>(
+        &self,
+        f: fn(A) -> R,
+        items: I,
+    ) -> ImapUnorderedIndexed<'_, R, I::IntoIter>
+    where
+        A: Serialize + DeserializeOwned + Send + 'static,
+        R: Serialize + DeserializeOwned + 'static,
+        I: IntoIterator,
+        I::Item: EncodesAs<A>,
+    {
+        let feed = Feed::new::<A>(self, target_for(f), items.into_iter(), 1);
+        feed.job.track_arrivals();
+        ImapUnorderedIndexed {
             feed,
             taken: 0,
             _r: PhantomData,
@@ -412,17 +451,16 @@ impl Pool {
     }
 
     /// Submits one task and returns at once (Python's `apply_async`).
-    pub fn apply_async<F, A, R>(&self, f: F, arg: A) -> AsyncResult<R>
+    pub fn apply_async<A, R, X>(&self, f: fn(A) -> R, arg: X) -> AsyncResult<R>
     where
-        F: Fn(A) -> R + Copy + 'static,
         A: Serialize + DeserializeOwned + Send + 'static,
-        R: Serialize + DeserializeOwned,
+        R: Serialize + DeserializeOwned + 'static,
+        X: EncodesAs<A>,
     {
-        let _ = f;
         let job = Job::new(1);
         job.reserve(1);
-        let mut chunk = Chunk::new(&self.shared, target_for::<F, A>(&f), &job);
-        chunk.push(0, arg);
+        let mut chunk = Chunk::new(&self.shared, target_for(f), &job);
+        chunk.push::<A, X>(0, arg);
         if chunk.len() > 0 {
             self.shared.submit(vec![chunk]);
         }
@@ -473,26 +511,6 @@ impl Drop for Pool {
     fn drop(&mut self) {
         self.terminate();
     }
-}
-
-/// Functions that [`Pool::starmap`] spreads a tuple over: `Fn(A, B) -> R` and
-/// `Fn(A, B, C) -> R` (a `fn` item or a closure that captures nothing).
-pub trait StarFn<Args>: sealed::Sealed<Args> {
-    /// What the function returns.
-    type Output;
-}
-
-mod sealed {
-    pub trait Sealed<Args> {}
-}
-
-impl<F: Fn(A, B) -> R, A, B, R> sealed::Sealed<(A, B)> for F {}
-impl<F: Fn(A, B) -> R, A, B, R> StarFn<(A, B)> for F {
-    type Output = R;
-}
-impl<F: Fn(A, B, C) -> R, A, B, C, R> sealed::Sealed<(A, B, C)> for F {}
-impl<F: Fn(A, B, C) -> R, A, B, C, R> StarFn<(A, B, C)> for F {
-    type Output = R;
 }
 
 #[allow(dead_code)]
