@@ -134,7 +134,7 @@ pub use channel::{
 };
 #[cfg(not(multiproc_loom))]
 pub use error::{
-    BrokenBarrierError, GetError, OpenError, OverReleaseError, PutError, TaskDoneError,
+    BrokenBarrierError, GetError, LockError, OpenError, OverReleaseError, PutError, TaskDoneError,
 };
 #[cfg(all(feature = "serde", not(multiproc_loom)))]
 pub use process::{

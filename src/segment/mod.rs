@@ -94,7 +94,7 @@ impl NameOwner {
     /// Creates the POSIX shm object `name` (exclusively, mode 0600) of `len` bytes and maps it.
     /// On any failure after the name was taken, the name is removed again.
     pub(crate) fn create(name: &str, len: usize) -> Result<(Mapping, Self), OpenError> {
-        let fd = sys::shm_create_excl(name, len as u64)?;
+        let fd = sys::shm_create_excl(name, len as u64).map_err(|e| OpenError::shm(e, name))?;
         let mapped = Mapping::map_fd(&fd, len).and_then(|map| {
             let owner = Self {
                 pid: sys::current_pid(),
@@ -122,7 +122,9 @@ impl NameOwner {
 pub(crate) fn normalize_name(name: &str) -> Result<String, OpenError> {
     let bare = name.strip_prefix('/').unwrap_or(name);
     if bare.is_empty() || bare.contains('/') || bare.contains('\0') || bare.len() > 250 {
-        return Err(OpenError::InvalidName);
+        return Err(OpenError::InvalidName {
+            name: name.to_owned(),
+        });
     }
     Ok(format!("/{bare}"))
 }
@@ -196,7 +198,8 @@ impl Segment {
         let (fd, name) = match location {
             Location::Named(name) => {
                 let name = normalize_name(name)?;
-                (sys::shm_open_existing(&name)?, Some(name))
+                let fd = sys::shm_open_existing(&name).map_err(|e| OpenError::shm(e, &name))?;
+                (fd, Some(name))
             }
             Location::Fd(raw) => match sys::dup_raw_fd(*raw) {
                 // Only our own sealed memory files: another kind of descriptor (a shm object a
@@ -207,7 +210,7 @@ impl Segment {
                     ));
                 }
                 Ok(fd) => (fd, None),
-                Err(e) if e.raw() == libc::EBADF => return Err(OpenError::NotFound),
+                Err(e) if e.raw() == libc::EBADF => return Err(OpenError::NotFound { name: None }),
                 Err(e) => return Err(OpenError::Os(e)),
             },
             Location::Anonymous => {
@@ -238,7 +241,11 @@ impl Segment {
             // SAFETY: the mapping spans at least HEADER_LEN bytes (checked above) and is page
             // aligned; Header is all atomics, so concurrent writers cause no UB.
             let header = unsafe { map.ptr().cast::<Header>().as_ref() };
-            match header.validate(kind, len)? {
+            let valid = header.validate(kind, len);
+            match valid.map_err(|e| match &name {
+                Some(name) => e.with_name(name),
+                None => e,
+            })? {
                 None => {
                     if Instant::now() >= deadline {
                         return Err(OpenError::Uninitialized);
@@ -313,7 +320,7 @@ impl Segment {
                 if unlinked.swap(true, Ordering::AcqRel) {
                     return Ok(false);
                 }
-                sys::shm_unlink(name)?;
+                sys::shm_unlink(name).map_err(|e| OpenError::shm(e, name))?;
                 Ok(true)
             }
             _ => Ok(false),
