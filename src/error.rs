@@ -158,6 +158,17 @@ impl OpenError {
         }
     }
 
+    /// The error of a system call on a segment that has no name here (a descriptor, a
+    /// mapping). Crate-private on purpose: a public `From<Errno>` would let errors be made
+    /// that name no object.
+    pub(crate) fn os(e: Errno) -> Self {
+        match e {
+            Errno::NOENT => Self::NotFound { name: None },
+            Errno::ACCES => Self::PermissionDenied { name: None },
+            other => Self::Os(other),
+        }
+    }
+
     /// Fills in the object's name where the error has room for one and lacks it.
     pub(crate) fn with_name(mut self, object: &str) -> Self {
         match &mut self {
@@ -170,18 +181,6 @@ impl OpenError {
             _ => {}
         }
         self
-    }
-}
-
-// Crate-private in effect: `Errno` reaches `OpenError` only inside this crate (through `?` on
-// system calls); a public `From` would let callers build errors that name no object.
-impl From<Errno> for OpenError {
-    fn from(e: Errno) -> Self {
-        match e {
-            Errno::NOENT => Self::NotFound { name: None },
-            Errno::ACCES => Self::PermissionDenied { name: None },
-            other => Self::Os(other),
-        }
     }
 }
 

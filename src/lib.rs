@@ -130,7 +130,7 @@ pub use channel::Serde;
 #[cfg(not(multiproc_loom))]
 pub use channel::{
     Codec, Connection, ConnectionHandle, DecodeError, DefaultCodec, EncodeError, JoinableQueue,
-    Plain, Queue, QueueConfig, Receiver, Sender, pipe, pipe_oneway,
+    Plain, Queue, Receiver, Sender, pipe, pipe_oneway,
 };
 #[cfg(not(multiproc_loom))]
 pub use error::{
@@ -168,4 +168,4 @@ pub use sync::semaphore::{BoundedSemaphore, Semaphore};
 #[cfg(not(multiproc_loom))]
 pub use sys::Errno;
 #[cfg(not(multiproc_loom))]
-pub use value::{Array, ArrayGuard, CellsConfig, RawArray, RawValue, ShmAtomic, Value, ValueGuard};
+pub use value::{Array, ArrayGuard, RawArray, RawValue, ShmAtomic, Value, ValueGuard};

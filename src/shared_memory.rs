@@ -117,7 +117,7 @@ impl SharedMemory {
     pub fn open(name: &str) -> Result<Self, OpenError> {
         let name = normalize_name(name)?;
         let fd = sys::shm_open_existing(&name).map_err(|e| OpenError::shm(e, &name))?;
-        let len = sys::fd_len(&fd)?;
+        let len = sys::fd_len(&fd).map_err(OpenError::os)?;
         if len == 0 {
             return Err(OpenError::Truncated {
                 found: 0,
@@ -126,7 +126,7 @@ impl SharedMemory {
         }
         let len = usize::try_from(len).map_err(|_| OpenError::Corrupted("size"))?;
         Ok(Self::from_block(Block {
-            map: Mapping::map_fd(&fd, len)?,
+            map: Mapping::map_fd(&fd, len).map_err(OpenError::os)?,
             name,
             owner: None,
             persisted: AtomicBool::new(false),

@@ -98,6 +98,9 @@ unsafe impl AtomicState for CellsState {}
 
 /// Creation parameters: the element count and, optionally, the initial bytes.
 #[derive(Clone, Debug, Default)]
+// `pub` only because the sealed `Object` trait's `Config` must be; no path outside the crate
+// reaches it, so it is not part of the public API.
+#[allow(unreachable_pub)]
 pub struct CellsConfig {
     len: usize,
     init: Option<Vec<u8>>,

@@ -104,7 +104,7 @@ impl NameOwner {
         });
         mapped.map_err(|e| {
             let _ = sys::shm_unlink(name);
-            e.into()
+            OpenError::os(e)
         })
     }
 
@@ -149,15 +149,21 @@ impl Segment {
             .checked_add(payload_len)
             .ok_or(OpenError::Os(Errno::INVAL))?;
         let (map, source) = match backing {
-            Backing::Heap => (Mapping::heap(total)?, Source::Heap),
+            Backing::Heap => (Mapping::heap(total).map_err(OpenError::os)?, Source::Heap),
             Backing::Memfd | Backing::Anonymous if !Mapping::CAN_SHARE => {
-                (Mapping::heap(total)?, Source::Heap)
+                (Mapping::heap(total).map_err(OpenError::os)?, Source::Heap)
             }
             Backing::Memfd => {
-                let fd = sys::memfd_create("multiproc", total as u64)?;
-                (Mapping::map_fd(&fd, total)?, Source::Memfd(fd))
+                let fd = sys::memfd_create("multiproc", total as u64).map_err(OpenError::os)?;
+                (
+                    Mapping::map_fd(&fd, total).map_err(OpenError::os)?,
+                    Source::Memfd(fd),
+                )
             }
-            Backing::Anonymous => (Mapping::anonymous_shared(total)?, Source::Anonymous),
+            Backing::Anonymous => (
+                Mapping::anonymous_shared(total).map_err(OpenError::os)?,
+                Source::Anonymous,
+            ),
             Backing::Named(name) => {
                 let name = match name {
                     Some(n) => normalize_name(n)?,
@@ -221,7 +227,7 @@ impl Segment {
         };
         let deadline = Instant::now() + timeout;
         loop {
-            let len = sys::fd_len(&fd)?;
+            let len = sys::fd_len(&fd).map_err(OpenError::os)?;
             if len == 0 {
                 // The creator has not sized it yet (shm_open and ftruncate are two steps).
                 if Instant::now() >= deadline {
@@ -237,7 +243,7 @@ impl Segment {
                 });
             }
             let len_usize = usize::try_from(len).map_err(|_| OpenError::Corrupted("size"))?;
-            let map = Mapping::map_fd(&fd, len_usize)?;
+            let map = Mapping::map_fd(&fd, len_usize).map_err(OpenError::os)?;
             // SAFETY: the mapping spans at least HEADER_LEN bytes (checked above) and is page
             // aligned; Header is all atomics, so concurrent writers cause no UB.
             let header = unsafe { map.ptr().cast::<Header>().as_ref() };
