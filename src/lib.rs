@@ -169,3 +169,7 @@ pub use sync::semaphore::{BoundedSemaphore, Semaphore};
 pub use sys::Errno;
 #[cfg(not(multiproc_loom))]
 pub use value::{Array, ArrayGuard, RawArray, RawValue, ShmAtomic, Value, ValueGuard};
+/// The `zerocopy` this crate builds on, so a type of your own can derive what [`ShmSafe`] needs
+/// without a `zerocopy` dependency of its own (see [`ShmSafe`]).
+#[cfg(not(multiproc_loom))]
+pub use zerocopy;
