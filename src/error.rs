@@ -16,7 +16,7 @@ pub struct EncodeError(pub(crate) String);
 ///
 /// Everything in a segment can have been written by another process, so every check that fails
 /// on its bytes gives one of these, never a panic or undefined behaviour. Errors about a named
-/// object carry its name (with the leading `/`); types are spelled as in Rust ("Value<u64>").
+/// object carry its name (with the leading `/`); types are spelled as in Rust (`Value<u64>`).
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum OpenError {
@@ -77,8 +77,8 @@ pub enum OpenError {
     ElementMismatch {
         /// The name, for a named object.
         name: Option<String>,
-        /// The type found, as its creator named it ("Value<u64>"), or by its element size if
-        /// the creator left no name.
+        /// The type found, as its creator named it (`Value<u64>`), or "Value of another
+        /// element type" if the creator left no readable name (the sizes still tell).
         found: String,
         /// The type being opened.
         expected: String,
@@ -197,7 +197,7 @@ pub enum LockError {
     /// A holder died while holding the lock, and nobody has recovered it since.
     #[error("a holder of {object} died while holding its lock (owner died; not recovered)")]
     OwnerDied {
-        /// The object, as "Lock", "Value<u64>" or "Lock /name" (named objects give their name).
+        /// The object, as "Lock", `Value<u64>` or "Lock /name" (named objects give their name).
         object: String,
     },
     /// The lock is held by someone else (and, for the timed forms, stayed held until the

@@ -39,7 +39,7 @@ pub(crate) mod sealed {
         fn from_segment(seg: Segment) -> Result<Self, OpenError>;
         /// The segment behind the object.
         fn segment(&self) -> &Segment;
-        /// The type as errors print it: "Lock", "Value<u64>".
+        /// The type as errors print it: "Lock", `Value<u64>`.
         fn type_name() -> String {
             super::kind::describe(Self::KIND)
         }
@@ -243,7 +243,7 @@ fn open_named<T: sealed::Object>(name: String, timeout: Duration) -> Result<T, O
     T::from_segment(seg).map_err(|e| e.with_name(&name))
 }
 
-/// An error of opening a segment for a `T`, naming the type opened in full ("Value<u64>"
+/// An error of opening a segment for a `T`, naming the type opened in full (`Value<u64>`
 /// rather than the header's "Value").
 fn in_context<T: sealed::Object>(mut e: OpenError) -> OpenError {
     if let OpenError::WrongType { expected, .. } = &mut e {
@@ -370,7 +370,7 @@ pub(crate) fn expect_payload(seg: &Segment, expected: usize) -> Result<(), OpenE
     Ok(())
 }
 
-/// How errors name an object: its type, then its name if it has one ("Lock", "Value<u64>",
+/// How errors name an object: its type, then its name if it has one ("Lock", `Value<u64>`,
 /// "Lock /jobs-lock").
 pub(crate) fn describe<T: sealed::Object>(object: &T) -> String {
     let ty = T::type_name();
@@ -381,7 +381,7 @@ pub(crate) fn describe<T: sealed::Object>(object: &T) -> String {
 }
 
 /// `std::any::type_name::<T>()` without module paths: "u64", "Point", "[u8; 4]",
-/// "Pair<u32>".
+/// `Pair<u32>`.
 pub(crate) fn short_type_name<T: ?Sized>() -> String {
     let full = std::any::type_name::<T>();
     let mut out = String::with_capacity(full.len());

@@ -67,7 +67,7 @@ impl<G> OwnerDied<G> {
         &mut self.guard
     }
 
-    /// The object whose holder died, as "Lock", "Value<u64>" or "Lock /name" (the name of a
+    /// The object whose holder died, as "Lock", `Value<u64>` or "Lock /name" (the name of a
     /// named object).
     pub fn object(&self) -> &str {
         &self.object
