@@ -15,22 +15,38 @@ pub struct EncodeError(pub(crate) String);
 /// Why creating or opening a shared object failed.
 ///
 /// Everything in a segment can have been written by another process, so every check that fails
-/// on its bytes gives one of these, never a panic or undefined behaviour.
+/// on its bytes gives one of these, never a panic or undefined behaviour. Errors about a named
+/// object carry its name (with the leading `/`); types are spelled as in Rust (`Value<u64>`).
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum OpenError {
     /// No segment of that name (or the handle's fd is not open in this process).
-    #[error("shared object not found")]
-    NotFound,
+    #[error("{} not found", subject(.name))]
+    NotFound {
+        /// The name looked up; `None` for a descriptor.
+        name: Option<String>,
+    },
     /// Creating exclusively, and the name is taken.
-    #[error("a shared object of that name already exists")]
-    AlreadyExists,
+    #[error("a shared object named {name} already exists")]
+    AlreadyExists {
+        /// The name asked for.
+        name: String,
+    },
     /// The segment exists but this process may not open it.
-    #[error("permission denied")]
-    PermissionDenied,
-    /// The name is not a valid POSIX shm name (empty, contains '/', or too long).
-    #[error("invalid shared object name")]
-    InvalidName,
+    #[error("permission denied opening {}", subject(.name))]
+    PermissionDenied {
+        /// The name, for a named object.
+        name: Option<String>,
+    },
+    /// The name is not a valid POSIX shm name (empty, contains '/' after the first character
+    /// or a NUL byte, or longer than 250 bytes).
+    #[error(
+        "invalid shared object name {name:?} (must be 1 to 250 bytes, no '/' or NUL after an optional leading '/')"
+    )]
+    InvalidName {
+        /// The name as given.
+        name: String,
+    },
     /// The creator never finished initialising the segment within the open timeout.
     #[error("shared object was never initialised")]
     Uninitialized,
@@ -43,12 +59,37 @@ pub enum OpenError {
         expected: u64,
     },
     /// The segment holds a different kind of object.
-    #[error("segment holds another object type (tag {found:#x}, expected {expected:#x})")]
+    #[error("{} holds {}, not {}", subject(.name), article(.found), article(.expected))]
     WrongType {
-        /// Tag found in the header.
-        found: u32,
-        /// Tag of the type being opened.
-        expected: u32,
+        /// The name, for a named object.
+        name: Option<String>,
+        /// The type found in the segment ("Lock", "Event").
+        found: String,
+        /// The type being opened.
+        expected: String,
+    },
+    /// The segment holds the right kind of object for another element type: a `Value<u64>`
+    /// opened as a `Value<u32>`.
+    #[error(
+        "{} holds {} ({found_size}-byte elements, aligned to {found_align}), not {} ({expected_size}-byte elements, aligned to {expected_align})",
+        subject(.name), article(.found), article(.expected)
+    )]
+    ElementMismatch {
+        /// The name, for a named object.
+        name: Option<String>,
+        /// The type found, as its creator named it (`Value<u64>`), or "Value of another
+        /// element type" if the creator left no readable name (the sizes still tell).
+        found: String,
+        /// The type being opened.
+        expected: String,
+        /// Element size in the segment, in bytes.
+        found_size: u32,
+        /// Element alignment in the segment, in bytes.
+        found_align: u32,
+        /// Element size of the type being opened.
+        expected_size: u32,
+        /// Element alignment of the type being opened.
+        expected_align: u32,
     },
     /// The segment was laid out by an incompatible version of this crate.
     #[error("segment layout version {found}, this build understands {expected}")]
@@ -78,16 +119,91 @@ pub enum OpenError {
     Os(#[source] Errno),
 }
 
-impl From<Errno> for OpenError {
-    fn from(e: Errno) -> Self {
+/// "shared object /name", or "shared object" without a name.
+fn subject(name: &Option<String>) -> String {
+    match name {
+        Some(n) => format!("shared object {n}"),
+        None => "shared object".to_owned(),
+    }
+}
+
+/// "a Lock", "an Event".
+fn article(what: &str) -> String {
+    let an = what
+        .chars()
+        .next()
+        .is_some_and(|c| "AEIOUaeiou".contains(c));
+    format!("{} {what}", if an { "an" } else { "a" })
+}
+
+impl OpenError {
+    /// The error of a call on the POSIX shm object `name`.
+    pub(crate) fn shm(e: Errno, name: &str) -> Self {
         match e {
-            Errno::NOENT => Self::NotFound,
-            Errno::EXIST => Self::AlreadyExists,
-            Errno::ACCES => Self::PermissionDenied,
-            Errno::INVAL | Errno::NAMETOOLONG => Self::InvalidName,
+            Errno::NOENT => Self::NotFound {
+                name: Some(name.to_owned()),
+            },
+            Errno::EXIST => Self::AlreadyExists {
+                name: name.to_owned(),
+            },
+            Errno::ACCES => Self::PermissionDenied {
+                name: Some(name.to_owned()),
+            },
+            // Names are checked before any call (`normalize_name`), so `EINVAL` is about
+            // something else: a size `ftruncate` refuses, for one.
+            Errno::NAMETOOLONG => Self::InvalidName {
+                name: name.to_owned(),
+            },
             other => Self::Os(other),
         }
     }
+
+    /// The error of a system call on a segment that has no name here (a descriptor, a
+    /// mapping). Crate-private on purpose: a public `From<Errno>` would let errors be made
+    /// that name no object.
+    pub(crate) fn os(e: Errno) -> Self {
+        match e {
+            Errno::NOENT => Self::NotFound { name: None },
+            Errno::ACCES => Self::PermissionDenied { name: None },
+            other => Self::Os(other),
+        }
+    }
+
+    /// Fills in the object's name where the error has room for one and lacks it.
+    pub(crate) fn with_name(mut self, object: &str) -> Self {
+        match &mut self {
+            Self::NotFound { name }
+            | Self::PermissionDenied { name }
+            | Self::WrongType { name, .. }
+            | Self::ElementMismatch { name, .. } => {
+                name.get_or_insert_with(|| object.to_owned());
+            }
+            _ => {}
+        }
+        self
+    }
+}
+
+/// A lock could not be taken cleanly: the owned form of [`OwnerDied`](crate::OwnerDied) and
+/// [`TryLockError`](crate::TryLockError), with no guard and no borrow of the lock, so it works
+/// with `?` and converts into `Box<dyn Error + Send + Sync>`.
+///
+/// Converting an `OwnerDied` into this error drops its guard: the lock is released and stays
+/// marked as owner-died, so the next locker is told too, until someone
+/// [`recover`](crate::OwnerDied::recover)s it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum LockError {
+    /// A holder died while holding the lock, and nobody has recovered it since.
+    #[error("a holder of {object} died while holding its lock (owner died; not recovered)")]
+    OwnerDied {
+        /// The object, as "Lock", `Value<u64>` or "Lock /name" (named objects give their name).
+        object: String,
+    },
+    /// The lock is held by someone else (and, for the timed forms, stayed held until the
+    /// timeout).
+    #[error("the lock is held elsewhere")]
+    WouldBlock,
 }
 
 /// `BoundedSemaphore::release` would raise the count above its initial value.

@@ -130,11 +130,11 @@ pub use channel::Serde;
 #[cfg(not(multiproc_loom))]
 pub use channel::{
     Codec, Connection, ConnectionHandle, DecodeError, DefaultCodec, EncodeError, JoinableQueue,
-    Plain, Queue, QueueConfig, Receiver, Sender, pipe, pipe_oneway,
+    Plain, Queue, Receiver, Sender, pipe, pipe_oneway,
 };
 #[cfg(not(multiproc_loom))]
 pub use error::{
-    BrokenBarrierError, GetError, OpenError, OverReleaseError, PutError, TaskDoneError,
+    BrokenBarrierError, GetError, LockError, OpenError, OverReleaseError, PutError, TaskDoneError,
 };
 #[cfg(all(feature = "serde", not(multiproc_loom)))]
 pub use process::{
@@ -168,4 +168,8 @@ pub use sync::semaphore::{BoundedSemaphore, Semaphore};
 #[cfg(not(multiproc_loom))]
 pub use sys::Errno;
 #[cfg(not(multiproc_loom))]
-pub use value::{Array, ArrayGuard, CellsConfig, RawArray, RawValue, ShmAtomic, Value, ValueGuard};
+pub use value::{Array, ArrayGuard, RawArray, RawValue, ShmAtomic, Value, ValueGuard};
+/// The `zerocopy` this crate builds on, so a type of your own can derive what [`ShmSafe`] needs
+/// without a `zerocopy` dependency of its own (see [`ShmSafe`]).
+#[cfg(not(multiproc_loom))]
+pub use zerocopy;

@@ -7,6 +7,7 @@
 //! to the shared bytes.
 
 use crate::primitive::{AtomicBool, Ordering};
+use std::sync::Arc;
 
 use crate::error::OpenError;
 use crate::segment::{NameOwner, normalize_name, random_name};
@@ -57,13 +58,23 @@ pub struct OutOfBounds {
 /// assert_eq!(&buf, b"abc");
 /// # Ok(()) }
 /// ```
-#[derive(Debug)]
+///
+/// A clone is another handle on the same block that shares this handle's mapping; the
+/// creating process unlinks the name when its last handle is dropped.
+#[derive(Debug, Clone)]
 pub struct SharedMemory {
+    inner: Arc<Block>,
+}
+
+/// What the handles of one block share.
+#[derive(Debug)]
+struct Block {
     map: Mapping,
     /// With the leading slash.
     name: String,
-    /// Set in the creating process (until `persist`): unlinks the name on drop.
+    /// Set in the creating process: unlinks the name on drop, unless `persisted`.
     owner: Option<NameOwner>,
+    persisted: AtomicBool,
     unlinked: AtomicBool,
 }
 
@@ -89,12 +100,13 @@ impl SharedMemory {
             return Err(OpenError::Os(sys::Errno::INVAL));
         }
         let (map, owner) = NameOwner::create(&name, size)?;
-        Ok(Self {
+        Ok(Self::from_block(Block {
             map,
             name,
             owner: Some(owner),
+            persisted: AtomicBool::new(false),
             unlinked: AtomicBool::new(false),
-        })
+        }))
     }
 
     /// Opens the existing block `name`, whatever created it; its size is the file's size.
@@ -104,8 +116,8 @@ impl SharedMemory {
     /// object gives [`OpenError::Truncated`].
     pub fn open(name: &str) -> Result<Self, OpenError> {
         let name = normalize_name(name)?;
-        let fd = sys::shm_open_existing(&name)?;
-        let len = sys::fd_len(&fd)?;
+        let fd = sys::shm_open_existing(&name).map_err(|e| OpenError::shm(e, &name))?;
+        let len = sys::fd_len(&fd).map_err(OpenError::os)?;
         if len == 0 {
             return Err(OpenError::Truncated {
                 found: 0,
@@ -113,35 +125,42 @@ impl SharedMemory {
             });
         }
         let len = usize::try_from(len).map_err(|_| OpenError::Corrupted("size"))?;
-        Ok(Self {
-            map: Mapping::map_fd(&fd, len)?,
+        Ok(Self::from_block(Block {
+            map: Mapping::map_fd(&fd, len).map_err(OpenError::os)?,
             name,
             owner: None,
+            persisted: AtomicBool::new(false),
             unlinked: AtomicBool::new(false),
-        })
+        }))
+    }
+
+    fn from_block(block: Block) -> Self {
+        Self {
+            inner: Arc::new(block),
+        }
     }
 
     /// The name, without the leading `/` (what Python's `SharedMemory(name=...)` expects).
     pub fn name(&self) -> &str {
-        &self.name[1..]
+        &self.inner.name[1..]
     }
 
     /// Size in bytes.
     #[doc(alias = "size")]
     pub fn len(&self) -> usize {
-        self.map.len()
+        self.inner.map.len()
     }
 
     /// Whether the block is empty (never, for a block that opened).
     pub fn is_empty(&self) -> bool {
-        self.map.len() == 0
+        self.inner.map.len() == 0
     }
 
     /// Start of the mapping, valid for [`len`](Self::len) bytes while `self` lives. Other
     /// processes may write these bytes at any time: access them through raw pointers or
     /// atomics, never as `&[u8]`.
     pub fn as_ptr(&self) -> *mut u8 {
-        self.map.ptr().as_ptr()
+        self.inner.map.ptr().as_ptr()
     }
 
     fn check(&self, offset: usize, n: usize) -> Result<(), OutOfBounds> {
@@ -194,24 +213,27 @@ impl SharedMemory {
     /// # Errors
     /// [`OpenError::NotFound`] if someone else removed it.
     pub fn unlink(&self) -> Result<bool, OpenError> {
-        if self.unlinked.swap(true, Ordering::AcqRel) {
+        if self.inner.unlinked.swap(true, Ordering::AcqRel) {
             return Ok(false);
         }
-        sys::shm_unlink(&self.name)?;
+        sys::shm_unlink(&self.inner.name).map_err(|e| OpenError::shm(e, &self.inner.name))?;
         Ok(true)
     }
 
-    /// Keeps the name after this (creating) handle is dropped, as Python does by default.
-    pub fn persist(mut self) -> Self {
-        self.owner = None;
+    /// Keeps the name after the creating process's handles (this one and its clones) are
+    /// dropped, as Python does by default.
+    pub fn persist(self) -> Self {
+        self.inner.persisted.store(true, Ordering::Relaxed);
         self
     }
 }
 
-impl Drop for SharedMemory {
+impl Drop for Block {
     fn drop(&mut self) {
         if let Some(owner) = &self.owner {
-            if !self.unlinked.swap(true, Ordering::AcqRel) {
+            if !self.persisted.load(Ordering::Relaxed)
+                && !self.unlinked.swap(true, Ordering::AcqRel)
+            {
                 owner.release(&self.name);
             }
         }

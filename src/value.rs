@@ -24,6 +24,7 @@ use std::fmt;
 use std::marker::PhantomData;
 use std::ops::{Deref, DerefMut};
 use std::ptr::NonNull;
+use std::sync::Arc;
 use std::sync::atomic::{self, AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
 
@@ -33,7 +34,9 @@ use crate::error::OpenError;
 use crate::segment::atomic_copy::{
     ShmSafe, atomic_load, atomic_load_for_update, atomic_store, bytes_of,
 };
-use crate::segment::object::{AtomicState, Builder, FreshPayload, expect_payload, sealed};
+use crate::segment::object::{
+    AtomicState, Builder, FreshPayload, describe, expect_payload, sealed, short_type_name,
+};
 use crate::segment::{Segment, kind};
 use crate::sync::lock::{
     LockResult, NotSend, RecoverableGuard, TryLockResult, lock_result, private, try_lock_result,
@@ -83,7 +86,9 @@ struct CellsState {
     elem_size: AtomicU32,
     elem_align: AtomicU32,
     len: AtomicU64,
-    _reserved: [AtomicU64; 4],
+    /// The creator's element type name ("u64", "Point"), UTF-8, zero-padded, cut at 32 bytes;
+    /// all zeros if unknown. Only ever printed in an error, after validation.
+    type_name: [AtomicU64; 4],
 }
 const STATE_LEN: usize = 64;
 const _: () = assert!(size_of::<CellsState>() == STATE_LEN);
@@ -93,14 +98,20 @@ unsafe impl AtomicState for CellsState {}
 
 /// Creation parameters: the element count and, optionally, the initial bytes.
 #[derive(Clone, Debug, Default)]
+// `pub` only because the sealed `Object` trait's `Config` must be; no path outside the crate
+// reaches it, so it is not part of the public API.
+#[allow(unreachable_pub)]
 pub struct CellsConfig {
     len: usize,
     init: Option<Vec<u8>>,
 }
 
 /// The segment and validated geometry shared by the four types.
+///
+/// Clones share the segment and its one mapping through an `Arc`, so `state` and `data` stay
+/// valid in every clone until the last one goes.
 struct Cells<T> {
-    seg: Segment,
+    seg: Arc<Segment>,
     state: NonNull<CellsState>,
     data: NonNull<T>,
     len: usize,
@@ -131,13 +142,38 @@ impl<T: ShmSafe> Cells<T> {
         st.elem_align
             .store(align_of::<T>() as u32, Ordering::Relaxed);
         st.len.store(config.len as u64, Ordering::Relaxed);
+        let name = short_type_name::<T>();
+        let mut bytes = [0u8; 32];
+        let mut n = name.len().min(bytes.len());
+        while !name.is_char_boundary(n) {
+            n -= 1;
+        }
+        bytes[..n].copy_from_slice(&name.as_bytes()[..n]);
+        for (word, chunk) in st.type_name.iter().zip(bytes.chunks_exact(8)) {
+            let chunk: [u8; 8] = chunk.try_into().expect("chunks of 8");
+            word.store(u64::from_le_bytes(chunk), Ordering::Relaxed);
+        }
         if let Some(bytes) = &config.init {
             let n = bytes.len().min(payload.len() - STATE_LEN);
             payload.write(STATE_LEN, &bytes[..n]);
         }
     }
 
-    fn open(seg: Segment, single: bool) -> Result<Self, OpenError> {
+    /// The element type name the creator recorded, if it is readable text.
+    fn recorded_type_name(st: &CellsState) -> Option<String> {
+        let mut bytes = Vec::with_capacity(32);
+        for word in &st.type_name {
+            bytes.extend_from_slice(&word.load(Ordering::Relaxed).to_le_bytes());
+        }
+        let end = bytes.iter().position(|&b| b == 0).unwrap_or(bytes.len());
+        let name = std::str::from_utf8(&bytes[..end]).ok()?;
+        let plain = |c: char| c.is_alphanumeric() || "_<>[]; ,()&'".contains(c);
+        (!name.is_empty() && name.chars().all(plain)).then(|| name.to_owned())
+    }
+
+    /// Attaches the cells of a `what` ("Value", "Array", ...) segment, checking them against
+    /// `T`.
+    fn open(seg: Segment, single: bool, what: &str) -> Result<Self, OpenError> {
         if seg.payload_len() < STATE_LEN {
             return Err(OpenError::Truncated {
                 found: seg.payload_len() as u64,
@@ -147,12 +183,22 @@ impl<T: ShmSafe> Cells<T> {
         let state = seg.payload().cast::<CellsState>();
         // SAFETY: the payload holds a CellsState (checked above), all atomics.
         let st = unsafe { state.as_ref() };
-        if st.elem_size.load(Ordering::Relaxed) as usize != size_of::<T>()
-            || st.elem_align.load(Ordering::Relaxed) as usize != align_of::<T>()
-        {
-            return Err(OpenError::Corrupted(
-                "element size or alignment differs from the type opened",
-            ));
+        let found_size = st.elem_size.load(Ordering::Relaxed);
+        let found_align = st.elem_align.load(Ordering::Relaxed);
+        if found_size as usize != size_of::<T>() || found_align as usize != align_of::<T>() {
+            let found = match Self::recorded_type_name(st) {
+                Some(elem) => format!("{what}<{elem}>"),
+                None => format!("{what} of another element type"),
+            };
+            return Err(OpenError::ElementMismatch {
+                name: seg.name().map(str::to_owned),
+                found,
+                expected: format!("{what}<{}>", short_type_name::<T>()),
+                found_size,
+                found_align,
+                expected_size: size_of::<T>() as u32,
+                expected_align: align_of::<T>() as u32,
+            });
         }
         let len = usize::try_from(st.len.load(Ordering::Relaxed))
             .map_err(|_| OpenError::Corrupted("length"))?;
@@ -177,7 +223,7 @@ impl<T: ShmSafe> Cells<T> {
         // T (asserted at compile time just above).
         let data = unsafe { seg.payload().add(STATE_LEN) }.cast::<T>();
         Ok(Self {
-            seg,
+            seg: Arc::new(seg),
             state,
             data,
             len,
@@ -229,6 +275,17 @@ impl<T: ShmSafe> Cells<T> {
     }
 }
 
+impl<T> Clone for Cells<T> {
+    fn clone(&self) -> Self {
+        Self {
+            seg: Arc::clone(&self.seg),
+            state: self.state,
+            data: self.data,
+            len: self.len,
+        }
+    }
+}
+
 impl<T> fmt::Debug for Cells<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Cells")
@@ -253,12 +310,25 @@ macro_rules! cells_object {
 
             fn from_segment(seg: Segment) -> Result<Self, OpenError> {
                 Ok(Self {
-                    cells: Cells::open(seg, $single)?,
+                    cells: Cells::open(seg, $single, stringify!($ty))?,
                 })
             }
 
             fn segment(&self) -> &Segment {
                 &self.cells.seg
+            }
+
+            fn type_name() -> String {
+                format!("{}<{}>", stringify!($ty), short_type_name::<T>())
+            }
+        }
+
+        impl<T> Clone for $ty<T> {
+            /// Another handle on the same shared object (it shares this handle's mapping).
+            fn clone(&self) -> Self {
+                Self {
+                    cells: self.cells.clone(),
+                }
             }
         }
 
@@ -266,8 +336,8 @@ macro_rules! cells_object {
             /// Opens the existing object named `name`.
             ///
             /// # Errors
-            /// As [`Builder::open`]; [`OpenError::Corrupted`] if the element type's size or
-            /// alignment differs from the creator's.
+            /// As [`Builder::open`]; [`OpenError::ElementMismatch`] if the element type's size
+            /// or alignment differs from the creator's.
             pub fn open(name: &str) -> Result<Self, OpenError> {
                 Self::builder().name(name).open()
             }
@@ -370,9 +440,9 @@ macro_rules! array_common {
 ///
 /// # Examples
 /// ```
-/// # fn main() -> Result<(), multiproc::OpenError> {
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
 /// let counter = multiproc::Value::new(0u64)?;
-/// *counter.lock().unwrap() += 1;
+/// *counter.lock()? += 1; // a holder that died is an error (see `OwnerDied`)
 /// counter.set(counter.get() + 1);
 /// assert_eq!(counter.get(), 2);
 /// # Ok(()) }
@@ -406,20 +476,24 @@ impl<T: ShmSafe + Send> Value<T> {
     pub fn lock(&self) -> LockResult<ValueGuard<'_, T>> {
         let how = self.cells.lock().acquire(None).expect("no deadline");
         // SAFETY: this thread acquired the lock just above.
-        lock_result(how, unsafe { self.guard() })
+        lock_result(how, unsafe { self.guard() }, || describe(self))
     }
 
     /// Locks the value if it is free.
     pub fn try_lock(&self) -> TryLockResult<ValueGuard<'_, T>> {
-        // SAFETY: `try_lock_result` makes the guard only when the acquire succeeded.
-        try_lock_result(self.cells.lock().try_acquire(), || unsafe { self.guard() })
+        try_lock_result(
+            self.cells.lock().try_acquire(),
+            // SAFETY: `try_lock_result` makes the guard only when the acquire succeeded.
+            || unsafe { self.guard() },
+            || describe(self),
+        )
     }
 
     /// Locks the value, waiting at most `timeout`.
     pub fn try_lock_for(&self, timeout: Duration) -> TryLockResult<ValueGuard<'_, T>> {
         let how = self.cells.lock().acquire(deadline_after(timeout));
         // SAFETY: `try_lock_result` makes the guard only when the acquire succeeded.
-        try_lock_result(how, || unsafe { self.guard() })
+        try_lock_result(how, || unsafe { self.guard() }, || describe(self))
     }
 
     /// Locks, ignoring a dead holder; the guard releases the lock even if the caller panics.
@@ -559,10 +633,10 @@ impl<T: ShmAtomic + Send> Deref for RawValue<T> {
 ///
 /// # Examples
 /// ```
-/// # fn main() -> Result<(), multiproc::OpenError> {
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
 /// let arr = multiproc::Array::<u32>::zeroed(4)?;
 /// arr.set(2, 7);
-/// arr.lock().unwrap()[3] = 9;
+/// arr.lock()?[3] = 9;
 /// assert_eq!(arr.to_vec(), [0, 0, 7, 9]);
 /// # Ok(()) }
 /// ```
@@ -613,20 +687,24 @@ impl<T: ShmSafe + Send> Array<T> {
     pub fn lock(&self) -> LockResult<ArrayGuard<'_, T>> {
         let how = self.cells.lock().acquire(None).expect("no deadline");
         // SAFETY: this thread acquired the lock just above.
-        lock_result(how, unsafe { self.guard() })
+        lock_result(how, unsafe { self.guard() }, || describe(self))
     }
 
     /// Locks the array if it is free.
     pub fn try_lock(&self) -> TryLockResult<ArrayGuard<'_, T>> {
-        // SAFETY: `try_lock_result` makes the guard only when the acquire succeeded.
-        try_lock_result(self.cells.lock().try_acquire(), || unsafe { self.guard() })
+        try_lock_result(
+            self.cells.lock().try_acquire(),
+            // SAFETY: `try_lock_result` makes the guard only when the acquire succeeded.
+            || unsafe { self.guard() },
+            || describe(self),
+        )
     }
 
     /// Locks the array, waiting at most `timeout`.
     pub fn try_lock_for(&self, timeout: Duration) -> TryLockResult<ArrayGuard<'_, T>> {
         let how = self.cells.lock().acquire(deadline_after(timeout));
         // SAFETY: `try_lock_result` makes the guard only when the acquire succeeded.
-        try_lock_result(how, || unsafe { self.guard() })
+        try_lock_result(how, || unsafe { self.guard() }, || describe(self))
     }
 
     /// Locks, ignoring a dead holder; the guard releases the lock even if the caller panics.

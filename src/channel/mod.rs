@@ -10,4 +10,4 @@ pub(crate) mod ring;
 pub use codec::Serde;
 pub use codec::{Codec, DecodeError, DefaultCodec, EncodeError, Plain};
 pub use pipe::{Connection, ConnectionHandle, pipe, pipe_oneway};
-pub use queue::{JoinableQueue, Queue, QueueConfig, Receiver, Sender};
+pub use queue::{JoinableQueue, Queue, Receiver, Sender};

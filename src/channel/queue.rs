@@ -15,6 +15,9 @@ use crate::sys;
 
 /// Creation parameters of a queue.
 #[derive(Clone, Copy, Debug)]
+// `pub` only because the sealed `Object` trait's `Config` must be; no path outside the crate
+// reaches it, so it is not part of the public API.
+#[allow(unreachable_pub)]
 pub struct QueueConfig {
     messages: u32,
     bytes: usize,

@@ -21,6 +21,27 @@ use zerocopy::{FromBytes, IntoBytes};
 /// integers and floats, arrays of them, the `core::sync::atomic` integers, and your own
 /// `#[repr(C)]` structs with `#[derive(FromBytes, IntoBytes, KnownLayout, Immutable)]`.
 /// Do not put file descriptors or addresses in them: they mean nothing in another process.
+///
+/// The derives come re-exported as [`multiproc::zerocopy`](crate::zerocopy), so no `zerocopy`
+/// line is needed in your `Cargo.toml`; `#[zerocopy(crate = ...)]` tells them where to look:
+///
+/// ```
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// use multiproc::zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
+///
+/// #[derive(FromBytes, IntoBytes, KnownLayout, Immutable, Clone, Copy, Debug, PartialEq)]
+/// #[zerocopy(crate = "multiproc::zerocopy")]
+/// #[repr(C)]
+/// struct Point {
+///     x: i32,
+///     y: i32,
+/// }
+///
+/// let p = multiproc::Value::new(Point { x: 1, y: 2 })?;
+/// p.lock()?.x += 10;
+/// assert_eq!(p.get(), Point { x: 11, y: 2 });
+/// # Ok(()) }
+/// ```
 pub trait ShmSafe: FromBytes + IntoBytes + Sized {}
 impl<T: FromBytes + IntoBytes> ShmSafe for T {}
 

@@ -28,6 +28,34 @@ pub(crate) mod kind {
     pub(crate) const RAW_ARRAY: u32 = 0x4152_0002;
     pub(crate) const QUEUE: u32 = 0x5155_0001;
     pub(crate) const JOINABLE_QUEUE: u32 = 0x5155_0002;
+
+    /// The type a tag stands for, as errors print it; `None` for an unknown tag.
+    pub(crate) fn name(kind: u32) -> Option<&'static str> {
+        Some(match kind {
+            LOCK => "Lock",
+            RLOCK => "RLock",
+            SEMAPHORE => "Semaphore",
+            BOUNDED_SEMAPHORE => "BoundedSemaphore",
+            EVENT => "Event",
+            CONDITION => "Condition",
+            BARRIER => "Barrier",
+            VALUE => "Value",
+            RAW_VALUE => "RawValue",
+            ARRAY => "Array",
+            RAW_ARRAY => "RawArray",
+            QUEUE => "Queue",
+            JOINABLE_QUEUE => "JoinableQueue",
+            _ => return None,
+        })
+    }
+
+    /// [`name`], or the tag in hex for an unknown one.
+    pub(crate) fn describe(kind: u32) -> String {
+        name(kind).map_or_else(
+            || format!("unknown object (tag {kind:#010x})"),
+            str::to_owned,
+        )
+    }
 }
 
 /// Segment header. All fields are atomics: any attached process can write them, so we only
@@ -107,8 +135,9 @@ impl Header {
         let found = self.kind.load(Ordering::Relaxed);
         if found != kind {
             return Err(OpenError::WrongType {
-                found,
-                expected: kind,
+                name: None,
+                found: self::kind::describe(found),
+                expected: self::kind::describe(kind),
             });
         }
         let total = self.total_len.load(Ordering::Relaxed);

@@ -94,7 +94,7 @@ impl NameOwner {
     /// Creates the POSIX shm object `name` (exclusively, mode 0600) of `len` bytes and maps it.
     /// On any failure after the name was taken, the name is removed again.
     pub(crate) fn create(name: &str, len: usize) -> Result<(Mapping, Self), OpenError> {
-        let fd = sys::shm_create_excl(name, len as u64)?;
+        let fd = sys::shm_create_excl(name, len as u64).map_err(|e| OpenError::shm(e, name))?;
         let mapped = Mapping::map_fd(&fd, len).and_then(|map| {
             let owner = Self {
                 pid: sys::current_pid(),
@@ -104,7 +104,7 @@ impl NameOwner {
         });
         mapped.map_err(|e| {
             let _ = sys::shm_unlink(name);
-            e.into()
+            OpenError::os(e)
         })
     }
 
@@ -122,7 +122,9 @@ impl NameOwner {
 pub(crate) fn normalize_name(name: &str) -> Result<String, OpenError> {
     let bare = name.strip_prefix('/').unwrap_or(name);
     if bare.is_empty() || bare.contains('/') || bare.contains('\0') || bare.len() > 250 {
-        return Err(OpenError::InvalidName);
+        return Err(OpenError::InvalidName {
+            name: name.to_owned(),
+        });
     }
     Ok(format!("/{bare}"))
 }
@@ -147,15 +149,21 @@ impl Segment {
             .checked_add(payload_len)
             .ok_or(OpenError::Os(Errno::INVAL))?;
         let (map, source) = match backing {
-            Backing::Heap => (Mapping::heap(total)?, Source::Heap),
+            Backing::Heap => (Mapping::heap(total).map_err(OpenError::os)?, Source::Heap),
             Backing::Memfd | Backing::Anonymous if !Mapping::CAN_SHARE => {
-                (Mapping::heap(total)?, Source::Heap)
+                (Mapping::heap(total).map_err(OpenError::os)?, Source::Heap)
             }
             Backing::Memfd => {
-                let fd = sys::memfd_create("multiproc", total as u64)?;
-                (Mapping::map_fd(&fd, total)?, Source::Memfd(fd))
+                let fd = sys::memfd_create("multiproc", total as u64).map_err(OpenError::os)?;
+                (
+                    Mapping::map_fd(&fd, total).map_err(OpenError::os)?,
+                    Source::Memfd(fd),
+                )
             }
-            Backing::Anonymous => (Mapping::anonymous_shared(total)?, Source::Anonymous),
+            Backing::Anonymous => (
+                Mapping::anonymous_shared(total).map_err(OpenError::os)?,
+                Source::Anonymous,
+            ),
             Backing::Named(name) => {
                 let name = match name {
                     Some(n) => normalize_name(n)?,
@@ -196,7 +204,8 @@ impl Segment {
         let (fd, name) = match location {
             Location::Named(name) => {
                 let name = normalize_name(name)?;
-                (sys::shm_open_existing(&name)?, Some(name))
+                let fd = sys::shm_open_existing(&name).map_err(|e| OpenError::shm(e, &name))?;
+                (fd, Some(name))
             }
             Location::Fd(raw) => match sys::dup_raw_fd(*raw) {
                 // Only our own sealed memory files: another kind of descriptor (a shm object a
@@ -207,7 +216,7 @@ impl Segment {
                     ));
                 }
                 Ok(fd) => (fd, None),
-                Err(e) if e.raw() == libc::EBADF => return Err(OpenError::NotFound),
+                Err(e) if e.raw() == libc::EBADF => return Err(OpenError::NotFound { name: None }),
                 Err(e) => return Err(OpenError::Os(e)),
             },
             Location::Anonymous => {
@@ -218,7 +227,7 @@ impl Segment {
         };
         let deadline = Instant::now() + timeout;
         loop {
-            let len = sys::fd_len(&fd)?;
+            let len = sys::fd_len(&fd).map_err(OpenError::os)?;
             if len == 0 {
                 // The creator has not sized it yet (shm_open and ftruncate are two steps).
                 if Instant::now() >= deadline {
@@ -234,11 +243,15 @@ impl Segment {
                 });
             }
             let len_usize = usize::try_from(len).map_err(|_| OpenError::Corrupted("size"))?;
-            let map = Mapping::map_fd(&fd, len_usize)?;
+            let map = Mapping::map_fd(&fd, len_usize).map_err(OpenError::os)?;
             // SAFETY: the mapping spans at least HEADER_LEN bytes (checked above) and is page
             // aligned; Header is all atomics, so concurrent writers cause no UB.
             let header = unsafe { map.ptr().cast::<Header>().as_ref() };
-            match header.validate(kind, len)? {
+            let valid = header.validate(kind, len);
+            match valid.map_err(|e| match &name {
+                Some(name) => e.with_name(name),
+                None => e,
+            })? {
                 None => {
                     if Instant::now() >= deadline {
                         return Err(OpenError::Uninitialized);
@@ -313,7 +326,7 @@ impl Segment {
                 if unlinked.swap(true, Ordering::AcqRel) {
                     return Ok(false);
                 }
-                sys::shm_unlink(name)?;
+                sys::shm_unlink(name).map_err(|e| OpenError::shm(e, name))?;
                 Ok(true)
             }
             _ => Ok(false),

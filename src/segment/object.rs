@@ -12,7 +12,7 @@ use std::ptr::NonNull;
 use std::time::Duration;
 
 use crate::error::OpenError;
-use crate::segment::{Backing, DEFAULT_OPEN_TIMEOUT, Handle, Location, Segment};
+use crate::segment::{Backing, DEFAULT_OPEN_TIMEOUT, Handle, Location, Segment, kind};
 use crate::sys::Errno;
 
 /// A `#[repr(C)]` struct of atomics, valid for every bit pattern including all zeros.
@@ -39,6 +39,10 @@ pub(crate) mod sealed {
         fn from_segment(seg: Segment) -> Result<Self, OpenError>;
         /// The segment behind the object.
         fn segment(&self) -> &Segment;
+        /// The type as errors print it: "Lock", `Value<u64>`.
+        fn type_name() -> String {
+            super::kind::describe(Self::KIND)
+        }
     }
 }
 
@@ -59,12 +63,18 @@ pub trait SharedObject: sealed::Object {
     fn from_handle(handle: &Handle) -> Result<Self, OpenError> {
         if handle.kind() != Self::KIND {
             return Err(OpenError::WrongType {
-                found: handle.kind(),
-                expected: Self::KIND,
+                name: handle.name().map(str::to_owned),
+                found: kind::describe(handle.kind()),
+                expected: Self::type_name(),
             });
         }
-        let seg = Segment::open(handle.location(), Self::KIND, DEFAULT_OPEN_TIMEOUT)?;
-        Self::from_segment(seg)
+        let seg = Segment::open(handle.location(), Self::KIND, DEFAULT_OPEN_TIMEOUT)
+            .map_err(in_context::<Self>)?;
+        let name = seg.name().map(str::to_owned);
+        Self::from_segment(seg).map_err(|e| match name {
+            Some(name) => e.with_name(&name),
+            None => e,
+        })
     }
 
     /// Lets a memfd-backed object's descriptor survive `exec`, so that an exec'd child can use
@@ -204,10 +214,7 @@ impl<T: sealed::Object> Builder<T> {
     /// type, or [`OpenError::NameRequired`] if no name was given.
     pub fn open(self) -> Result<T, OpenError> {
         match self.backing {
-            Backing::Named(Some(name)) => {
-                let seg = Segment::open(&Location::Named(name), T::KIND, self.open_timeout)?;
-                T::from_segment(seg)
-            }
+            Backing::Named(Some(name)) => open_named(name, self.open_timeout),
             _ => Err(OpenError::NameRequired),
         }
     }
@@ -223,13 +230,26 @@ impl<T: sealed::Object> Builder<T> {
         let name = name.clone();
         let timeout = self.open_timeout;
         match self.create() {
-            Err(OpenError::AlreadyExists) => {
-                let seg = Segment::open(&Location::Named(name), T::KIND, timeout)?;
-                T::from_segment(seg)
-            }
+            Err(OpenError::AlreadyExists { .. }) => open_named(name, timeout),
             other => other,
         }
     }
+}
+
+/// Opens the named object `name` of type `T`; errors name it.
+fn open_named<T: sealed::Object>(name: String, timeout: Duration) -> Result<T, OpenError> {
+    let seg = Segment::open(&Location::Named(name), T::KIND, timeout).map_err(in_context::<T>)?;
+    let name = seg.name().map(str::to_owned).unwrap_or_default();
+    T::from_segment(seg).map_err(|e| e.with_name(&name))
+}
+
+/// An error of opening a segment for a `T`, naming the type opened in full (`Value<u64>`
+/// rather than the header's "Value").
+fn in_context<T: sealed::Object>(mut e: OpenError) -> OpenError {
+    if let OpenError::WrongType { expected, .. } = &mut e {
+        *expected = T::type_name();
+    }
+    e
 }
 
 /// The payload of a segment being created, lent to [`sealed::Object::init`] to fill.
@@ -348,4 +368,52 @@ pub(crate) fn expect_payload(seg: &Segment, expected: usize) -> Result<(), OpenE
         ));
     }
     Ok(())
+}
+
+/// How errors name an object: its type, then its name if it has one ("Lock", `Value<u64>`,
+/// "Lock /jobs-lock").
+pub(crate) fn describe<T: sealed::Object>(object: &T) -> String {
+    let ty = T::type_name();
+    match object.segment().name() {
+        Some(name) => format!("{ty} {name}"),
+        None => ty,
+    }
+}
+
+/// `std::any::type_name::<T>()` without module paths: "u64", "Point", "[u8; 4]",
+/// `Pair<u32>`.
+pub(crate) fn short_type_name<T: ?Sized>() -> String {
+    let full = std::any::type_name::<T>();
+    let mut out = String::with_capacity(full.len());
+    let mut word = String::new();
+    for c in full.chars() {
+        if c.is_alphanumeric() || c == '_' || c == ':' {
+            word.push(c);
+        } else {
+            out.push_str(word.rsplit("::").next().unwrap_or(""));
+            word.clear();
+            out.push(c);
+        }
+    }
+    out.push_str(word.rsplit("::").next().unwrap_or(""));
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::short_type_name;
+
+    #[test]
+    fn short_type_names_drop_module_paths() {
+        assert_eq!(short_type_name::<u64>(), "u64");
+        assert_eq!(short_type_name::<[u8; 4]>(), "[u8; 4]");
+        assert_eq!(
+            short_type_name::<std::sync::atomic::AtomicU32>(),
+            "AtomicU32"
+        );
+        assert_eq!(
+            short_type_name::<Option<std::num::Wrapping<u8>>>(),
+            "Option<Wrapping<u8>>"
+        );
+    }
 }

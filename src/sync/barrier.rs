@@ -8,6 +8,7 @@
 
 use crate::primitive::{AtomicU32, AtomicU64, Ordering};
 use std::ptr::NonNull;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::wait::{Prober, Spinner, deadline_after, sleep_unless, wake_sleepers};
@@ -97,7 +98,8 @@ fn payload_len(parties: u32) -> usize {
 /// ```
 #[derive(Debug)]
 pub struct Barrier {
-    seg: Segment,
+    /// Shared with clones: the mapping lives until the last clone goes.
+    seg: Arc<Segment>,
     state: NonNull<BarrierState>,
     slots: NonNull<Slot>,
     parties: u32,
@@ -108,6 +110,19 @@ pub struct Barrier {
 unsafe impl Send for Barrier {}
 // SAFETY: as above; all access is through shared references to atomics.
 unsafe impl Sync for Barrier {}
+
+impl Clone for Barrier {
+    /// Another handle on the same barrier (it shares this handle's mapping).
+    fn clone(&self) -> Self {
+        Self {
+            seg: Arc::clone(&self.seg),
+            state: self.state,
+            slots: self.slots,
+            parties: self.parties,
+            spinner: Spinner::new(),
+        }
+    }
+}
 
 impl sealed::Object for Barrier {
     type Config = u32;
@@ -147,7 +162,7 @@ impl sealed::Object for Barrier {
         // SAFETY: STATE_LEN is inside the payload (checked above) and 16-byte aligned.
         let slots = unsafe { seg.payload().add(STATE_LEN) }.cast::<Slot>();
         Ok(Self {
-            seg,
+            seg: Arc::new(seg),
             state,
             slots,
             parties,

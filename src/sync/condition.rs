@@ -19,7 +19,7 @@ use super::raw_lock::{Acquired, RawLock};
 use super::wait::{Spinner, deadline_after, remaining};
 use crate::error::OpenError;
 use crate::segment::kind;
-use crate::segment::object::AtomicState;
+use crate::segment::object::{AtomicState, describe};
 use crate::sys;
 
 /// Shared state of a condition.
@@ -52,12 +52,12 @@ unsafe impl AtomicState for CondState {}
 ///
 /// # Examples
 /// ```
-/// # fn main() -> Result<(), multiproc::OpenError> {
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
 /// use std::time::Duration;
 /// let cond = multiproc::Condition::new()?;
-/// let guard = cond.lock().unwrap();
+/// let guard = cond.lock()?;
 /// cond.notify_all(&guard); // nobody waits: a no-op
-/// let (guard, notified) = cond.wait_timeout(guard, Duration::from_millis(5)).unwrap();
+/// let (guard, notified) = cond.wait_timeout(guard, Duration::from_millis(5))?;
 /// assert!(!notified);
 /// drop(guard);
 /// # Ok(()) }
@@ -69,6 +69,16 @@ pub struct Condition {
 }
 
 fixed_object!(Condition, CondState, kind::CONDITION, (), |_st, _cfg| ());
+
+impl Clone for Condition {
+    /// Another handle on the same condition (it shares this handle's mapping).
+    fn clone(&self) -> Self {
+        Self {
+            inner: self.inner.clone(),
+            spinner: Spinner::new(),
+        }
+    }
+}
 unit_constructors!(Condition, "a condition");
 
 impl Condition {
@@ -100,20 +110,24 @@ impl Condition {
     pub fn lock(&self) -> LockResult<ConditionGuard<'_>> {
         let how = self.state().lock.acquire(None).expect("no deadline");
         // SAFETY: this thread acquired the lock just above.
-        lock_result(how, unsafe { self.guard() })
+        lock_result(how, unsafe { self.guard() }, || describe(self))
     }
 
     /// Acquires the condition's lock if it is free.
     pub fn try_lock(&self) -> TryLockResult<ConditionGuard<'_>> {
-        // SAFETY: `try_lock_result` makes the guard only when the acquire succeeded.
-        try_lock_result(self.state().lock.try_acquire(), || unsafe { self.guard() })
+        try_lock_result(
+            self.state().lock.try_acquire(),
+            // SAFETY: `try_lock_result` makes the guard only when the acquire succeeded.
+            || unsafe { self.guard() },
+            || describe(self),
+        )
     }
 
     /// Acquires the condition's lock, waiting at most `timeout`.
     pub fn try_lock_for(&self, timeout: Duration) -> TryLockResult<ConditionGuard<'_>> {
         let how = self.state().lock.acquire(deadline_after(timeout));
         // SAFETY: `try_lock_result` makes the guard only when the acquire succeeded.
-        try_lock_result(how, || unsafe { self.guard() })
+        try_lock_result(how, || unsafe { self.guard() }, || describe(self))
     }
 
     fn check_guard(&self, guard: &ConditionGuard<'_>) {
@@ -168,7 +182,7 @@ impl Condition {
     pub fn wait<'a>(&'a self, mut guard: ConditionGuard<'a>) -> LockResult<ConditionGuard<'a>> {
         let (_, died) = self.wait_raw(&mut guard, None);
         if died {
-            Err(OwnerDied::new(guard))
+            Err(OwnerDied::new(guard, describe(self)))
         } else {
             Ok(guard)
         }
@@ -191,7 +205,7 @@ impl Condition {
         let (notified, died) = self.wait_raw(&mut guard, deadline_after(timeout));
         let out = (guard, notified);
         if died {
-            Err(OwnerDied::new(out))
+            Err(OwnerDied::new(out, describe(self)))
         } else {
             Ok(out)
         }
@@ -222,7 +236,7 @@ impl Condition {
         };
         let out = (guard, ok);
         if died {
-            Err(OwnerDied::new(out))
+            Err(OwnerDied::new(out, describe(self)))
         } else {
             Ok(out)
         }

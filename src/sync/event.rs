@@ -149,6 +149,16 @@ mod public {
     }
 
     fixed_object!(Event, EventState, kind::EVENT, (), |_st, _cfg| ());
+
+    impl Clone for Event {
+        /// Another handle on the same event (it shares this handle's mapping).
+        fn clone(&self) -> Self {
+            Self {
+                inner: self.inner.clone(),
+                spinner: Spinner::new(),
+            }
+        }
+    }
     unit_constructors!(Event, "a cleared event");
 
     impl Event {

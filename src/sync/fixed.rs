@@ -7,19 +7,32 @@
 //! the mapping) alive as long as the reference can be used.
 
 use std::ptr::NonNull;
+use std::sync::Arc;
 
 use crate::error::OpenError;
 use crate::segment::Segment;
 use crate::segment::object::{AtomicState, expect_payload};
 
 /// A validated segment holding one `S`.
+///
+/// Clones share the segment (and its one mapping) through an `Arc`: the mapping lives until
+/// the last clone goes, so `state` stays valid in every clone.
 #[derive(Debug)]
 pub(crate) struct Fixed<S> {
-    seg: Segment,
+    seg: Arc<Segment>,
     state: NonNull<S>,
 }
 
-// SAFETY: `S` is Sync (atomics) and the segment is Send; the pointer is only dereferenced as &S.
+impl<S> Clone for Fixed<S> {
+    fn clone(&self) -> Self {
+        Self {
+            seg: Arc::clone(&self.seg),
+            state: self.state,
+        }
+    }
+}
+
+// SAFETY: `S` is Sync (atomics) and the segment is Send and Sync; the pointer is only dereferenced as &S.
 unsafe impl<S: AtomicState> Send for Fixed<S> {}
 // SAFETY: as above; all access is through &S, which is Sync.
 unsafe impl<S: AtomicState> Sync for Fixed<S> {}
@@ -29,7 +42,10 @@ impl<S: AtomicState> Fixed<S> {
         expect_payload(&seg, size_of::<S>())?;
         const { assert!(align_of::<S>() <= 64) };
         let state = seg.payload().cast::<S>();
-        Ok(Self { seg, state })
+        Ok(Self {
+            seg: Arc::new(seg),
+            state,
+        })
     }
 
     #[inline]

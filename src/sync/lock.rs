@@ -14,22 +14,42 @@ use std::time::{Duration, Instant};
 use super::fixed::{Fixed, fixed_object, unit_constructors};
 use super::raw_lock::{Acquired, RawLock};
 use super::wait::deadline_after;
-use crate::error::OpenError;
+use crate::error::{LockError, OpenError};
 use crate::segment::kind;
-use crate::segment::object::AtomicState;
+use crate::segment::object::{AtomicState, describe};
 
 /// The lock was acquired, but its previous holder died while holding it.
 ///
-/// The data the lock protects may be half-updated. Inspect or repair it through the guard, then
-/// call [`recover`](Self::recover) to mark it consistent; or take the guard with
-/// [`into_inner`](Self::into_inner) without doing so, and the next locker is told again.
+/// The data the lock protects may be half-updated. Two ways to go on:
+///
+/// - Propagate it with `?`: it converts into an owned [`LockError::OwnerDied`] (and so into
+///   `Box<dyn Error + Send + Sync>`), which names the object. The guard is dropped on the way:
+///   the lock is released and stays marked owner-died, so the next locker is told too.
+/// - Recover: inspect or repair the data through the guard ([`get_mut`](Self::get_mut), or
+///   [`recover_with`](Self::recover_with)), then [`recover`](Self::recover) to mark it
+///   consistent; or take the guard with [`into_inner`](Self::into_inner) without doing so,
+///   and the next locker is told again.
+///
+/// # Examples
+/// ```
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let counter = multiproc::Value::new(0u64)?;
+/// *counter.lock()? += 1; // a dead holder is an error naming the Value
+/// // Or repair what a dead holder may have left half-done, and go on:
+/// let mut guard = counter.lock().unwrap_or_else(|died| died.recover_with(|g| **g = 0));
+/// *guard += 1;
+/// # drop(guard);
+/// # assert_eq!(counter.get(), 2);
+/// # Ok(()) }
+/// ```
 pub struct OwnerDied<G> {
     guard: G,
+    object: String,
 }
 
 impl<G> OwnerDied<G> {
-    pub(crate) fn new(guard: G) -> Self {
-        Self { guard }
+    pub(crate) fn new(guard: G, object: String) -> Self {
+        Self { guard, object }
     }
 
     /// The guard, leaving the lock marked inconsistent: the next locker gets `OwnerDied` too.
@@ -46,6 +66,20 @@ impl<G> OwnerDied<G> {
     pub fn get_mut(&mut self) -> &mut G {
         &mut self.guard
     }
+
+    /// The object whose holder died, as "Lock", `Value<u64>` or "Lock /name" (the name of a
+    /// named object).
+    pub fn object(&self) -> &str {
+        &self.object
+    }
+
+    /// The owned error, without the guard: the lock is released and stays marked owner-died.
+    /// This is what `?` does.
+    pub fn into_error(self) -> LockError {
+        LockError::OwnerDied {
+            object: self.object,
+        }
+    }
 }
 
 impl<G: RecoverableGuard> OwnerDied<G> {
@@ -55,21 +89,60 @@ impl<G: RecoverableGuard> OwnerDied<G> {
         self.guard.mark_consistent();
         self.guard
     }
+
+    /// Runs `repair` on the guard, then [`recover`](Self::recover)s. If `repair` panics, the
+    /// lock is released still marked owner-died.
+    pub fn recover_with(mut self, repair: impl FnOnce(&mut G)) -> G {
+        repair(&mut self.guard);
+        self.recover()
+    }
 }
 
 impl<G> fmt::Debug for OwnerDied<G> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("OwnerDied").finish_non_exhaustive()
+        f.debug_struct("OwnerDied")
+            .field("object", &self.object)
+            .finish_non_exhaustive()
     }
 }
 
 impl<G> fmt::Display for OwnerDied<G> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("previous lock holder died while holding the lock")
+        write!(
+            f,
+            "a holder of {} died while holding its lock (owner died)",
+            self.object
+        )
     }
 }
 
-impl<G> std::error::Error for OwnerDied<G> {}
+// `OwnerDied` is deliberately not `std::error::Error`: it borrows the lock through its guard,
+// so it could never become a `Box<dyn Error>` in a function that owns the lock. Instead it
+// converts into the owned `LockError`, also straight into a boxed error, so `?` works.
+
+impl<G> From<OwnerDied<G>> for LockError {
+    fn from(e: OwnerDied<G>) -> Self {
+        e.into_error()
+    }
+}
+
+impl<'a, G> From<OwnerDied<G>> for Box<dyn std::error::Error + 'a> {
+    fn from(e: OwnerDied<G>) -> Self {
+        Box::new(e.into_error())
+    }
+}
+
+impl<'a, G> From<OwnerDied<G>> for Box<dyn std::error::Error + Send + 'a> {
+    fn from(e: OwnerDied<G>) -> Self {
+        Box::new(e.into_error())
+    }
+}
+
+impl<'a, G> From<OwnerDied<G>> for Box<dyn std::error::Error + Send + Sync + 'a> {
+    fn from(e: OwnerDied<G>) -> Self {
+        Box::new(e.into_error())
+    }
+}
 
 /// A guard whose lock can be marked consistent after an owner died. Sealed.
 pub trait RecoverableGuard: private::Sealed {
@@ -85,9 +158,14 @@ pub(crate) mod private {
 pub(crate) type NotSend = PhantomData<*const ()>;
 
 /// Result of a blocking lock: the guard, or the guard wrapped in [`OwnerDied`].
+///
+/// Works with `?` in a function returning `Result<_, Box<dyn Error + Send + Sync>>` (or
+/// `Result<_, LockError>`): see [`OwnerDied`].
 pub type LockResult<G> = Result<G, OwnerDied<G>>;
 
 /// Why a `try_lock*` did not return a plain guard.
+///
+/// Converts into the owned [`LockError`] (and a boxed error) for `?`, as [`OwnerDied`] does.
 pub enum TryLockError<G> {
     /// The lock is held by someone else (and, for the timed forms, stayed held until the timeout).
     WouldBlock,
@@ -97,6 +175,16 @@ pub enum TryLockError<G> {
 
 /// Result of a `try_lock*`.
 pub type TryLockResult<G> = Result<G, TryLockError<G>>;
+
+impl<G> TryLockError<G> {
+    /// The owned error, without a guard (see [`OwnerDied::into_error`]).
+    pub fn into_error(self) -> LockError {
+        match self {
+            Self::WouldBlock => LockError::WouldBlock,
+            Self::OwnerDied(e) => e.into_error(),
+        }
+    }
+}
 
 impl<G> fmt::Debug for TryLockError<G> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -110,13 +198,11 @@ impl<G> fmt::Debug for TryLockError<G> {
 impl<G> fmt::Display for TryLockError<G> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Self::WouldBlock => f.write_str("lock is held elsewhere"),
-            Self::OwnerDied(e) => e.fmt(f),
+            Self::WouldBlock => f.write_str("the lock is held elsewhere"),
+            Self::OwnerDied(e) => fmt::Display::fmt(e, f),
         }
     }
 }
-
-impl<G> std::error::Error for TryLockError<G> {}
 
 impl<G> From<OwnerDied<G>> for TryLockError<G> {
     fn from(e: OwnerDied<G>) -> Self {
@@ -124,11 +210,40 @@ impl<G> From<OwnerDied<G>> for TryLockError<G> {
     }
 }
 
-/// Wraps a guard according to how the lock was taken.
-pub(crate) fn lock_result<G>(how: Acquired, guard: G) -> LockResult<G> {
+impl<G> From<TryLockError<G>> for LockError {
+    fn from(e: TryLockError<G>) -> Self {
+        e.into_error()
+    }
+}
+
+impl<'a, G> From<TryLockError<G>> for Box<dyn std::error::Error + 'a> {
+    fn from(e: TryLockError<G>) -> Self {
+        Box::new(e.into_error())
+    }
+}
+
+impl<'a, G> From<TryLockError<G>> for Box<dyn std::error::Error + Send + 'a> {
+    fn from(e: TryLockError<G>) -> Self {
+        Box::new(e.into_error())
+    }
+}
+
+impl<'a, G> From<TryLockError<G>> for Box<dyn std::error::Error + Send + Sync + 'a> {
+    fn from(e: TryLockError<G>) -> Self {
+        Box::new(e.into_error())
+    }
+}
+
+/// Wraps a guard according to how the lock was taken; `object` names the object, and is
+/// called only if the holder died.
+pub(crate) fn lock_result<G>(
+    how: Acquired,
+    guard: G,
+    object: impl FnOnce() -> String,
+) -> LockResult<G> {
     match how {
         Acquired::Clean => Ok(guard),
-        Acquired::OwnerDied => Err(OwnerDied::new(guard)),
+        Acquired::OwnerDied => Err(OwnerDied::new(guard, object())),
     }
 }
 
@@ -137,10 +252,11 @@ pub(crate) fn lock_result<G>(how: Acquired, guard: G) -> LockResult<G> {
 pub(crate) fn try_lock_result<G>(
     how: Option<Acquired>,
     guard: impl FnOnce() -> G,
+    object: impl FnOnce() -> String,
 ) -> TryLockResult<G> {
     match how {
         None => Err(TryLockError::WouldBlock),
-        Some(how) => lock_result(how, guard()).map_err(TryLockError::OwnerDied),
+        Some(how) => lock_result(how, guard(), object).map_err(TryLockError::OwnerDied),
     }
 }
 
@@ -149,8 +265,10 @@ unsafe impl AtomicState for RawLock {}
 
 /// A process-shared mutual-exclusion lock, like Python's `multiprocessing.Lock`.
 ///
-/// Lives in a shared segment; clone it into another process by `fork` (it is inherited as is),
-/// by name ([`Builder::name`](crate::Builder::name) + [`Builder::open`](crate::Builder::open)) or by [`Handle`](crate::Handle).
+/// Lives in a shared segment. A [`clone`](Clone::clone) is another handle on the same lock
+/// (sharing this handle's mapping): move it into a forked child or pass it to a spawned one.
+/// Other processes can also open it by name ([`Builder::name`](crate::Builder::name) +
+/// [`Builder::open`](crate::Builder::open)) or by [`Handle`](crate::Handle).
 ///
 /// - Uncontended `lock` + unlock: one compare-and-swap and one swap, no system call.
 /// - Waiters spin briefly, then sleep on a futex; unlock wakes only if someone sleeps.
@@ -161,16 +279,20 @@ unsafe impl AtomicState for RawLock {}
 ///
 /// # Examples
 /// ```
-/// # fn main() -> Result<(), multiproc::OpenError> {
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
 /// let lock = multiproc::Lock::new()?;
 /// {
-///     let _guard = lock.lock().unwrap_or_else(|died| died.recover());
+///     let _guard = lock.lock()?; // a holder that died is an error: LockError::OwnerDied
 ///     // critical section, exclusive across every process holding this lock
+/// }
+/// {
+///     // Or take over from a holder that died, after checking what it protected:
+///     let _guard = lock.lock().unwrap_or_else(|died| died.recover());
 /// }
 /// assert!(lock.try_lock().is_ok());
 /// # Ok(()) }
 /// ```
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Lock {
     inner: Fixed<RawLock>,
 }
@@ -200,6 +322,7 @@ impl Lock {
                 lock: raw,
                 _not_send: PhantomData,
             },
+            || describe(self),
         )
     }
 
@@ -208,10 +331,14 @@ impl Lock {
     #[inline]
     pub fn try_lock(&self) -> TryLockResult<LockGuard<'_>> {
         let raw = self.raw();
-        try_lock_result(raw.try_acquire(), || LockGuard {
-            lock: raw,
-            _not_send: PhantomData,
-        })
+        try_lock_result(
+            raw.try_acquire(),
+            || LockGuard {
+                lock: raw,
+                _not_send: PhantomData,
+            },
+            || describe(self),
+        )
     }
 
     /// Acquires the lock, waiting at most `timeout`.
@@ -226,10 +353,14 @@ impl Lock {
     }
 
     fn try_lock_until_opt(&self, deadline: Option<Instant>) -> TryLockResult<LockGuard<'_>> {
-        try_lock_result(self.raw().acquire(deadline), || LockGuard {
-            lock: self.raw(),
-            _not_send: PhantomData,
-        })
+        try_lock_result(
+            self.raw().acquire(deadline),
+            || LockGuard {
+                lock: self.raw(),
+                _not_send: PhantomData,
+            },
+            || describe(self),
+        )
     }
 
     /// Whether the lock is held right now (by anyone; a snapshot).
@@ -296,7 +427,7 @@ impl LockGuard<'_> {
         let released = unsafe { Released::release(guard.lock) };
         let r = f();
         let how = released.relock();
-        (r, lock_result(how, ()))
+        (r, lock_result(how, (), || "Lock".to_owned()))
     }
 }
 
@@ -341,17 +472,17 @@ unsafe impl AtomicState for RLockState {}
 ///
 /// # Examples
 /// ```
-/// # fn main() -> Result<(), multiproc::OpenError> {
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
 /// let rlock = multiproc::RLock::new()?;
-/// let outer = rlock.lock().unwrap();
-/// let inner = rlock.lock().unwrap(); // same thread: no deadlock
+/// let outer = rlock.lock()?;
+/// let inner = rlock.lock()?; // same thread: no deadlock
 /// assert_eq!(rlock.depth(), 2);
 /// drop(inner);
 /// drop(outer);
 /// assert!(!rlock.is_locked());
 /// # Ok(()) }
 /// ```
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct RLock {
     inner: Fixed<RLockState>,
 }
@@ -394,6 +525,7 @@ impl RLock {
                 state: st,
                 _not_send: PhantomData,
             },
+            || describe(self),
         )
     }
 

@@ -202,6 +202,16 @@ mod public {
 
     semaphore_common!(Semaphore);
 
+    impl Clone for Semaphore {
+        /// Another handle on the same semaphore (it shares this handle's mapping).
+        fn clone(&self) -> Self {
+            Self {
+                inner: self.inner.clone(),
+                spinner: Spinner::new(),
+            }
+        }
+    }
+
     impl Semaphore {
         fn validate(inner: Fixed<SemState>) -> Result<Self, OpenError> {
             Ok(Self {
@@ -252,6 +262,17 @@ mod public {
     );
 
     semaphore_common!(BoundedSemaphore);
+
+    impl Clone for BoundedSemaphore {
+        /// Another handle on the same semaphore (it shares this handle's mapping).
+        fn clone(&self) -> Self {
+            Self {
+                inner: self.inner.clone(),
+                spinner: Spinner::new(),
+                max: self.max,
+            }
+        }
+    }
 
     impl BoundedSemaphore {
         fn validate(inner: Fixed<SemState>) -> Result<Self, OpenError> {

@@ -47,12 +47,14 @@ const HEAP_ALIGN: usize = 4096;
 /// into `SIGBUS`. (POSIX shm objects cannot be sealed; see the docs of named segments.)
 pub(crate) fn memfd_create(debug_name: &str, len: u64) -> Result<Fd, Errno> {
     shared_memory_available()?;
-    let fd = rustix::fs::memfd_create(debug_name, MemfdFlags::CLOEXEC | MemfdFlags::ALLOW_SEALING)?;
-    retry_on_intr(|| rustix::fs::ftruncate(&fd, len).map_err(Errno::from))?;
+    let fd = rustix::fs::memfd_create(debug_name, MemfdFlags::CLOEXEC | MemfdFlags::ALLOW_SEALING)
+        .map_err(Errno::from_rustix)?;
+    retry_on_intr(|| rustix::fs::ftruncate(&fd, len).map_err(Errno::from_rustix))?;
     rustix::fs::fcntl_add_seals(
         &fd,
         rustix::fs::SealFlags::SHRINK | rustix::fs::SealFlags::GROW | rustix::fs::SealFlags::SEAL,
-    )?;
+    )
+    .map_err(Errno::from_rustix)?;
     Ok(fd)
 }
 
@@ -92,8 +94,8 @@ pub(crate) fn raw_fd(fd: &Fd) -> i32 {
 pub(crate) fn shm_create_excl(name: &str, len: u64) -> Result<Fd, Errno> {
     shared_memory_available()?;
     let flags = shm::OFlags::CREATE | shm::OFlags::EXCL | shm::OFlags::RDWR;
-    let fd = shm::open(name, flags, Mode::from_raw_mode(0o600))?;
-    if let Err(e) = retry_on_intr(|| rustix::fs::ftruncate(&fd, len).map_err(Errno::from)) {
+    let fd = shm::open(name, flags, Mode::from_raw_mode(0o600)).map_err(Errno::from_rustix)?;
+    if let Err(e) = retry_on_intr(|| rustix::fs::ftruncate(&fd, len).map_err(Errno::from_rustix)) {
         let _ = shm::unlink(name);
         return Err(e);
     }
@@ -103,31 +105,31 @@ pub(crate) fn shm_create_excl(name: &str, len: u64) -> Result<Fd, Errno> {
 /// Opens the existing POSIX shm object `name` for reading and writing.
 pub(crate) fn shm_open_existing(name: &str) -> Result<Fd, Errno> {
     shared_memory_available()?;
-    Ok(shm::open(name, shm::OFlags::RDWR, Mode::empty())?)
+    shm::open(name, shm::OFlags::RDWR, Mode::empty()).map_err(Errno::from_rustix)
 }
 
 /// Removes the name of a POSIX shm object; mappings that exist stay valid.
 pub(crate) fn shm_unlink(name: &str) -> Result<(), Errno> {
     shared_memory_available()?;
-    Ok(shm::unlink(name)?)
+    shm::unlink(name).map_err(Errno::from_rustix)
 }
 
 /// Device and inode of the file behind `fd`: which object a descriptor or name refers to.
 pub(crate) fn fd_identity(fd: impl AsFd) -> Result<(u64, u64), Errno> {
-    let st = rustix::fs::fstat(fd)?;
+    let st = rustix::fs::fstat(fd).map_err(Errno::from_rustix)?;
     Ok((st.st_dev, st.st_ino))
 }
 
 /// Device and inode of the POSIX shm object that `name` refers to right now.
 pub(crate) fn shm_identity(name: &str) -> Result<(u64, u64), Errno> {
     shared_memory_available()?;
-    let fd = shm::open(name, shm::OFlags::RDONLY, Mode::empty())?;
+    let fd = shm::open(name, shm::OFlags::RDONLY, Mode::empty()).map_err(Errno::from_rustix)?;
     fd_identity(fd)
 }
 
 /// The current size of the file behind `fd`.
 pub(crate) fn fd_len(fd: impl AsFd) -> Result<u64, Errno> {
-    let st = rustix::fs::fstat(fd)?;
+    let st = rustix::fs::fstat(fd).map_err(Errno::from_rustix)?;
     u64::try_from(st.st_size).map_err(|_| Errno::INVAL)
 }
 
@@ -138,7 +140,7 @@ pub(crate) fn set_cloexec(fd: impl AsFd, cloexec: bool) -> Result<(), Errno> {
     } else {
         rustix::io::FdFlags::empty()
     };
-    Ok(rustix::io::fcntl_setfd(fd, flags)?)
+    rustix::io::fcntl_setfd(fd, flags).map_err(Errno::from_rustix)
 }
 
 /// A `MAP_SHARED`, read-write mapping, unmapped on drop; or (see [`Mapping::heap`]) zeroed
@@ -184,7 +186,8 @@ impl Mapping {
                 fd,
                 0,
             )
-        }?;
+        }
+        .map_err(Errno::from_rustix)?;
         Ok(Self {
             ptr: NonNull::new(ptr.cast()).ok_or(Errno::INVAL)?,
             len,
@@ -206,7 +209,8 @@ impl Mapping {
                 ProtFlags::READ | ProtFlags::WRITE,
                 MapFlags::SHARED,
             )
-        }?;
+        }
+        .map_err(Errno::from_rustix)?;
         Ok(Self {
             ptr: NonNull::new(ptr.cast()).ok_or(Errno::INVAL)?,
             len,

@@ -94,12 +94,6 @@ impl Errno {
     }
 }
 
-impl From<rustix::io::Errno> for Errno {
-    fn from(e: rustix::io::Errno) -> Self {
-        Self::from_rustix(e)
-    }
-}
-
 impl fmt::Debug for Errno {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "Errno({}: {})", self.0, self.io())

@@ -227,10 +227,7 @@ pub(crate) fn spawn_self(argv: &[CString], envp: &[CString], keep: &[i32]) -> Re
 
 /// A pidfd for our child `pid` (not yet reaped, so the pid cannot have been reused).
 pub(crate) fn pidfd_open(pid: u32) -> Result<OwnedFd, Errno> {
-    Ok(rustix::process::pidfd_open(
-        pid_of(pid)?,
-        PidfdFlags::empty(),
-    )?)
+    rustix::process::pidfd_open(pid_of(pid)?, PidfdFlags::empty()).map_err(Errno::from_rustix)
 }
 
 /// Waits until `fd` is readable (a pidfd: its process has exited) or `timeout` runs out;
@@ -311,7 +308,7 @@ fn reap_with(pid: u32, flags: libc::c_int) -> Result<Option<i32>, Errno> {
 /// Sends signal number `sig` to the process behind `pidfd` (no pid-reuse race).
 pub(crate) fn pidfd_signal(pidfd: impl AsFd, sig: i32) -> Result<(), Errno> {
     let sig = Signal::from_named_raw(sig).ok_or(Errno::INVAL)?;
-    Ok(rustix::process::pidfd_send_signal(pidfd, sig)?)
+    rustix::process::pidfd_send_signal(pidfd, sig).map_err(Errno::from_rustix)
 }
 
 /// SIGTERM and SIGKILL.
@@ -320,9 +317,7 @@ pub(crate) const SIGKILL: i32 = libc::SIGKILL;
 
 /// Asks the kernel to SIGKILL us when the thread that created us exits.
 pub(crate) fn kill_me_with_parent() -> Result<(), Errno> {
-    Ok(rustix::process::set_parent_process_death_signal(Some(
-        Signal::KILL,
-    ))?)
+    rustix::process::set_parent_process_death_signal(Some(Signal::KILL)).map_err(Errno::from_rustix)
 }
 
 /// Our parent's pid (0 if we have none, i.e. we are init).

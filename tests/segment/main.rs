@@ -190,16 +190,13 @@ fn changed_type_tag_is_wrong_type() {
     let _creator = Lock::builder().name(&name).create().unwrap();
     write_at(&name, KIND_OFFSET, &0xDEAD_BEEF_u32.to_le_bytes());
     let r = open_lock(&name);
-    assert!(
-        matches!(
-            r,
-            Err(OpenError::WrongType {
-                found: 0xDEAD_BEEF,
-                ..
-            })
+    match r {
+        Err(e @ OpenError::WrongType { .. }) => assert_eq!(
+            e.to_string(),
+            format!("shared object /{name} holds an unknown object (tag 0xdeadbeef), not a Lock")
         ),
-        "{r:?}"
-    );
+        other => panic!("{other:?}"),
+    }
 }
 
 #[test]
@@ -260,7 +257,7 @@ fn lock_opened_as_event_is_wrong_type() {
 }
 
 #[test]
-fn value_u64_opened_as_u32_is_corrupted() {
+fn value_u64_opened_as_u32_is_an_element_mismatch() {
     let name = unique_name("value-width");
     let _creator = Value::<u64>::builder()
         .name(&name)
@@ -268,7 +265,14 @@ fn value_u64_opened_as_u32_is_corrupted() {
         .create()
         .unwrap();
     let r = Value::<u32>::open(&name);
-    assert!(matches!(r, Err(OpenError::Corrupted(_))), "{r:?}");
+    assert!(
+        matches!(
+            &r,
+            Err(OpenError::ElementMismatch { found, expected, found_size: 8, expected_size: 4, .. })
+                if found == "Value<u64>" && expected == "Value<u32>"
+        ),
+        "{r:?}"
+    );
     // The right width opens and sees the value.
     assert_eq!(Value::<u64>::open(&name).unwrap().get(), 7);
 }
@@ -318,21 +322,27 @@ fn create_existing_name_is_already_exists() {
     let name = unique_name("exists");
     let _first = Lock::builder().name(&name).create().unwrap();
     let r = Lock::builder().name(&name).create();
-    assert!(matches!(r, Err(OpenError::AlreadyExists)), "{r:?}");
+    assert!(matches!(r, Err(OpenError::AlreadyExists { .. })), "{r:?}");
     // Another type under the same name is refused the same way.
     let r = Event::builder().name(&name).create();
-    assert!(matches!(r, Err(OpenError::AlreadyExists)), "{r:?}");
+    assert!(matches!(r, Err(OpenError::AlreadyExists { .. })), "{r:?}");
 }
 
 #[test]
 fn open_missing_or_invalid_name() {
     let r = Lock::open(&unique_name("missing"));
-    assert!(matches!(r, Err(OpenError::NotFound)), "{r:?}");
+    assert!(matches!(r, Err(OpenError::NotFound { .. })), "{r:?}");
     for bad in ["", "/", "a/b", "/a/b", &"x".repeat(300)] {
         let r = Lock::open(bad);
-        assert!(matches!(r, Err(OpenError::InvalidName)), "{bad:?}: {r:?}");
+        assert!(
+            matches!(r, Err(OpenError::InvalidName { .. })),
+            "{bad:?}: {r:?}"
+        );
         let r = Lock::builder().name(bad).create();
-        assert!(matches!(r, Err(OpenError::InvalidName)), "{bad:?}: {r:?}");
+        assert!(
+            matches!(r, Err(OpenError::InvalidName { .. })),
+            "{bad:?}: {r:?}"
+        );
     }
     // open() without a name cannot work.
     let r = Lock::builder().open();
@@ -351,7 +361,7 @@ fn drop_by_creator_unlinks() {
     drop(lock);
     assert!(!common::shm_exists(&name));
     let r = Lock::open(&name);
-    assert!(matches!(r, Err(OpenError::NotFound)), "{r:?}");
+    assert!(matches!(r, Err(OpenError::NotFound { .. })), "{r:?}");
 }
 
 #[test]
@@ -363,7 +373,7 @@ fn explicit_unlink_removes_name() {
     assert!(!common::shm_exists(&name));
     assert!(matches!(lock.unlink(), Ok(false)));
     let r = Lock::open(&name);
-    assert!(matches!(r, Err(OpenError::NotFound)), "{r:?}");
+    assert!(matches!(r, Err(OpenError::NotFound { .. })), "{r:?}");
     // Existing mappings stay valid and shared.
     let _g = lock.lock().unwrap();
     assert!(matches!(opened.try_lock(), Err(TryLockError::WouldBlock)));
@@ -523,10 +533,10 @@ fn handle_of_closed_fd_is_not_found() {
     // Far above any descriptor this process has open.
     let h: Handle = format!("mp1:{kind}:fd:1000000").parse().unwrap();
     let r = Lock::from_handle(&h);
-    assert!(matches!(r, Err(OpenError::NotFound)), "{r:?}");
+    assert!(matches!(r, Err(OpenError::NotFound { .. })), "{r:?}");
     let h: Handle = format!("mp1:{kind}:fd:-1").parse().unwrap();
     let r = Lock::from_handle(&h);
-    assert!(matches!(r, Err(OpenError::NotFound)), "{r:?}");
+    assert!(matches!(r, Err(OpenError::NotFound { .. })), "{r:?}");
 }
 
 #[test]

@@ -134,9 +134,9 @@ fn create_errors() {
     let name = unique_name("exists");
     let _shm = SharedMemory::create_named(&name, 16).unwrap();
     let r = SharedMemory::create_named(&name, 16);
-    assert!(matches!(r, Err(OpenError::AlreadyExists)), "{r:?}");
+    assert!(matches!(r, Err(OpenError::AlreadyExists { .. })), "{r:?}");
     let r = SharedMemory::create_named(&format!("/{name}"), 32);
-    assert!(matches!(r, Err(OpenError::AlreadyExists)), "{r:?}");
+    assert!(matches!(r, Err(OpenError::AlreadyExists { .. })), "{r:?}");
 
     let zero = unique_name("zero");
     let r = SharedMemory::create_named(&zero, 0);
@@ -146,16 +146,22 @@ fn create_errors() {
 
     for bad in ["", "/", "a/b", &"x".repeat(300)] {
         let r = SharedMemory::create_named(bad, 16);
-        assert!(matches!(r, Err(OpenError::InvalidName)), "{bad:?}: {r:?}");
+        assert!(
+            matches!(r, Err(OpenError::InvalidName { .. })),
+            "{bad:?}: {r:?}"
+        );
         let r = SharedMemory::open(bad);
-        assert!(matches!(r, Err(OpenError::InvalidName)), "{bad:?}: {r:?}");
+        assert!(
+            matches!(r, Err(OpenError::InvalidName { .. })),
+            "{bad:?}: {r:?}"
+        );
     }
 }
 
 #[test]
 fn open_missing_or_empty() {
     let r = SharedMemory::open(&unique_name("missing"));
-    assert!(matches!(r, Err(OpenError::NotFound)), "{r:?}");
+    assert!(matches!(r, Err(OpenError::NotFound { .. })), "{r:?}");
 
     let name = unique_name("empty");
     let path = shm_path(&name);
@@ -187,7 +193,7 @@ fn creator_drop_unlinks_opener_drop_does_not() {
     drop(shm);
     assert!(!common::shm_exists(&name));
     let r = SharedMemory::open(&name);
-    assert!(matches!(r, Err(OpenError::NotFound)), "{r:?}");
+    assert!(matches!(r, Err(OpenError::NotFound { .. })), "{r:?}");
     let mut b = [0u8; 1];
     opened.read(0, &mut b).unwrap();
     assert_eq!(&b, b"x");
@@ -211,7 +217,7 @@ fn explicit_unlink() {
     let opened = SharedMemory::open(&name).unwrap();
     assert!(opened.unlink().unwrap());
     let r = shm.unlink();
-    assert!(matches!(r, Err(OpenError::NotFound)), "{r:?}");
+    assert!(matches!(r, Err(OpenError::NotFound { .. })), "{r:?}");
     drop(shm);
     assert!(!common::shm_exists(&name));
 }

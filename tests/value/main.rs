@@ -169,7 +169,7 @@ fn value_of_one_type_does_not_open_as_another() {
     let _v = Value::<u64>::builder().name(&name).create().unwrap();
     assert!(matches!(
         Value::<u32>::open(&name),
-        Err(OpenError::Corrupted(_))
+        Err(OpenError::ElementMismatch { .. })
     ));
     assert!(matches!(
         RawValue::<u64>::open(&name),
