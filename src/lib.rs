@@ -67,13 +67,14 @@
 //!
 //! ```no_run
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
-//! use multiproc::{SharedObject, Value};
+//! use multiproc::Value;
 //!
 //! // A named value: any process on the host can open it by name.
 //! let counter = Value::<u64>::builder().name("tour-counter").create()?;
 //! // ... in another process:
 //! let same = Value::<u64>::open("tour-counter")?;
-//! *same.lock().unwrap() += 1;
+//! // A holder killed while holding the lock is an error that names the value, not a panic.
+//! *same.lock()? += 1;
 //! assert_eq!(counter.get(), 1);
 //! # Ok(()) }
 //! ```
@@ -82,12 +83,15 @@
 //!
 //! A process killed while holding a [`Lock`], [`RLock`], [`Condition`] or a [`Value`]/[`Array`]
 //! lock does not wedge the others: the next locker is handed the lock as [`OwnerDied`], can
-//! repair the data, and [`OwnerDied::recover`]s. A [`Barrier`] with a dead party breaks instead
+//! repair the data, and [`OwnerDied::recover`]s (or [`OwnerDied::recover_with`] a repair
+//! function), or propagates it with `?` as [`LockError::OwnerDied`], which names the object
+//! and leaves the lock marked for the next locker. A [`Barrier`] with a dead party breaks instead
 //! of waiting forever. Semaphore permits are not owned (as in Python) and die with their holder.
 //!
 //! # Platform
 //!
-//! Linux (kernel 4.14 or later). The OS layer is the only code that calls the system.
+//! Linux, kernel 5.3 or later ([`Process`] and [`Pool`] wait on pidfds); tested on 6.x. The
+//! OS layer is the only code that calls the system.
 
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
