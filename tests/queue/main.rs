@@ -634,7 +634,7 @@ fn thread_cpu_time() -> Duration {
 #[test]
 fn a_get_blocked_on_an_idle_queue_sleeps() {
     let _watchdog = watchdog(LIMIT, "idle get");
-    let (tx, rx) = Queue::<u64, Plain>::new(4).unwrap().split().unwrap();
+    let (tx, rx) = Queue::<u64, Plain>::with_codec(4).unwrap().split().unwrap();
     let wait = Duration::from_secs(2);
     let cpu = thread_cpu_time();
     let t = Instant::now();
