@@ -17,12 +17,10 @@ pub(crate) mod sealed {
         fn encode_foreign(value: &T, dst: ForeignMut<'_>) -> Result<(), EncodeError>;
         /// Decodes a `T` from bytes another process wrote (untrusted).
         fn decode_foreign(src: Foreign<'_>) -> Result<T, DecodeError>;
-        /// Debug builds: whether `value` survives this codec (its encoding decodes back to
-        /// something that encodes the same). A format that carries every value says yes.
-        #[cfg(debug_assertions)]
-        fn check_round_trip(_value: &T) -> Result<(), EncodeError> {
-            Ok(())
-        }
+        /// The length `put` reserves for `value`: one serialisation pass over it (the
+        /// encoding into the ring is the second). In debug builds a codec that cannot carry
+        /// every value also checks here that `value`'s encoding decodes back.
+        fn put_len(value: &T) -> Result<usize, EncodeError>;
     }
 }
 
@@ -65,6 +63,11 @@ fn plain_len_error<T>(len: usize) -> String {
 }
 
 impl<T: FromBytes + IntoBytes + Immutable> sealed::Sealed<T> for Plain {
+    #[inline]
+    fn put_len(_: &T) -> Result<usize, EncodeError> {
+        Ok(size_of::<T>())
+    }
+
     #[inline]
     fn encode_foreign(value: &T, mut dst: ForeignMut<'_>) -> Result<(), EncodeError> {
         if dst.write_at(0, value.as_bytes()) && dst.len() == size_of::<T>() {
@@ -111,9 +114,11 @@ impl<T: FromBytes + IntoBytes + Immutable> Codec<T> for Plain {
 ///
 /// postcard is compact and fast but not self-describing: types that serialise differently
 /// from how they deserialise (`#[serde(untagged)]` enums, `skip_serializing_if`, `flatten`,
-/// `serde_json::Value`) do not survive it. In debug builds a put checks that the value's
-/// encoding decodes back and fails with [`PutError::Encode`](crate::PutError::Encode) if
-/// not; a get that cannot decode a message hands its bytes back in the [`DecodeError`].
+/// `serde_json::Value`) do not survive it; use `MessagePack` (feature `msgpack`) for those.
+/// In debug builds a put checks that the value's encoding decodes back (running the type's
+/// `Deserialize` once in the sending process, outside any lock) and fails with
+/// [`PutError::Encode`](crate::PutError::Encode) if not. In every build, a get that cannot
+/// decode a message hands its bytes back in the [`DecodeError`].
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Serde;
 
@@ -130,19 +135,25 @@ impl<T: serde::Serialize + serde::de::DeserializeOwned> sealed::Sealed<T> for Se
     }
 
     #[cfg(debug_assertions)]
-    fn check_round_trip(value: &T) -> Result<(), EncodeError> {
+    fn put_len(value: &T) -> Result<usize, EncodeError> {
         postcard_round_trip(value)
+    }
+
+    #[cfg(not(debug_assertions))]
+    fn put_len(value: &T) -> Result<usize, EncodeError> {
+        <Self as Codec<T>>::encoded_len(value)
     }
 }
 
 /// Debug builds: `value`'s postcard encoding must decode, using every byte, into a value whose
-/// encoding is as long. Types that serialise differently from how they deserialise
-/// (`#[serde(untagged)]`, `skip_serializing_if`, `flatten`) fail here instead of at the
-/// receiver. Lengths, not bytes, are compared, so maps that iterate in another order pass.
+/// encoding is as long; returns that length. Types that serialise differently from how they
+/// deserialise (`#[serde(untagged)]`, `skip_serializing_if`, `flatten`) fail here instead of
+/// at the receiver. Lengths, not bytes, are compared, so maps that iterate in another order
+/// pass. The value itself is serialised once, as when only its size is computed.
 #[cfg(all(debug_assertions, feature = "serde"))]
 fn postcard_round_trip<T: serde::Serialize + serde::de::DeserializeOwned>(
     value: &T,
-) -> Result<(), EncodeError> {
+) -> Result<usize, EncodeError> {
     let name = std::any::type_name::<T>();
     let advice = "untagged enums, skip_serializing_if and flatten need a self-describing codec";
     let first = postcard::to_allocvec(value).map_err(|e| EncodeError(format!("`{name}`: {e}")))?;
@@ -162,7 +173,7 @@ fn postcard_round_trip<T: serde::Serialize + serde::de::DeserializeOwned>(
         }
     };
     match postcard::experimental::serialized_size(&back) {
-        Ok(n) if n == first.len() => Ok(()),
+        Ok(n) if n == first.len() => Ok(n),
         _ => Err(EncodeError(format!(
             "`{name}` decodes from its own postcard encoding as a different value; {advice}"
         ))),
@@ -287,6 +298,10 @@ impl std::io::Write for Count {
 
 #[cfg(feature = "msgpack")]
 impl<T: serde::Serialize + serde::de::DeserializeOwned> sealed::Sealed<T> for MessagePack {
+    fn put_len(value: &T) -> Result<usize, EncodeError> {
+        <Self as Codec<T>>::encoded_len(value)
+    }
+
     fn encode_foreign(value: &T, dst: ForeignMut<'_>) -> Result<(), EncodeError> {
         let mut w = RingIo { dst, pos: 0 };
         rmp_serde::encode::write_named(&mut w, value).map_err(|e| EncodeError(e.to_string()))?;

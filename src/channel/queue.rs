@@ -316,11 +316,7 @@ impl Endpoint {
         deadline: Option<Instant>,
     ) -> Result<(), PutError<T>> {
         self.ensure_attached();
-        #[cfg(debug_assertions)]
-        if let Err(e) = C::check_round_trip(&value) {
-            return Err(PutError::Encode(value, e));
-        }
-        let len = match C::encoded_len(&value) {
+        let len = match C::put_len(&value) {
             Ok(len) => len,
             Err(e) => return Err(PutError::Encode(value, e)),
         };
