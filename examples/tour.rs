@@ -126,8 +126,8 @@ fn pool_map() -> Result<(), Box<dyn std::error::Error>> {
 
 fn pipeline() -> Result<(), Box<dyn std::error::Error>> {
     let n = PIPELINE_MESSAGES;
-    let (tx1, rx1) = Queue::<u64, Plain>::new(1024)?.split()?;
-    let (tx2, rx2) = Queue::<u64, Plain>::new(1024)?.split()?;
+    let (tx1, rx1) = Queue::<u64, Plain>::with_codec(1024)?.split()?;
+    let (tx2, rx2) = Queue::<u64, Plain>::with_codec(1024)?.split()?;
     let start = Instant::now();
     // Each queue end moves into its child; this process keeps none, so the end of the stream
     // travels down by disconnection alone.

@@ -3,9 +3,46 @@
 use crate::sys::Errno;
 
 /// Why bytes from a queue did not decode into a `T`.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("message does not decode: {0}")]
-pub struct DecodeError(pub(crate) String);
+///
+/// The message was taken out of the queue; its bytes travel in the error
+/// ([`bytes`](Self::bytes), [`into_bytes`](Self::into_bytes)), so a message that does not
+/// decode is not lost: it can be logged, decoded another way, or put back with `put_bytes`.
+#[derive(Clone, PartialEq, Eq, thiserror::Error)]
+#[error("message does not decode: {reason}")]
+pub struct DecodeError {
+    reason: String,
+    bytes: Vec<u8>,
+}
+
+impl DecodeError {
+    pub(crate) fn new(reason: String, bytes: Vec<u8>) -> Self {
+        Self { reason, bytes }
+    }
+
+    /// What the decoder said.
+    pub fn reason(&self) -> &str {
+        &self.reason
+    }
+
+    /// The message's bytes, as they were in the queue.
+    pub fn bytes(&self) -> &[u8] {
+        &self.bytes
+    }
+
+    /// The message's bytes, as they were in the queue.
+    pub fn into_bytes(self) -> Vec<u8> {
+        self.bytes
+    }
+}
+
+impl std::fmt::Debug for DecodeError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DecodeError")
+            .field("reason", &self.reason)
+            .field("bytes", &format_args!("<{} bytes>", self.bytes.len()))
+            .finish()
+    }
+}
 
 /// Why a value could not be encoded.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -218,9 +255,9 @@ pub struct BrokenBarrierError;
 
 /// A put that did not happen; the value comes back.
 ///
-/// `put` returns only `Disconnected`, `Closed`, `TooLarge` and `Corrupted`; the try and timed
-/// forms also `Full`.
-#[derive(PartialEq, Eq, Clone, Copy, thiserror::Error)]
+/// `put` returns only `Disconnected`, `Closed`, `TooLarge`, `Encode` and `Corrupted`; the try
+/// and timed forms also `Full`.
+#[derive(PartialEq, Eq, Clone, thiserror::Error)]
 pub enum PutError<T> {
     /// No room (right now, or before the timeout).
     #[error("queue is full")]
@@ -231,9 +268,13 @@ pub enum PutError<T> {
     /// The queue was closed with `close()`.
     #[error("queue is closed")]
     Closed(T),
-    /// The encoded message is larger than the queue can ever hold, or cannot be encoded.
+    /// The encoded message is larger than the queue can ever hold.
     #[error("message is larger than the queue can hold")]
     TooLarge(T),
+    /// The codec cannot encode the value (in debug builds, also: the value's encoding does not
+    /// decode back to the same value, so the receiver could not read it).
+    #[error("{1}")]
+    Encode(T, EncodeError),
     /// The queue's shared state was scribbled on; nothing can be written safely.
     #[error("queue is corrupted: {1}")]
     Corrupted(T, &'static str),
@@ -247,6 +288,7 @@ impl<T> PutError<T> {
             | Self::Disconnected(v)
             | Self::Closed(v)
             | Self::TooLarge(v)
+            | Self::Encode(v, _)
             | Self::Corrupted(v, _) => v,
         }
     }
@@ -259,6 +301,7 @@ impl<T> std::fmt::Debug for PutError<T> {
             Self::Disconnected(_) => "Disconnected(..)",
             Self::Closed(_) => "Closed(..)",
             Self::TooLarge(_) => "TooLarge(..)",
+            Self::Encode(_, e) => return write!(f, "Encode(.., {e:?})"),
             Self::Corrupted(_, _) => "Corrupted(..)",
         })
     }

@@ -129,12 +129,12 @@ mod sys;
 #[cfg(not(multiproc_loom))]
 mod value;
 
-#[cfg(all(feature = "serde", not(multiproc_loom)))]
-pub use channel::Serde;
+#[cfg(all(feature = "msgpack", not(multiproc_loom)))]
+pub use channel::MessagePack;
 #[cfg(not(multiproc_loom))]
 pub use channel::{
     Codec, Connection, ConnectionHandle, DecodeError, DefaultCodec, EncodeError, JoinableQueue,
-    Plain, Queue, Receiver, Sender, pipe, pipe_oneway,
+    Plain, Queue, Receiver, Sender, Serde, channel, duplex, pipe, pipe_oneway,
 };
 #[cfg(not(multiproc_loom))]
 pub use error::{

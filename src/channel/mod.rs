@@ -6,8 +6,8 @@ mod pipe;
 mod queue;
 pub(crate) mod ring;
 
-#[cfg(feature = "serde")]
-pub use codec::Serde;
-pub use codec::{Codec, DecodeError, DefaultCodec, EncodeError, Plain};
-pub use pipe::{Connection, ConnectionHandle, pipe, pipe_oneway};
-pub use queue::{JoinableQueue, Queue, Receiver, Sender};
+#[cfg(feature = "msgpack")]
+pub use codec::MessagePack;
+pub use codec::{Codec, DecodeError, DefaultCodec, EncodeError, Plain, Serde};
+pub use pipe::{Connection, ConnectionHandle, duplex, pipe, pipe_oneway};
+pub use queue::{JoinableQueue, Queue, Receiver, Sender, channel};

@@ -6,7 +6,7 @@ use std::marker::PhantomData;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, TryLockError, Weak};
 use std::time::{Duration, Instant};
 
-use super::codec::{Codec, DefaultCodec};
+use super::codec::{Codec, DefaultCodec, EncodeError};
 use super::ring::{ChildSlot, GetFail, PutFail, Ring, Role};
 use crate::error::{GetError, OpenError, PutError, TaskDoneError};
 use crate::segment::object::{Builder, sealed};
@@ -319,13 +319,21 @@ impl Endpoint {
         deadline: Option<Instant>,
     ) -> Result<(), PutError<T>> {
         self.ensure_attached();
-        let Ok(len) = C::encoded_len(&value) else {
-            return Err(PutError::TooLarge(value));
+        let len = match C::put_len(&value) {
+            Ok(len) => len,
+            Err(e) => return Err(PutError::Encode(value, e)),
         };
+        let mut failed = None;
         match self.ring().put_with(len, deadline, |room| {
-            C::encode_foreign(&value, room).is_ok()
+            C::encode_foreign(&value, room)
+                .map_err(|e| failed = Some(e))
+                .is_ok()
         }) {
             Ok(()) => Ok(()),
+            Err(PutFail::Encode) => Err(PutError::Encode(
+                value,
+                failed.unwrap_or_else(|| EncodeError("the encoding did not fit".into())),
+            )),
             Err(f) => Err(put_error(f, value)),
         }
     }
@@ -535,7 +543,7 @@ macro_rules! sending {
             /// Puts `value`, waiting for room as long as it takes.
             ///
             /// # Errors
-            /// `Disconnected`, `Closed` or `TooLarge`, with the value.
+            /// `Disconnected`, `Closed`, `TooLarge` or `Encode`, with the value.
             #[doc(alias = "send")]
             pub fn put(&self, value: T) -> Result<(), PutError<T>> {
                 self.put_deadline(value, None)
@@ -544,7 +552,7 @@ macro_rules! sending {
             /// Puts `value` if there is room right now (Python's `put_nowait`).
             ///
             /// # Errors
-            /// `Full`, `Disconnected`, `Closed` or `TooLarge`, with the value.
+            /// `Full`, `Disconnected`, `Closed`, `TooLarge` or `Encode`, with the value.
             #[doc(alias = "put_nowait")]
             pub fn try_put(&self, value: T) -> Result<(), PutError<T>> {
                 self.put_deadline(value, now())
@@ -644,8 +652,9 @@ macro_rules! receiving {
 /// two stores, and a waiting peer that is awake sees it at once; sleepers are woken only when
 /// they exist.
 ///
-/// A `Queue` handle both sends and receives. For disconnection to mean something, split roles
-/// with [`Sender`] and [`Receiver`]: once every sending handle is gone (dropped, or its process
+/// A `Queue` handle both sends and receives, so a queue never disconnects while one lives. For
+/// disconnection to mean something, split roles with [`Sender`] and [`Receiver`] (or create
+/// them split with [`channel`]): once every sending handle is gone (dropped, or its process
 /// killed) receivers drain what is left and then get [`GetError::Disconnected`]; once every
 /// receiving handle is gone, puts hand the value back in [`PutError::Disconnected`]. A killed
 /// peer is noticed within about 0.2 s by a waiter.
@@ -678,13 +687,43 @@ endpoint_type!(Queue, kind::QUEUE, BOTH);
 sending!(Queue);
 receiving!(Queue);
 
-impl<T, C: Codec<T>> Queue<T, C> {
+impl<T> Queue<T>
+where
+    DefaultCodec: Codec<T>,
+{
     /// Creates a queue for `capacity` messages (and 1 MiB of message bytes) in a new memfd
-    /// segment.
+    /// segment, with the default codec; the message type can come from the first `put`.
+    /// [`with_codec`](Self::with_codec) chooses another codec.
     ///
     /// # Errors
     /// The system error if the segment cannot be created.
+    ///
+    /// # Panics
+    /// If `capacity` is 0 or above `u32::MAX`.
+    ///
+    /// # Examples
+    /// ```
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let q = multiproc::Queue::new(64)?;
+    /// q.put(5u64)?;
+    /// assert_eq!(q.get()?, 5);
+    /// # Ok(()) }
+    /// ```
     pub fn new(capacity: usize) -> Result<Self, OpenError> {
+        Self::with_codec(capacity)
+    }
+}
+
+impl<T, C: Codec<T>> Queue<T, C> {
+    /// Creates a queue for `capacity` messages with codec `C`, e.g.
+    /// `Queue::<u64, Plain>::with_codec(64)`.
+    ///
+    /// # Errors
+    /// The system error if the segment cannot be created.
+    ///
+    /// # Panics
+    /// If `capacity` is 0 or above `u32::MAX`.
+    pub fn with_codec(capacity: usize) -> Result<Self, OpenError> {
         Self::builder().capacity(capacity).create()
     }
 
@@ -720,6 +759,38 @@ impl<T, C: Codec<T>> Queue<T, C> {
     }
 }
 
+/// A queue already split into its sending and receiving halves, with the default codec, like
+/// crossbeam's `bounded(capacity)`.
+///
+/// Once every [`Sender`] is gone (dropped, or its process killed), the receivers drain what is
+/// left and then get [`GetError::Disconnected`]; once every [`Receiver`] is gone, puts hand
+/// the value back. An unsplit [`Queue`] handle counts as both a sender and a receiver, so a
+/// queue never disconnects while one lives: split it, or use this function.
+///
+/// # Errors
+/// The system error if the segment cannot be created.
+///
+/// # Panics
+/// If `capacity` is 0 or above `u32::MAX`.
+///
+/// # Examples
+/// ```
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let (tx, rx) = multiproc::channel(16)?;
+/// tx.put("job".to_string())?;
+/// drop(tx);
+/// assert_eq!(rx.get()?, "job");
+/// assert_eq!(rx.get(), Err(multiproc::GetError::Disconnected));
+/// # Ok(()) }
+/// ```
+#[allow(clippy::type_complexity)]
+pub fn channel<T>(capacity: usize) -> Result<(Sender<T>, Receiver<T>), OpenError>
+where
+    DefaultCodec: Codec<T>,
+{
+    Queue::new(capacity)?.split()
+}
+
 /// The sending side of a [`Queue`]. Receivers see `Disconnected` once every `Sender` and
 /// `Queue` handle is gone.
 pub struct Sender<T, C = DefaultCodec> {
@@ -753,6 +824,12 @@ impl<T, C: Codec<T>> Receiver<T, C> {
         self.ep.ensure_attached();
         self.ep.ring().poll(deadline)
     }
+
+    /// Waits at most `timeout` for something to take; `true` if a `get` would return at once
+    /// (with a message, or with `Disconnected`).
+    pub fn poll(&self, timeout: Duration) -> bool {
+        self.ring_poll(after(timeout))
+    }
 }
 
 /// A [`Queue`] that counts unfinished tasks, like Python's `multiprocessing.JoinableQueue`:
@@ -782,8 +859,36 @@ endpoint_type!(JoinableQueue, kind::JOINABLE_QUEUE, BOTH);
 sending!(JoinableQueue);
 receiving!(JoinableQueue);
 
+impl<T> JoinableQueue<T>
+where
+    DefaultCodec: Codec<T>,
+{
+    /// Creates a joinable queue for `capacity` messages (and 1 MiB of message bytes) in a new
+    /// memfd segment, with the default codec.
+    ///
+    /// # Errors
+    /// The system error if the segment cannot be created.
+    ///
+    /// # Panics
+    /// If `capacity` is 0 or above `u32::MAX`.
+    pub fn new(capacity: usize) -> Result<Self, OpenError> {
+        Self::with_codec(capacity)
+    }
+}
+
 // Every published message is a task: the ring counts them (see `Ring::task_done`).
 impl<T, C: Codec<T>> JoinableQueue<T, C> {
+    /// Creates a joinable queue for `capacity` messages with codec `C`.
+    ///
+    /// # Errors
+    /// The system error if the segment cannot be created.
+    ///
+    /// # Panics
+    /// If `capacity` is 0 or above `u32::MAX`.
+    pub fn with_codec(capacity: usize) -> Result<Self, OpenError> {
+        Self::builder().capacity(capacity).create()
+    }
+
     /// Marks one task taken with `get` as done.
     ///
     /// # Errors
