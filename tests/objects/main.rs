@@ -110,10 +110,11 @@ impl Kit {
     }
 }
 
-/// Checks what `use_in_child` did, through the parent's original handles.
-fn check_parent_side(o: &Originals) {
+/// Checks what `use_in_child` did, through the parent's original handles; returns the
+/// parent's index at the barrier.
+fn check_parent_side(o: &Originals) -> u32 {
     let k = &o.kit;
-    assert_eq!(k.barrier.wait().unwrap() + 1, 2, "both parties passed");
+    let index = k.barrier.wait().unwrap();
     assert!(k.event.is_set());
     assert_eq!(k.value.get(), 15);
     assert_eq!(k.array.to_vec(), [0, 7, 0]);
@@ -126,6 +127,7 @@ fn check_parent_side(o: &Originals) {
     assert_eq!(&buf, b"kid");
     assert!(!k.lock.is_locked());
     assert!(!k.rlock.is_locked());
+    index
 }
 
 fn child_uses_clones(kit: Kit) -> u32 {
@@ -138,9 +140,10 @@ fn clones_of_every_object_work_in_a_spawned_child() {
     let _watchdog = watchdog(LIMIT, "spawned clones");
     let o = originals();
     let child = Process::spawn(child_uses_clones, Kit::clone_of(&o)).unwrap();
-    check_parent_side(&o);
-    let index = child.join().unwrap();
-    assert!(index < 2);
+    let ours = check_parent_side(&o);
+    let theirs = child.join().unwrap();
+    // One party of the two gets index 0 and the other index 1, whichever came last.
+    assert_eq!((ours.min(theirs), ours.max(theirs)), (0, 1), "both parties passed");
 }
 
 #[test]
@@ -150,9 +153,10 @@ fn clones_of_every_object_work_in_a_forked_child() {
     let kit = Kit::clone_of(&o);
     let shm = o.shm.clone();
     let child = Process::fork(move || kit.use_in_child(&shm)).unwrap();
-    check_parent_side(&o);
-    let index = child.join().unwrap();
-    assert!(index < 2);
+    let ours = check_parent_side(&o);
+    let theirs = child.join().unwrap();
+    // One party of the two gets index 0 and the other index 1, whichever came last.
+    assert_eq!((ours.min(theirs), ours.max(theirs)), (0, 1), "both parties passed");
 }
 
 #[test]
