@@ -143,7 +143,11 @@ fn clones_of_every_object_work_in_a_spawned_child() {
     let ours = check_parent_side(&o);
     let theirs = child.join().unwrap();
     // One party of the two gets index 0 and the other index 1, whichever came last.
-    assert_eq!((ours.min(theirs), ours.max(theirs)), (0, 1), "both parties passed");
+    assert_eq!(
+        (ours.min(theirs), ours.max(theirs)),
+        (0, 1),
+        "both parties passed"
+    );
 }
 
 #[test]
@@ -156,7 +160,11 @@ fn clones_of_every_object_work_in_a_forked_child() {
     let ours = check_parent_side(&o);
     let theirs = child.join().unwrap();
     // One party of the two gets index 0 and the other index 1, whichever came last.
-    assert_eq!((ours.min(theirs), ours.max(theirs)), (0, 1), "both parties passed");
+    assert_eq!(
+        (ours.min(theirs), ours.max(theirs)),
+        (0, 1),
+        "both parties passed"
+    );
 }
 
 #[test]
