@@ -20,7 +20,7 @@
 use std::process::ExitCode;
 use std::time::Instant;
 
-use multiproc::{GetError, Process, Queue, Receiver, Sender};
+use multiproc::{GetError, Process, Receiver, Sender, channel};
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize)]
@@ -87,8 +87,8 @@ fn work((worker, jobs, results): (u32, Receiver<Job>, Sender<Done>)) -> u32 {
 }
 
 fn run(workers: u32, n: u32) -> Result<bool, Box<dyn std::error::Error>> {
-    let (jobs_tx, jobs_rx) = Queue::<Job>::new(256)?.split()?;
-    let (results_tx, results_rx) = Queue::<Done>::new(256)?.split()?;
+    let (jobs_tx, jobs_rx) = channel::<Job>(256)?;
+    let (results_tx, results_rx) = channel::<Done>(256)?;
 
     let start = Instant::now();
     let mut children = Vec::new();

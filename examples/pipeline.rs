@@ -23,7 +23,7 @@
 use std::process::ExitCode;
 use std::time::Instant;
 
-use multiproc::{Codec, GetError, Process, PutError, Queue, Receiver, Sender};
+use multiproc::{Codec, GetError, Process, PutError, Receiver, Sender, channel};
 use serde::{Deserialize, Serialize};
 
 /// A parsed access-log line.
@@ -178,9 +178,9 @@ fn sink(rx: Receiver<Hit>) -> (Stats, Totals) {
 }
 
 fn run(n: u64, capacity: usize) -> Result<bool, Box<dyn std::error::Error>> {
-    let (lines_tx, lines_rx) = Queue::<String>::new(capacity)?.split()?;
-    let (records_tx, records_rx) = Queue::<Request>::new(capacity)?.split()?;
-    let (hits_tx, hits_rx) = Queue::<Hit>::new(capacity)?.split()?;
+    let (lines_tx, lines_rx) = channel::<String>(capacity)?;
+    let (records_tx, records_rx) = channel::<Request>(capacity)?;
+    let (hits_tx, hits_rx) = channel::<Hit>(capacity)?;
 
     let start = Instant::now();
     // Downstream first, so that every stage is listening when the source starts.
