@@ -13,8 +13,8 @@
 //! | `Value('Q', 0)`, `Array('I', 16)`           | [`Value<u64>`](Value), [`Array<u32>`](Array) |
 //! | `RawValue`, `RawArray`                      | [`RawValue`], [`RawArray`]                 |
 //! | `shared_memory.SharedMemory(name, create, size)` | [`SharedMemory`]                      |
-//! | `Queue(maxsize)`, `JoinableQueue(maxsize)`  | [`Queue`] (and [`Sender`]/[`Receiver`]), [`JoinableQueue`] |
-//! | `Pipe()`, `Pipe(duplex=False)`              | [`pipe`], [`pipe_oneway`] ([`Connection`]) |
+//! | `Queue(maxsize)`, `JoinableQueue(maxsize)`  | [`channel`] ([`Sender`], [`Receiver`]), [`Queue`], [`JoinableQueue`] |
+//! | `Pipe()`, `Pipe(duplex=False)`              | [`pipe`], [`duplex`] ([`Connection`]), [`pipe_oneway`] |
 //! | `Process(target=f, args=(a,))`              | [`Process::spawn`], [`Process::fork`], [`ProcessBuilder`] |
 //! | `Pool(n)`, `map`, `imap`, `apply_async`     | [`Pool`]                                   |
 //! | `cpu_count()`, `current_process()`, ...     | [`cpu_count`], [`current_process`], [`parent_process`], [`active_children`] |
@@ -23,7 +23,7 @@
 //!
 //! ```
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
-//! use multiproc::{Pool, Process, Queue};
+//! use multiproc::{Pool, Process, channel};
 //!
 //! fn count_to(n: u64) -> u64 {
 //!     (1..=n).sum()
@@ -36,7 +36,7 @@
 //! fn produce(tx: multiproc::Sender<String>) {
 //!     tx.put("hello from a child".into()).unwrap();
 //! }
-//! let (tx, rx) = Queue::<String>::builder().create()?.split()?;
+//! let (tx, rx) = channel::<String>(16)?;
 //! let child = Process::spawn(produce, tx)?;
 //! assert_eq!(rx.get()?, "hello from a child");
 //! child.join()?;
@@ -51,15 +51,19 @@
 //!
 //! ```
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
-//! use multiproc::{Plain, Queue};
+//! use multiproc::{Plain, Queue, channel};
 //!
-//! // Serde types by default; `Plain` copies plain data as bytes.
-//! let jobs = Queue::<u64, Plain>::builder().capacity(64).create()?;
-//! let (tx, rx) = jobs.split()?;
-//! tx.put(7)?; // from any process that holds (or inherited, or opened) the queue
+//! // Serde types by default, postcard-encoded; the message type comes from the first put.
+//! let (tx, rx) = channel(64)?;
+//! tx.put(7u64)?; // from any process that holds (or inherited, or opened) the queue
 //! assert_eq!(rx.get()?, 7);
 //! drop(tx);
 //! assert!(rx.get().is_err()); // every sender gone: Disconnected
+//!
+//! // `Plain` copies plain data as bytes, with no encoding at all.
+//! let (tx, rx) = Queue::<[f64; 4], Plain>::with_codec(64)?.split()?;
+//! tx.put([1.0, 2.0, 3.0, 4.0])?;
+//! assert_eq!(rx.get()?, [1.0, 2.0, 3.0, 4.0]);
 //! # Ok(()) }
 //! ```
 //!
