@@ -54,7 +54,7 @@
 //! use multiproc::{Plain, Queue};
 //!
 //! // Serde types by default; `Plain` copies plain data as bytes.
-//! let jobs = Queue::<u64, Plain>::builder().capacity(64).create()?;
+//! let jobs = Queue::<u64>::builder().codec::<Plain>().capacity(64).create()?;
 //! let (tx, rx) = jobs.split()?;
 //! tx.put(7)?; // from any process that holds (or inherited, or opened) the queue
 //! assert_eq!(rx.get()?, 7);
