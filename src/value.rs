@@ -6,9 +6,10 @@
 //! length against `len`, caching `len` locally, so `data.add(i)` for `i < len` stays inside the
 //! mapping, which lives as long as the object.
 //!
-//! `T: ShmSafe` (zerocopy's `FromBytes + IntoBytes`) means every bit pattern is a valid `T` and a
-//! `T` has no padding, so copying bytes in either direction never produces an invalid value or
-//! reads uninitialised memory. Copies go through atomic loads and stores of the widest unit the
+//! `T: ShmSafe` (zerocopy's `FromZeros + IntoBytes`) means a `T` has no padding and a fresh,
+//! zeroed segment holds valid `T`s; every load validates the bytes it copied before it makes a
+//! `T` of them (`segment::atomic_copy`), so copying in either direction never produces an
+//! invalid value (a `bool` of 2) or reads uninitialised memory. Copies go through atomic loads and stores of the widest unit the
 //! alignment allows (`segment::atomic_copy`), so a racing writer (allowed for the `Raw*` types,
 //! which have no lock) makes the result a mix of old and new bytes, never undefined behaviour.
 //!
@@ -437,6 +438,11 @@ macro_rules! array_common {
 /// (Python's `get_lock()`) returns a guard that derefs to `T` for read-modify-write. Every
 /// access goes through the lock, so the guard's `&mut T` is the only reference to the value
 /// while it lives. For atomics used without a lock, use [`RawValue`], which derefs to `&T`.
+///
+/// `Value<bool>` (and `Array<bool>`) work as for any other type. The guard's `&mut bool` points
+/// to this process's copy, never into the segment, and the copy is made from bytes checked on
+/// the way in: a byte that is neither 0 nor 1, which only a process that bypasses this crate
+/// can write, reads as `true` (see [`ShmSafe`](crate::ShmSafe)).
 ///
 /// # Examples
 /// ```

@@ -248,7 +248,8 @@ impl Mech {
             }
             Mech::QueuePlain => plain_channel(size, ring)?,
             Mech::QueueBytes => {
-                let (tx, rx) = Queue::<u8, Plain>::builder()
+                let (tx, rx) = Queue::<u8>::builder()
+                    .codec::<Plain>()
                     .max_bytes(ring)
                     .create()
                     .and_then(Queue::split)
@@ -367,7 +368,8 @@ pub fn ring_bytes(size: usize) -> usize {
 pub fn pipe_limit() -> usize {
     static LIMIT: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
     *LIMIT.get_or_init(|| {
-        Queue::<u8, Plain>::builder()
+        Queue::<u8>::builder()
+            .codec::<Plain>()
             .create()
             .map(|q| q.max_message_len())
             .unwrap_or(0)
@@ -501,7 +503,8 @@ impl<const W: usize> Rx for PlainRx<W> {
 }
 
 fn plain_of<const W: usize>(ring: usize) -> Result<Channel, String> {
-    let (tx, rx) = Queue::<[u64; W], Plain>::builder()
+    let (tx, rx) = Queue::<[u64; W]>::builder()
+        .codec::<Plain>()
         .max_bytes(ring)
         .create()
         .and_then(Queue::split)

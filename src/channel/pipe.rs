@@ -144,8 +144,8 @@ where
     /// The system error if the segments cannot be created.
     #[allow(clippy::type_complexity)]
     pub fn pair() -> Result<(Self, Connection<R, S, C>), OpenError> {
-        let (a_tx, a_rx) = Queue::<S, C>::builder().create()?.split()?;
-        let (b_tx, b_rx) = Queue::<R, C>::builder().create()?.split()?;
+        let (a_tx, a_rx) = Queue::<S>::builder().codec::<C>().create()?.split()?;
+        let (b_tx, b_rx) = Queue::<R>::builder().codec::<C>().create()?.split()?;
         Ok((
             Connection { tx: a_tx, rx: b_rx },
             Connection { tx: b_tx, rx: a_rx },

@@ -405,7 +405,9 @@ impl Drop for Endpoint {
 /// Implements `sealed::Object`, `open` and `Clone` for a handle type wrapping an `Endpoint`.
 macro_rules! endpoint_type {
     ($ty:ident, $kind:expr, $role:expr) => {
-        impl<T, C: Codec<T>> sealed::Object for $ty<T, C> {
+        // No codec bound: the builder of a queue whose message type is still to be inferred
+        // (`Queue::builder()...create()?` before the first `put`) must be nameable.
+        impl<T, C> sealed::Object for $ty<T, C> {
             type Config = QueueConfig;
             const KIND: u32 = $kind;
 
@@ -433,18 +435,36 @@ macro_rules! endpoint_type {
             }
         }
 
-        impl<T, C: Codec<T>> $ty<T, C> {
-            /// A builder: capacity in messages and bytes, name, backing.
+        impl<T> $ty<T> {
+            /// A builder with the default codec: capacity in messages and bytes, name, backing.
+            /// As with `new`, the message type can come from the first `put`;
+            /// [`codec`](Builder::codec) chooses another codec.
+            ///
+            /// ```
+            /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+            /// use multiproc::{Plain, Queue};
+            /// let q = Queue::builder().capacity(64).create()?;
+            /// q.put(5u64)?;
+            /// assert_eq!(q.get()?, 5);
+            /// let raw = Queue::builder().codec::<Plain>().capacity(8).create()?;
+            /// raw.put([1u32, 2])?;
+            /// assert_eq!(raw.get()?, [1, 2]);
+            /// # Ok(()) }
+            /// ```
             pub fn builder() -> Builder<Self> {
                 Builder::with_config(QueueConfig::default())
             }
+        }
 
+        impl<T, C: Codec<T>> $ty<T, C> {
             /// Opens the existing queue named `name`.
             ///
             /// # Errors
             /// As [`Builder::open`].
             pub fn open(name: &str) -> Result<Self, OpenError> {
-                Self::builder().name(name).open()
+                Builder::<Self>::with_config(QueueConfig::default())
+                    .name(name)
+                    .open()
             }
 
             /// Most messages the queue holds at once.
@@ -486,7 +506,14 @@ macro_rules! endpoint_type {
             }
         }
 
-        impl<T, C: Codec<T>> Builder<$ty<T, C>> {
+        impl<T, C> Builder<$ty<T, C>> {
+            /// The codec that turns messages into bytes (the default is
+            /// [`DefaultCodec`](crate::DefaultCodec)): `.codec::<Plain>()` for plain data
+            /// copied as it is.
+            pub fn codec<C2: Codec<T>>(self) -> Builder<$ty<T, C2>> {
+                self.retype()
+            }
+
             /// Most messages held at once (Python's `maxsize`; default 1024).
             ///
             /// # Panics
@@ -724,7 +751,9 @@ impl<T, C: Codec<T>> Queue<T, C> {
     /// # Panics
     /// If `capacity` is 0 or above `u32::MAX`.
     pub fn with_codec(capacity: usize) -> Result<Self, OpenError> {
-        Self::builder().capacity(capacity).create()
+        Builder::<Self>::with_config(QueueConfig::default())
+            .capacity(capacity)
+            .create()
     }
 
     /// A sending handle on the same queue.
@@ -886,7 +915,9 @@ impl<T, C: Codec<T>> JoinableQueue<T, C> {
     /// # Panics
     /// If `capacity` is 0 or above `u32::MAX`.
     pub fn with_codec(capacity: usize) -> Result<Self, OpenError> {
-        Self::builder().capacity(capacity).create()
+        Builder::<Self>::with_config(QueueConfig::default())
+            .capacity(capacity)
+            .create()
     }
 
     /// Marks one task taken with `get` as done.

@@ -594,7 +594,8 @@ impl Builder {
         let name = setup.name.clone();
         // An anonymous shared mapping: the child inherits it, and it costs fewer system
         // calls than a memfd.
-        let (up_tx, up_rx) = Queue::<u8, crate::Plain>::builder()
+        let (up_tx, up_rx) = Queue::<u8>::builder()
+            .codec::<crate::Plain>()
             .capacity(4)
             .max_bytes(LINK_BYTES)
             .anonymous()
@@ -673,7 +674,8 @@ impl Builder {
 /// A byte queue of `bytes` (rounded up to a power of two) between a parent and a child, for a
 /// few messages of up to half that.
 fn link(bytes: usize) -> Result<(BytesTx, BytesRx), OpenError> {
-    Queue::<u8, crate::Plain>::builder()
+    Queue::<u8>::builder()
+        .codec::<crate::Plain>()
         .capacity(4)
         .max_bytes(bytes)
         .create()?

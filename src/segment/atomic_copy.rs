@@ -3,9 +3,11 @@
 //! allow. (Untyped payload bytes go through `foreign`, whose note gives the policy.)
 #![allow(unsafe_code)]
 //! # Safety
-//! `T: ShmSafe` (zerocopy's `FromBytes + IntoBytes`) means every bit pattern is a valid `T` and a
-//! `T` has no padding, so copying bytes in either direction never produces an invalid value or
-//! reads uninitialised memory. Each unit is copied with an atomic access of its own width at an
+//! `T: ShmSafe` (zerocopy's `FromZeros + IntoBytes`) means all zeros is a valid `T` and a `T` has
+//! no padding, so storing a `T` never reads uninitialised memory. Not every bit pattern need be a
+//! valid `T` (`bool`, `char`), so a load copies the bytes into a buffer of its own and only then
+//! makes a `T` of them, through zerocopy's validating `try_read_from_bytes`, repairing an invalid
+//! image as [`ShmSafe`] documents: foreign bytes never become an invalid value. Each unit is copied with an atomic access of its own width at an
 //! address aligned to it, so a racing writer makes the result a mix of old and new bytes, never
 //! undefined behaviour. The callers (`atomic_load`, `atomic_store`) vouch for the range.
 
@@ -13,14 +15,26 @@ use std::mem::MaybeUninit;
 use std::ptr::NonNull;
 use std::sync::atomic::{self, AtomicU8, AtomicU16, AtomicU32, AtomicU64, Ordering};
 
-use zerocopy::{FromBytes, IntoBytes};
+use zerocopy::{FromZeros, IntoBytes};
 
-/// Plain data that can live in shared memory: every bit pattern valid, no padding, no pointers.
+#[cfg(doc)]
+use zerocopy::FromBytes;
+
+/// Plain data that can live in shared memory: all zeros valid, no padding, no pointers.
 ///
-/// Implemented for every type that implements zerocopy's [`FromBytes`] and [`IntoBytes`]: the
-/// integers and floats, arrays of them, the `core::sync::atomic` integers, and your own
-/// `#[repr(C)]` structs with `#[derive(FromBytes, IntoBytes, KnownLayout, Immutable)]`.
-/// Do not put file descriptors or addresses in them: they mean nothing in another process.
+/// Implemented for every type that implements zerocopy's [`FromZeros`] and [`IntoBytes`]: the
+/// integers and floats, `bool` and `char`, arrays of them, the `core::sync::atomic` integers,
+/// and your own `#[repr(C)]` structs with `#[derive(FromBytes, IntoBytes, KnownLayout,
+/// Immutable)]`. Do not put file descriptors or addresses in them: they mean nothing in another
+/// process.
+///
+/// # Bytes that are not a valid value
+/// Another process can write any bytes into a segment, also ones that are no valid `T` for a
+/// type such as `bool` (only 0 and 1 are) or `char`. Every read checks the bytes it copied
+/// and never makes an invalid value of them. An invalid image is read as if each nonzero byte
+/// were 1, or, if that is no valid `T` either, as all zeros. So a `bool` reads any nonzero byte
+/// as `true`, as C and Python's `ctypes.c_bool` do. Processes that use this crate only ever
+/// write valid values; for types with [`FromBytes`], every image is valid and nothing changes.
 ///
 /// The derives come re-exported as [`multiproc::zerocopy`](crate::zerocopy), so no `zerocopy`
 /// line is needed in your `Cargo.toml`; `#[zerocopy(crate = ...)]` tells them where to look:
@@ -42,8 +56,8 @@ use zerocopy::{FromBytes, IntoBytes};
 /// assert_eq!(p.get(), Point { x: 11, y: 2 });
 /// # Ok(()) }
 /// ```
-pub trait ShmSafe: FromBytes + IntoBytes + Sized {}
-impl<T: FromBytes + IntoBytes> ShmSafe for T {}
+pub trait ShmSafe: FromZeros + IntoBytes + Sized {}
+impl<T: FromZeros + IntoBytes> ShmSafe for T {}
 
 /// The widest atomic unit (8, 4, 2 or 1 bytes) that divides `T`'s size and alignment. For a
 /// `ShmAtomic` type that is the width of its atomics, so a copy never mixes sizes with them.
@@ -171,8 +185,21 @@ unsafe fn load<T: ShmSafe>(src: NonNull<T>, for_update: bool) -> T {
         unsafe { load_unit(s.wrapping_add(i), dst.wrapping_add(i), unit, for_update) };
     }
     atomic::fence(Ordering::Acquire);
-    // SAFETY: every byte of `out` was written, and T: FromBytes accepts any bit pattern.
-    unsafe { out.assume_init() }
+    // SAFETY: every byte of `out` was written by the loop above, so the `size_of::<T>()` bytes
+    // are initialised; `out` is a local that nothing else writes while the slice lives.
+    let bytes = unsafe { std::slice::from_raw_parts(dst.cast_const(), size_of::<T>()) };
+    from_foreign_bytes(bytes)
+}
+
+/// The `T` that `bytes` (copied out of a segment) stand for, as [`ShmSafe`] documents: the
+/// bytes themselves if they are a valid `T`, else the bytes with every nonzero byte set to 1,
+/// else all zeros. For `T: FromBytes` the first step always succeeds.
+fn from_foreign_bytes<T: ShmSafe>(bytes: &[u8]) -> T {
+    if let Ok(v) = T::try_read_from_bytes(bytes) {
+        return v;
+    }
+    let ones: Vec<u8> = bytes.iter().map(|&b| u8::from(b != 0)).collect();
+    T::try_read_from_bytes(&ones).unwrap_or_else(|_| T::new_zeroed())
 }
 
 /// Copies `value` into shared memory with atomic stores.
@@ -206,4 +233,35 @@ pub(crate) fn bytes_of<T: ShmSafe>(value: T) -> Vec<u8> {
         std::ptr::copy_nonoverlapping((&raw const value).cast::<u8>(), out.as_mut_ptr(), out.len())
     };
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::from_foreign_bytes;
+
+    #[test]
+    fn foreign_bytes_never_make_an_invalid_value() {
+        assert!(!from_foreign_bytes::<bool>(&[0]));
+        assert!(from_foreign_bytes::<bool>(&[1]));
+        assert!(from_foreign_bytes::<bool>(&[2]));
+        assert!(from_foreign_bytes::<bool>(&[255]));
+        assert_eq!(
+            from_foreign_bytes::<[bool; 3]>(&[0, 9, 1]),
+            [false, true, true]
+        );
+        // A surrogate is no `char`: read as if each nonzero byte were 1 (0x0100).
+        assert_eq!(
+            from_foreign_bytes::<char>(&0xD800u32.to_le_bytes()),
+            '\u{100}'
+        );
+        // Still not a `char` with ones (0x0101_0101 is past char::MAX): all zeros.
+        assert_eq!(
+            from_foreign_bytes::<char>(&0xFFFF_FFFFu32.to_le_bytes()),
+            '\0'
+        );
+        assert_eq!(
+            from_foreign_bytes::<u32>(&0xFFFF_FFFFu32.to_le_bytes()),
+            u32::MAX
+        );
+    }
 }

@@ -159,6 +159,17 @@ impl<T: sealed::Object> Builder<T> {
         }
     }
 
+    /// The same settings for another object type with the same configuration (a queue with
+    /// another codec).
+    pub(crate) fn retype<U: sealed::Object<Config = T::Config>>(self) -> Builder<U> {
+        Builder {
+            backing: self.backing,
+            open_timeout: self.open_timeout,
+            config: self.config,
+            _type: PhantomData,
+        }
+    }
+
     /// Backs the object with the POSIX shm object `name` (`/dev/shm/<name>`; a leading `/` is
     /// optional, as in Python). Created exclusively with mode 0600; unlinked when the creating
     /// process drops it.

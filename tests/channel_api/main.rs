@@ -264,3 +264,42 @@ mod msgpack {
         }
     }
 }
+
+fn square_into(q: Queue<u64>) {
+    let n = q.get().unwrap();
+    q.put(n * n).unwrap();
+}
+
+fn sum_plain(q: Queue<[u32; 2], multiproc::Plain>) {
+    let [a, b] = q.get().unwrap();
+    q.put([a + b, 0]).unwrap();
+}
+
+#[test]
+fn queue_builder_infers_its_message_type_and_codec_picks_another() {
+    let _watchdog = common::watchdog(LIMIT, "builder test");
+    // The message type comes from the `put`s, the codec is the default one.
+    let q = Queue::builder().capacity(64).create().unwrap();
+    q.put(12u64).unwrap();
+    let child = Process::spawn(square_into, q.clone()).unwrap();
+    child.join().unwrap();
+    assert_eq!(q.get().unwrap(), 144);
+    assert_eq!(q.capacity(), 64);
+
+    // `.codec::<Plain>()` changes the builder's type; the other settings stay.
+    let q = Queue::builder()
+        .capacity(4)
+        .codec::<multiproc::Plain>()
+        .create()
+        .unwrap();
+    assert_eq!(q.capacity(), 4);
+    q.put([20u32, 22]).unwrap();
+    let child = Process::spawn(sum_plain, q.clone()).unwrap();
+    child.join().unwrap();
+    assert_eq!(q.get().unwrap(), [42, 0]);
+
+    let jq = JoinableQueue::builder().capacity(2).create().unwrap();
+    jq.put("task".to_string()).unwrap();
+    assert_eq!(jq.get().unwrap(), "task");
+    jq.task_done().unwrap();
+}

@@ -51,7 +51,8 @@ struct Tagged {
 
 #[test]
 fn queue_put_get_in_order_and_empty() {
-    let q = Queue::<u64, Plain>::builder()
+    let q = Queue::<u64>::builder()
+        .codec::<Plain>()
         .capacity(8)
         .max_bytes(256)
         .create()
@@ -74,7 +75,8 @@ fn queue_put_get_in_order_and_empty() {
 
 #[test]
 fn queue_full_hands_the_value_back() {
-    let q = Queue::<u32, Plain>::builder()
+    let q = Queue::<u32>::builder()
+        .codec::<Plain>()
         .capacity(3)
         .max_bytes(256)
         .create()
@@ -101,7 +103,8 @@ fn queue_full_hands_the_value_back() {
 #[test]
 fn queue_bytes_wrap_around() {
     const MAX_BYTES: usize = 256;
-    let q = Queue::<u8, Plain>::builder()
+    let q = Queue::<u8>::builder()
+        .codec::<Plain>()
         .capacity(4)
         .max_bytes(MAX_BYTES)
         .create()
@@ -152,7 +155,8 @@ fn queue_bytes_wrap_around() {
 /// An empty message whose 8-byte record ends exactly at the end of the data region.
 #[test]
 fn empty_message_in_the_last_eight_bytes() {
-    let q = Queue::<u8, Plain>::builder()
+    let q = Queue::<u8>::builder()
+        .codec::<Plain>()
         .capacity(8)
         .max_bytes(64)
         .create()
@@ -172,7 +176,8 @@ fn empty_message_in_the_last_eight_bytes() {
 
 #[test]
 fn queue_plain_struct_round_trip() {
-    let q = Queue::<Tagged, Plain>::builder()
+    let q = Queue::<Tagged>::builder()
+        .codec::<Plain>()
         .capacity(4)
         .max_bytes(128)
         .create()
@@ -217,7 +222,8 @@ fn queue_serde_codec_round_trip() {
 fn queue_threads_exactly_once_in_order() {
     const PRODUCERS: u32 = 2;
     let per = rounds(100, 20_000) as u32;
-    let (tx, rx) = Queue::<Tagged, Plain>::builder()
+    let (tx, rx) = Queue::<Tagged>::builder()
+        .codec::<Plain>()
         .capacity(4)
         .max_bytes(128)
         .create()

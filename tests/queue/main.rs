@@ -78,7 +78,8 @@ fn four_producers_four_consumers_exactly_once_in_order() {
     }
     let _watchdog = watchdog(LIMIT, "4x4 test");
     let name = unique_name("q4x4");
-    let queue = Queue::<Tagged, Plain>::builder()
+    let queue = Queue::<Tagged>::builder()
+        .codec::<Plain>()
         .name(&name)
         .capacity(4096)
         .max_bytes(1 << 16)
@@ -185,7 +186,8 @@ fn blocks() -> Vec<Block64> {
 
 /// Builder for the echo queues: room for 1 MiB messages.
 fn big<T, C: multiproc::Codec<T>>(name: &str) -> Queue<T, C> {
-    Queue::<T, C>::builder()
+    Queue::<T>::builder()
+        .codec::<C>()
         .name(name)
         .capacity(64)
         .max_bytes(4 << 20)
@@ -339,7 +341,8 @@ fn named_pipe() -> (Connection<Job>, Connection<Job>, Creators) {
 fn the_same_queue_works_between_threads() {
     let _watchdog = watchdog(LIMIT, "threads test");
     const PER: u32 = 20_000;
-    let q = Queue::<Tagged, Plain>::builder()
+    let q = Queue::<Tagged>::builder()
+        .codec::<Plain>()
         .capacity(256)
         .create()
         .unwrap();
@@ -377,7 +380,11 @@ fn the_same_queue_works_between_threads() {
 
 #[test]
 fn limits_and_timeouts() {
-    let q = Queue::<u64, Plain>::builder().capacity(2).create().unwrap();
+    let q = Queue::<u64>::builder()
+        .codec::<Plain>()
+        .capacity(2)
+        .create()
+        .unwrap();
     assert_eq!(q.capacity(), 2);
     q.put(1).unwrap();
     q.try_put(2).unwrap();
@@ -492,7 +499,8 @@ fn ping_pong(test: &str, capacity: usize) {
     let _watchdog = watchdog(LIMIT, "ping-pong test");
     let queue = |tag: &str| {
         let name = unique_name(tag);
-        let q = Queue::<u64, Plain>::builder()
+        let q = Queue::<u64>::builder()
+            .codec::<Plain>()
             .name(&name)
             .capacity(capacity)
             .create()

@@ -243,3 +243,96 @@ fn raw_array_of_u16_atomics_copies_and_derefs_agree() {
     assert_eq!(arr.get(1).unwrap().into_inner(), 0x1235);
     assert_eq!(arr[0].load(Ordering::Relaxed), 0);
 }
+
+/// Byte offset of element `i` of a one-byte `Value`/`Array` in its `/dev/shm` file: a 64-byte
+/// segment header, then the 64-byte lock and geometry state, then the elements.
+fn element_offset(i: u64) -> u64 {
+    128 + i
+}
+
+/// Writes `bytes` at `offset` of the named segment's file, as a process that ignores the lock
+/// and the crate could (the shared mappings see the file's pages).
+fn scribble(name: &str, offset: u64, bytes: &[u8]) {
+    use std::os::unix::fs::FileExt;
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .open(format!("/dev/shm/{name}"))
+        .unwrap();
+    file.write_all_at(bytes, offset).unwrap();
+}
+
+#[test]
+fn value_and_array_of_bool_set_by_a_child_read_in_the_parent() {
+    if role().is_some() {
+        let v = Value::<bool>::open(&arg("VALUE")).unwrap();
+        assert!(!v.get());
+        *v.lock().unwrap() = true;
+        let flags = Array::<bool>::open(&arg("ARRAY")).unwrap();
+        flags.set(1, true);
+        flags.lock().unwrap()[3] = true;
+        return;
+    }
+    let _watchdog = watchdog(LIMIT, "bool test");
+    let v_name = unique_name("bool");
+    let a_name = unique_name("bools");
+    let v = Value::builder()
+        .name(&v_name)
+        .value(false)
+        .create()
+        .unwrap();
+    let flags = Array::<bool>::builder()
+        .name(&a_name)
+        .len(4)
+        .create()
+        .unwrap();
+    let mut child = spawn(
+        &this_test!(value_and_array_of_bool_set_by_a_child_read_in_the_parent),
+        "worker",
+        &[("VALUE", v_name), ("ARRAY", a_name)],
+    );
+    assert!(common::wait_for(&mut child, LIMIT).success());
+    assert!(v.get());
+    assert!(*v.lock().unwrap());
+    v.set(false);
+    assert!(!v.get());
+    assert_eq!(flags.to_vec(), [false, true, false, true]);
+}
+
+#[test]
+fn bool_bytes_that_a_hostile_process_wrote_read_as_true() {
+    if role().is_some() {
+        // The hostile peer: writes bytes that are no valid `bool` into both segments.
+        scribble(&arg("VALUE"), element_offset(0), &[2]);
+        scribble(&arg("ARRAY"), element_offset(0), &[0, 7, 255, 1]);
+        scribble(&arg("RAW"), element_offset(0), &[0x80]);
+        return;
+    }
+    let _watchdog = watchdog(LIMIT, "hostile bool test");
+    let v_name = unique_name("bool");
+    let a_name = unique_name("bools");
+    let r_name = unique_name("rawbool");
+    let v = Value::<bool>::builder().name(&v_name).create().unwrap();
+    let flags = Array::<bool>::builder()
+        .name(&a_name)
+        .len(4)
+        .create()
+        .unwrap();
+    let raw = RawValue::<bool>::builder().name(&r_name).create().unwrap();
+    let mut child = spawn(
+        &this_test!(bool_bytes_that_a_hostile_process_wrote_read_as_true),
+        "hostile",
+        &[("VALUE", v_name), ("ARRAY", a_name), ("RAW", r_name)],
+    );
+    assert!(common::wait_for(&mut child, LIMIT).success());
+    assert!(v.get());
+    {
+        let mut g = v.lock().unwrap();
+        assert!(*g);
+        *g = !*g;
+    }
+    assert!(!v.get());
+    assert_eq!(flags.to_vec(), [false, true, true, true]);
+    assert_eq!(flags.get(2), Some(true));
+    assert_eq!(*flags.lock().unwrap(), [false, true, true, true]);
+    assert!(raw.get());
+}

@@ -132,7 +132,8 @@ pub(super) struct Manager {
 
 impl Manager {
     pub(super) fn start_worker(&mut self, index: u32) -> Result<Worker, ProcessError> {
-        let (tasks_tx, tasks_rx) = Queue::<u8, Plain>::builder()
+        let (tasks_tx, tasks_rx) = Queue::<u8>::builder()
+            .codec::<Plain>()
             .capacity(4 * DEPTH_TASKS)
             .max_bytes(QUEUE_BYTES)
             .create()?

@@ -150,7 +150,8 @@ impl PoolBuilder {
     /// A [`ProcessError`] if the shared queues or a worker cannot be made.
     pub fn build(self) -> Result<Pool, ProcessError> {
         let n = self.processes.unwrap_or_else(cpu_count);
-        let (reports_tx, reports_rx) = Queue::<u8, Plain>::builder()
+        let (reports_tx, reports_rx) = Queue::<u8>::builder()
+            .codec::<Plain>()
             .capacity(8192)
             .max_bytes(QUEUE_BYTES)
             .create()?
