@@ -253,15 +253,27 @@ pub struct OverReleaseError;
 #[error("barrier is broken")]
 pub struct BrokenBarrierError;
 
-/// A put that did not happen; the value comes back.
+/// A blocking put or send that did not happen; the value comes back.
 ///
-/// `put` returns only `Disconnected`, `Closed`, `TooLarge`, `Encode` and `Corrupted`; the try
-/// and timed forms also `Full`.
+/// Returned by `put`, `put_bytes`, [`Connection::send`](crate::Connection::send) and
+/// [`Connection::send_bytes`](crate::Connection::send_bytes). A blocking put waits for room, so
+/// it never fails for being full; [`TryPutError`] and [`PutTimeoutError`] add that case.
+///
+/// # Examples
+/// ```
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// use multiproc::PutError;
+///
+/// let (tx, rx) = multiproc::channel::<u32>(4)?;
+/// drop(rx);
+/// let err = tx.put(7).unwrap_err();
+/// assert!(err.is_disconnected());
+/// assert_eq!(err, PutError::Disconnected(7));
+/// assert_eq!(err.into_inner(), 7);
+/// # Ok(()) }
+/// ```
 #[derive(PartialEq, Eq, Clone, thiserror::Error)]
 pub enum PutError<T> {
-    /// No room (right now, or before the timeout).
-    #[error("queue is full")]
-    Full(T),
     /// Every receiving handle is gone (dropped, or its process died).
     #[error("every receiver is gone")]
     Disconnected(T),
@@ -284,6 +296,76 @@ impl<T> PutError<T> {
     /// The value that was not put.
     pub fn into_inner(self) -> T {
         match self {
+            Self::Disconnected(v)
+            | Self::Closed(v)
+            | Self::TooLarge(v)
+            | Self::Encode(v, _)
+            | Self::Corrupted(v, _) => v,
+        }
+    }
+
+    /// Whether every receiving handle is gone.
+    pub fn is_disconnected(&self) -> bool {
+        matches!(self, Self::Disconnected(_))
+    }
+}
+
+impl<T> std::fmt::Debug for PutError<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Disconnected(_) => "Disconnected(..)",
+            Self::Closed(_) => "Closed(..)",
+            Self::TooLarge(_) => "TooLarge(..)",
+            Self::Encode(_, e) => return write!(f, "Encode(.., {e:?})"),
+            Self::Corrupted(_, _) => "Corrupted(..)",
+        })
+    }
+}
+
+/// A put or send that did not happen at once; the value comes back.
+///
+/// Returned by `try_put`, `try_put_bytes` and [`Connection::try_send`](crate::Connection::try_send):
+/// [`Full`](Self::Full), or any [`PutError`].
+///
+/// # Examples
+/// ```
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// use multiproc::TryPutError;
+///
+/// let q = multiproc::Queue::<u32>::new(1)?;
+/// q.try_put(1)?;
+/// match q.try_put(2) {
+///     Err(TryPutError::Full(v)) => assert_eq!(v, 2),
+///     other => panic!("expected Full, got {other:?}"),
+/// }
+/// # Ok(()) }
+/// ```
+#[derive(PartialEq, Eq, Clone, thiserror::Error)]
+pub enum TryPutError<T> {
+    /// No room right now.
+    #[error("queue is full")]
+    Full(T),
+    /// As [`PutError::Disconnected`].
+    #[error("every receiver is gone")]
+    Disconnected(T),
+    /// As [`PutError::Closed`].
+    #[error("queue is closed")]
+    Closed(T),
+    /// As [`PutError::TooLarge`].
+    #[error("message is larger than the queue can hold")]
+    TooLarge(T),
+    /// As [`PutError::Encode`].
+    #[error("{1}")]
+    Encode(T, EncodeError),
+    /// As [`PutError::Corrupted`].
+    #[error("queue is corrupted: {1}")]
+    Corrupted(T, &'static str),
+}
+
+impl<T> TryPutError<T> {
+    /// The value that was not put.
+    pub fn into_inner(self) -> T {
+        match self {
             Self::Full(v)
             | Self::Disconnected(v)
             | Self::Closed(v)
@@ -292,9 +374,31 @@ impl<T> PutError<T> {
             | Self::Corrupted(v, _) => v,
         }
     }
+
+    /// Whether the queue had no room.
+    pub fn is_full(&self) -> bool {
+        matches!(self, Self::Full(_))
+    }
+
+    /// Whether every receiving handle is gone.
+    pub fn is_disconnected(&self) -> bool {
+        matches!(self, Self::Disconnected(_))
+    }
 }
 
-impl<T> std::fmt::Debug for PutError<T> {
+impl<T> From<PutError<T>> for TryPutError<T> {
+    fn from(e: PutError<T>) -> Self {
+        match e {
+            PutError::Disconnected(v) => Self::Disconnected(v),
+            PutError::Closed(v) => Self::Closed(v),
+            PutError::TooLarge(v) => Self::TooLarge(v),
+            PutError::Encode(v, e) => Self::Encode(v, e),
+            PutError::Corrupted(v, what) => Self::Corrupted(v, what),
+        }
+    }
+}
+
+impl<T> std::fmt::Debug for TryPutError<T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
             Self::Full(_) => "Full(..)",
@@ -307,15 +411,112 @@ impl<T> std::fmt::Debug for PutError<T> {
     }
 }
 
-/// A get that returned no message.
+/// A put that did not happen before its timeout; the value comes back.
 ///
-/// `get` returns only `Disconnected`, `Corrupted` and `Decode`; the try and timed forms also
-/// `Empty`; `get_bytes_into` also `BufferTooSmall`.
+/// Returned by `put_timeout`: [`Timeout`](Self::Timeout), or any [`PutError`].
+///
+/// # Examples
+/// ```
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// use std::time::Duration;
+///
+/// let q = multiproc::Queue::<u32>::new(1)?;
+/// q.put(1)?;
+/// let err = q.put_timeout(2, Duration::from_millis(10)).unwrap_err();
+/// assert!(err.is_timeout());
+/// assert_eq!(err.into_inner(), 2);
+/// # Ok(()) }
+/// ```
+#[derive(PartialEq, Eq, Clone, thiserror::Error)]
+pub enum PutTimeoutError<T> {
+    /// No room before the timeout.
+    #[error("timed out waiting for room in the queue")]
+    Timeout(T),
+    /// As [`PutError::Disconnected`].
+    #[error("every receiver is gone")]
+    Disconnected(T),
+    /// As [`PutError::Closed`].
+    #[error("queue is closed")]
+    Closed(T),
+    /// As [`PutError::TooLarge`].
+    #[error("message is larger than the queue can hold")]
+    TooLarge(T),
+    /// As [`PutError::Encode`].
+    #[error("{1}")]
+    Encode(T, EncodeError),
+    /// As [`PutError::Corrupted`].
+    #[error("queue is corrupted: {1}")]
+    Corrupted(T, &'static str),
+}
+
+impl<T> PutTimeoutError<T> {
+    /// The value that was not put.
+    pub fn into_inner(self) -> T {
+        match self {
+            Self::Timeout(v)
+            | Self::Disconnected(v)
+            | Self::Closed(v)
+            | Self::TooLarge(v)
+            | Self::Encode(v, _)
+            | Self::Corrupted(v, _) => v,
+        }
+    }
+
+    /// Whether the queue stayed without room until the timeout.
+    pub fn is_timeout(&self) -> bool {
+        matches!(self, Self::Timeout(_))
+    }
+
+    /// Whether every receiving handle is gone.
+    pub fn is_disconnected(&self) -> bool {
+        matches!(self, Self::Disconnected(_))
+    }
+}
+
+impl<T> From<PutError<T>> for PutTimeoutError<T> {
+    fn from(e: PutError<T>) -> Self {
+        match e {
+            PutError::Disconnected(v) => Self::Disconnected(v),
+            PutError::Closed(v) => Self::Closed(v),
+            PutError::TooLarge(v) => Self::TooLarge(v),
+            PutError::Encode(v, e) => Self::Encode(v, e),
+            PutError::Corrupted(v, what) => Self::Corrupted(v, what),
+        }
+    }
+}
+
+impl<T> std::fmt::Debug for PutTimeoutError<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Timeout(_) => "Timeout(..)",
+            Self::Disconnected(_) => "Disconnected(..)",
+            Self::Closed(_) => "Closed(..)",
+            Self::TooLarge(_) => "TooLarge(..)",
+            Self::Encode(_, e) => return write!(f, "Encode(.., {e:?})"),
+            Self::Corrupted(_, _) => "Corrupted(..)",
+        })
+    }
+}
+
+/// A blocking get or receive that returned no message.
+///
+/// Returned by `get`, `get_bytes`, `get_bytes_into`, [`Connection::recv`](crate::Connection::recv)
+/// and its bytes forms. A blocking get waits for a message, so it never fails for an empty queue;
+/// [`TryGetError`] and [`GetTimeoutError`] add that case. Only the `*_into` forms give
+/// [`BufferTooSmall`](Self::BufferTooSmall).
+///
+/// # Examples
+/// ```
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// use multiproc::GetError;
+///
+/// let (tx, rx) = multiproc::channel::<u32>(4)?;
+/// drop(tx);
+/// assert_eq!(rx.get(), Err(GetError::Disconnected));
+/// # Ok(()) }
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum GetError {
-    /// Nothing arrived (right now, or before the timeout).
-    #[error("queue is empty")]
-    Empty,
     /// Every sending handle is gone (dropped, killed, or the queue closed) and the queue is
     /// drained.
     #[error("every sender is gone and the queue is drained")]
@@ -323,12 +524,136 @@ pub enum GetError {
     /// The caller's buffer is smaller than the next message (which stays in the queue).
     #[error("message of {0} bytes does not fit the buffer")]
     BufferTooSmall(usize),
-    /// The message's bytes do not decode as the queue's type; it was consumed.
+    /// The message's bytes do not decode as the queue's type; it was consumed, and its bytes
+    /// travel in the [`DecodeError`].
     #[error(transparent)]
     Decode(#[from] DecodeError),
     /// The queue's shared state was scribbled on; nothing can be read safely.
     #[error("queue is corrupted: {0}")]
     Corrupted(&'static str),
+}
+
+impl GetError {
+    /// Whether every sending handle is gone and the queue is drained.
+    pub fn is_disconnected(&self) -> bool {
+        matches!(self, Self::Disconnected)
+    }
+}
+
+/// A get or receive that found no message at once.
+///
+/// Returned by `try_get` and [`Connection::try_recv`](crate::Connection::try_recv):
+/// [`Empty`](Self::Empty), or any [`GetError`].
+///
+/// # Examples
+/// ```
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// use multiproc::TryGetError;
+///
+/// let (tx, rx) = multiproc::channel::<u32>(4)?;
+/// assert_eq!(rx.try_get(), Err(TryGetError::Empty));
+/// drop(tx);
+/// assert_eq!(rx.try_get(), Err(TryGetError::Disconnected));
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TryGetError {
+    /// Nothing there right now.
+    #[error("queue is empty")]
+    Empty,
+    /// As [`GetError::Disconnected`].
+    #[error("every sender is gone and the queue is drained")]
+    Disconnected,
+    /// As [`GetError::BufferTooSmall`].
+    #[error("message of {0} bytes does not fit the buffer")]
+    BufferTooSmall(usize),
+    /// As [`GetError::Decode`].
+    #[error(transparent)]
+    Decode(DecodeError),
+    /// As [`GetError::Corrupted`].
+    #[error("queue is corrupted: {0}")]
+    Corrupted(&'static str),
+}
+
+impl TryGetError {
+    /// Whether the queue had no message.
+    pub fn is_empty(&self) -> bool {
+        matches!(self, Self::Empty)
+    }
+
+    /// Whether every sending handle is gone and the queue is drained.
+    pub fn is_disconnected(&self) -> bool {
+        matches!(self, Self::Disconnected)
+    }
+}
+
+impl From<GetError> for TryGetError {
+    fn from(e: GetError) -> Self {
+        match e {
+            GetError::Disconnected => Self::Disconnected,
+            GetError::BufferTooSmall(n) => Self::BufferTooSmall(n),
+            GetError::Decode(e) => Self::Decode(e),
+            GetError::Corrupted(what) => Self::Corrupted(what),
+        }
+    }
+}
+
+/// A get or receive that returned no message before its timeout.
+///
+/// Returned by `get_timeout`, `get_bytes_timeout` and
+/// [`Connection::recv_timeout`](crate::Connection::recv_timeout): [`Timeout`](Self::Timeout), or
+/// any [`GetError`].
+///
+/// # Examples
+/// ```
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// use std::time::Duration;
+///
+/// let (_tx, rx) = multiproc::channel::<u32>(4)?;
+/// let err = rx.get_timeout(Duration::from_millis(10)).unwrap_err();
+/// assert!(err.is_timeout());
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum GetTimeoutError {
+    /// Nothing arrived before the timeout.
+    #[error("timed out waiting for a message")]
+    Timeout,
+    /// As [`GetError::Disconnected`].
+    #[error("every sender is gone and the queue is drained")]
+    Disconnected,
+    /// As [`GetError::BufferTooSmall`].
+    #[error("message of {0} bytes does not fit the buffer")]
+    BufferTooSmall(usize),
+    /// As [`GetError::Decode`].
+    #[error(transparent)]
+    Decode(DecodeError),
+    /// As [`GetError::Corrupted`].
+    #[error("queue is corrupted: {0}")]
+    Corrupted(&'static str),
+}
+
+impl GetTimeoutError {
+    /// Whether nothing arrived before the timeout.
+    pub fn is_timeout(&self) -> bool {
+        matches!(self, Self::Timeout)
+    }
+
+    /// Whether every sending handle is gone and the queue is drained.
+    pub fn is_disconnected(&self) -> bool {
+        matches!(self, Self::Disconnected)
+    }
+}
+
+impl From<GetError> for GetTimeoutError {
+    fn from(e: GetError) -> Self {
+        match e {
+            GetError::Disconnected => Self::Disconnected,
+            GetError::BufferTooSmall(n) => Self::BufferTooSmall(n),
+            GetError::Decode(e) => Self::Decode(e),
+            GetError::Corrupted(what) => Self::Corrupted(what),
+        }
+    }
 }
 
 /// `task_done` was called more times than there were messages put.

@@ -4,7 +4,9 @@
 
 use std::time::Duration;
 
-use multiproc::{Connection, GetError, JoinableQueue, Process, PutError, Queue, Receiver, Sender};
+use multiproc::{
+    Connection, GetError, JoinableQueue, Process, PutError, Queue, Receiver, Sender, TryGetError,
+};
 use serde::{Deserialize, Serialize};
 
 #[path = "../common/mod.rs"]
@@ -52,11 +54,11 @@ fn channel_disconnects_when_the_child_holding_every_sender_exits() {
 fn an_unsplit_queue_counts_as_a_sender_and_never_disconnects() {
     let q = Queue::<u64>::new(4).unwrap();
     drop(q.sender().unwrap());
-    assert_eq!(q.try_get(), Err(GetError::Empty));
+    assert_eq!(q.try_get(), Err(TryGetError::Empty));
     let rx = q.receiver().unwrap();
     drop(q);
     // The queue handle was the last sender.
-    assert_eq!(rx.try_get(), Err(GetError::Disconnected));
+    assert_eq!(rx.try_get(), Err(TryGetError::Disconnected));
 }
 
 #[derive(Serialize, Deserialize, Debug, PartialEq)]
