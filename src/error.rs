@@ -660,3 +660,174 @@ impl From<GetError> for GetTimeoutError {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[error("task_done() called too many times")]
 pub struct TaskDoneError;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn encode_error() -> EncodeError {
+        EncodeError("no".into())
+    }
+
+    #[test]
+    fn put_errors_widen_variant_for_variant() {
+        let all = || {
+            [
+                PutError::Disconnected(1),
+                PutError::Closed(2),
+                PutError::TooLarge(3),
+                PutError::Encode(4, encode_error()),
+                PutError::Corrupted(5, "ring positions"),
+            ]
+        };
+        let tried: Vec<TryPutError<u32>> = all().into_iter().map(Into::into).collect();
+        assert_eq!(
+            tried,
+            [
+                TryPutError::Disconnected(1),
+                TryPutError::Closed(2),
+                TryPutError::TooLarge(3),
+                TryPutError::Encode(4, encode_error()),
+                TryPutError::Corrupted(5, "ring positions"),
+            ]
+        );
+        let timed: Vec<PutTimeoutError<u32>> = all().into_iter().map(Into::into).collect();
+        assert_eq!(
+            timed,
+            [
+                PutTimeoutError::Disconnected(1),
+                PutTimeoutError::Closed(2),
+                PutTimeoutError::TooLarge(3),
+                PutTimeoutError::Encode(4, encode_error()),
+                PutTimeoutError::Corrupted(5, "ring positions"),
+            ]
+        );
+        // Each form says the same thing about the same failure.
+        for ((p, t), w) in all().iter().zip(&tried).zip(&timed) {
+            assert_eq!(p.to_string(), t.to_string());
+            assert_eq!(p.to_string(), w.to_string());
+            assert_eq!(format!("{p:?}"), format!("{t:?}"));
+            assert_eq!(format!("{p:?}"), format!("{w:?}"));
+        }
+        let values: Vec<u32> = all().into_iter().map(PutError::into_inner).collect();
+        assert_eq!(values, [1, 2, 3, 4, 5]);
+    }
+
+    #[test]
+    fn put_error_predicates_and_messages() {
+        assert!(PutError::Disconnected(()).is_disconnected());
+        assert!(!PutError::Closed(()).is_disconnected());
+
+        assert!(TryPutError::Full(()).is_full());
+        assert!(!TryPutError::Full(()).is_disconnected());
+        assert!(TryPutError::Disconnected(()).is_disconnected());
+        assert!(!TryPutError::Closed(()).is_full());
+        assert_eq!(TryPutError::Full(7).into_inner(), 7);
+        assert_eq!(TryPutError::Full(7).to_string(), "queue is full");
+        assert_eq!(format!("{:?}", TryPutError::Full(7)), "Full(..)");
+
+        assert!(PutTimeoutError::Timeout(()).is_timeout());
+        assert!(!PutTimeoutError::Timeout(()).is_disconnected());
+        assert!(PutTimeoutError::Disconnected(()).is_disconnected());
+        assert!(!PutTimeoutError::TooLarge(()).is_timeout());
+        assert_eq!(PutTimeoutError::Timeout(8).into_inner(), 8);
+        assert_eq!(
+            PutTimeoutError::Timeout(8).to_string(),
+            "timed out waiting for room in the queue"
+        );
+        assert_eq!(format!("{:?}", PutTimeoutError::Timeout(8)), "Timeout(..)");
+
+        let e = PutError::Encode((), encode_error());
+        assert_eq!(e.to_string(), "value does not encode: no");
+        assert_eq!(format!("{e:?}"), r#"Encode(.., EncodeError("no"))"#);
+        assert_eq!(
+            PutError::Corrupted((), "ring positions").to_string(),
+            "queue is corrupted: ring positions"
+        );
+    }
+
+    #[test]
+    fn get_errors_widen_variant_for_variant() {
+        let decode = || DecodeError::new("bad tag".into(), vec![9, 9]);
+        let all = || {
+            [
+                GetError::Disconnected,
+                GetError::BufferTooSmall(12),
+                GetError::Decode(decode()),
+                GetError::Corrupted("record length"),
+            ]
+        };
+        let tried: Vec<TryGetError> = all().into_iter().map(Into::into).collect();
+        assert_eq!(
+            tried,
+            [
+                TryGetError::Disconnected,
+                TryGetError::BufferTooSmall(12),
+                TryGetError::Decode(decode()),
+                TryGetError::Corrupted("record length"),
+            ]
+        );
+        let timed: Vec<GetTimeoutError> = all().into_iter().map(Into::into).collect();
+        assert_eq!(
+            timed,
+            [
+                GetTimeoutError::Disconnected,
+                GetTimeoutError::BufferTooSmall(12),
+                GetTimeoutError::Decode(decode()),
+                GetTimeoutError::Corrupted("record length"),
+            ]
+        );
+        for ((g, t), w) in all().iter().zip(&tried).zip(&timed) {
+            assert_eq!(g.to_string(), t.to_string());
+            assert_eq!(g.to_string(), w.to_string());
+        }
+        assert_eq!(
+            GetError::Decode(decode()).to_string(),
+            "message does not decode: bad tag"
+        );
+    }
+
+    #[test]
+    fn get_error_predicates_and_messages() {
+        assert!(GetError::Disconnected.is_disconnected());
+        assert!(!GetError::Corrupted("x").is_disconnected());
+
+        assert!(TryGetError::Empty.is_empty());
+        assert!(!TryGetError::Empty.is_disconnected());
+        assert!(TryGetError::Disconnected.is_disconnected());
+        assert!(!TryGetError::Disconnected.is_empty());
+        assert_eq!(TryGetError::Empty.to_string(), "queue is empty");
+
+        assert!(GetTimeoutError::Timeout.is_timeout());
+        assert!(!GetTimeoutError::Timeout.is_disconnected());
+        assert!(GetTimeoutError::Disconnected.is_disconnected());
+        assert!(!GetTimeoutError::Disconnected.is_timeout());
+        assert_eq!(
+            GetTimeoutError::Timeout.to_string(),
+            "timed out waiting for a message"
+        );
+    }
+
+    #[test]
+    fn errors_box_into_dyn_error() {
+        fn boxed(e: impl std::error::Error + Send + Sync + 'static) -> String {
+            let b: Box<dyn std::error::Error + Send + Sync> = e.into();
+            b.to_string()
+        }
+        assert_eq!(boxed(PutError::Closed(1)), "queue is closed");
+        assert_eq!(boxed(TryPutError::Full(1)), "queue is full");
+        assert_eq!(
+            boxed(PutTimeoutError::Disconnected(1)),
+            "every receiver is gone"
+        );
+        assert_eq!(
+            boxed(GetError::Disconnected),
+            "every sender is gone and the queue is drained"
+        );
+        assert_eq!(boxed(TryGetError::Empty), "queue is empty");
+        assert_eq!(
+            boxed(GetTimeoutError::BufferTooSmall(3)),
+            "message of 3 bytes does not fit the buffer"
+        );
+    }
+}
