@@ -23,7 +23,7 @@
 use std::process::ExitCode;
 use std::time::Instant;
 
-use multiproc::{Codec, GetError, Process, PutError, Receiver, Sender, channel};
+use multiproc::{Codec, GetError, Process, Receiver, Sender, TryPutError, channel};
 use serde::{Deserialize, Serialize};
 
 /// A parsed access-log line.
@@ -113,9 +113,9 @@ fn to_hit(req: &Request) -> Option<Hit> {
 /// Puts `value`; if the queue is full, notes it in `stats.waited` and waits for room.
 fn put_waiting<T, C: Codec<T>>(tx: &Sender<T, C>, value: T, stats: &mut Stats) {
     let sent = match tx.try_put(value) {
-        Err(PutError::Full(value)) => {
+        Err(TryPutError::Full(value)) => {
             stats.waited += 1;
-            tx.put(value)
+            tx.put(value).map_err(TryPutError::from)
         }
         other => other,
     };

@@ -253,15 +253,27 @@ pub struct OverReleaseError;
 #[error("barrier is broken")]
 pub struct BrokenBarrierError;
 
-/// A put that did not happen; the value comes back.
+/// A blocking put or send that did not happen; the value comes back.
 ///
-/// `put` returns only `Disconnected`, `Closed`, `TooLarge`, `Encode` and `Corrupted`; the try
-/// and timed forms also `Full`.
+/// Returned by `put`, `put_bytes`, [`Connection::send`](crate::Connection::send) and
+/// [`Connection::send_bytes`](crate::Connection::send_bytes). A blocking put waits for room, so
+/// it never fails for being full; [`TryPutError`] and [`PutTimeoutError`] add that case.
+///
+/// # Examples
+/// ```
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// use multiproc::PutError;
+///
+/// let (tx, rx) = multiproc::channel::<u32>(4)?;
+/// drop(rx);
+/// let err = tx.put(7).unwrap_err();
+/// assert!(err.is_disconnected());
+/// assert_eq!(err, PutError::Disconnected(7));
+/// assert_eq!(err.into_inner(), 7);
+/// # Ok(()) }
+/// ```
 #[derive(PartialEq, Eq, Clone, thiserror::Error)]
 pub enum PutError<T> {
-    /// No room (right now, or before the timeout).
-    #[error("queue is full")]
-    Full(T),
     /// Every receiving handle is gone (dropped, or its process died).
     #[error("every receiver is gone")]
     Disconnected(T),
@@ -284,6 +296,76 @@ impl<T> PutError<T> {
     /// The value that was not put.
     pub fn into_inner(self) -> T {
         match self {
+            Self::Disconnected(v)
+            | Self::Closed(v)
+            | Self::TooLarge(v)
+            | Self::Encode(v, _)
+            | Self::Corrupted(v, _) => v,
+        }
+    }
+
+    /// Whether every receiving handle is gone.
+    pub fn is_disconnected(&self) -> bool {
+        matches!(self, Self::Disconnected(_))
+    }
+}
+
+impl<T> std::fmt::Debug for PutError<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Disconnected(_) => "Disconnected(..)",
+            Self::Closed(_) => "Closed(..)",
+            Self::TooLarge(_) => "TooLarge(..)",
+            Self::Encode(_, e) => return write!(f, "Encode(.., {e:?})"),
+            Self::Corrupted(_, _) => "Corrupted(..)",
+        })
+    }
+}
+
+/// A put or send that did not happen at once; the value comes back.
+///
+/// Returned by `try_put`, `try_put_bytes` and [`Connection::try_send`](crate::Connection::try_send):
+/// [`Full`](Self::Full), or any [`PutError`].
+///
+/// # Examples
+/// ```
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// use multiproc::TryPutError;
+///
+/// let q = multiproc::Queue::<u32>::new(1)?;
+/// q.try_put(1)?;
+/// match q.try_put(2) {
+///     Err(TryPutError::Full(v)) => assert_eq!(v, 2),
+///     other => panic!("expected Full, got {other:?}"),
+/// }
+/// # Ok(()) }
+/// ```
+#[derive(PartialEq, Eq, Clone, thiserror::Error)]
+pub enum TryPutError<T> {
+    /// No room right now.
+    #[error("queue is full")]
+    Full(T),
+    /// As [`PutError::Disconnected`].
+    #[error("every receiver is gone")]
+    Disconnected(T),
+    /// As [`PutError::Closed`].
+    #[error("queue is closed")]
+    Closed(T),
+    /// As [`PutError::TooLarge`].
+    #[error("message is larger than the queue can hold")]
+    TooLarge(T),
+    /// As [`PutError::Encode`].
+    #[error("{1}")]
+    Encode(T, EncodeError),
+    /// As [`PutError::Corrupted`].
+    #[error("queue is corrupted: {1}")]
+    Corrupted(T, &'static str),
+}
+
+impl<T> TryPutError<T> {
+    /// The value that was not put.
+    pub fn into_inner(self) -> T {
+        match self {
             Self::Full(v)
             | Self::Disconnected(v)
             | Self::Closed(v)
@@ -292,9 +374,31 @@ impl<T> PutError<T> {
             | Self::Corrupted(v, _) => v,
         }
     }
+
+    /// Whether the queue had no room.
+    pub fn is_full(&self) -> bool {
+        matches!(self, Self::Full(_))
+    }
+
+    /// Whether every receiving handle is gone.
+    pub fn is_disconnected(&self) -> bool {
+        matches!(self, Self::Disconnected(_))
+    }
 }
 
-impl<T> std::fmt::Debug for PutError<T> {
+impl<T> From<PutError<T>> for TryPutError<T> {
+    fn from(e: PutError<T>) -> Self {
+        match e {
+            PutError::Disconnected(v) => Self::Disconnected(v),
+            PutError::Closed(v) => Self::Closed(v),
+            PutError::TooLarge(v) => Self::TooLarge(v),
+            PutError::Encode(v, e) => Self::Encode(v, e),
+            PutError::Corrupted(v, what) => Self::Corrupted(v, what),
+        }
+    }
+}
+
+impl<T> std::fmt::Debug for TryPutError<T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
             Self::Full(_) => "Full(..)",
@@ -307,15 +411,112 @@ impl<T> std::fmt::Debug for PutError<T> {
     }
 }
 
-/// A get that returned no message.
+/// A put that did not happen before its timeout; the value comes back.
 ///
-/// `get` returns only `Disconnected`, `Corrupted` and `Decode`; the try and timed forms also
-/// `Empty`; `get_bytes_into` also `BufferTooSmall`.
+/// Returned by `put_timeout`: [`Timeout`](Self::Timeout), or any [`PutError`].
+///
+/// # Examples
+/// ```
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// use std::time::Duration;
+///
+/// let q = multiproc::Queue::<u32>::new(1)?;
+/// q.put(1)?;
+/// let err = q.put_timeout(2, Duration::from_millis(10)).unwrap_err();
+/// assert!(err.is_timeout());
+/// assert_eq!(err.into_inner(), 2);
+/// # Ok(()) }
+/// ```
+#[derive(PartialEq, Eq, Clone, thiserror::Error)]
+pub enum PutTimeoutError<T> {
+    /// No room before the timeout.
+    #[error("timed out waiting for room in the queue")]
+    Timeout(T),
+    /// As [`PutError::Disconnected`].
+    #[error("every receiver is gone")]
+    Disconnected(T),
+    /// As [`PutError::Closed`].
+    #[error("queue is closed")]
+    Closed(T),
+    /// As [`PutError::TooLarge`].
+    #[error("message is larger than the queue can hold")]
+    TooLarge(T),
+    /// As [`PutError::Encode`].
+    #[error("{1}")]
+    Encode(T, EncodeError),
+    /// As [`PutError::Corrupted`].
+    #[error("queue is corrupted: {1}")]
+    Corrupted(T, &'static str),
+}
+
+impl<T> PutTimeoutError<T> {
+    /// The value that was not put.
+    pub fn into_inner(self) -> T {
+        match self {
+            Self::Timeout(v)
+            | Self::Disconnected(v)
+            | Self::Closed(v)
+            | Self::TooLarge(v)
+            | Self::Encode(v, _)
+            | Self::Corrupted(v, _) => v,
+        }
+    }
+
+    /// Whether the queue stayed without room until the timeout.
+    pub fn is_timeout(&self) -> bool {
+        matches!(self, Self::Timeout(_))
+    }
+
+    /// Whether every receiving handle is gone.
+    pub fn is_disconnected(&self) -> bool {
+        matches!(self, Self::Disconnected(_))
+    }
+}
+
+impl<T> From<PutError<T>> for PutTimeoutError<T> {
+    fn from(e: PutError<T>) -> Self {
+        match e {
+            PutError::Disconnected(v) => Self::Disconnected(v),
+            PutError::Closed(v) => Self::Closed(v),
+            PutError::TooLarge(v) => Self::TooLarge(v),
+            PutError::Encode(v, e) => Self::Encode(v, e),
+            PutError::Corrupted(v, what) => Self::Corrupted(v, what),
+        }
+    }
+}
+
+impl<T> std::fmt::Debug for PutTimeoutError<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Timeout(_) => "Timeout(..)",
+            Self::Disconnected(_) => "Disconnected(..)",
+            Self::Closed(_) => "Closed(..)",
+            Self::TooLarge(_) => "TooLarge(..)",
+            Self::Encode(_, e) => return write!(f, "Encode(.., {e:?})"),
+            Self::Corrupted(_, _) => "Corrupted(..)",
+        })
+    }
+}
+
+/// A blocking get or receive that returned no message.
+///
+/// Returned by `get`, `get_bytes`, `get_bytes_into`, [`Connection::recv`](crate::Connection::recv)
+/// and its bytes forms. A blocking get waits for a message, so it never fails for an empty queue;
+/// [`TryGetError`] and [`GetTimeoutError`] add that case. Only the `*_into` forms give
+/// [`BufferTooSmall`](Self::BufferTooSmall).
+///
+/// # Examples
+/// ```
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// use multiproc::GetError;
+///
+/// let (tx, rx) = multiproc::channel::<u32>(4)?;
+/// drop(tx);
+/// assert_eq!(rx.get(), Err(GetError::Disconnected));
+/// # Ok(()) }
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum GetError {
-    /// Nothing arrived (right now, or before the timeout).
-    #[error("queue is empty")]
-    Empty,
     /// Every sending handle is gone (dropped, killed, or the queue closed) and the queue is
     /// drained.
     #[error("every sender is gone and the queue is drained")]
@@ -323,7 +524,8 @@ pub enum GetError {
     /// The caller's buffer is smaller than the next message (which stays in the queue).
     #[error("message of {0} bytes does not fit the buffer")]
     BufferTooSmall(usize),
-    /// The message's bytes do not decode as the queue's type; it was consumed.
+    /// The message's bytes do not decode as the queue's type; it was consumed, and its bytes
+    /// travel in the [`DecodeError`].
     #[error(transparent)]
     Decode(#[from] DecodeError),
     /// The queue's shared state was scribbled on; nothing can be read safely.
@@ -331,7 +533,301 @@ pub enum GetError {
     Corrupted(&'static str),
 }
 
+impl GetError {
+    /// Whether every sending handle is gone and the queue is drained.
+    pub fn is_disconnected(&self) -> bool {
+        matches!(self, Self::Disconnected)
+    }
+}
+
+/// A get or receive that found no message at once.
+///
+/// Returned by `try_get` and [`Connection::try_recv`](crate::Connection::try_recv):
+/// [`Empty`](Self::Empty), or any [`GetError`].
+///
+/// # Examples
+/// ```
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// use multiproc::TryGetError;
+///
+/// let (tx, rx) = multiproc::channel::<u32>(4)?;
+/// assert_eq!(rx.try_get(), Err(TryGetError::Empty));
+/// drop(tx);
+/// assert_eq!(rx.try_get(), Err(TryGetError::Disconnected));
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TryGetError {
+    /// Nothing there right now.
+    #[error("queue is empty")]
+    Empty,
+    /// As [`GetError::Disconnected`].
+    #[error("every sender is gone and the queue is drained")]
+    Disconnected,
+    /// As [`GetError::BufferTooSmall`].
+    #[error("message of {0} bytes does not fit the buffer")]
+    BufferTooSmall(usize),
+    /// As [`GetError::Decode`].
+    #[error(transparent)]
+    Decode(DecodeError),
+    /// As [`GetError::Corrupted`].
+    #[error("queue is corrupted: {0}")]
+    Corrupted(&'static str),
+}
+
+impl TryGetError {
+    /// Whether the queue had no message.
+    pub fn is_empty(&self) -> bool {
+        matches!(self, Self::Empty)
+    }
+
+    /// Whether every sending handle is gone and the queue is drained.
+    pub fn is_disconnected(&self) -> bool {
+        matches!(self, Self::Disconnected)
+    }
+}
+
+impl From<GetError> for TryGetError {
+    fn from(e: GetError) -> Self {
+        match e {
+            GetError::Disconnected => Self::Disconnected,
+            GetError::BufferTooSmall(n) => Self::BufferTooSmall(n),
+            GetError::Decode(e) => Self::Decode(e),
+            GetError::Corrupted(what) => Self::Corrupted(what),
+        }
+    }
+}
+
+/// A get or receive that returned no message before its timeout.
+///
+/// Returned by `get_timeout`, `get_bytes_timeout` and
+/// [`Connection::recv_timeout`](crate::Connection::recv_timeout): [`Timeout`](Self::Timeout), or
+/// any [`GetError`].
+///
+/// # Examples
+/// ```
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// use std::time::Duration;
+///
+/// let (_tx, rx) = multiproc::channel::<u32>(4)?;
+/// let err = rx.get_timeout(Duration::from_millis(10)).unwrap_err();
+/// assert!(err.is_timeout());
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum GetTimeoutError {
+    /// Nothing arrived before the timeout.
+    #[error("timed out waiting for a message")]
+    Timeout,
+    /// As [`GetError::Disconnected`].
+    #[error("every sender is gone and the queue is drained")]
+    Disconnected,
+    /// As [`GetError::BufferTooSmall`].
+    #[error("message of {0} bytes does not fit the buffer")]
+    BufferTooSmall(usize),
+    /// As [`GetError::Decode`].
+    #[error(transparent)]
+    Decode(DecodeError),
+    /// As [`GetError::Corrupted`].
+    #[error("queue is corrupted: {0}")]
+    Corrupted(&'static str),
+}
+
+impl GetTimeoutError {
+    /// Whether nothing arrived before the timeout.
+    pub fn is_timeout(&self) -> bool {
+        matches!(self, Self::Timeout)
+    }
+
+    /// Whether every sending handle is gone and the queue is drained.
+    pub fn is_disconnected(&self) -> bool {
+        matches!(self, Self::Disconnected)
+    }
+}
+
+impl From<GetError> for GetTimeoutError {
+    fn from(e: GetError) -> Self {
+        match e {
+            GetError::Disconnected => Self::Disconnected,
+            GetError::BufferTooSmall(n) => Self::BufferTooSmall(n),
+            GetError::Decode(e) => Self::Decode(e),
+            GetError::Corrupted(what) => Self::Corrupted(what),
+        }
+    }
+}
+
 /// `task_done` was called more times than there were messages put.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[error("task_done() called too many times")]
 pub struct TaskDoneError;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn encode_error() -> EncodeError {
+        EncodeError("no".into())
+    }
+
+    #[test]
+    fn put_errors_widen_variant_for_variant() {
+        let all = || {
+            [
+                PutError::Disconnected(1),
+                PutError::Closed(2),
+                PutError::TooLarge(3),
+                PutError::Encode(4, encode_error()),
+                PutError::Corrupted(5, "ring positions"),
+            ]
+        };
+        let tried: Vec<TryPutError<u32>> = all().into_iter().map(Into::into).collect();
+        assert_eq!(
+            tried,
+            [
+                TryPutError::Disconnected(1),
+                TryPutError::Closed(2),
+                TryPutError::TooLarge(3),
+                TryPutError::Encode(4, encode_error()),
+                TryPutError::Corrupted(5, "ring positions"),
+            ]
+        );
+        let timed: Vec<PutTimeoutError<u32>> = all().into_iter().map(Into::into).collect();
+        assert_eq!(
+            timed,
+            [
+                PutTimeoutError::Disconnected(1),
+                PutTimeoutError::Closed(2),
+                PutTimeoutError::TooLarge(3),
+                PutTimeoutError::Encode(4, encode_error()),
+                PutTimeoutError::Corrupted(5, "ring positions"),
+            ]
+        );
+        // Each form says the same thing about the same failure.
+        for ((p, t), w) in all().iter().zip(&tried).zip(&timed) {
+            assert_eq!(p.to_string(), t.to_string());
+            assert_eq!(p.to_string(), w.to_string());
+            assert_eq!(format!("{p:?}"), format!("{t:?}"));
+            assert_eq!(format!("{p:?}"), format!("{w:?}"));
+        }
+        let values: Vec<u32> = all().into_iter().map(PutError::into_inner).collect();
+        assert_eq!(values, [1, 2, 3, 4, 5]);
+    }
+
+    #[test]
+    fn put_error_predicates_and_messages() {
+        assert!(PutError::Disconnected(()).is_disconnected());
+        assert!(!PutError::Closed(()).is_disconnected());
+
+        assert!(TryPutError::Full(()).is_full());
+        assert!(!TryPutError::Full(()).is_disconnected());
+        assert!(TryPutError::Disconnected(()).is_disconnected());
+        assert!(!TryPutError::Closed(()).is_full());
+        assert_eq!(TryPutError::Full(7).into_inner(), 7);
+        assert_eq!(TryPutError::Full(7).to_string(), "queue is full");
+        assert_eq!(format!("{:?}", TryPutError::Full(7)), "Full(..)");
+
+        assert!(PutTimeoutError::Timeout(()).is_timeout());
+        assert!(!PutTimeoutError::Timeout(()).is_disconnected());
+        assert!(PutTimeoutError::Disconnected(()).is_disconnected());
+        assert!(!PutTimeoutError::TooLarge(()).is_timeout());
+        assert_eq!(PutTimeoutError::Timeout(8).into_inner(), 8);
+        assert_eq!(
+            PutTimeoutError::Timeout(8).to_string(),
+            "timed out waiting for room in the queue"
+        );
+        assert_eq!(format!("{:?}", PutTimeoutError::Timeout(8)), "Timeout(..)");
+
+        let e = PutError::Encode((), encode_error());
+        assert_eq!(e.to_string(), "value does not encode: no");
+        assert_eq!(format!("{e:?}"), r#"Encode(.., EncodeError("no"))"#);
+        assert_eq!(
+            PutError::Corrupted((), "ring positions").to_string(),
+            "queue is corrupted: ring positions"
+        );
+    }
+
+    #[test]
+    fn get_errors_widen_variant_for_variant() {
+        let decode = || DecodeError::new("bad tag".into(), vec![9, 9]);
+        let all = || {
+            [
+                GetError::Disconnected,
+                GetError::BufferTooSmall(12),
+                GetError::Decode(decode()),
+                GetError::Corrupted("record length"),
+            ]
+        };
+        let tried: Vec<TryGetError> = all().into_iter().map(Into::into).collect();
+        assert_eq!(
+            tried,
+            [
+                TryGetError::Disconnected,
+                TryGetError::BufferTooSmall(12),
+                TryGetError::Decode(decode()),
+                TryGetError::Corrupted("record length"),
+            ]
+        );
+        let timed: Vec<GetTimeoutError> = all().into_iter().map(Into::into).collect();
+        assert_eq!(
+            timed,
+            [
+                GetTimeoutError::Disconnected,
+                GetTimeoutError::BufferTooSmall(12),
+                GetTimeoutError::Decode(decode()),
+                GetTimeoutError::Corrupted("record length"),
+            ]
+        );
+        for ((g, t), w) in all().iter().zip(&tried).zip(&timed) {
+            assert_eq!(g.to_string(), t.to_string());
+            assert_eq!(g.to_string(), w.to_string());
+        }
+        assert_eq!(
+            GetError::Decode(decode()).to_string(),
+            "message does not decode: bad tag"
+        );
+    }
+
+    #[test]
+    fn get_error_predicates_and_messages() {
+        assert!(GetError::Disconnected.is_disconnected());
+        assert!(!GetError::Corrupted("x").is_disconnected());
+
+        assert!(TryGetError::Empty.is_empty());
+        assert!(!TryGetError::Empty.is_disconnected());
+        assert!(TryGetError::Disconnected.is_disconnected());
+        assert!(!TryGetError::Disconnected.is_empty());
+        assert_eq!(TryGetError::Empty.to_string(), "queue is empty");
+
+        assert!(GetTimeoutError::Timeout.is_timeout());
+        assert!(!GetTimeoutError::Timeout.is_disconnected());
+        assert!(GetTimeoutError::Disconnected.is_disconnected());
+        assert!(!GetTimeoutError::Disconnected.is_timeout());
+        assert_eq!(
+            GetTimeoutError::Timeout.to_string(),
+            "timed out waiting for a message"
+        );
+    }
+
+    #[test]
+    fn errors_box_into_dyn_error() {
+        fn boxed(e: impl std::error::Error + Send + Sync + 'static) -> String {
+            let b: Box<dyn std::error::Error + Send + Sync> = e.into();
+            b.to_string()
+        }
+        assert_eq!(boxed(PutError::Closed(1)), "queue is closed");
+        assert_eq!(boxed(TryPutError::Full(1)), "queue is full");
+        assert_eq!(
+            boxed(PutTimeoutError::Disconnected(1)),
+            "every receiver is gone"
+        );
+        assert_eq!(
+            boxed(GetError::Disconnected),
+            "every sender is gone and the queue is drained"
+        );
+        assert_eq!(boxed(TryGetError::Empty), "queue is empty");
+        assert_eq!(
+            boxed(GetTimeoutError::BufferTooSmall(3)),
+            "message of 3 bytes does not fit the buffer"
+        );
+    }
+}

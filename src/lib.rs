@@ -142,7 +142,8 @@ pub use channel::{
 };
 #[cfg(not(multiproc_loom))]
 pub use error::{
-    BrokenBarrierError, GetError, LockError, OpenError, OverReleaseError, PutError, TaskDoneError,
+    BrokenBarrierError, GetError, GetTimeoutError, LockError, OpenError, OverReleaseError,
+    PutError, PutTimeoutError, TaskDoneError, TryGetError, TryPutError,
 };
 #[cfg(all(feature = "serde", not(multiproc_loom)))]
 pub use process::{

@@ -10,7 +10,7 @@ use std::io::{Read, Write};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::rc::Rc;
 
-use multiproc::{Connection, GetError, Plain, Queue, Receiver, Sender};
+use multiproc::{Connection, Plain, Queue, Receiver, Sender, TryGetError};
 use zerocopy::IntoBytes;
 
 use crate::evshm::EventShm;
@@ -385,7 +385,7 @@ fn ring_err(what: &str, e: impl std::fmt::Display) -> String {
 
 fn attach_rx<T, C: multiproc::Codec<T>>(rx: &Receiver<T, C>) -> Result<(), String> {
     match rx.try_get() {
-        Err(GetError::Empty) => Ok(()),
+        Err(TryGetError::Empty) => Ok(()),
         Ok(_) => Err("a message arrived before the start".into()),
         Err(e) => Err(ring_err("attach", e)),
     }
@@ -569,7 +569,7 @@ impl Rx for ConnRx {
     }
     fn attach(&mut self) -> Result<(), String> {
         match self.c.try_recv() {
-            Err(GetError::Empty) => Ok(()),
+            Err(TryGetError::Empty) => Ok(()),
             Ok(_) => Err("a message arrived before the start".into()),
             Err(e) => Err(ring_err("attach", e)),
         }

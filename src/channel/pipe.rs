@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use super::codec::{Codec, DefaultCodec};
 use super::queue::{Queue, Receiver, Sender};
-use crate::error::{GetError, OpenError, PutError};
+use crate::error::{GetError, GetTimeoutError, OpenError, PutError, TryGetError, TryPutError};
 use crate::segment::object::SharedObject;
 use crate::segment::{Handle, ParseHandleError};
 use crate::sys::Errno;
@@ -155,7 +155,8 @@ where
     /// Sends `value`, waiting for room as long as it takes.
     ///
     /// # Errors
-    /// `Disconnected` (with the value) once the other end is gone; `TooLarge`; `Encode`.
+    /// [`PutError`] with the value: `Disconnected` once the other end is gone; `TooLarge`;
+    /// `Encode`; `Corrupted`.
     pub fn send(&self, value: S) -> Result<(), PutError<S>> {
         self.tx.put(value)
     }
@@ -163,16 +164,16 @@ where
     /// Sends `value` if there is room right now.
     ///
     /// # Errors
-    /// As [`send`](Self::send), and `Full`.
-    pub fn try_send(&self, value: S) -> Result<(), PutError<S>> {
+    /// [`TryPutError`] with the value: `Full`, or as [`send`](Self::send).
+    pub fn try_send(&self, value: S) -> Result<(), TryPutError<S>> {
         self.tx.try_put(value)
     }
 
     /// Receives the next message, waiting as long as it takes.
     ///
     /// # Errors
-    /// `Disconnected` once the other end is gone and everything it sent was read (Python's
-    /// `EOFError`); `Decode` or `Corrupted` for bad bytes.
+    /// [`GetError`]: `Disconnected` once the other end is gone and everything it sent was read
+    /// (Python's `EOFError`); `Decode` or `Corrupted` for bad bytes.
     pub fn recv(&self) -> Result<R, GetError> {
         self.rx.get()
     }
@@ -180,16 +181,16 @@ where
     /// Receives a message if one is there.
     ///
     /// # Errors
-    /// `Empty`, or as [`recv`](Self::recv).
-    pub fn try_recv(&self) -> Result<R, GetError> {
+    /// [`TryGetError`]: `Empty`, or as [`recv`](Self::recv).
+    pub fn try_recv(&self) -> Result<R, TryGetError> {
         self.rx.try_get()
     }
 
     /// Receives a message, waiting at most `timeout`.
     ///
     /// # Errors
-    /// `Empty` on timeout, or as [`recv`](Self::recv).
-    pub fn recv_timeout(&self, timeout: Duration) -> Result<R, GetError> {
+    /// [`GetTimeoutError`]: `Timeout`, or as [`recv`](Self::recv).
+    pub fn recv_timeout(&self, timeout: Duration) -> Result<R, GetTimeoutError> {
         self.rx.get_timeout(timeout)
     }
 

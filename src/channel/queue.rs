@@ -8,7 +8,10 @@ use std::time::{Duration, Instant};
 
 use super::codec::{Codec, DefaultCodec, EncodeError};
 use super::ring::{ChildSlot, GetFail, PutFail, Ring, Role};
-use crate::error::{GetError, OpenError, PutError, TaskDoneError};
+use crate::error::{
+    GetError, GetTimeoutError, OpenError, PutError, PutTimeoutError, TaskDoneError, TryGetError,
+    TryPutError,
+};
 use crate::segment::object::{Builder, sealed};
 use crate::segment::{Segment, kind};
 use crate::sys;
@@ -247,23 +250,92 @@ pub(crate) const RECV: Role = Role {
 /// `T`: the handle stores no `T`).
 type Types<T, C> = PhantomData<(fn(T) -> T, C)>;
 
-fn put_error<T>(f: PutFail, v: T) -> PutError<T> {
-    match f {
-        PutFail::Full => PutError::Full(v),
+/// How an endpoint call that may wait failed, before the public method names it: it ran out of
+/// time (the ring stayed full or empty until the deadline), or it failed in a way every form of
+/// the call shares. The try forms call running out of time `Full` or `Empty`, the timed forms
+/// `Timeout`; the blocking forms, with no deadline, never run out of time.
+pub(crate) enum Failed<E, V = ()> {
+    /// The deadline passed (or was now) with no room or no message; the value comes back.
+    OutOfTime(V),
+    /// Any other failure.
+    Error(E),
+}
+
+impl<T> Failed<PutError<T>, T> {
+    fn try_put(self) -> TryPutError<T> {
+        match self {
+            Self::OutOfTime(v) => TryPutError::Full(v),
+            Self::Error(e) => e.into(),
+        }
+    }
+
+    fn put_timeout(self) -> PutTimeoutError<T> {
+        match self {
+            Self::OutOfTime(v) => PutTimeoutError::Timeout(v),
+            Self::Error(e) => e.into(),
+        }
+    }
+}
+
+impl Failed<GetError> {
+    fn try_get(self) -> TryGetError {
+        match self {
+            Self::OutOfTime(()) => TryGetError::Empty,
+            Self::Error(e) => e.into(),
+        }
+    }
+
+    fn get_timeout(self) -> GetTimeoutError {
+        match self {
+            Self::OutOfTime(()) => GetTimeoutError::Timeout,
+            Self::Error(e) => e.into(),
+        }
+    }
+}
+
+/// A put with no deadline: the ring never runs out of time for it; if it ever did, waiting on is
+/// what a blocking put does.
+fn put_blocking<V>(
+    mut value: V,
+    mut put: impl FnMut(V) -> Result<(), Failed<PutError<V>, V>>,
+) -> Result<(), PutError<V>> {
+    loop {
+        match put(value) {
+            Ok(()) => return Ok(()),
+            Err(Failed::Error(e)) => return Err(e),
+            Err(Failed::OutOfTime(v)) => value = v,
+        }
+    }
+}
+
+/// A get with no deadline: as [`put_blocking`].
+fn get_blocking<R>(mut get: impl FnMut() -> Result<R, Failed<GetError>>) -> Result<R, GetError> {
+    loop {
+        match get() {
+            Ok(r) => return Ok(r),
+            Err(Failed::Error(e)) => return Err(e),
+            Err(Failed::OutOfTime(())) => {}
+        }
+    }
+}
+
+fn put_failed<T>(f: PutFail, v: T) -> Failed<PutError<T>, T> {
+    Failed::Error(match f {
+        PutFail::Full => return Failed::OutOfTime(v),
         PutFail::Disconnected => PutError::Disconnected(v),
         PutFail::Closed => PutError::Closed(v),
         PutFail::TooBig | PutFail::Encode => PutError::TooLarge(v),
         PutFail::Corrupted(what) => PutError::Corrupted(v, what),
-    }
+    })
 }
 
-fn get_error(f: GetFail) -> GetError {
-    match f {
-        GetFail::Empty => GetError::Empty,
+fn get_failed(f: GetFail) -> Failed<GetError> {
+    Failed::Error(match f {
+        GetFail::Empty => return Failed::OutOfTime(()),
         GetFail::Disconnected => GetError::Disconnected,
         GetFail::Corrupted(what) => GetError::Corrupted(what),
         GetFail::BufferTooSmall(n) => GetError::BufferTooSmall(n),
-    }
+    })
 }
 
 fn now() -> Option<Instant> {
@@ -317,11 +389,11 @@ impl Endpoint {
         &self,
         value: T,
         deadline: Option<Instant>,
-    ) -> Result<(), PutError<T>> {
+    ) -> Result<(), Failed<PutError<T>, T>> {
         self.ensure_attached();
         let len = match C::put_len(&value) {
             Ok(len) => len,
-            Err(e) => return Err(PutError::Encode(value, e)),
+            Err(e) => return Err(Failed::Error(PutError::Encode(value, e))),
         };
         let mut failed = None;
         match self.ring().put_with(len, deadline, |room| {
@@ -330,11 +402,11 @@ impl Endpoint {
                 .is_ok()
         }) {
             Ok(()) => Ok(()),
-            Err(PutFail::Encode) => Err(PutError::Encode(
+            Err(PutFail::Encode) => Err(Failed::Error(PutError::Encode(
                 value,
                 failed.unwrap_or_else(|| EncodeError("the encoding did not fit".into())),
-            )),
-            Err(f) => Err(put_error(f, value)),
+            ))),
+            Err(f) => Err(put_failed(f, value)),
         }
     }
 
@@ -342,41 +414,44 @@ impl Endpoint {
         &self,
         bytes: &[u8],
         deadline: Option<Instant>,
-    ) -> Result<(), PutError<()>> {
+    ) -> Result<(), Failed<PutError<()>>> {
         self.ensure_attached();
         self.ring()
             .put_with(bytes.len(), deadline, |mut room| room.write_at(0, bytes))
-            .map_err(|f| put_error(f, ()))
+            .map_err(|f| put_failed(f, ()))
     }
 
-    pub(crate) fn get<T, C: Codec<T>>(&self, deadline: Option<Instant>) -> Result<T, GetError> {
+    pub(crate) fn get<T, C: Codec<T>>(
+        &self,
+        deadline: Option<Instant>,
+    ) -> Result<T, Failed<GetError>> {
         self.ensure_attached();
         match self.ring().get_with(deadline, None, C::decode_foreign) {
             Ok(Ok(v)) => Ok(v),
-            Ok(Err(e)) => Err(GetError::Decode(e)),
-            Err(f) => Err(get_error(f)),
+            Ok(Err(e)) => Err(Failed::Error(GetError::Decode(e))),
+            Err(f) => Err(get_failed(f)),
         }
     }
 
-    pub(crate) fn get_bytes(&self, deadline: Option<Instant>) -> Result<Vec<u8>, GetError> {
+    pub(crate) fn get_bytes(&self, deadline: Option<Instant>) -> Result<Vec<u8>, Failed<GetError>> {
         self.ensure_attached();
         self.ring()
             .get_with(deadline, None, |m| m.to_vec())
-            .map_err(get_error)
+            .map_err(get_failed)
     }
 
     pub(crate) fn get_bytes_into(
         &self,
         buf: &mut [u8],
         deadline: Option<Instant>,
-    ) -> Result<usize, GetError> {
+    ) -> Result<usize, Failed<GetError>> {
         self.ensure_attached();
         self.ring()
             .get_with(deadline, Some(buf.len()), |m| {
                 m.copy_to(&mut buf[..m.len()]);
                 m.len()
             })
-            .map_err(get_error)
+            .map_err(get_failed)
     }
 }
 
@@ -555,42 +630,37 @@ macro_rules! endpoint_type {
 macro_rules! sending {
     ($ty:ident) => {
         impl<T, C: Codec<T>> $ty<T, C> {
-            fn put_deadline(&self, value: T, deadline: Option<Instant>) -> Result<(), PutError<T>> {
-                self.ep.put::<T, C>(value, deadline)
-            }
-
-            fn put_bytes_deadline(
-                &self,
-                bytes: &[u8],
-                deadline: Option<Instant>,
-            ) -> Result<(), PutError<()>> {
-                self.ep.put_bytes(bytes, deadline)
-            }
-
             /// Puts `value`, waiting for room as long as it takes.
             ///
             /// # Errors
-            /// `Disconnected`, `Closed`, `TooLarge` or `Encode`, with the value.
+            /// [`PutError`] with the value: `Disconnected`, `Closed`, `TooLarge`, `Encode` or
+            /// `Corrupted`.
             #[doc(alias = "send")]
             pub fn put(&self, value: T) -> Result<(), PutError<T>> {
-                self.put_deadline(value, None)
+                put_blocking(value, |v| self.ep.put::<T, C>(v, None))
             }
 
             /// Puts `value` if there is room right now (Python's `put_nowait`).
             ///
             /// # Errors
-            /// `Full`, `Disconnected`, `Closed`, `TooLarge` or `Encode`, with the value.
+            /// [`TryPutError`] with the value: `Full`, or as [`put`](Self::put).
             #[doc(alias = "put_nowait")]
-            pub fn try_put(&self, value: T) -> Result<(), PutError<T>> {
-                self.put_deadline(value, now())
+            pub fn try_put(&self, value: T) -> Result<(), TryPutError<T>> {
+                self.ep.put::<T, C>(value, now()).map_err(Failed::try_put)
             }
 
             /// Puts `value`, waiting at most `timeout` for room.
             ///
             /// # Errors
-            /// As [`try_put`](Self::try_put).
-            pub fn put_timeout(&self, value: T, timeout: Duration) -> Result<(), PutError<T>> {
-                self.put_deadline(value, after(timeout))
+            /// [`PutTimeoutError`] with the value: `Timeout`, or as [`put`](Self::put).
+            pub fn put_timeout(
+                &self,
+                value: T,
+                timeout: Duration,
+            ) -> Result<(), PutTimeoutError<T>> {
+                self.ep
+                    .put::<T, C>(value, after(timeout))
+                    .map_err(Failed::put_timeout)
             }
 
             /// Puts a message of raw bytes (read back with `get_bytes`).
@@ -598,15 +668,15 @@ macro_rules! sending {
             /// # Errors
             /// As [`put`](Self::put).
             pub fn put_bytes(&self, bytes: &[u8]) -> Result<(), PutError<()>> {
-                self.put_bytes_deadline(bytes, None)
+                put_blocking((), |()| self.ep.put_bytes(bytes, None))
             }
 
             /// Puts raw bytes if there is room right now.
             ///
             /// # Errors
             /// As [`try_put`](Self::try_put).
-            pub fn try_put_bytes(&self, bytes: &[u8]) -> Result<(), PutError<()>> {
-                self.put_bytes_deadline(bytes, now())
+            pub fn try_put_bytes(&self, bytes: &[u8]) -> Result<(), TryPutError<()>> {
+                self.ep.put_bytes(bytes, now()).map_err(Failed::try_put)
             }
         }
     };
@@ -618,28 +688,30 @@ macro_rules! receiving {
             /// Takes the next message, waiting as long as it takes.
             ///
             /// # Errors
-            /// `Disconnected` once every sender is gone and the queue is drained; `Decode` or
-            /// `Corrupted` for bad bytes from another process.
+            /// [`GetError`]: `Disconnected` once every sender is gone and the queue is drained;
+            /// `Decode` or `Corrupted` for bad bytes from another process.
             #[doc(alias = "recv")]
             pub fn get(&self) -> Result<T, GetError> {
-                self.ep.get::<T, C>(None)
+                get_blocking(|| self.ep.get::<T, C>(None))
             }
 
             /// Takes the next message if there is one (Python's `get_nowait`).
             ///
             /// # Errors
-            /// `Empty`, or as [`get`](Self::get).
+            /// [`TryGetError`]: `Empty`, or as [`get`](Self::get).
             #[doc(alias = "get_nowait")]
-            pub fn try_get(&self) -> Result<T, GetError> {
-                self.ep.get::<T, C>(now())
+            pub fn try_get(&self) -> Result<T, TryGetError> {
+                self.ep.get::<T, C>(now()).map_err(Failed::try_get)
             }
 
             /// Takes the next message, waiting at most `timeout`.
             ///
             /// # Errors
-            /// `Empty` on timeout, or as [`get`](Self::get).
-            pub fn get_timeout(&self, timeout: Duration) -> Result<T, GetError> {
-                self.ep.get::<T, C>(after(timeout))
+            /// [`GetTimeoutError`]: `Timeout`, or as [`get`](Self::get).
+            pub fn get_timeout(&self, timeout: Duration) -> Result<T, GetTimeoutError> {
+                self.ep
+                    .get::<T, C>(after(timeout))
+                    .map_err(Failed::get_timeout)
             }
 
             /// Takes the next message as raw bytes.
@@ -647,15 +719,17 @@ macro_rules! receiving {
             /// # Errors
             /// As [`get`](Self::get).
             pub fn get_bytes(&self) -> Result<Vec<u8>, GetError> {
-                self.ep.get_bytes(None)
+                get_blocking(|| self.ep.get_bytes(None))
             }
 
             /// Takes the next message as raw bytes, waiting at most `timeout`.
             ///
             /// # Errors
             /// As [`get_timeout`](Self::get_timeout).
-            pub fn get_bytes_timeout(&self, timeout: Duration) -> Result<Vec<u8>, GetError> {
-                self.ep.get_bytes(after(timeout))
+            pub fn get_bytes_timeout(&self, timeout: Duration) -> Result<Vec<u8>, GetTimeoutError> {
+                self.ep
+                    .get_bytes(after(timeout))
+                    .map_err(Failed::get_timeout)
             }
 
             /// Copies the next message into `buf` and returns its length. A message longer than
@@ -664,7 +738,7 @@ macro_rules! receiving {
             /// # Errors
             /// As [`get`](Self::get), and `BufferTooSmall`.
             pub fn get_bytes_into(&self, buf: &mut [u8]) -> Result<usize, GetError> {
-                self.ep.get_bytes_into(buf, None)
+                get_blocking(|| self.ep.get_bytes_into(buf, None))
             }
         }
     };

@@ -4,7 +4,10 @@
 
 use std::time::Duration;
 
-use multiproc::{Connection, GetError, JoinableQueue, Process, PutError, Queue, Receiver, Sender};
+use multiproc::{
+    Connection, GetError, GetTimeoutError, JoinableQueue, Process, PutError, Queue, Receiver,
+    Sender, TryGetError, TryPutError,
+};
 use serde::{Deserialize, Serialize};
 
 #[path = "../common/mod.rs"]
@@ -52,11 +55,11 @@ fn channel_disconnects_when_the_child_holding_every_sender_exits() {
 fn an_unsplit_queue_counts_as_a_sender_and_never_disconnects() {
     let q = Queue::<u64>::new(4).unwrap();
     drop(q.sender().unwrap());
-    assert_eq!(q.try_get(), Err(GetError::Empty));
+    assert_eq!(q.try_get(), Err(TryGetError::Empty));
     let rx = q.receiver().unwrap();
     drop(q);
     // The queue handle was the last sender.
-    assert_eq!(rx.try_get(), Err(GetError::Disconnected));
+    assert_eq!(rx.try_get(), Err(TryGetError::Disconnected));
 }
 
 #[derive(Serialize, Deserialize, Debug, PartialEq)]
@@ -96,6 +99,32 @@ fn duplex_carries_requests_to_a_child_and_responses_back() {
     child.join().unwrap();
     // The server's end is gone with its process: end of file.
     assert_eq!(client.recv(), Err(GetError::Disconnected));
+}
+
+#[test]
+fn a_connection_names_each_failure_after_its_call() {
+    let (a, b) = multiproc::pipe::<u32>().unwrap();
+    assert_eq!(b.try_recv(), Err(TryGetError::Empty));
+    assert_eq!(
+        b.recv_timeout(Duration::from_millis(5)),
+        Err(GetTimeoutError::Timeout)
+    );
+    // Each direction holds 1024 messages by default.
+    for i in 0..1024 {
+        assert_eq!(a.try_send(i), Ok(()));
+    }
+    assert_eq!(a.try_send(1024), Err(TryPutError::Full(1024)));
+    assert_eq!(b.recv(), Ok(0));
+    assert_eq!(a.send(1024), Ok(()));
+    drop(b);
+    assert_eq!(a.send(1), Err(PutError::Disconnected(1)));
+    assert_eq!(a.try_send(2), Err(TryPutError::Disconnected(2)));
+    assert_eq!(a.recv(), Err(GetError::Disconnected));
+    assert_eq!(a.try_recv(), Err(TryGetError::Disconnected));
+    assert_eq!(
+        a.recv_timeout(Duration::from_millis(5)),
+        Err(GetTimeoutError::Disconnected)
+    );
 }
 
 fn write_three(tx: Sender<String>) {

@@ -112,7 +112,7 @@ fn pipe_end_inherited_by_a_child_counts_at_once() -> bool {
     let ok = reap(pids);
     // The child exited: end of file.
     let eof = parent_end.recv_timeout(std::time::Duration::from_secs(10))
-        == Err(multiproc::GetError::Disconnected);
+        == Err(multiproc::GetTimeoutError::Disconnected);
     sent && reply == Ok(42) && ok && eof
 }
 
@@ -140,7 +140,7 @@ fn child_killed_right_after_fork_leaves_no_phantom_sender() -> bool {
         unsafe { libc::waitpid(pids[0], &mut status, 0) };
         drop(tx);
         let got = rx.get_timeout(std::time::Duration::from_secs(2));
-        if got != Err(multiproc::GetError::Disconnected) {
+        if got != Err(multiproc::GetTimeoutError::Disconnected) {
             phantoms += 1;
         }
     }

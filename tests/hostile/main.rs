@@ -31,8 +31,9 @@ use std::time::{Duration, Instant};
 
 use common::unique_name;
 use multiproc::{
-    Array, Barrier, BoundedSemaphore, Condition, Event, GetError, JoinableQueue, Lock, OpenError,
-    PutError, Queue, RLock, Receiver, Semaphore, Sender, SharedMemory, TryLockError, Value,
+    Array, Barrier, BoundedSemaphore, Condition, Event, GetError, GetTimeoutError, JoinableQueue,
+    Lock, OpenError, PutTimeoutError, Queue, RLock, Receiver, Semaphore, Sender, SharedMemory,
+    TryGetError, TryLockError, TryPutError, Value,
 };
 use proptest::prelude::*;
 use proptest::test_runner::{Config, RngAlgorithm, TestCaseError, TestError, TestRng, TestRunner};
@@ -1679,18 +1680,18 @@ fn queue_odd_positions_are_corrupted() {
     // The tail three bytes before the end of the data region.
     set_tail(&raw, pack(0, cap - 3));
     raw.write64(Q_HEAD, pack(0, cap - 3));
-    assert!(matches!(tx.try_put(7), Err(PutError::Corrupted(7, _))));
+    assert!(matches!(tx.try_put(7), Err(TryPutError::Corrupted(7, _))));
     assert!(matches!(
         within("put_timeout", || tx.put_timeout(7, T)),
-        Err(PutError::Corrupted(7, _))
+        Err(PutTimeoutError::Corrupted(7, _))
     ));
     // An odd head with a message after it.
     raw.write64(Q_HEAD, pack(0, 4));
     set_tail(&raw, pack(1, 4 + 16));
-    assert!(matches!(rx.try_get(), Err(GetError::Corrupted(_))));
+    assert!(matches!(rx.try_get(), Err(TryGetError::Corrupted(_))));
     assert!(matches!(
         within("get_timeout", || rx.get_timeout(T)),
-        Err(GetError::Corrupted(_))
+        Err(GetTimeoutError::Corrupted(_))
     ));
     assert!(matches!(
         rx.get_bytes_into(&mut [0; 4]),
@@ -1782,7 +1783,7 @@ fn queue_cached_positions_scribbled_lose_no_message() {
             scribble(&raw);
             assert_eq!(rx.try_get(), Ok(round * 100 + i), "round {round}");
         }
-        assert_eq!(rx.try_get(), Err(GetError::Empty));
+        assert_eq!(rx.try_get(), Err(TryGetError::Empty));
     }
 }
 
@@ -1847,20 +1848,20 @@ fn queue_record_lengths_scribbled() {
     raw.write64(Q_HEAD, pack(0, cap - 16));
     set_tail(&raw, pack(1, cap + 16));
     raw.write32(Q_STATE_END + Q_CAP - 16, 24);
-    assert!(matches!(rx.try_get(), Err(GetError::Corrupted(_))));
+    assert!(matches!(rx.try_get(), Err(TryGetError::Corrupted(_))));
     // A wrap marker that skips everything up to the tail (and the record after it).
     let (_q, _tx, rx, raw, _u) = queue("wrap", 8);
     raw.write64(Q_HEAD, pack(0, cap - 16));
     raw.write32(Q_STATE_END + Q_CAP - 16, u32::MAX);
     set_tail(&raw, pack(1, cap));
-    assert!(matches!(rx.try_get(), Err(GetError::Corrupted(_))));
+    assert!(matches!(rx.try_get(), Err(TryGetError::Corrupted(_))));
     // A wrap marker followed by another one at offset 0.
     let (_q, _tx, rx, raw, _u) = queue("wrap2", 8);
     raw.write64(Q_HEAD, pack(0, cap - 16));
     raw.write32(Q_STATE_END + Q_CAP - 16, u32::MAX);
     set_tail(&raw, pack(1, cap + 16));
     raw.write32(Q_STATE_END, u32::MAX);
-    assert!(matches!(rx.try_get(), Err(GetError::Corrupted(_))));
+    assert!(matches!(rx.try_get(), Err(TryGetError::Corrupted(_))));
 }
 
 /// Issue 8, bug 4: cloning a handle with a full (or scribbled) peer table panicked. Filled
@@ -1981,11 +1982,11 @@ fn queue_put_lock_held_by_a_live_stranger_times_out() {
     let (_q, tx, rx, raw, _u) = queue("qlive", 4);
     raw.write32(Q_PUT_LINE, 1);
     raw.write64(Q_PUT_LINE + 8, 0);
-    assert!(matches!(tx.try_put(1), Err(PutError::Full(1))));
+    assert!(matches!(tx.try_put(1), Err(TryPutError::Full(1))));
     let start = Instant::now();
     assert!(matches!(
         tx.put_timeout(1, Duration::from_millis(50)),
-        Err(PutError::Full(1))
+        Err(PutTimeoutError::Timeout(1))
     ));
     assert!(start.elapsed() >= Duration::from_millis(50));
     assert!(start.elapsed() < HANG);

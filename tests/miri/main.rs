@@ -28,9 +28,9 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use multiproc::{
-    Array, Barrier, BoundedSemaphore, Condition, Event, GetError, Lock, LockGuard,
-    OverReleaseError, Plain, PutError, Queue, RLock, RawArray, RawValue, Semaphore, SharedObject,
-    TryLockError, Value,
+    Array, Barrier, BoundedSemaphore, Condition, Event, GetError, GetTimeoutError, Lock, LockGuard,
+    OverReleaseError, Plain, PutTimeoutError, Queue, RLock, RawArray, RawValue, Semaphore,
+    SharedObject, TryGetError, TryLockError, TryPutError, Value,
 };
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
 
@@ -58,7 +58,7 @@ fn queue_put_get_in_order_and_empty() {
         .create()
         .unwrap();
     assert!(q.is_empty());
-    assert!(matches!(q.try_get(), Err(GetError::Empty)));
+    assert!(matches!(q.try_get(), Err(TryGetError::Empty)));
     for i in 0..5 {
         q.put(i * 7).unwrap();
     }
@@ -69,7 +69,7 @@ fn queue_put_get_in_order_and_empty() {
     assert!(q.is_empty());
     assert!(matches!(
         q.get_timeout(Duration::from_millis(5)),
-        Err(GetError::Empty)
+        Err(GetTimeoutError::Timeout)
     ));
 }
 
@@ -85,10 +85,10 @@ fn queue_full_hands_the_value_back() {
         q.try_put(i).unwrap();
     }
     assert!(q.is_full());
-    assert!(matches!(q.try_put(99), Err(PutError::Full(99))));
+    assert!(matches!(q.try_put(99), Err(TryPutError::Full(99))));
     assert!(matches!(
         q.put_timeout(98, Duration::from_millis(5)),
-        Err(PutError::Full(98))
+        Err(PutTimeoutError::Timeout(98))
     ));
     assert_eq!(q.get().unwrap(), 0);
     q.try_put(3).unwrap();
@@ -130,7 +130,7 @@ fn queue_bytes_wrap_around() {
             match q.try_put_bytes(m) {
                 Ok(()) => sent += 1,
                 // Two large messages can exceed the bytes: the ring says so, it does not block.
-                Err(PutError::Full(())) => break,
+                Err(TryPutError::Full(())) => break,
                 Err(e) => panic!("round {round}: {e:?}"),
             }
         }
@@ -148,7 +148,7 @@ fn queue_bytes_wrap_around() {
     let too_big = vec![0u8; q.max_message_len() + 1];
     assert!(matches!(
         q.try_put_bytes(&too_big),
-        Err(PutError::TooLarge(()))
+        Err(TryPutError::TooLarge(()))
     ));
 }
 
@@ -263,7 +263,7 @@ fn queue_threads_exactly_once_in_order() {
         }
     });
     assert!(seen.iter().all(|n| n.load(Ordering::Relaxed) == 1));
-    assert!(matches!(rx.try_get(), Err(GetError::Disconnected)));
+    assert!(matches!(rx.try_get(), Err(TryGetError::Disconnected)));
 }
 
 #[cfg(feature = "serde")]

@@ -19,9 +19,9 @@ use std::time::{Duration, Instant};
 
 use common::{Ident, eventually, unique_name, watchdog};
 use multiproc::{
-    Connection, ConnectionHandle, GetError, Handle, Lock, Process, ProcessError, ProcessInfo,
-    Queue, Receiver, Sender, SharedObject, StartMethod, Value, active_children, cpu_count,
-    current_process, parent_process, pipe,
+    Connection, ConnectionHandle, GetTimeoutError, Handle, Lock, Process, ProcessError,
+    ProcessInfo, Queue, Receiver, Sender, SharedObject, StartMethod, TryGetError, Value,
+    active_children, cpu_count, current_process, parent_process, pipe,
 };
 use serde::{Deserialize, Serialize};
 
@@ -670,12 +670,12 @@ fn objects_scenario(what: &str, start: impl FnOnce(&Objects) -> Process<u64>) {
     assert!(rx.is_empty(), "{what}");
     let rest = rx.try_get();
     assert!(
-        matches!(rest, Err(GetError::Empty | GetError::Disconnected)),
+        matches!(rest, Err(TryGetError::Empty | TryGetError::Disconnected)),
         "{what}: {rest:?}"
     );
     let rest = ours.try_recv();
     assert!(
-        matches!(rest, Err(GetError::Empty | GetError::Disconnected)),
+        matches!(rest, Err(TryGetError::Empty | TryGetError::Disconnected)),
         "{what}: {rest:?}"
     );
 }
@@ -1183,7 +1183,9 @@ fn a_fork_in_one_thread_does_not_keep_senders_dropped_in_another_counted() {
     let leaked: Vec<usize> = receivers
         .iter()
         .enumerate()
-        .filter(|(_, rx)| rx.get_timeout(Duration::from_millis(20)) != Err(GetError::Disconnected))
+        .filter(|(_, rx)| {
+            rx.get_timeout(Duration::from_millis(20)) != Err(GetTimeoutError::Disconnected)
+        })
         .map(|(i, _)| i)
         .collect();
     assert!(

@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 
 use common::{arg, join_all, role, spawn, unique_name, wait_for, watchdog};
 use multiproc::{
-    Connection, GetError, Plain, PutError, Queue, RawArray, RawValue, Receiver, Sender,
-    SharedObject,
+    Connection, GetError, GetTimeoutError, Plain, PutError, PutTimeoutError, Queue, RawArray,
+    RawValue, Receiver, Sender, SharedObject, TryGetError, TryPutError,
 };
 use serde::{Deserialize, Serialize};
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
@@ -134,7 +134,7 @@ fn four_producers_four_consumers_exactly_once_in_order() {
         .count();
     assert_eq!(missing, 0, "{missing} messages never received");
     assert!(rx.is_empty(), "messages left over");
-    assert_eq!(rx.try_get(), Err(GetError::Disconnected));
+    assert_eq!(rx.try_get(), Err(TryGetError::Disconnected));
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -314,7 +314,7 @@ fn types_round_trip_through_a_pipe_across_processes() {
     // The child is gone: EOF.
     assert_eq!(
         a.recv_timeout(Duration::from_secs(10)),
-        Err(GetError::Disconnected)
+        Err(GetTimeoutError::Disconnected)
     );
 }
 
@@ -389,17 +389,17 @@ fn limits_and_timeouts() {
     q.put(1).unwrap();
     q.try_put(2).unwrap();
     assert!(q.is_full());
-    assert_eq!(q.try_put(3), Err(PutError::Full(3)));
+    assert_eq!(q.try_put(3), Err(TryPutError::Full(3)));
     let d = Duration::from_millis(100);
     let t = Instant::now();
-    assert_eq!(q.put_timeout(4, d), Err(PutError::Full(4)));
+    assert_eq!(q.put_timeout(4, d), Err(PutTimeoutError::Timeout(4)));
     assert!(t.elapsed() >= d && t.elapsed() < d + Duration::from_secs(1));
     assert_eq!(q.get().unwrap(), 1);
     assert_eq!(q.get().unwrap(), 2);
     let t = Instant::now();
-    assert_eq!(q.get_timeout(d), Err(GetError::Empty));
+    assert_eq!(q.get_timeout(d), Err(GetTimeoutError::Timeout));
     assert!(t.elapsed() >= d && t.elapsed() < d + Duration::from_secs(1));
-    assert_eq!(q.try_get(), Err(GetError::Empty));
+    assert_eq!(q.try_get(), Err(TryGetError::Empty));
 
     // Too large for the queue, ever: an error at once, with the value back.
     let small = Queue::<Vec<u8>>::builder()
@@ -407,7 +407,10 @@ fn limits_and_timeouts() {
         .create()
         .unwrap();
     let v = vec![7u8; 2000];
-    assert_eq!(small.try_put(v.clone()), Err(PutError::TooLarge(v.clone())));
+    assert_eq!(
+        small.try_put(v.clone()),
+        Err(TryPutError::TooLarge(v.clone()))
+    );
     assert_eq!(small.put(v.clone()).unwrap_err().into_inner(), v);
     assert_eq!(small.max_message_len(), 504);
     assert_eq!(small.put_bytes(&[0; 505]), Err(PutError::TooLarge(())));
@@ -648,7 +651,7 @@ fn a_get_blocked_on_an_idle_queue_sleeps() {
     let wait = Duration::from_secs(2);
     let cpu = thread_cpu_time();
     let t = Instant::now();
-    assert_eq!(rx.get_timeout(wait), Err(GetError::Empty));
+    assert_eq!(rx.get_timeout(wait), Err(GetTimeoutError::Timeout));
     let (took, used) = (t.elapsed(), thread_cpu_time() - cpu);
     assert!(took >= wait, "returned after {took:?}");
     assert!(

@@ -16,8 +16,8 @@ use std::time::{Duration, Instant};
 
 use common::{arg, counter, eventually, join_all, new_counter, role, spawn, unique_name, watchdog};
 use multiproc::{
-    Connection, ConnectionHandle, GetError, JoinableQueue, PutError, Queue, RawArray, Receiver,
-    Sender, TaskDoneError, pipe,
+    Connection, ConnectionHandle, GetError, GetTimeoutError, JoinableQueue, PutError, Queue,
+    RawArray, Receiver, Sender, TaskDoneError, TryGetError, TryPutError, pipe,
 };
 use serde::de::{self, Deserializer, SeqAccess, Visitor};
 use serde::ser::{SerializeSeq, Serializer};
@@ -118,7 +118,7 @@ fn receiver_sees_disconnected_after_three_sender_processes_exit() {
     }
     assert_eq!(next, [1_000; 3]);
     assert_eq!(rx.get(), Err(GetError::Disconnected));
-    assert_eq!(rx.try_get(), Err(GetError::Disconnected));
+    assert_eq!(rx.try_get(), Err(TryGetError::Disconnected));
     assert!(rx.is_empty());
     join_all(children, LIMIT);
 }
@@ -238,7 +238,7 @@ fn blocked_put_on_a_full_queue_gets_its_value_back_when_the_receiver_is_killed()
     for i in 0..4 {
         assert_eq!(tx.try_put(i), Ok(()));
     }
-    assert_eq!(tx.try_put(4), Err(PutError::Full(4)));
+    assert_eq!(tx.try_put(4), Err(TryPutError::Full(4)));
     std::thread::scope(|s| {
         let putter = s.spawn(|| (tx.put(99), Instant::now()));
         std::thread::sleep(Duration::from_millis(300));
@@ -251,7 +251,7 @@ fn blocked_put_on_a_full_queue_gets_its_value_back_when_the_receiver_is_killed()
         assert!(noticed < NOTICE, "noticed {noticed:?} after the kill");
     });
     // The dead receiver's handle is no longer counted: even a put with room fails now.
-    assert_eq!(tx.try_put(5), Err(PutError::Disconnected(5)));
+    assert_eq!(tx.try_put(5), Err(TryPutError::Disconnected(5)));
     reap_killed(&mut child, "idle receiver");
 }
 
@@ -292,10 +292,10 @@ fn polling_with_tries_notices_a_killed_peer() {
         let rx = (side == "sender").then(|| q.receiver().unwrap());
         drop(q);
         let poll = || match (&tx, &rx) {
-            (_, Some(rx)) => rx.try_get() == Err(GetError::Disconnected),
+            (_, Some(rx)) => rx.try_get() == Err(TryGetError::Disconnected),
             (Some(tx), None) => {
                 while tx.try_put(1).is_ok() {}
-                tx.try_put(2) == Err(PutError::Disconnected(2))
+                tx.try_put(2) == Err(TryPutError::Disconnected(2))
             }
             (None, None) => unreachable!(),
         };
@@ -329,7 +329,7 @@ fn put_without_any_receiver_is_disconnected_at_once() {
     let tx = q.sender().unwrap();
     drop(q);
     let t = Instant::now();
-    assert_eq!(tx.try_put(7), Err(PutError::Disconnected(7)));
+    assert_eq!(tx.try_put(7), Err(TryPutError::Disconnected(7)));
     assert_eq!(tx.put(8), Err(PutError::Disconnected(8)));
     assert!(t.elapsed() < NOTICE);
     assert!(tx.is_empty());
@@ -349,7 +349,7 @@ fn put_without_any_receiver_is_disconnected_at_once() {
     assert_eq!(tx.try_put(1), Ok(()));
     join_all(vec![child], LIMIT);
     let t = Instant::now();
-    assert_eq!(tx.try_put(7), Err(PutError::Disconnected(7)));
+    assert_eq!(tx.try_put(7), Err(TryPutError::Disconnected(7)));
     assert_eq!(tx.put(8), Err(PutError::Disconnected(8)));
     assert!(t.elapsed() < NOTICE);
     assert!(tx.is_empty());
@@ -984,7 +984,7 @@ fn consumer_killed_inside_get_leaves_the_message_for_the_next_consumer() {
         let m = rx.get().unwrap();
         assert_eq!((m.id, m.seq), (0, seq));
     }
-    assert_eq!(rx.try_get().map(|m| m.seq), Err(GetError::Empty));
+    assert_eq!(rx.try_get().map(|m| m.seq), Err(TryGetError::Empty));
 }
 
 #[test]
@@ -1002,7 +1002,7 @@ fn producer_killed_inside_put_leaves_nothing_visible_and_its_lock_is_taken_over(
     assert_eq!((m.id, m.seq), (0, 0));
     // Part of message 1 is in the ring, unpublished.
     assert_eq!(rx.len(), 0);
-    assert_eq!(rx.try_get().map(|m| m.seq), Err(GetError::Empty));
+    assert_eq!(rx.try_get().map(|m| m.seq), Err(TryGetError::Empty));
     tx.put(Msg::new(FRESH, 0)).unwrap();
     let noticed = killed.elapsed();
     assert!(noticed < NOTICE, "put lock taken over after {noticed:?}");
@@ -1037,7 +1037,7 @@ fn joinable_queue_two_worker_processes_finish_every_task() {
                     done.fetch_add(1, Ordering::SeqCst);
                     q.task_done().unwrap();
                 }
-                Err(GetError::Empty) => {}
+                Err(GetTimeoutError::Timeout) => {}
                 Err(e) => panic!("worker get: {e}"),
             }
         }
@@ -1182,7 +1182,7 @@ fn pipe_eof_after_the_child_exits() {
     // EOF counts as readable.
     assert!(a.poll(Duration::from_secs(10)));
     assert_eq!(a.recv(), Err(GetError::Disconnected));
-    assert_eq!(a.try_recv(), Err(GetError::Disconnected));
+    assert_eq!(a.try_recv(), Err(TryGetError::Disconnected));
     assert!(a.poll(Duration::ZERO));
     // Nobody receives on the other side either.
     assert_eq!(a.send(5), Err(PutError::Disconnected(5)));
@@ -1196,7 +1196,7 @@ fn pipe_eof_within_1s_of_killing_the_child() {
     let _watchdog = watchdog(LIMIT, "pipe eof kill");
     let (a, mut child) = pipe_scenario(&this_test!(pipe_eof_within_1s_of_killing_the_child), true);
     // The child sleeps: the pipe is empty and alive.
-    assert_eq!(a.try_recv(), Err(GetError::Empty));
+    assert_eq!(a.try_recv(), Err(TryGetError::Empty));
     child.kill().expect("SIGKILL");
     let killed = Instant::now();
     assert_eq!(a.recv(), Err(GetError::Disconnected));
@@ -1218,14 +1218,14 @@ fn try_get_on_a_drained_queue_without_senders_is_disconnected() {
     drop(tx);
     assert_eq!(rx.try_get(), Ok(1));
     assert_eq!(rx.get(), Err(GetError::Disconnected));
-    assert_eq!(rx.try_get(), Err(GetError::Disconnected));
+    assert_eq!(rx.try_get(), Err(TryGetError::Disconnected));
     assert_eq!(
         rx.get_timeout(Duration::from_millis(1)),
-        Err(GetError::Disconnected)
+        Err(GetTimeoutError::Disconnected)
     );
     let (a, b) = pipe::<u64>().unwrap();
     drop(b);
-    assert_eq!(a.try_recv(), Err(GetError::Disconnected));
+    assert_eq!(a.try_recv(), Err(TryGetError::Disconnected));
     // Python: `poll(0)` is true at EOF (a recv would not block).
     assert!(a.poll(Duration::ZERO));
 }
@@ -1298,7 +1298,7 @@ fn child_forked_and_killed_at_once_leaves_no_phantom_sender() {
         drop(tx);
         assert_eq!(
             rx.get_timeout(Duration::from_secs(5)),
-            Err(GetError::Disconnected),
+            Err(GetTimeoutError::Disconnected),
             "trial {i}: the killed child still counts as a sender"
         );
     }

@@ -7,7 +7,7 @@ use super::layout::{STATE_LEN, SideLine, pack, unpack};
 use super::*;
 use crate::primitive::AtomicU64;
 use crate::sync::raw_lock::RawLock;
-use crate::{GetError, PutError, Queue};
+use crate::{PutTimeoutError, Queue, TryGetError, TryPutError};
 use std::time::Duration;
 
 type Pair = (crate::Sender<u64>, crate::Receiver<u64>);
@@ -52,10 +52,10 @@ fn misaligned_tail_is_corrupted() {
         .head
         .pos
         .store(pack(0, near_end), Ordering::Relaxed);
-    assert!(matches!(tx.try_put(7), Err(PutError::Corrupted(7, _))));
+    assert!(matches!(tx.try_put(7), Err(TryPutError::Corrupted(7, _))));
     assert!(matches!(
         tx.put_timeout(7, Duration::from_millis(10)),
-        Err(PutError::Corrupted(7, _))
+        Err(PutTimeoutError::Corrupted(7, _))
     ));
 }
 
@@ -68,7 +68,7 @@ fn misaligned_head_is_corrupted() {
     let ring = tx.ring();
     ring.st().head.pos.store(pack(0, 4), Ordering::Relaxed);
     ring.st().tail.pos.store(pack(1, 4 + 16), Ordering::Relaxed);
-    assert!(matches!(rx.try_get(), Err(GetError::Corrupted(_))));
+    assert!(matches!(rx.try_get(), Err(TryGetError::Corrupted(_))));
 }
 
 /// Issue 8, bug 3: the cached copies of the other side's position lived in shared memory,
@@ -114,7 +114,7 @@ fn scribbled_side_lines_lose_no_message() {
             scribble(ring);
             assert_eq!(rx.try_get(), Ok(round * 100 + i));
         }
-        assert_eq!(rx.try_get(), Err(GetError::Empty));
+        assert_eq!(rx.try_get(), Err(TryGetError::Empty));
     }
 }
 
@@ -170,7 +170,7 @@ fn a_producer_that_died_before_updating_its_copy_loses_no_message() {
     tx.put_timeout(2, Duration::from_secs(5)).unwrap();
     assert_eq!(rx.try_get(), Ok(1));
     assert_eq!(rx.try_get(), Ok(2));
-    assert_eq!(rx.try_get(), Err(GetError::Empty));
+    assert_eq!(rx.try_get(), Err(TryGetError::Empty));
 }
 
 /// As above, with a ring too full for the put that takes the lock over: it publishes nothing,
@@ -202,10 +202,10 @@ fn a_takeover_that_publishes_nothing_still_repairs_the_copy() {
     // One message fills this ring: the put that takes the lock over finds no room.
     assert!(matches!(
         tx.put_timeout(2, Duration::from_millis(300)),
-        Err(PutError::Full(2))
+        Err(PutTimeoutError::Timeout(2))
     ));
     assert_eq!(rx.try_get(), Ok(1));
     tx.put_timeout(3, Duration::from_secs(5)).unwrap();
     assert_eq!(rx.try_get(), Ok(3));
-    assert_eq!(rx.try_get(), Err(GetError::Empty));
+    assert_eq!(rx.try_get(), Err(TryGetError::Empty));
 }

@@ -21,7 +21,7 @@ use super::protocol::{
 use super::worker::worker_main;
 use super::{PoolBuilder, TaskError};
 use crate::channel::{Plain, Queue};
-use crate::error::GetError;
+use crate::error::GetTimeoutError;
 use crate::process::{BytesRx, BytesTx, Process, ProcessError, StartMethod};
 use crate::segment::object::SharedObject;
 use crate::value::RawArray;
@@ -217,7 +217,7 @@ impl Manager {
                         }
                     }
                 }
-                Err(GetError::Empty) => {}
+                Err(GetTimeoutError::Timeout) => {}
                 Err(_) => {}
             }
             if last_check.elapsed() >= wait {
