@@ -661,6 +661,105 @@ impl From<GetError> for GetTimeoutError {
 #[error("task_done() called too many times")]
 pub struct TaskDoneError;
 
+/// An access outside the segment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("range {offset}..{end} is outside the {len}-byte segment")]
+pub struct OutOfBounds {
+    /// Start of the requested range.
+    pub offset: usize,
+    /// End of the requested range.
+    pub end: usize,
+    /// Size of the segment.
+    pub len: usize,
+}
+
+/// A string that is not a handle.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("malformed handle string")]
+pub struct ParseHandleError;
+
+#[cfg(feature = "serde")]
+/// Why a child could not be started, or did not hand back a result.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ProcessError {
+    /// A system call failed (`fork`, `posix_spawn`, `waitpid`, ...).
+    #[error("system error: {0}")]
+    Os(#[from] Errno),
+    /// A shared segment for the child's start message or result could not be made.
+    #[error(transparent)]
+    Open(#[from] OpenError),
+    /// The argument or the result did not encode or decode.
+    #[error("{0}")]
+    Codec(String),
+    /// The argument is too large to hand to a child.
+    #[error("argument of {len} bytes is larger than the {max} bytes a child can be handed")]
+    TooLarge {
+        /// Encoded size of the argument.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// This executable does not run `multiproc`'s start-up hook, so a spawned copy would run
+    /// `main` instead of the function. Call [`init`](crate::init) first thing in `main`.
+    #[error("the start-up hook did not run: call multiproc::init() first thing in main")]
+    NoStartupHook,
+    /// The child panicked; the panic message.
+    #[error("child panicked: {0}")]
+    Panicked(String),
+    /// The child could not run the function (see the message).
+    #[error("child failed: {0}")]
+    Failed(String),
+    /// The child was killed by this signal before it handed back a result (`exitcode` is
+    /// minus the signal number).
+    #[error("child was killed by signal {0}")]
+    Killed(i32),
+    /// The child exited with this code without handing back a result (it called
+    /// `std::process::exit`, for instance).
+    #[error("child exited with code {0} without a result")]
+    Exited(i32),
+    /// [`Process::join_timeout`](crate::Process::join_timeout) already handed over the child's result.
+    #[error("the child's result was already taken")]
+    AlreadyJoined,
+}
+
+#[cfg(feature = "serde")]
+/// Why a task gave no result.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum TaskError {
+    /// The task panicked; the panic message.
+    #[error("task panicked: {0}")]
+    Panicked(String),
+    /// The worker running the task died (killed, or exited) before the task finished.
+    #[error("worker {pid} died while running the task (exit code {exitcode})")]
+    WorkerDied {
+        /// The worker's process id.
+        pid: u32,
+        /// Its exit code, or minus the signal that killed it.
+        exitcode: i32,
+    },
+    /// The argument or result did not encode or decode, or the worker could not call the
+    /// function.
+    #[error("{0}")]
+    Codec(String),
+    /// The pool's initializer failed in a worker, so the pool runs no tasks.
+    #[error("pool initializer failed: {0}")]
+    InitializerFailed(String),
+    /// The pool was closed before the task was submitted.
+    #[error("pool is closed")]
+    Closed,
+    /// The pool was terminated before the task finished.
+    #[error("pool was terminated")]
+    Terminated,
+    /// `get_timeout` ran out.
+    #[error("timed out")]
+    Timeout,
+    /// Workers could not be started.
+    #[error("could not start a worker: {0}")]
+    Start(String),
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -13,17 +13,7 @@ use crate::error::OpenError;
 use crate::segment::{NameOwner, normalize_name, random_name};
 use crate::sys::{self, Mapping};
 
-/// An access outside the segment.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-#[error("range {offset}..{end} is outside the {len}-byte segment")]
-pub struct OutOfBounds {
-    /// Start of the requested range.
-    pub offset: usize,
-    /// End of the requested range.
-    pub end: usize,
-    /// Size of the segment.
-    pub len: usize,
-}
+pub use crate::error::OutOfBounds;
 
 /// A named POSIX shared-memory block of raw bytes, like Python's
 /// `multiprocessing.shared_memory.SharedMemory`.

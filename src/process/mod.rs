@@ -38,6 +38,8 @@ pub use pool::{
     AsyncResult, Imap, ImapUnordered, ImapUnorderedIndexed, Pool, PoolBuilder, TaskError,
 };
 
+pub use crate::error::ProcessError;
+
 /// Bytes of the ring that carries a child's result (sparse: untouched capacity costs no
 /// memory). A message can take half a ring.
 const LINK_BYTES: usize = 64 << 20;
@@ -59,50 +61,6 @@ pub enum StartMethod {
     /// a `Mutex` of yours, a logger's) stays locked forever there. Prefer `Spawn` in programs
     /// with threads, or fork before starting them.
     Fork,
-}
-
-/// Why a child could not be started, or did not hand back a result.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum ProcessError {
-    /// A system call failed (`fork`, `posix_spawn`, `waitpid`, ...).
-    #[error("system error: {0}")]
-    Os(#[from] Errno),
-    /// A shared segment for the child's start message or result could not be made.
-    #[error(transparent)]
-    Open(#[from] OpenError),
-    /// The argument or the result did not encode or decode.
-    #[error("{0}")]
-    Codec(String),
-    /// The argument is too large to hand to a child.
-    #[error("argument of {len} bytes is larger than the {max} bytes a child can be handed")]
-    TooLarge {
-        /// Encoded size of the argument.
-        len: usize,
-        /// The limit.
-        max: usize,
-    },
-    /// This executable does not run `multiproc`'s start-up hook, so a spawned copy would run
-    /// `main` instead of the function. Call [`init`] first thing in `main`.
-    #[error("the start-up hook did not run: call multiproc::init() first thing in main")]
-    NoStartupHook,
-    /// The child panicked; the panic message.
-    #[error("child panicked: {0}")]
-    Panicked(String),
-    /// The child could not run the function (see the message).
-    #[error("child failed: {0}")]
-    Failed(String),
-    /// The child was killed by this signal before it handed back a result (`exitcode` is
-    /// minus the signal number).
-    #[error("child was killed by signal {0}")]
-    Killed(i32),
-    /// The child exited with this code without handing back a result (it called
-    /// `std::process::exit`, for instance).
-    #[error("child exited with code {0} without a result")]
-    Exited(i32),
-    /// [`Process::join_timeout`] already handed over the child's result.
-    #[error("the child's result was already taken")]
-    AlreadyJoined,
 }
 
 /// What a new child needs to know about itself.

@@ -3,6 +3,8 @@
 use std::fmt;
 use std::str::FromStr;
 
+pub use crate::error::ParseHandleError;
+
 /// Where a segment can be found.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
@@ -166,11 +168,6 @@ impl fmt::Display for Handle {
         }
     }
 }
-
-/// A string that is not a handle.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("malformed handle string")]
-pub struct ParseHandleError;
 
 impl FromStr for Handle {
     type Err = ParseHandleError;

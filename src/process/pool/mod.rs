@@ -50,41 +50,7 @@ use protocol::{IDLE, QUEUE_BYTES};
 
 pub use iterators::{AsyncResult, Imap, ImapUnordered, ImapUnorderedIndexed};
 
-/// Why a task gave no result.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
-pub enum TaskError {
-    /// The task panicked; the panic message.
-    #[error("task panicked: {0}")]
-    Panicked(String),
-    /// The worker running the task died (killed, or exited) before the task finished.
-    #[error("worker {pid} died while running the task (exit code {exitcode})")]
-    WorkerDied {
-        /// The worker's process id.
-        pid: u32,
-        /// Its exit code, or minus the signal that killed it.
-        exitcode: i32,
-    },
-    /// The argument or result did not encode or decode, or the worker could not call the
-    /// function.
-    #[error("{0}")]
-    Codec(String),
-    /// The pool's initializer failed in a worker, so the pool runs no tasks.
-    #[error("pool initializer failed: {0}")]
-    InitializerFailed(String),
-    /// The pool was closed before the task was submitted.
-    #[error("pool is closed")]
-    Closed,
-    /// The pool was terminated before the task finished.
-    #[error("pool was terminated")]
-    Terminated,
-    /// `get_timeout` ran out.
-    #[error("timed out")]
-    Timeout,
-    /// Workers could not be started.
-    #[error("could not start a worker: {0}")]
-    Start(String),
-}
+pub use crate::error::TaskError;
 
 /// Configures a [`Pool`].
 #[derive(Debug, Clone, Default)]
