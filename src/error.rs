@@ -142,6 +142,11 @@ pub enum OpenError {
     /// `open()` was called on a builder without a name.
     #[error("opening needs a name (Builder::name)")]
     NameRequired,
+    /// A creation parameter is out of range (a queue capacity of 0, a barrier of 0 parties,
+    /// an array whose size in bytes overflows); the message says which and what is allowed.
+    /// Nothing was created.
+    #[error("invalid argument: {0}")]
+    InvalidArgument(&'static str),
     /// Every slot for attached processes is taken by live processes.
     #[error("too many processes attached (at most {max})")]
     TooManyProcesses {
