@@ -142,6 +142,11 @@ pub enum OpenError {
     /// `open()` was called on a builder without a name.
     #[error("opening needs a name (Builder::name)")]
     NameRequired,
+    /// A creation parameter is out of range (a queue capacity of 0, a barrier of 0 parties,
+    /// an array whose size in bytes overflows); the message says which and what is allowed.
+    /// Nothing was created.
+    #[error("invalid argument: {0}")]
+    InvalidArgument(&'static str),
     /// Every slot for attached processes is taken by live processes.
     #[error("too many processes attached (at most {max})")]
     TooManyProcesses {
@@ -692,6 +697,10 @@ pub enum ProcessError {
     /// The argument or the result did not encode or decode.
     #[error("{0}")]
     Codec(String),
+    /// A parameter is out of range (a pool of 0 processes, `max_tasks_per_child(0)`); the
+    /// message says which and what is allowed. Nothing was started.
+    #[error("invalid argument: {0}")]
+    InvalidArgument(&'static str),
     /// The argument is too large to hand to a child.
     #[error("argument of {len} bytes is larger than the {max} bytes a child can be handed")]
     TooLarge {

@@ -72,7 +72,8 @@ impl SharedMemory {
     /// Creates a block of `size` zeroed bytes under a fresh unguessable name.
     ///
     /// # Errors
-    /// The system error; `size == 0` is [`OpenError::Os`] with `EINVAL` (Python: `ValueError`).
+    /// [`OpenError::InvalidArgument`] if `size` is 0 (Python's `ValueError`); the system
+    /// error.
     pub fn create(size: usize) -> Result<Self, OpenError> {
         Self::create_at(random_name(), size)
     }
@@ -80,14 +81,17 @@ impl SharedMemory {
     /// Creates a block of `size` zeroed bytes named `name`, exclusively, mode 0600.
     ///
     /// # Errors
-    /// [`OpenError::AlreadyExists`], [`OpenError::InvalidName`], or the system error.
+    /// [`OpenError::AlreadyExists`], [`OpenError::InvalidName`], [`OpenError::InvalidArgument`]
+    /// if `size` is 0, or the system error.
     pub fn create_named(name: &str, size: usize) -> Result<Self, OpenError> {
         Self::create_at(normalize_name(name)?, size)
     }
 
     fn create_at(name: String, size: usize) -> Result<Self, OpenError> {
         if size == 0 {
-            return Err(OpenError::Os(sys::Errno::INVAL));
+            return Err(OpenError::InvalidArgument(
+                "shared memory size must be at least 1 byte",
+            ));
         }
         let (map, owner) = NameOwner::create(&name, size)?;
         Ok(Self::from_block(Block {

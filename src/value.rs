@@ -125,7 +125,9 @@ unsafe impl<T: Send> Send for Cells<T> {}
 unsafe impl<T: Send> Sync for Cells<T> {}
 
 impl<T: ShmSafe> Cells<T> {
-    fn payload_len(len: usize) -> usize {
+    /// The payload for `len` elements, `None` if its size is above `isize::MAX` bytes (the
+    /// most any Rust object or mapping can span).
+    fn checked_payload_len(len: usize) -> Option<usize> {
         const {
             assert!(
                 align_of::<T>() <= 64,
@@ -134,7 +136,21 @@ impl<T: ShmSafe> Cells<T> {
         };
         len.checked_mul(size_of::<T>())
             .and_then(|n| n.checked_add(STATE_LEN))
-            .expect("array too large")
+            .filter(|&n| isize::try_from(n).is_ok())
+    }
+
+    fn check(config: &CellsConfig) -> Result<(), OpenError> {
+        match Self::checked_payload_len(config.len) {
+            Some(_) => Ok(()),
+            None => Err(OpenError::InvalidArgument(
+                "array length times element size must be at most isize::MAX bytes",
+            )),
+        }
+    }
+
+    fn payload_len(len: usize) -> usize {
+        // `check` accepted `len` before any segment is created.
+        Self::checked_payload_len(len).unwrap_or(usize::MAX)
     }
 
     fn init(mut payload: FreshPayload<'_>, config: &CellsConfig) {
@@ -301,6 +317,10 @@ macro_rules! cells_object {
             type Config = CellsConfig;
             const KIND: u32 = $kind;
 
+            fn check(config: &CellsConfig) -> Result<(), OpenError> {
+                Cells::<T>::check(config)
+            }
+
             fn payload_len(config: &CellsConfig) -> usize {
                 Cells::<T>::payload_len(config.len)
             }
@@ -379,7 +399,9 @@ macro_rules! array_common {
             /// Creates an array of `len` zeroed elements in a new memfd segment.
             ///
             /// # Errors
-            /// The system error if the segment cannot be created.
+            /// [`OpenError::InvalidArgument`] if `len` elements take more than
+            /// `isize::MAX` bytes; the system error if the segment cannot be created
+            /// (`ENOMEM`, or `EFBIG` for a size the system cannot map).
             pub fn zeroed(len: usize) -> Result<Self, OpenError> {
                 Self::builder().len(len).create()
             }
@@ -412,7 +434,9 @@ macro_rules! array_common {
         }
 
         impl<T: ShmSafe + Send> Builder<$ty<T>> {
-            /// Number of elements (zero-initialised unless [`values`](Self::values) is set).
+            /// Number of elements (zero-initialised unless [`values`](Self::values) is set). A
+            /// length whose size in bytes is above `isize::MAX` makes
+            /// [`create`](Builder::create) fail with [`OpenError::InvalidArgument`].
             pub fn len(mut self, len: usize) -> Self {
                 self.config.len = len;
                 self

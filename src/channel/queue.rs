@@ -22,8 +22,34 @@ use crate::sys;
 // reaches it, so it is not part of the public API.
 #[allow(unreachable_pub)]
 pub struct QueueConfig {
-    messages: u32,
+    /// As the caller gave it; `check` keeps it to `1..=u32::MAX`.
+    messages: usize,
     bytes: usize,
+}
+
+/// Most bytes of message data a queue can have (2 GiB).
+const MAX_BYTES: usize = 1 << 31;
+
+impl QueueConfig {
+    /// Rejects a capacity no queue can have (see `Builder::capacity` and `max_bytes`).
+    fn check(&self) -> Result<(), OpenError> {
+        if self.messages == 0 || u32::try_from(self.messages).is_err() {
+            return Err(OpenError::InvalidArgument(
+                "queue capacity must be 1 to 4294967295 (u32::MAX) messages",
+            ));
+        }
+        if self.bytes > MAX_BYTES {
+            return Err(OpenError::InvalidArgument(
+                "queue max_bytes must be at most 2147483648 (2 GiB)",
+            ));
+        }
+        Ok(())
+    }
+
+    /// The message capacity, once `check` accepted it.
+    fn max_messages(&self) -> u32 {
+        u32::try_from(self.messages).unwrap_or(u32::MAX)
+    }
 }
 
 impl Default for QueueConfig {
@@ -486,6 +512,10 @@ macro_rules! endpoint_type {
             type Config = QueueConfig;
             const KIND: u32 = $kind;
 
+            fn check(config: &QueueConfig) -> Result<(), OpenError> {
+                config.check()
+            }
+
             fn payload_len(config: &QueueConfig) -> usize {
                 Ring::payload_len(Ring::round_capacity(config.bytes))
             }
@@ -494,7 +524,7 @@ macro_rules! endpoint_type {
                 Ring::init(
                     payload,
                     Ring::round_capacity(config.bytes),
-                    config.messages.max(1),
+                    config.max_messages(),
                 )
             }
 
@@ -589,19 +619,19 @@ macro_rules! endpoint_type {
                 self.retype()
             }
 
-            /// Most messages held at once (Python's `maxsize`; default 1024).
-            ///
-            /// # Panics
-            /// If `messages` is 0 or above `u32::MAX`.
+            /// Most messages held at once (Python's `maxsize`; default 1024): 1 to
+            /// `u32::MAX`. Python's `maxsize=0` (unbounded) has no equivalent: every queue is
+            /// bounded. Another value makes [`create`](Builder::create) fail with
+            /// [`OpenError::InvalidArgument`].
             pub fn capacity(mut self, messages: usize) -> Self {
-                assert!(messages > 0, "queue capacity must be positive");
-                self.config.messages = u32::try_from(messages).expect("capacity fits in u32");
+                self.config.messages = messages;
                 self
             }
 
-            /// Bytes for message data (default 1 MiB, rounded up to a power of two). Each
-            /// message takes its encoded length plus 8 to 15 bytes; the largest message is half
-            /// of this minus 8.
+            /// Bytes for message data (default 1 MiB, rounded up to a power of two, and to
+            /// at least 64). Each message takes its encoded length plus 8 to 15 bytes; the
+            /// largest message is half of this minus 8. At most 2 GiB: more makes
+            /// [`create`](Builder::create) fail with [`OpenError::InvalidArgument`].
             pub fn max_bytes(mut self, bytes: usize) -> Self {
                 self.config.bytes = bytes;
                 self
@@ -797,10 +827,8 @@ where
     /// [`with_codec`](Self::with_codec) chooses another codec.
     ///
     /// # Errors
-    /// The system error if the segment cannot be created.
-    ///
-    /// # Panics
-    /// If `capacity` is 0 or above `u32::MAX`.
+    /// [`OpenError::InvalidArgument`] if `capacity` is 0 or above `u32::MAX`; the system
+    /// error if the segment cannot be created.
     ///
     /// # Examples
     /// ```
@@ -820,10 +848,8 @@ impl<T, C: Codec<T>> Queue<T, C> {
     /// `Queue::<u64, Plain>::with_codec(64)`.
     ///
     /// # Errors
-    /// The system error if the segment cannot be created.
-    ///
-    /// # Panics
-    /// If `capacity` is 0 or above `u32::MAX`.
+    /// [`OpenError::InvalidArgument`] if `capacity` is 0 or above `u32::MAX`; the system
+    /// error if the segment cannot be created.
     pub fn with_codec(capacity: usize) -> Result<Self, OpenError> {
         Builder::<Self>::with_config(QueueConfig::default())
             .capacity(capacity)
@@ -871,10 +897,8 @@ impl<T, C: Codec<T>> Queue<T, C> {
 /// queue never disconnects while one lives: split it, or use this function.
 ///
 /// # Errors
-/// The system error if the segment cannot be created.
-///
-/// # Panics
-/// If `capacity` is 0 or above `u32::MAX`.
+/// [`OpenError::InvalidArgument`] if `capacity` is 0 or above `u32::MAX`; the system error if
+/// the segment cannot be created.
 ///
 /// # Examples
 /// ```
@@ -970,10 +994,8 @@ where
     /// memfd segment, with the default codec.
     ///
     /// # Errors
-    /// The system error if the segment cannot be created.
-    ///
-    /// # Panics
-    /// If `capacity` is 0 or above `u32::MAX`.
+    /// [`OpenError::InvalidArgument`] if `capacity` is 0 or above `u32::MAX`; the system
+    /// error if the segment cannot be created.
     pub fn new(capacity: usize) -> Result<Self, OpenError> {
         Self::with_codec(capacity)
     }
@@ -984,10 +1006,8 @@ impl<T, C: Codec<T>> JoinableQueue<T, C> {
     /// Creates a joinable queue for `capacity` messages with codec `C`.
     ///
     /// # Errors
-    /// The system error if the segment cannot be created.
-    ///
-    /// # Panics
-    /// If `capacity` is 0 or above `u32::MAX`.
+    /// [`OpenError::InvalidArgument`] if `capacity` is 0 or above `u32::MAX`; the system
+    /// error if the segment cannot be created.
     pub fn with_codec(capacity: usize) -> Result<Self, OpenError> {
         Builder::<Self>::with_config(QueueConfig::default())
             .capacity(capacity)

@@ -225,12 +225,14 @@ impl Segment {
                 ));
             }
         };
-        let deadline = Instant::now() + timeout;
+        // A timeout too long to add to `Instant` waits for good.
+        let deadline = Instant::now().checked_add(timeout);
+        let expired = || deadline.is_some_and(|d| Instant::now() >= d);
         loop {
             let len = sys::fd_len(&fd).map_err(OpenError::os)?;
             if len == 0 {
                 // The creator has not sized it yet (shm_open and ftruncate are two steps).
-                if Instant::now() >= deadline {
+                if expired() {
                     return Err(OpenError::Uninitialized);
                 }
                 std::thread::sleep(Duration::from_millis(1));
@@ -253,7 +255,7 @@ impl Segment {
                 None => e,
             })? {
                 None => {
-                    if Instant::now() >= deadline {
+                    if expired() {
                         return Err(OpenError::Uninitialized);
                     }
                     drop(map);

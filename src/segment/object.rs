@@ -31,6 +31,12 @@ pub(crate) mod sealed {
         type Config: Clone;
         /// Header type tag.
         const KIND: u32;
+        /// Rejects a configuration no object can be created from (a zero capacity, a size
+        /// that overflows); [`Builder::create`] calls it before anything else, so
+        /// `payload_len` and `init` only see configurations it accepted.
+        fn check(_config: &Self::Config) -> Result<(), OpenError> {
+            Ok(())
+        }
         /// Payload size for `config`.
         fn payload_len(config: &Self::Config) -> usize;
         /// Fills the zeroed payload of a new segment; `payload.len()` is `payload_len(config)`.
@@ -201,10 +207,12 @@ impl<T: sealed::Object> Builder<T> {
     /// Creates the object.
     ///
     /// # Errors
-    /// [`OpenError::AlreadyExists`] if the name is taken, [`OpenError::InvalidName`], or the
-    /// system error.
+    /// [`OpenError::InvalidArgument`] if a setting is out of range (each setter says what
+    /// it allows), [`OpenError::AlreadyExists`] if the name is taken,
+    /// [`OpenError::InvalidName`], or the system error.
     pub fn create(self) -> Result<T, OpenError> {
         let config = self.config;
+        T::check(&config)?;
         let len = T::payload_len(&config);
         let seg = Segment::create(&self.backing, T::KIND, len, |payload| {
             // SAFETY: `Segment::create` calls this closure once, before it publishes the header,

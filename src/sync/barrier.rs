@@ -23,6 +23,8 @@ const GEN_MASK: u32 = (1 << 19) - 1;
 const BROKEN: u32 = 1 << 31;
 /// Most parties a barrier supports (the count field is 12 bits).
 pub const MAX_PARTIES: u32 = COUNT_MASK;
+// The error for a bad party count names the number.
+const _: () = assert!(MAX_PARTIES == 4095);
 
 fn gen_of(w: u32) -> u32 {
     (w >> COUNT_BITS) & GEN_MASK
@@ -128,6 +130,16 @@ impl sealed::Object for Barrier {
     type Config = u32;
     const KIND: u32 = kind::BARRIER;
 
+    fn check(parties: &u32) -> Result<(), OpenError> {
+        if (1..=MAX_PARTIES).contains(parties) {
+            Ok(())
+        } else {
+            Err(OpenError::InvalidArgument(
+                "barrier parties must be 1 to MAX_PARTIES (4095)",
+            ))
+        }
+    }
+
     fn payload_len(parties: &u32) -> usize {
         payload_len(*parties)
     }
@@ -176,15 +188,9 @@ impl sealed::Object for Barrier {
 }
 
 impl Builder<Barrier> {
-    /// Number of parties (1 to [`MAX_PARTIES`]).
-    ///
-    /// # Panics
-    /// If `parties` is 0 or above [`MAX_PARTIES`].
+    /// Number of parties (1 to [`MAX_PARTIES`]). Another value makes
+    /// [`create`](Builder::create) fail with [`OpenError::InvalidArgument`].
     pub fn parties(mut self, parties: u32) -> Self {
-        assert!(
-            (1..=MAX_PARTIES).contains(&parties),
-            "barrier parties must be in 1..={MAX_PARTIES}"
-        );
         self.config = parties;
         self
     }
@@ -194,10 +200,8 @@ impl Barrier {
     /// Creates a barrier for `parties` parties in a new memfd segment.
     ///
     /// # Errors
-    /// The system error if the segment cannot be created.
-    ///
-    /// # Panics
-    /// If `parties` is 0 or above [`MAX_PARTIES`].
+    /// [`OpenError::InvalidArgument`] if `parties` is 0 or above [`MAX_PARTIES`] (Python's
+    /// `ValueError`); the system error if the segment cannot be created.
     pub fn new(parties: u32) -> Result<Self, OpenError> {
         Self::builder().parties(parties).create()
     }

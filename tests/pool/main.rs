@@ -1214,3 +1214,45 @@ fn fork_pool_workers_start_while_another_thread_opens_and_drops_queues() {
         assert!(hung.is_empty(), "pools with a stuck worker: {hung:?}");
     });
 }
+
+// ---------------------------------------------------------------------------------------------
+// Arguments Python rejects (issue 12)
+
+/// Issue 12: a pool of 0 processes and `max_tasks_per_child(0)` are errors of `build` (both
+/// `ValueError` in Python), not silently raised to 1; nothing is started, and a later setter
+/// call replaces the bad value.
+#[test]
+fn issue_12_zero_processes_or_max_tasks_are_an_error() {
+    use multiproc::ProcessError;
+    let _watchdog = watchdog(LIMIT, "issue_12_zero_processes_or_max_tasks_are_an_error");
+    let invalid = |r: Result<Pool, ProcessError>, expected: &str| match r {
+        Err(ProcessError::InvalidArgument(why)) => assert_eq!(why, expected),
+        other => panic!("expected InvalidArgument, got {other:?}"),
+    };
+    const PROCESSES: &str = "a pool needs at least 1 process";
+    const MAX_TASKS: &str = "max_tasks_per_child must be at least 1";
+    invalid(Pool::new(0), PROCESSES);
+    invalid(Pool::builder().processes(0).build(), PROCESSES);
+    invalid(
+        Pool::builder().processes(1).max_tasks_per_child(0).build(),
+        MAX_TASKS,
+    );
+    invalid(
+        Pool::builder()
+            .processes(0)
+            .max_tasks_per_child(0)
+            .start_method(StartMethod::Fork)
+            .build(),
+        PROCESSES,
+    );
+
+    let pool = Pool::builder()
+        .processes(0)
+        .processes(1)
+        .max_tasks_per_child(0)
+        .max_tasks_per_child(1)
+        .build()
+        .unwrap();
+    assert_eq!(pool.processes(), 1);
+    assert_eq!(pool.map(square_plus_one, [1, 2, 3]).unwrap(), [2, 5, 10]);
+}

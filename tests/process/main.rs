@@ -1283,3 +1283,42 @@ fn issue_8_a_spawned_child_inherits_only_what_its_argument_carries() {
     let sockets = fds.iter().filter(|(_, t)| t.starts_with("socket:")).count();
     assert!(sockets <= 1, "more than the control socket: {fds:?}");
 }
+
+/// Issue 12 (item 7): as above for a pipe made without close-on-exec (what `libc::pipe` or
+/// an fd handed out by another library gives), at the lowest free numbers: usually below the
+/// queue's descriptors, where the spawn closes descriptors one by one, not as one range.
+#[test]
+fn issue_12_a_spawned_child_gets_no_inheritable_pipe_of_ours() {
+    let _watchdog = watchdog(LIMIT, "a pipe of ours in a spawned child");
+    let mut ends = [0; 2];
+    // SAFETY: `ends` has room for the two descriptors `pipe` writes.
+    let rc = unsafe { libc::pipe(ends.as_mut_ptr()) };
+    assert_eq!(rc, 0, "pipe: {}", std::io::Error::last_os_error());
+    let target = |fd: i32| {
+        std::fs::read_link(format!("/proc/self/fd/{fd}"))
+            .unwrap()
+            .to_string_lossy()
+            .into_owned()
+    };
+    let ours = target(ends[0]);
+    assert!(ours.starts_with("pipe:"), "{ours}");
+    let (tx, _rx) = channel();
+    let handed = tx.handle();
+    let (fds, named) = Process::spawn(my_descriptors, handed)
+        .unwrap()
+        .join()
+        .unwrap();
+    for fd in ends {
+        // SAFETY: both ends are our own descriptors, made above and used by nothing else.
+        unsafe { libc::close(fd) };
+    }
+    assert!(!named.is_empty(), "the queue's handle names a descriptor");
+    assert!(
+        !fds.iter().any(|(_, t)| *t == ours),
+        "the child holds our pipe {ours}: {fds:?}"
+    );
+    assert!(
+        !fds.iter().any(|(fd, t)| *fd > 2 && t.starts_with("pipe:")),
+        "the child holds a pipe nobody handed it (beside 0 to 2, which may be the harness's): {fds:?}"
+    );
+}

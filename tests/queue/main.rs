@@ -660,3 +660,64 @@ fn a_get_blocked_on_an_idle_queue_sleeps() {
     );
     drop(tx);
 }
+
+/// Issue 12: a capacity no queue can have is an error of `create`, not a panic, whichever
+/// way it is given; nothing is created then, and the setter only stores the value.
+#[test]
+fn issue_12_a_queue_capacity_out_of_range_is_an_error() {
+    use multiproc::{JoinableQueue, OpenError, channel};
+    const CAPACITY: &str = "queue capacity must be 1 to 4294967295 (u32::MAX) messages";
+    let capacity = |r: Result<(), OpenError>| match r {
+        Err(OpenError::InvalidArgument(why)) => assert_eq!(why, CAPACITY),
+        other => panic!("expected InvalidArgument, got {other:?}"),
+    };
+    capacity(Queue::<u64>::new(0).map(drop));
+    capacity(Queue::<u64, Plain>::with_codec(0).map(drop));
+    capacity(channel::<u64>(0).map(drop));
+    capacity(JoinableQueue::<u64>::new(0).map(drop));
+    capacity(Queue::<u64>::builder().capacity(0).create().map(drop));
+    capacity(Sender::<u64>::builder().capacity(0).create().map(drop));
+    capacity(Receiver::<u64>::builder().capacity(0).create().map(drop));
+    capacity(
+        JoinableQueue::<u64>::builder()
+            .capacity(0)
+            .create()
+            .map(drop),
+    );
+    let above = usize::try_from(u64::from(u32::MAX) + 1).unwrap();
+    capacity(Queue::<u64>::new(above).map(drop));
+
+    // A named queue that fails this way leaves no name behind, even through open_or_create.
+    let name = unique_name("cap0");
+    let named = || Queue::<u64>::builder().name(&name).capacity(0);
+    capacity(named().create().map(drop));
+    capacity(named().open_or_create().map(drop));
+    assert!(matches!(
+        Queue::<u64>::open(&name),
+        Err(OpenError::NotFound { .. })
+    ));
+
+    match Queue::<u64>::builder().max_bytes((1 << 31) + 1).create() {
+        Err(OpenError::InvalidArgument(why)) => {
+            assert_eq!(why, "queue max_bytes must be at most 2147483648 (2 GiB)")
+        }
+        other => panic!("expected InvalidArgument, got {other:?}"),
+    }
+
+    // The bounds themselves are accepted, and a later setter call replaces a bad value.
+    let q = Queue::<u64>::builder()
+        .capacity(u32::MAX as usize)
+        .max_bytes(64)
+        .create()
+        .unwrap();
+    assert_eq!(q.capacity(), u32::MAX as usize);
+    let q = Queue::<u64>::builder()
+        .capacity(0)
+        .capacity(1)
+        .create()
+        .unwrap();
+    assert_eq!(q.capacity(), 1);
+    q.try_put(7).unwrap();
+    assert!(matches!(q.try_put(8), Err(TryPutError::Full(8))));
+    assert_eq!(q.get().unwrap(), 7);
+}

@@ -692,3 +692,23 @@ fn tempfile_with_bytes(len: u64) -> std::fs::File {
     std::fs::remove_file(&path).unwrap();
     f
 }
+
+/// Issue 12: an open timeout too long to add to `Instant` (`Duration::MAX`) waits for good
+/// instead of panicking on the overflow.
+#[test]
+fn issue_12_an_open_timeout_of_duration_max_opens() {
+    let name = unique_name("forever");
+    let lock = Lock::builder().name(&name).create().unwrap();
+    let opened = Lock::builder()
+        .name(&name)
+        .open_timeout(Duration::MAX)
+        .open()
+        .unwrap();
+    assert_eq!(opened.name(), lock.name());
+    drop(opened.lock().unwrap());
+    let r = Lock::builder()
+        .name(unique_name("absent"))
+        .open_timeout(Duration::MAX)
+        .open();
+    assert!(matches!(r, Err(OpenError::NotFound { .. })), "{r:?}");
+}

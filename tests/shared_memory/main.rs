@@ -139,10 +139,19 @@ fn create_errors() {
     assert!(matches!(r, Err(OpenError::AlreadyExists { .. })), "{r:?}");
 
     let zero = unique_name("zero");
+    // Issue 12: a size of 0 says what is wrong (Python's `ValueError`), not just EINVAL.
+    const ZERO: &str = "shared memory size must be at least 1 byte";
     let r = SharedMemory::create_named(&zero, 0);
-    assert!(matches!(r, Err(OpenError::Os(_))), "{r:?}");
+    assert!(
+        matches!(r, Err(OpenError::InvalidArgument(why)) if why == ZERO),
+        "{r:?}"
+    );
     assert!(!common::shm_exists(&zero), "a failed create leaves nothing");
-    assert!(matches!(SharedMemory::create(0), Err(OpenError::Os(_))));
+    let r = SharedMemory::create(0);
+    assert!(
+        matches!(r, Err(OpenError::InvalidArgument(why)) if why == ZERO),
+        "{r:?}"
+    );
 
     for bad in ["", "/", "a/b", &"x".repeat(300)] {
         let r = SharedMemory::create_named(bad, 16);

@@ -865,3 +865,31 @@ fn lock_guard_unlocked_relocks_when_f_panics() {
         assert!(!lock.is_locked());
     });
 }
+
+/// Issue 12: a barrier of 0 parties, or of more than `MAX_PARTIES`, is an error of `create`
+/// (Python's `ValueError`), not a panic; the bounds themselves are accepted.
+#[test]
+fn issue_12_barrier_parties_out_of_range_are_an_error() {
+    use multiproc::{MAX_PARTIES, OpenError};
+    let parties = |r: Result<Barrier, OpenError>| match r {
+        Err(OpenError::InvalidArgument(why)) => {
+            assert_eq!(why, "barrier parties must be 1 to MAX_PARTIES (4095)")
+        }
+        other => panic!("expected InvalidArgument, got {other:?}"),
+    };
+    parties(Barrier::new(0));
+    parties(Barrier::new(MAX_PARTIES + 1));
+    parties(Barrier::new(u32::MAX));
+    parties(Barrier::builder().parties(0).create());
+    let name = unique_name("barrier0");
+    parties(Barrier::builder().name(&name).parties(0).open_or_create());
+    assert!(matches!(
+        Barrier::open(&name),
+        Err(OpenError::NotFound { .. })
+    ));
+
+    assert_eq!(Barrier::new(MAX_PARTIES).unwrap().parties(), MAX_PARTIES);
+    let one = Barrier::builder().parties(0).parties(1).create().unwrap();
+    assert_eq!(one.parties(), 1);
+    assert_eq!(one.wait(), Ok(0));
+}

@@ -336,3 +336,36 @@ fn bool_bytes_that_a_hostile_process_wrote_read_as_true() {
     assert_eq!(*flags.lock().unwrap(), [false, true, true, true]);
     assert!(raw.get());
 }
+
+/// Issue 12: an array whose size in bytes overflows (or passes `isize::MAX`) is an error of
+/// `create`, not a panic ("array too large"); an empty array is fine, as in Python.
+#[test]
+fn issue_12_an_array_too_large_to_map_is_an_error() {
+    const TOO_LARGE: &str = "array length times element size must be at most isize::MAX bytes";
+    let too_large = |r: Result<(), OpenError>| match r {
+        Err(OpenError::InvalidArgument(why)) => assert_eq!(why, TOO_LARGE),
+        other => panic!("expected InvalidArgument, got {other:?}"),
+    };
+    too_large(Array::<u64>::zeroed(usize::MAX).map(drop));
+    too_large(Array::<u64>::zeroed(usize::MAX / 8 + 1).map(drop));
+    // No overflow of `usize`, but more than any mapping can span.
+    too_large(Array::<u64>::zeroed(isize::MAX as usize / 8 + 1).map(drop));
+    too_large(RawArray::<AtomicU64>::zeroed(usize::MAX).map(drop));
+    too_large(Array::<u16>::builder().len(usize::MAX).create().map(drop));
+    too_large(
+        RawArray::<AtomicU16>::builder()
+            .len(usize::MAX / 2 + 1)
+            .create()
+            .map(drop),
+    );
+
+    let empty = Array::<u64>::zeroed(0).unwrap();
+    assert!(empty.is_empty());
+    assert_eq!(empty.to_vec(), Vec::<u64>::new());
+    let fixed = Array::<u64>::builder()
+        .len(usize::MAX)
+        .len(3)
+        .create()
+        .unwrap();
+    assert_eq!(fixed.to_vec(), [0, 0, 0]);
+}

@@ -67,17 +67,20 @@ pub struct PoolBuilder {
 }
 
 impl PoolBuilder {
-    /// Number of worker processes (default [`cpu_count`]).
+    /// Number of worker processes (default [`cpu_count`]); 0 makes [`build`](Self::build)
+    /// fail with [`ProcessError::InvalidArgument`] (Python's `ValueError`).
     pub fn processes(mut self, n: usize) -> Self {
-        self.processes = Some(n.max(1));
+        self.processes = Some(n);
         self
     }
 
     /// A worker exits after this many tasks and a fresh one replaces it (Python's
     /// `maxtasksperchild`; by default workers live as long as the pool). A worker finishes
-    /// the chunk it is on, so with a chunk size above one it may run a few more.
+    /// the chunk it is on, so with a chunk size above one it may run a few more. 0 makes
+    /// [`build`](Self::build) fail with [`ProcessError::InvalidArgument`] (Python's
+    /// `ValueError`).
     pub fn max_tasks_per_child(mut self, n: u64) -> Self {
-        self.max_tasks_per_child = Some(n.max(1));
+        self.max_tasks_per_child = Some(n);
         self
     }
 
@@ -113,9 +116,20 @@ impl PoolBuilder {
     /// Starts the workers.
     ///
     /// # Errors
-    /// A [`ProcessError`] if the shared queues or a worker cannot be made.
+    /// [`ProcessError::InvalidArgument`] for 0 processes or `max_tasks_per_child(0)`; another
+    /// [`ProcessError`] if the shared queues or a worker cannot be made.
     pub fn build(self) -> Result<Pool, ProcessError> {
         let n = self.processes.unwrap_or_else(cpu_count);
+        if n == 0 {
+            return Err(ProcessError::InvalidArgument(
+                "a pool needs at least 1 process",
+            ));
+        }
+        if self.max_tasks_per_child == Some(0) {
+            return Err(ProcessError::InvalidArgument(
+                "max_tasks_per_child must be at least 1",
+            ));
+        }
         let (reports_tx, reports_rx) = Queue::<u8>::builder()
             .codec::<Plain>()
             .capacity(8192)
@@ -209,7 +223,8 @@ impl Pool {
     /// A pool of `processes` workers (Python's `Pool(processes)`).
     ///
     /// # Errors
-    /// A [`ProcessError`] if a worker cannot be started.
+    /// [`ProcessError::InvalidArgument`] if `processes` is 0; another [`ProcessError`] if a
+    /// worker cannot be started.
     pub fn new(processes: usize) -> Result<Self, ProcessError> {
         Self::builder().processes(processes).build()
     }
