@@ -2,7 +2,9 @@
 //! `starmap` results in order; `imap` laziness, order and exact length; `imap_unordered`;
 //! a worker SIGKILLed while it runs a task (from inside or outside) failing only that task and
 //! being replaced; panicking tasks; `max_tasks_per_child`; initializers that work and that
-//! panic; `apply_async` with `get`, `get_timeout` and `ready`; `close` + `join`, `terminate`
+//! panic; `apply_async` with `get`, `get_timeout` and `ready`, and with callbacks (once each, in
+//! the order tasks end, on one thread; the error callback for panics and dead workers);
+//! `map_async` and `starmap_async`; `close` + `join`, `terminate`
 //! and drop, which leave no worker process behind.
 //!
 //! Every scenario runs as two tests, `spawn::<name>` and `fork::<name>`, each under its own
@@ -85,6 +87,9 @@ both_methods!(
     initializer_hands_shared_objects_to_every_worker,
     panicking_initializer_fails_every_task_without_hanging,
     apply_async_get_get_timeout_and_ready,
+    apply_async_callbacks_run_once_each_in_completion_order,
+    apply_async_error_callback_gets_panics_and_dead_workers,
+    map_async_and_starmap_async_with_callbacks,
     close_and_join_finish_submitted_work_then_reap_the_workers,
     terminate_with_a_long_task_in_flight_returns_promptly,
     dropping_a_pool_with_work_in_flight_leaves_no_worker,
@@ -820,6 +825,267 @@ fn apply_async_get_get_timeout_and_ready(method: StartMethod) {
     for (x, r) in many.iter().enumerate().rev() {
         assert_eq!(r.get(), Ok(square_plus_one(x as u64)));
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// apply_async with callbacks, map_async, starmap_async
+
+/// Waits (up to `NAP`) until the counter named `released` reaches `rank`, naps `ms`, and
+/// returns `rank`: the parent's callback for rank `k` releases rank `k + 1`.
+fn ranked((rank, ms, released): (u64, u64, String)) -> u64 {
+    let released = common::counter(&released);
+    let deadline = Instant::now() + NAP;
+    while released.load(Ordering::SeqCst) < rank && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    std::thread::sleep(Duration::from_millis(ms));
+    rank
+}
+
+/// What the callbacks of a test saw: (which callback, task index, value), in call order, and
+/// the threads they ran on.
+#[derive(Default)]
+struct Seen {
+    calls: Vec<(&'static str, usize, String)>,
+    threads: BTreeSet<String>,
+}
+
+type Log = std::sync::Arc<std::sync::Mutex<Seen>>;
+
+fn record(log: &Log, what: &'static str, i: usize, v: String) {
+    let mut seen = log.lock().unwrap();
+    seen.calls.push((what, i, v));
+    seen.threads
+        .insert(format!("{:?}", std::thread::current().id()));
+}
+
+fn apply_async_callbacks_run_once_each_in_completion_order(method: StartMethod) {
+    // As many workers as tasks: each runs at once and waits for its rank, so the tasks end in
+    // rank order, which is not the order they were submitted in, and only if the callback of
+    // each result runs before the next task can end.
+    const RANKS: [u64; 6] = [3, 0, 5, 1, 4, 2];
+    let pool = pool(method, RANKS.len());
+    let (released, name) = new_counter("released");
+    let released = std::sync::Arc::new(released);
+    let log = Log::default();
+    let results: Vec<_> = RANKS
+        .iter()
+        .enumerate()
+        .map(|(i, &rank)| {
+            let (ok_log, err_log, released) = (log.clone(), log.clone(), released.clone());
+            pool.apply_async_with(
+                ranked,
+                (rank, 5 * (i as u64 % 3), name.clone()),
+                move |v: u64| {
+                    record(&ok_log, "ok", i, v.to_string());
+                    released.store(v + 1, Ordering::SeqCst);
+                },
+                move |e| record(&err_log, "err", i, e.to_string()),
+            )
+        })
+        .collect();
+    for (i, r) in results.iter().enumerate() {
+        assert_eq!(r.get_timeout(START * 2), Ok(RANKS[i]), "task {i}");
+        assert!(r.ready());
+        assert_eq!(r.successful(), Some(true));
+    }
+    let seen = log.lock().unwrap();
+    let mut by_rank: Vec<usize> = (0..RANKS.len()).collect();
+    by_rank.sort_by_key(|&i| RANKS[i]);
+    let want: Vec<_> = by_rank
+        .iter()
+        .map(|&i| ("ok", i, RANKS[i].to_string()))
+        .collect();
+    assert_eq!(seen.calls, want, "callbacks once each, in completion order");
+    assert_eq!(seen.threads.len(), 1, "one callback thread");
+    assert!(
+        !seen
+            .threads
+            .contains(&format!("{:?}", std::thread::current().id())),
+        "callbacks ran on the test's thread"
+    );
+    drop(seen);
+
+    // Many tasks of varying lengths: each callback once, and before `get` returns.
+    let log = Log::default();
+    let many: Vec<_> = (0..200u64)
+        .map(|x| {
+            let (ok_log, err_log) = (log.clone(), log.clone());
+            pool.apply_async_with(
+                nap_then_square,
+                (x % 7, x),
+                move |v: u64| record(&ok_log, "ok", x as usize, v.to_string()),
+                move |e| record(&err_log, "err", x as usize, e.to_string()),
+            )
+        })
+        .collect();
+    for (x, r) in many.iter().enumerate() {
+        assert_eq!(r.get(), Ok(square_plus_one(x as u64)));
+        let seen = log.lock().unwrap();
+        assert!(
+            seen.calls.iter().any(|c| c.1 == x),
+            "task {x}'s result is ready before its callback ran"
+        );
+    }
+    pool.close();
+    pool.join();
+    let seen = log.lock().unwrap();
+    let mut calls = seen.calls.clone();
+    calls.sort_by_key(|c| c.1);
+    let want: Vec<_> = (0..200u64)
+        .map(|x| ("ok", x as usize, square_plus_one(x).to_string()))
+        .collect();
+    assert_eq!(calls, want);
+}
+
+fn apply_async_error_callback_gets_panics_and_dead_workers(method: StartMethod) {
+    let pool = pool(method, 2);
+    let log = Log::default();
+    let cb = |i: usize| {
+        let (ok_log, err_log) = (log.clone(), log.clone());
+        (
+            move |v: u64| record(&ok_log, "ok", i, v.to_string()),
+            move |e: TaskError| {
+                let kind = match e {
+                    TaskError::Panicked(m) => format!("panicked: {m}"),
+                    TaskError::WorkerDied { .. } => "died".to_string(),
+                    other => format!("other: {other}"),
+                };
+                record(&err_log, "err", i, kind)
+            },
+        )
+    };
+    let (ok, err) = cb(0);
+    let panicked = pool.apply_async_with(panic_on_doomed, DOOMED, ok, err);
+    assert!(matches!(panicked.get(), Err(TaskError::Panicked(_))));
+    assert_eq!(panicked.successful(), Some(false));
+    let (ok, err) = cb(1);
+    let exited = pool.apply_async_with(exit_on_doomed, DOOMED, ok, err);
+    assert!(matches!(exited.get(), Err(TaskError::WorkerDied { .. })));
+    let (ok, err) = cb(2);
+    let killed = pool.apply_async_with(die_on_doomed, DOOMED, move |(v, _)| ok(v), err);
+    assert!(matches!(killed.get(), Err(TaskError::WorkerDied { .. })));
+    assert_eq!(killed.successful(), Some(false));
+    // The pool still works, and its callbacks too.
+    let (ok, err) = cb(3);
+    assert_eq!(
+        pool.apply_async_with(square_plus_one, 4, ok, err).get(),
+        Ok(17)
+    );
+    // A callback that panics is ignored; the next still runs.
+    let r = pool.apply_async_with(square_plus_one, 5, |_| panic!("callback refused"), |_| {});
+    assert_eq!(r.get(), Ok(26));
+    let (ok, err) = cb(4);
+    assert_eq!(
+        pool.apply_async_with(square_plus_one, 6, ok, err).get(),
+        Ok(37)
+    );
+
+    let seen = log.lock().unwrap();
+    assert_eq!(
+        seen.calls,
+        [
+            ("err", 0, format!("panicked: task {DOOMED} refused")),
+            ("err", 1, "died".to_string()),
+            ("err", 2, "died".to_string()),
+            ("ok", 3, "17".to_string()),
+            ("ok", 4, "37".to_string()),
+        ]
+    );
+    drop(seen);
+
+    // Terminating with a task in flight: its error callback runs before `terminate` returns.
+    let (tx, rx) = pid_channel();
+    let (ok, err) = cb(5);
+    let _long = pool.apply_async_with(report_pid_then_sleep_u64, tx.clone(), ok, err);
+    reported_worker(&rx);
+    pool.terminate();
+    let seen = log.lock().unwrap();
+    assert_eq!(seen.calls.len(), 6);
+    assert_eq!(seen.calls[5].0, "err");
+    assert_eq!(seen.calls[5].1, 5);
+}
+
+/// [`report_pid_then_sleep`], with a `u64` result.
+fn report_pid_then_sleep_u64(tx: Sender<u32>) -> u64 {
+    u64::from(report_pid_then_sleep(tx))
+}
+
+fn map_async_and_starmap_async_with_callbacks(method: StartMethod) {
+    let pool = pool(method, 2);
+
+    let r = pool.map_async(square_plus_one, upto(1_000));
+    assert_eq!(r.get(), Ok(expected(0..1_000)));
+    assert_eq!(r.successful(), Some(true));
+    let pairs: Vec<(u64, u64)> = (0..300).map(|i| (i, 2 * i)).collect();
+    let r = pool.starmap_async(add, &pairs);
+    assert_eq!(r.get(), Ok((0..300).map(|i| 3 * i).collect::<Vec<_>>()));
+    assert_eq!(pool.map_async(square_plus_one, 0..0).get(), Ok(vec![]));
+
+    // Not ready while a task is held; `wait_timeout` tells.
+    let (gate, gate_name) = new_counter("gate");
+    let slow = pool.map_async(
+        held_until_released,
+        [(0, gate_name.clone()), (1, gate_name)],
+    );
+    assert_eq!(slow.successful(), None);
+    assert!(!slow.ready());
+    let t = Instant::now();
+    assert!(!slow.wait_timeout(Duration::from_millis(20)));
+    assert!(t.elapsed() >= Duration::from_millis(20));
+    assert_eq!(
+        slow.get_timeout(Duration::from_millis(1)),
+        Err(TaskError::Timeout)
+    );
+    gate.store(1, Ordering::SeqCst);
+    slow.wait();
+    assert!(slow.ready());
+    assert!(slow.wait_timeout(Duration::ZERO));
+    assert_eq!(slow.get(), Ok(vec![1, 2]));
+
+    let (tx, rx) = std::sync::mpsc::channel();
+    let (etx, erx) = std::sync::mpsc::channel();
+    let r = pool.map_async_with(
+        square_plus_one,
+        upto(500),
+        move |v| tx.send(v).unwrap(),
+        move |e| etx.send(e).unwrap(),
+    );
+    assert_eq!(r.get(), Ok(expected(0..500)));
+    assert_eq!(
+        rx.try_recv(),
+        Ok(expected(0..500)),
+        "callback ran before get returned"
+    );
+
+    // The first error in item order, once, to the error callback only.
+    let (tx2, rx2) = std::sync::mpsc::channel();
+    let (etx2, erx2) = std::sync::mpsc::channel();
+    let r = pool.map_async_with(
+        panic_on_doomed,
+        upto(100),
+        move |v| tx2.send(v).unwrap(),
+        move |e| etx2.send(e).unwrap(),
+    );
+    let want = Err(TaskError::Panicked(format!("task {DOOMED} refused")));
+    assert_eq!(r.get(), want);
+    assert_eq!(r.successful(), Some(false));
+    assert_eq!(erx2.try_recv().ok(), want.err());
+
+    let (tx3, rx3) = std::sync::mpsc::channel();
+    let r = pool.starmap_async_with(add, pairs, move |v| tx3.send(v).unwrap(), |_| {});
+    assert_eq!(r.get().map(|v| v.len()), Ok(300));
+    assert_eq!(rx3.try_recv().map(|v| v[299]), Ok(299 * 3));
+
+    pool.close();
+    pool.join();
+    assert!(
+        erx.try_recv().is_err(),
+        "error callback of a successful map"
+    );
+    assert!(rx.try_recv().is_err(), "a callback ran twice");
+    assert!(rx2.try_recv().is_err(), "ok callback of a failed map");
+    assert!(erx2.try_recv().is_err(), "error callback ran twice");
 }
 
 // ---------------------------------------------------------------------------------------------

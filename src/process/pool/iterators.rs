@@ -5,12 +5,12 @@
 
 use std::collections::VecDeque;
 use std::marker::PhantomData;
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, MutexGuard};
+use std::time::{Duration, Instant};
 
 use serde::de::DeserializeOwned;
 
-use super::job::{Chunk, Job, Want};
+use super::job::{Chunk, Job, JobState, Want};
 use super::{Pool, TaskError};
 use crate::process::{EncodesAs, Target};
 
@@ -206,52 +206,82 @@ impl<R: DeserializeOwned, I: ExactSizeIterator> ExactSizeIterator
 {
 }
 
-/// The pending result of [`Pool::apply_async`].
+/// The pending result of [`Pool::apply_async`] (an `R`), or of [`Pool::map_async`] and
+/// [`Pool::starmap_async`] (a `Vec` of results).
+///
+/// With a callback (the `*_with` forms), the result is ready only once its callback has
+/// returned, as in Python: after [`wait`](Self::wait) or [`get`](Self::get) the callback has
+/// run.
 pub struct AsyncResult<R> {
     pub(super) job: Arc<Job>,
-    pub(super) _r: PhantomData<fn() -> R>,
+    /// Tasks of the submission.
+    pub(super) tasks: usize,
+    /// Reads the submission's result out of its job, given `tasks`.
+    pub(super) decode: fn(&JobState, usize) -> Result<R, TaskError>,
 }
 
 impl<R> std::fmt::Debug for AsyncResult<R> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("AsyncResult")
+            .field("tasks", &self.tasks)
             .field("ready", &self.ready())
             .finish()
     }
 }
 
-impl<R: DeserializeOwned> AsyncResult<R> {
-    /// Waits for the task and returns its result (as often as asked).
-    ///
-    /// # Errors
-    /// The task's [`TaskError`].
-    pub fn get(&self) -> Result<R, TaskError> {
-        let st = self
-            .job
-            .wait_until(Want::Index(0), None, |st| st.is_ready(0))
-            .expect("no deadline");
-        st.decode(0)
+impl<R> AsyncResult<R> {
+    fn is_ready(st: &JobState, tasks: usize) -> bool {
+        st.done >= tasks && !st.callback_pending
     }
 
-    /// Waits at most `timeout` for the task.
+    fn wait_deadline(&self, deadline: Option<Instant>) -> Option<MutexGuard<'_, JobState>> {
+        let tasks = self.tasks;
+        self.job
+            .wait_until(Want::Count(tasks), deadline, |st| Self::is_ready(st, tasks))
+    }
+
+    /// Waits for the result (and the callback, if any) and returns it (as often as asked).
     ///
     /// # Errors
-    /// [`TaskError::Timeout`] if it has not finished by then, or the task's error.
+    /// The task's [`TaskError`]; for a map, the first error in item order.
+    pub fn get(&self) -> Result<R, TaskError> {
+        let st = self.wait_deadline(None).expect("no deadline");
+        (self.decode)(&st, self.tasks)
+    }
+
+    /// Waits at most `timeout` for the result.
+    ///
+    /// # Errors
+    /// [`TaskError::Timeout`] if it is not ready by then, or the task's error (as
+    /// [`get`](Self::get)).
     pub fn get_timeout(&self, timeout: Duration) -> Result<R, TaskError> {
-        let deadline = crate::sync::wait::deadline_after(timeout);
-        match self
-            .job
-            .wait_until(Want::Index(0), deadline, |st| st.is_ready(0))
-        {
-            Some(st) => st.decode(0),
+        match self.wait_deadline(crate::sync::wait::deadline_after(timeout)) {
+            Some(st) => (self.decode)(&st, self.tasks),
             None => Err(TaskError::Timeout),
         }
     }
-}
 
-impl<R> AsyncResult<R> {
-    /// Whether the task has finished (with a result or an error).
+    /// Waits until the result is ready, without taking it.
+    pub fn wait(&self) {
+        let _ = self.wait_deadline(None);
+    }
+
+    /// Waits at most `timeout` until the result is ready; whether it is.
+    pub fn wait_timeout(&self, timeout: Duration) -> bool {
+        self.wait_deadline(crate::sync::wait::deadline_after(timeout))
+            .is_some()
+    }
+
+    /// Whether the result is ready: every task has ended (with a result or an error) and
+    /// the callback, if any, has returned.
     pub fn ready(&self) -> bool {
-        self.job.lock().is_ready(0)
+        Self::is_ready(&self.job.lock(), self.tasks)
+    }
+
+    /// Whether every task succeeded, once the result is ready; `None` before (Python's
+    /// `successful()`, which raises then).
+    pub fn successful(&self) -> Option<bool> {
+        let st = self.job.lock();
+        Self::is_ready(&st, self.tasks).then(|| st.all_succeeded(self.tasks))
     }
 }

@@ -44,7 +44,7 @@ use crate::channel::{Plain, Queue};
 use crate::segment::{InheritFd, collecting};
 use crate::value::RawArray;
 use iterators::Feed;
-use job::{Chunk, Chunker, Job, Want, default_chunksize};
+use job::{Callback, Chunk, Chunker, Deferred, Job, JobState, default_chunksize};
 use manager::{Inbox, Manager, Shared};
 use protocol::{IDLE, QUEUE_BYTES};
 
@@ -161,6 +161,7 @@ impl PoolBuilder {
         Ok(Pool {
             shared,
             thread: Mutex::new(Some(thread)),
+            callbacks: Mutex::new(None),
         })
     }
 }
@@ -195,6 +196,8 @@ impl PoolBuilder {
 pub struct Pool {
     shared: Arc<Shared>,
     thread: Mutex<Option<JoinHandle<()>>>,
+    /// The thread that runs callbacks, one after the other, started with the first one.
+    callbacks: Mutex<Option<(std::sync::mpsc::Sender<Deferred>, JoinHandle<()>)>>,
 }
 
 impl std::fmt::Debug for Pool {
@@ -298,12 +301,29 @@ impl Pool {
         self.map_impl(f, items, None)
     }
 
-    fn map_impl<'i, S, I>(
+    fn map_impl<S, I>(
         &self,
         f: S,
         items: I,
         chunksize: Option<usize>,
     ) -> Result<Vec<S::Output>, TaskError>
+    where
+        S: Signature,
+        S::Args: Send + 'static,
+        S::Output: DeserializeOwned,
+        I: IntoIterator,
+        I::Item: EncodesAs<S::Args>,
+    {
+        self.submit_map(f, items, chunksize).get()
+    }
+
+    /// Submits a map's tasks (in the calling thread) and returns its pending result.
+    fn submit_map<'i, S, I>(
+        &self,
+        f: S,
+        items: I,
+        chunksize: Option<usize>,
+    ) -> AsyncResult<Vec<S::Output>>
     where
         S: Signature,
         S::Args: Send + 'static,
@@ -337,10 +357,11 @@ impl Pool {
         chunker.finish();
         let n = count;
         job.reserve(n);
-        let st = job
-            .wait_until(Want::Count(n), None, |st| st.done >= n)
-            .expect("no deadline");
-        (0..n).map(|i| st.decode(i)).collect()
+        AsyncResult {
+            job,
+            tasks: n,
+            decode: decode_all,
+        }
     }
 
     /// Runs `f` on the items lazily and yields the results in order, as they come (Python's
@@ -433,7 +454,164 @@ impl Pool {
         }
         AsyncResult {
             job,
-            _r: PhantomData,
+            tasks: 1,
+            decode: |st, _| st.decode(0),
+        }
+    }
+
+    /// [`apply_async`](Self::apply_async) with Python's `callback` and `error_callback`:
+    /// when the task ends, `on_ok` gets its result or `on_err` its error, exactly one of
+    /// them, once.
+    ///
+    /// Callbacks run in this process on one thread of the pool, one at a time, in the
+    /// order the pool's tasks end (a slow callback holds up the others, as in Python). The
+    /// [`AsyncResult`] is ready once the callback has returned; a callback that panics is
+    /// ignored. [`join`](Self::join) and [`terminate`](Self::terminate) wait for the
+    /// callbacks of the tasks they end.
+    ///
+    /// ```
+    /// use std::sync::mpsc;
+    /// use multiproc::Pool;
+    ///
+    /// fn square(x: u64) -> u64 {
+    ///     x * x
+    /// }
+    ///
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let pool = Pool::new(2)?;
+    /// let (tx, rx) = mpsc::channel();
+    /// let r = pool.apply_async_with(square, 7, move |v| tx.send(v).unwrap(), |e| panic!("{e}"));
+    /// assert_eq!(rx.recv()?, 49);
+    /// assert_eq!(r.get()?, 49);
+    /// # Ok(()) }
+    /// ```
+    pub fn apply_async_with<A, R, X>(
+        &self,
+        f: fn(A) -> R,
+        arg: X,
+        on_ok: impl FnOnce(R) + Send + 'static,
+        on_err: impl FnOnce(TaskError) + Send + 'static,
+    ) -> AsyncResult<R>
+    where
+        A: Serialize + DeserializeOwned + Send + 'static,
+        R: Serialize + DeserializeOwned + 'static,
+        X: EncodesAs<A>,
+    {
+        let r = self.apply_async(f, arg);
+        self.set_callbacks(&r, on_ok, on_err);
+        r
+    }
+
+    /// Like [`map`](Self::map), but returns at once (once the items are submitted) with
+    /// the pending list of results (Python's `map_async`).
+    pub fn map_async<A, R, I>(&self, f: fn(A) -> R, items: I) -> AsyncResult<Vec<R>>
+    where
+        A: Serialize + DeserializeOwned + Send + 'static,
+        R: Serialize + DeserializeOwned + 'static,
+        I: IntoIterator,
+        I::Item: EncodesAs<A>,
+    {
+        self.submit_map(f, items, None)
+    }
+
+    /// [`map_async`](Self::map_async) with callbacks, as
+    /// [`apply_async_with`](Self::apply_async_with): `on_ok` gets every result in item
+    /// order, or `on_err` the first error in item order, once every task has ended.
+    pub fn map_async_with<A, R, I>(
+        &self,
+        f: fn(A) -> R,
+        items: I,
+        on_ok: impl FnOnce(Vec<R>) + Send + 'static,
+        on_err: impl FnOnce(TaskError) + Send + 'static,
+    ) -> AsyncResult<Vec<R>>
+    where
+        A: Serialize + DeserializeOwned + Send + 'static,
+        R: Serialize + DeserializeOwned + 'static,
+        I: IntoIterator,
+        I::Item: EncodesAs<A>,
+    {
+        let r = self.submit_map(f, items, None);
+        self.set_callbacks(&r, on_ok, on_err);
+        r
+    }
+
+    /// [`starmap`](Self::starmap) that returns at once, as [`map_async`](Self::map_async)
+    /// (Python's `starmap_async`).
+    pub fn starmap_async<A, B, R, I>(&self, f: fn(A, B) -> R, items: I) -> AsyncResult<Vec<R>>
+    where
+        A: Serialize + DeserializeOwned + Send + 'static,
+        B: Serialize + DeserializeOwned + Send + 'static,
+        R: Serialize + DeserializeOwned + 'static,
+        I: IntoIterator,
+        I::Item: EncodesAs<(A, B)>,
+    {
+        self.submit_map(f, items, None)
+    }
+
+    /// [`starmap_async`](Self::starmap_async) with callbacks, as
+    /// [`map_async_with`](Self::map_async_with).
+    pub fn starmap_async_with<A, B, R, I>(
+        &self,
+        f: fn(A, B) -> R,
+        items: I,
+        on_ok: impl FnOnce(Vec<R>) + Send + 'static,
+        on_err: impl FnOnce(TaskError) + Send + 'static,
+    ) -> AsyncResult<Vec<R>>
+    where
+        A: Serialize + DeserializeOwned + Send + 'static,
+        B: Serialize + DeserializeOwned + Send + 'static,
+        R: Serialize + DeserializeOwned + 'static,
+        I: IntoIterator,
+        I::Item: EncodesAs<(A, B)>,
+    {
+        let r = self.submit_map(f, items, None);
+        self.set_callbacks(&r, on_ok, on_err);
+        r
+    }
+
+    /// Has `on_ok` or `on_err` called on the callback thread once `r` has its result.
+    fn set_callbacks<R: 'static>(
+        &self,
+        r: &AsyncResult<R>,
+        on_ok: impl FnOnce(R) + Send + 'static,
+        on_err: impl FnOnce(TaskError) + Send + 'static,
+    ) {
+        let (tasks, decode) = (r.tasks, r.decode);
+        r.job.on_complete(Callback {
+            after: tasks,
+            tx: self.callback_sender(),
+            run: Box::new(move |job: &Job| {
+                let result = decode(&job.lock(), tasks);
+                match result {
+                    Ok(v) => on_ok(v),
+                    Err(e) => on_err(e),
+                }
+            }),
+        });
+    }
+
+    /// A sender to the callback thread, which starts here the first time.
+    fn callback_sender(&self) -> std::sync::mpsc::Sender<Deferred> {
+        let mut cb = self.callbacks.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((tx, _)) = &*cb {
+            return tx.clone();
+        }
+        let (tx, rx) = std::sync::mpsc::channel::<Deferred>();
+        let spawned = std::thread::Builder::new()
+            .name("multiproc-pool-callbacks".into())
+            .spawn(move || {
+                // Ends once the pool and every job waiting for its callback have let go.
+                for d in rx {
+                    d();
+                }
+            });
+        match spawned {
+            Ok(handle) => {
+                *cb = Some((tx.clone(), handle));
+                tx
+            }
+            // No thread: the sender's receiver is gone, so callbacks run where results are filed.
+            Err(_) => tx,
         }
     }
 
@@ -471,6 +649,19 @@ impl Pool {
         if let Some(t) = thread {
             let _ = t.join();
         }
+        // Every task has ended, so every callback has been handed over: wait for them (unless
+        // this is a callback, dropping the last handle on the pool).
+        let callbacks = self
+            .callbacks
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        if let Some((tx, handle)) = callbacks {
+            drop(tx);
+            if handle.thread().id() != std::thread::current().id() {
+                let _ = handle.join();
+            }
+        }
     }
 }
 
@@ -478,6 +669,11 @@ impl Drop for Pool {
     fn drop(&mut self) {
         self.terminate();
     }
+}
+
+/// Tasks `0..n`'s results, or the first error among them.
+fn decode_all<R: DeserializeOwned>(st: &JobState, n: usize) -> Result<Vec<R>, TaskError> {
+    (0..n).map(|i| st.decode(i)).collect()
 }
 
 #[allow(dead_code)]
