@@ -1,5 +1,6 @@
 //! `Pool` with real worker processes, under both start methods: `map`, `map_chunked` and
-//! `starmap` results in order; `imap` laziness, order and exact length; `imap_unordered`;
+//! `starmap` results in order; `imap` laziness, order and exact length, and an input that
+//! panics; `imap_unordered`;
 //! a worker SIGKILLed while it runs a task (from inside or outside) failing only that task and
 //! being replaced; panicking tasks; `max_tasks_per_child`; initializers that work and that
 //! panic; `apply_async` with `get`, `get_timeout` and `ready`, and with callbacks (once each, in
@@ -79,6 +80,7 @@ both_methods!(
     map_and_starmap_return_every_result_in_order,
     imap_is_lazy_ordered_and_exact_size,
     imap_unordered_yields_each_index_once_as_results_finish,
+    imap_yields_the_results_before_a_panicking_input_then_its_panic,
     worker_that_kills_itself_fails_only_its_task_and_is_replaced,
     worker_killed_from_outside_fails_its_task_and_the_rest_complete,
     panicking_task_fails_only_itself,
@@ -783,6 +785,60 @@ fn panicking_initializer_fails_every_task_without_hanging(method: StartMethod) {
     // Closing and joining a broken pool ends too.
     pool.close();
     pool.join();
+}
+
+/// `0..n`, panicking when it would yield `at`.
+fn panics_at(n: u64, at: u64) -> impl Iterator<Item = u64> {
+    (0..n).inspect(move |&x| {
+        if x == at {
+            panic!("input {x} refused");
+        }
+    })
+}
+
+fn imap_yields_the_results_before_a_panicking_input_then_its_panic(method: StartMethod) {
+    let pool = pool(method, 2);
+    let refused = |x: u64| Err(TaskError::Input(format!("input {x} refused")));
+
+    for chunksize in [1, 16] {
+        let got: Vec<_> = pool
+            .imap_chunked(square_plus_one, panics_at(1_000, 300), chunksize)
+            .collect();
+        let mut want: Vec<_> = expected(0..300).into_iter().map(Ok).collect();
+        want.push(refused(300));
+        assert_eq!(got, want, "chunk size {chunksize}");
+    }
+    // At the first item, and with results still to come after the error was seen.
+    let mut first = pool.imap(square_plus_one, panics_at(10, 0));
+    assert_eq!(first.next(), Some(refused(0)));
+    assert_eq!(first.next(), None);
+    let mut results = pool.imap(nap_then_square, panics_at(5, 3).map(|x| (20, x)));
+    assert_eq!(results.next(), Some(Ok(1)));
+    let rest: Vec<_> = results.collect();
+    assert_eq!(rest, [Ok(2), Ok(5), refused(3)]);
+
+    // Unordered: every result before it, each once, then the panic with its item's index.
+    let mut got: Vec<_> = pool
+        .imap_unordered_indexed(square_plus_one, panics_at(1_000, 500))
+        .collect();
+    assert_eq!(got.pop(), Some((500, refused(500))));
+    got.sort_by_key(|(i, _)| *i);
+    let want: Vec<_> = (0..500)
+        .map(|i| (i, Ok(square_plus_one(i as u64))))
+        .collect();
+    assert_eq!(got, want);
+    let mut unordered: Vec<_> = pool
+        .imap_unordered(square_plus_one, panics_at(10, 5))
+        .collect();
+    assert_eq!(unordered.pop(), Some(refused(5)));
+    unordered.sort_by_key(|r| *r.as_ref().unwrap());
+    assert_eq!(
+        unordered,
+        expected(0..5).into_iter().map(Ok).collect::<Vec<_>>()
+    );
+
+    // The pool is unharmed.
+    assert_eq!(pool.map(square_plus_one, [3, 4]), Ok(vec![10, 17]));
 }
 
 // ---------------------------------------------------------------------------------------------

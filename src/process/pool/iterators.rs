@@ -5,6 +5,7 @@
 
 use std::collections::VecDeque;
 use std::marker::PhantomData;
+use std::panic::AssertUnwindSafe;
 use std::sync::{Arc, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -12,6 +13,7 @@ use serde::de::DeserializeOwned;
 
 use super::job::{Chunk, Job, JobState, Want};
 use super::{Pool, TaskError};
+use crate::process::boot::panic_message;
 use crate::process::{EncodesAs, Target};
 
 /// The submitting side of a lazy iteration: pulls items a few chunks ahead of the reader.
@@ -25,6 +27,9 @@ pub(super) struct Feed<'p, I: Iterator> {
     pub(super) job: Arc<Job>,
     submitted: usize,
     exhausted: bool,
+    /// The input iterator panicked (with this message) after `submitted` items; the reader
+    /// gets it as [`TaskError::Input`] after their results.
+    pub(super) failed: Option<String>,
     /// Made while the pool was open: its items are taken after `close` too (as if all had
     /// been submitted before it), until `join`. Counted in `Inbox::open_feeds` until done.
     admitted: bool,
@@ -69,6 +74,7 @@ impl<'p, I: Iterator> Feed<'p, I> {
             job: Job::new(0),
             submitted: 0,
             exhausted: false,
+            failed: None,
             admitted,
         }
     }
@@ -76,7 +82,7 @@ impl<'p, I: Iterator> Feed<'p, I> {
     /// Results still to come for a reader that has read `read`: those submitted and not
     /// read, plus the items not pulled yet.
     fn remaining(&self, read: usize) -> (usize, Option<usize>) {
-        let queued = self.submitted - read;
+        let queued = self.submitted - read + usize::from(self.failed.is_some());
         let (lo, hi) = if self.exhausted {
             (0, Some(0))
         } else {
@@ -95,7 +101,19 @@ impl<'p, I: Iterator> Feed<'p, I> {
         while !self.exhausted && self.submitted < read + window {
             let mut chunk = Chunk::new(&self.pool.shared, self.target, &self.job);
             let first = self.submitted;
-            for a in self.items.by_ref().take(self.chunksize) {
+            while self.submitted - first < self.chunksize {
+                // A panic in the input ends the input; the reader learns of it after the
+                // results of the items taken before it. The iterator is not used again.
+                let items = &mut self.items;
+                let next = std::panic::catch_unwind(AssertUnwindSafe(|| items.next()));
+                let a = match next {
+                    Ok(Some(a)) => a,
+                    Ok(None) => break,
+                    Err(payload) => {
+                        self.failed = Some(panic_message(payload.as_ref()));
+                        break;
+                    }
+                };
                 self.job.reserve(self.submitted + 1);
                 (self.push)(&mut chunk, self.submitted, a);
                 self.submitted += 1;
@@ -127,7 +145,7 @@ impl<R: DeserializeOwned, I: Iterator> Iterator for Imap<'_, R, I> {
     fn next(&mut self) -> Option<Self::Item> {
         self.feed.top_up(self.next);
         if self.next >= self.feed.submitted {
-            return None;
+            return self.feed.failed.take().map(|m| Err(TaskError::Input(m)));
         }
         let i = self.next;
         self.next += 1;
@@ -178,7 +196,12 @@ impl<R: DeserializeOwned, I: Iterator> Iterator for ImapUnorderedIndexed<'_, R, 
     fn next(&mut self) -> Option<Self::Item> {
         self.feed.top_up(self.taken);
         if self.taken >= self.feed.submitted {
-            return None;
+            let at = self.feed.submitted;
+            return self
+                .feed
+                .failed
+                .take()
+                .map(|m| (at, Err(TaskError::Input(m))));
         }
         self.taken += 1;
         let mut st = self

@@ -367,6 +367,14 @@ impl Pool {
     /// Runs `f` on the items lazily and yields the results in order, as they come (Python's
     /// `imap`, chunk size 1). Items are taken from `items` only a few chunks ahead of the
     /// results read. The iterator has an exact length when `items` does (progress bars).
+    ///
+    /// If `items` panics, the panic is caught where the item is taken: the iterator yields
+    /// the results of every item before it, then [`TaskError::Input`] with the panic
+    /// message, then ends. (An input whose items can fail without panicking is an iterator
+    /// of `Result`s mapped by the task, or cut short by the caller with `map_while`.) The
+    /// same holds for [`imap_unordered`](Self::imap_unordered) and
+    /// [`imap_unordered_indexed`](Self::imap_unordered_indexed), where the error comes last,
+    /// with the index of the item that was not taken.
     pub fn imap<A, R, I>(&self, f: fn(A) -> R, items: I) -> Imap<'_, R, I::IntoIter>
     where
         A: Serialize + DeserializeOwned + Send + 'static,
