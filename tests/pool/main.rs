@@ -5,7 +5,8 @@
 //! being replaced; panicking tasks; `max_tasks_per_child`; initializers that work and that
 //! panic; `apply_async` with `get`, `get_timeout` and `ready`, and with callbacks (once each, in
 //! the order tasks end, on one thread; the error callback for panics and dead workers);
-//! `map_async` and `starmap_async`; `close` + `join`, `terminate`
+//! `map_async` and `starmap_async`; the timeout forms (`map_timeout`, `Imap::next_timeout`,
+//! `join_timeout`, ...); `close` + `join`, `terminate`
 //! and drop, which leave no worker process behind.
 //!
 //! Every scenario runs as two tests, `spawn::<name>` and `fork::<name>`, each under its own
@@ -92,6 +93,7 @@ both_methods!(
     apply_async_callbacks_run_once_each_in_completion_order,
     apply_async_error_callback_gets_panics_and_dead_workers,
     map_async_and_starmap_async_with_callbacks,
+    timeout_forms_time_out_while_a_task_is_held_then_succeed,
     close_and_join_finish_submitted_work_then_reap_the_workers,
     terminate_with_a_long_task_in_flight_returns_promptly,
     dropping_a_pool_with_work_in_flight_leaves_no_worker,
@@ -1142,6 +1144,91 @@ fn map_async_and_starmap_async_with_callbacks(method: StartMethod) {
     assert!(rx.try_recv().is_err(), "a callback ran twice");
     assert!(rx2.try_recv().is_err(), "ok callback of a failed map");
     assert!(erx2.try_recv().is_err(), "error callback ran twice");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Timeout forms
+
+/// Item 0 of each list is held until its gate opens.
+fn gated(n: u64, gate: &str) -> Vec<(u64, String)> {
+    (0..n).map(|x| (x, gate.to_string())).collect()
+}
+
+fn timeout_forms_time_out_while_a_task_is_held_then_succeed(method: StartMethod) {
+    let pool = pool(method, 2);
+    let short = Duration::from_millis(30);
+    let timed_out = |t: Instant| assert!(t.elapsed() >= short, "after {:?}", t.elapsed());
+
+    // map_timeout and its kin.
+    let (gate, name) = new_counter("gate");
+    let t = Instant::now();
+    assert_eq!(
+        pool.map_timeout(held_until_released, gated(10, &name), short),
+        Err(TaskError::Timeout)
+    );
+    timed_out(t);
+    gate.store(1, Ordering::SeqCst);
+    assert_eq!(
+        pool.map_timeout(held_until_released, gated(10, &name), START),
+        Ok(expected(0..10))
+    );
+    assert_eq!(
+        pool.map_chunked_timeout(square_plus_one, 0..100, 7, START),
+        Ok(expected(0..100))
+    );
+    assert_eq!(
+        pool.starmap_timeout(add, [(1, 2), (3, 4)], START),
+        Ok(vec![3, 7])
+    );
+    assert_eq!(
+        pool.starmap3_timeout(repeat_joined, [("a".to_string(), 2, '.')], START),
+        Ok(vec!["a.a".to_string()])
+    );
+
+    // Imap::next_timeout: a timeout leaves the result to come next.
+    let (gate, name) = new_counter("gate");
+    let mut results = pool.imap(held_until_released, gated(5, &name));
+    let t = Instant::now();
+    assert_eq!(results.next_timeout(short), Some(Err(TaskError::Timeout)));
+    timed_out(t);
+    assert_eq!(results.len(), 5);
+    gate.store(1, Ordering::SeqCst);
+    assert_eq!(results.next_timeout(START), Some(Ok(1)));
+    let rest: Vec<_> = results.map(Result::unwrap).collect();
+    assert_eq!(rest, expected(1..5));
+
+    // ImapUnordered::next_timeout.
+    let (gate, name) = new_counter("gate");
+    let mut results = pool.imap_unordered(held_until_released, gated(1, &name));
+    assert_eq!(results.next_timeout(short), Some(Err(TaskError::Timeout)));
+    gate.store(1, Ordering::SeqCst);
+    assert_eq!(results.next_timeout(START), Some(Ok(1)));
+    assert_eq!(results.next_timeout(START), None);
+
+    // join_timeout: false while a task is held, true once it and its callback are done.
+    let (gate, name) = new_counter("gate");
+    let (tx, rx) = std::sync::mpsc::channel();
+    let held = pool.apply_async_with(
+        held_until_released,
+        (0, name),
+        move |v| tx.send(v).unwrap(),
+        |e| panic!("{e}"),
+    );
+    pool.close();
+    let t = Instant::now();
+    assert!(!pool.join_timeout(short));
+    timed_out(t);
+    assert!(!held.ready());
+    gate.store(1, Ordering::SeqCst);
+    assert!(pool.join_timeout(START));
+    assert_eq!(
+        rx.try_recv(),
+        Ok(1),
+        "the callback ran before join_timeout returned"
+    );
+    assert_eq!(held.get_timeout(Duration::ZERO), Ok(1));
+    assert!(pool.join_timeout(Duration::ZERO), "joined already");
+    pool.join();
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -139,22 +139,37 @@ pub struct Imap<'p, R, I: Iterator> {
     pub(super) _r: PhantomData<fn() -> R>,
 }
 
-impl<R: DeserializeOwned, I: Iterator> Iterator for Imap<'_, R, I> {
-    type Item = Result<R, TaskError>;
+impl<R: DeserializeOwned, I: Iterator> Imap<'_, R, I> {
+    /// [`next`](Iterator::next) that waits at most `timeout` for the next result (Python's
+    /// `next(timeout)`): `Some(Err(TaskError::Timeout))` if it has not come by then, and it
+    /// is still the next one.
+    pub fn next_timeout(&mut self, timeout: Duration) -> Option<Result<R, TaskError>> {
+        self.next_deadline(crate::sync::wait::deadline_after(timeout))
+    }
 
-    fn next(&mut self) -> Option<Self::Item> {
+    fn next_deadline(&mut self, deadline: Option<Instant>) -> Option<Result<R, TaskError>> {
         self.feed.top_up(self.next);
         if self.next >= self.feed.submitted {
             return self.feed.failed.take().map(|m| Err(TaskError::Input(m)));
         }
         let i = self.next;
-        self.next += 1;
-        let mut st = self
+        let Some(mut st) = self
             .feed
             .job
-            .wait_until(Want::Index(i), None, |st| st.is_ready(i))
-            .expect("no deadline");
+            .wait_until(Want::Index(i), deadline, |st| st.is_ready(i))
+        else {
+            return Some(Err(TaskError::Timeout));
+        };
+        self.next += 1;
         Some(st.take(i))
+    }
+}
+
+impl<R: DeserializeOwned, I: Iterator> Iterator for Imap<'_, R, I> {
+    type Item = Result<R, TaskError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        self.next_deadline(None)
     }
 
     fn size_hint(&self) -> (usize, Option<usize>) {
@@ -167,6 +182,16 @@ impl<R: DeserializeOwned, I: ExactSizeIterator> ExactSizeIterator for Imap<'_, R
 /// Results of [`Pool::imap_unordered`], as they finish.
 pub struct ImapUnordered<'p, R, I: Iterator> {
     pub(super) inner: ImapUnorderedIndexed<'p, R, I>,
+}
+
+impl<R: DeserializeOwned, I: Iterator> ImapUnordered<'_, R, I> {
+    /// [`next`](Iterator::next) that waits at most `timeout` for a result:
+    /// `Some(Err(TaskError::Timeout))` if none has come by then.
+    pub fn next_timeout(&mut self, timeout: Duration) -> Option<Result<R, TaskError>> {
+        self.inner
+            .next_deadline(crate::sync::wait::deadline_after(timeout))
+            .map(|(_, r)| r)
+    }
 }
 
 impl<R: DeserializeOwned, I: Iterator> Iterator for ImapUnordered<'_, R, I> {
@@ -190,10 +215,13 @@ pub struct ImapUnorderedIndexed<'p, R, I: Iterator> {
     pub(super) _r: PhantomData<fn() -> R>,
 }
 
-impl<R: DeserializeOwned, I: Iterator> Iterator for ImapUnorderedIndexed<'_, R, I> {
-    type Item = (usize, Result<R, TaskError>);
-
-    fn next(&mut self) -> Option<Self::Item> {
+impl<R: DeserializeOwned, I: Iterator> ImapUnorderedIndexed<'_, R, I> {
+    /// The next result as it comes, waiting until `deadline`: `Some((_, Err(Timeout)))`
+    /// if none has come by then (for `ImapUnordered::next_timeout`, which drops the index).
+    pub(super) fn next_deadline(
+        &mut self,
+        deadline: Option<Instant>,
+    ) -> Option<(usize, Result<R, TaskError>)> {
         self.feed.top_up(self.taken);
         if self.taken >= self.feed.submitted {
             let at = self.feed.submitted;
@@ -203,20 +231,26 @@ impl<R: DeserializeOwned, I: Iterator> Iterator for ImapUnorderedIndexed<'_, R, 
                 .take()
                 .map(|m| (at, Err(TaskError::Input(m))));
         }
+        let Some(mut st) = self.feed.job.wait_until(Want::Any, deadline, |st| {
+            st.arrived.as_ref().is_some_and(|a| !a.is_empty())
+        }) else {
+            return Some((self.feed.submitted, Err(TaskError::Timeout)));
+        };
         self.taken += 1;
-        let mut st = self
-            .feed
-            .job
-            .wait_until(Want::Any, None, |st| {
-                st.arrived.as_ref().is_some_and(|a| !a.is_empty())
-            })
-            .expect("no deadline");
         let i = st
             .arrived
             .as_mut()
             .and_then(VecDeque::pop_front)
             .expect("checked");
         Some((i, st.take(i)))
+    }
+}
+
+impl<R: DeserializeOwned, I: Iterator> Iterator for ImapUnorderedIndexed<'_, R, I> {
+    type Item = (usize, Result<R, TaskError>);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        self.next_deadline(None)
     }
 
     fn size_hint(&self) -> (usize, Option<usize>) {

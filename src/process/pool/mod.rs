@@ -34,6 +34,7 @@ use std::collections::VecDeque;
 use std::marker::PhantomData;
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -154,13 +155,19 @@ impl PoolBuilder {
             let w = manager.start_worker(i as u32)?;
             manager.workers.push(w);
         }
+        let stopped = Arc::new(Finished::default());
+        let guard = stopped.guard();
         let thread = std::thread::Builder::new()
             .name("multiproc-pool".into())
-            .spawn(move || manager.run())
+            .spawn(move || {
+                let _stopped = guard;
+                manager.run();
+            })
             .map_err(|e| ProcessError::Os(crate::Errno::from_raw(e.raw_os_error().unwrap_or(0))))?;
         Ok(Pool {
             shared,
             thread: Mutex::new(Some(thread)),
+            stopped,
             callbacks: Mutex::new(None),
         })
     }
@@ -196,8 +203,59 @@ impl PoolBuilder {
 pub struct Pool {
     shared: Arc<Shared>,
     thread: Mutex<Option<JoinHandle<()>>>,
+    /// Set when the manager thread has ended.
+    stopped: Arc<Finished>,
     /// The thread that runs callbacks, one after the other, started with the first one.
-    callbacks: Mutex<Option<(std::sync::mpsc::Sender<Deferred>, JoinHandle<()>)>>,
+    callbacks: Mutex<Option<CallbackThread>>,
+}
+
+/// The callback thread: our sender (dropped when the pool stops, so the thread ends once
+/// the last pending callback has run), its handle, and the flag it sets when it ends.
+struct CallbackThread {
+    tx: Option<std::sync::mpsc::Sender<Deferred>>,
+    handle: JoinHandle<()>,
+    finished: Arc<Finished>,
+}
+
+/// A flag a thread sets when it ends (also by unwinding), that others can wait on.
+#[derive(Default)]
+struct Finished {
+    done: Mutex<bool>,
+    cv: std::sync::Condvar,
+}
+
+impl Finished {
+    /// Sets the flag when dropped.
+    fn guard(self: &Arc<Self>) -> impl Drop + Send + 'static {
+        struct SetOnDrop(Arc<Finished>);
+        impl Drop for SetOnDrop {
+            fn drop(&mut self) {
+                *self.0.done.lock().unwrap_or_else(|p| p.into_inner()) = true;
+                self.0.cv.notify_all();
+            }
+        }
+        SetOnDrop(self.clone())
+    }
+
+    /// Waits until the flag is set or `deadline` passes (`None`: no deadline); whether set.
+    fn wait_until(&self, deadline: Option<Instant>) -> bool {
+        let mut done = self.done.lock().unwrap_or_else(|p| p.into_inner());
+        while !*done {
+            done = match deadline {
+                None => self.cv.wait(done).unwrap_or_else(|p| p.into_inner()),
+                Some(d) => match d.checked_duration_since(Instant::now()) {
+                    Some(left) => {
+                        self.cv
+                            .wait_timeout(done, left)
+                            .unwrap_or_else(|p| p.into_inner())
+                            .0
+                    }
+                    None => return false,
+                },
+            };
+        }
+        true
+    }
 }
 
 impl std::fmt::Debug for Pool {
@@ -299,6 +357,113 @@ impl Pool {
         I::Item: EncodesAs<(A, B, C)>,
     {
         self.map_impl(f, items, None)
+    }
+
+    /// [`map`](Self::map) that waits at most `timeout` (from the call, item serialisation
+    /// included) for the results.
+    ///
+    /// # Errors
+    /// [`TaskError::Timeout`] if not every task has ended by then (those not ended keep
+    /// running; their results are dropped), or as [`map`](Self::map).
+    pub fn map_timeout<A, R, I>(
+        &self,
+        f: fn(A) -> R,
+        items: I,
+        timeout: Duration,
+    ) -> Result<Vec<R>, TaskError>
+    where
+        A: Serialize + DeserializeOwned + Send + 'static,
+        R: Serialize + DeserializeOwned + 'static,
+        I: IntoIterator,
+        I::Item: EncodesAs<A>,
+    {
+        self.map_impl_timeout(f, items, None, timeout)
+    }
+
+    /// [`map_chunked`](Self::map_chunked) that waits at most `timeout`, as
+    /// [`map_timeout`](Self::map_timeout).
+    ///
+    /// # Errors
+    /// As [`map_timeout`](Self::map_timeout).
+    pub fn map_chunked_timeout<A, R, I>(
+        &self,
+        f: fn(A) -> R,
+        items: I,
+        chunksize: usize,
+        timeout: Duration,
+    ) -> Result<Vec<R>, TaskError>
+    where
+        A: Serialize + DeserializeOwned + Send + 'static,
+        R: Serialize + DeserializeOwned + 'static,
+        I: IntoIterator,
+        I::Item: EncodesAs<A>,
+    {
+        self.map_impl_timeout(f, items, Some(chunksize), timeout)
+    }
+
+    /// [`starmap`](Self::starmap) that waits at most `timeout`, as
+    /// [`map_timeout`](Self::map_timeout).
+    ///
+    /// # Errors
+    /// As [`map_timeout`](Self::map_timeout).
+    pub fn starmap_timeout<A, B, R, I>(
+        &self,
+        f: fn(A, B) -> R,
+        items: I,
+        timeout: Duration,
+    ) -> Result<Vec<R>, TaskError>
+    where
+        A: Serialize + DeserializeOwned + Send + 'static,
+        B: Serialize + DeserializeOwned + Send + 'static,
+        R: Serialize + DeserializeOwned + 'static,
+        I: IntoIterator,
+        I::Item: EncodesAs<(A, B)>,
+    {
+        self.map_impl_timeout(f, items, None, timeout)
+    }
+
+    /// [`starmap3`](Self::starmap3) that waits at most `timeout`, as
+    /// [`map_timeout`](Self::map_timeout).
+    ///
+    /// # Errors
+    /// As [`map_timeout`](Self::map_timeout).
+    pub fn starmap3_timeout<A, B, C, R, I>(
+        &self,
+        f: fn(A, B, C) -> R,
+        items: I,
+        timeout: Duration,
+    ) -> Result<Vec<R>, TaskError>
+    where
+        A: Serialize + DeserializeOwned + Send + 'static,
+        B: Serialize + DeserializeOwned + Send + 'static,
+        C: Serialize + DeserializeOwned + Send + 'static,
+        R: Serialize + DeserializeOwned + 'static,
+        I: IntoIterator,
+        I::Item: EncodesAs<(A, B, C)>,
+    {
+        self.map_impl_timeout(f, items, None, timeout)
+    }
+
+    fn map_impl_timeout<S, I>(
+        &self,
+        f: S,
+        items: I,
+        chunksize: Option<usize>,
+        timeout: Duration,
+    ) -> Result<Vec<S::Output>, TaskError>
+    where
+        S: Signature,
+        S::Args: Send + 'static,
+        S::Output: DeserializeOwned,
+        I: IntoIterator,
+        I::Item: EncodesAs<S::Args>,
+    {
+        let deadline = crate::sync::wait::deadline_after(timeout);
+        let r = self.submit_map(f, items, chunksize);
+        match deadline {
+            None => r.get(),
+            Some(d) => r.get_timeout(d.saturating_duration_since(Instant::now())),
+        }
     }
 
     fn map_impl<S, I>(
@@ -601,13 +766,17 @@ impl Pool {
     /// A sender to the callback thread, which starts here the first time.
     fn callback_sender(&self) -> std::sync::mpsc::Sender<Deferred> {
         let mut cb = self.callbacks.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some((tx, _)) = &*cb {
+        if let Some(tx) = cb.as_ref().and_then(|c| c.tx.as_ref()) {
             return tx.clone();
         }
+        // (After a stop, a new thread runs the callbacks of tasks the stopped pool refuses.)
         let (tx, rx) = std::sync::mpsc::channel::<Deferred>();
+        let finished = Arc::new(Finished::default());
+        let guard = finished.guard();
         let spawned = std::thread::Builder::new()
             .name("multiproc-pool-callbacks".into())
             .spawn(move || {
+                let _finished = guard;
                 // Ends once the pool and every job waiting for its callback have let go.
                 for d in rx {
                     d();
@@ -615,7 +784,11 @@ impl Pool {
             });
         match spawned {
             Ok(handle) => {
-                *cb = Some((tx.clone(), handle));
+                *cb = Some(CallbackThread {
+                    tx: Some(tx.clone()),
+                    handle,
+                    finished,
+                });
                 tx
             }
             // No thread: the sender's receiver is gone, so callbacks run where results are filed.
@@ -640,36 +813,71 @@ impl Pool {
     }
 
     /// Waits until the pool has stopped: after [`close`](Self::close), when every task has
-    /// ended and the workers have exited; after [`terminate`](Self::terminate), at once.
-    /// Joining a pool that is neither closed nor terminated closes it first.
+    /// ended, the workers have exited and the callbacks have run; after
+    /// [`terminate`](Self::terminate), at once. Joining a pool that is neither closed nor
+    /// terminated closes it first.
     pub fn join(&self) {
+        self.start_join();
+        self.join_deadline(None);
+    }
+
+    /// [`join`](Self::join) for at most `timeout`; whether the pool has stopped. If not, it
+    /// is closed and keeps going, and can be joined again.
+    pub fn join_timeout(&self, timeout: Duration) -> bool {
+        self.start_join();
+        self.join_deadline(crate::sync::wait::deadline_after(timeout))
+    }
+
+    fn start_join(&self) {
         {
             let mut inbox = self.shared.inbox();
             inbox.closed = true;
             inbox.joining = true;
         }
         self.shared.poke();
-        self.join_thread();
     }
 
     fn join_thread(&self) {
+        self.join_deadline(None);
+    }
+
+    /// Waits for the manager thread, then for the callbacks, until `deadline`; whether both
+    /// are done.
+    fn join_deadline(&self, deadline: Option<Instant>) -> bool {
+        if !self.stopped.wait_until(deadline) {
+            return false;
+        }
         let thread = self.thread.lock().unwrap_or_else(|p| p.into_inner()).take();
         if let Some(t) = thread {
             let _ = t.join();
         }
-        // Every task has ended, so every callback has been handed over: wait for them (unless
-        // this is a callback, dropping the last handle on the pool).
-        let callbacks = self
-            .callbacks
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .take();
-        if let Some((tx, handle)) = callbacks {
-            drop(tx);
-            if handle.thread().id() != std::thread::current().id() {
-                let _ = handle.join();
+        // Every task has ended, so every callback has been handed over: let the callback
+        // thread end once it has run them, and wait for that (unless this is a callback,
+        // dropping the last handle on the pool).
+        let finished = {
+            let mut cb = self.callbacks.lock().unwrap_or_else(|p| p.into_inner());
+            match cb.as_mut() {
+                None => return true,
+                Some(c) if c.handle.thread().id() == std::thread::current().id() => {
+                    c.tx = None;
+                    return true;
+                }
+                Some(c) => {
+                    c.tx = None;
+                    c.finished.clone()
+                }
+            }
+        };
+        if !finished.wait_until(deadline) {
+            return false;
+        }
+        let mut cb = self.callbacks.lock().unwrap_or_else(|p| p.into_inner());
+        if cb.as_ref().is_some_and(|c| c.tx.is_none()) {
+            if let Some(c) = cb.take() {
+                let _ = c.handle.join();
             }
         }
+        true
     }
 }
 
