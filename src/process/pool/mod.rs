@@ -11,6 +11,9 @@
 //! A task goes from a submitter through the inbox ([`manager::Shared`]) to the manager, which
 //! sends it in a chunk to a worker's task queue; the worker's report comes back to the
 //! manager, which files the result in the submission's [`job::Job`], where the reader takes it.
+//! A submission with callbacks (`apply_async_with`, `map_async_with`, ...) hands them, once
+//! its last task has ended, to the pool's callback thread (started with the first callback),
+//! which runs them one at a time in that order and then marks the result ready.
 //! The parts, one file each:
 //!
 //! - here: [`Pool`], [`PoolBuilder`] and [`TaskError`], the public surface;
