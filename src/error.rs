@@ -767,6 +767,10 @@ pub enum TaskError {
     /// Workers could not be started.
     #[error("could not start a worker: {0}")]
     Start(String),
+    /// The input iterator of an `imap` panicked while the pool took an item from it; the
+    /// panic message. It comes after the results of every item taken before.
+    #[error("input iterator panicked: {0}")]
+    Input(String),
 }
 
 #[cfg(test)]

@@ -1,8 +1,12 @@
 //! `Pool` with real worker processes, under both start methods: `map`, `map_chunked` and
-//! `starmap` results in order; `imap` laziness, order and exact length; `imap_unordered`;
+//! `starmap` results in order; `imap` laziness, order and exact length, and an input that
+//! panics; `imap_unordered`;
 //! a worker SIGKILLed while it runs a task (from inside or outside) failing only that task and
 //! being replaced; panicking tasks; `max_tasks_per_child`; initializers that work and that
-//! panic; `apply_async` with `get`, `get_timeout` and `ready`; `close` + `join`, `terminate`
+//! panic; `apply_async` with `get`, `get_timeout` and `ready`, and with callbacks (once each, in
+//! the order tasks end, on one thread; the error callback for panics and dead workers);
+//! `map_async` and `starmap_async`; the timeout forms (`map_timeout`, `Imap::next_timeout`,
+//! `join_timeout`, ...); `close` + `join`, `terminate`
 //! and drop, which leave no worker process behind.
 //!
 //! Every scenario runs as two tests, `spawn::<name>` and `fork::<name>`, each under its own
@@ -77,6 +81,7 @@ both_methods!(
     map_and_starmap_return_every_result_in_order,
     imap_is_lazy_ordered_and_exact_size,
     imap_unordered_yields_each_index_once_as_results_finish,
+    imap_yields_the_results_before_a_panicking_input_then_its_panic,
     worker_that_kills_itself_fails_only_its_task_and_is_replaced,
     worker_killed_from_outside_fails_its_task_and_the_rest_complete,
     panicking_task_fails_only_itself,
@@ -85,6 +90,10 @@ both_methods!(
     initializer_hands_shared_objects_to_every_worker,
     panicking_initializer_fails_every_task_without_hanging,
     apply_async_get_get_timeout_and_ready,
+    apply_async_callbacks_run_once_each_in_completion_order,
+    apply_async_error_callback_gets_panics_and_dead_workers,
+    map_async_and_starmap_async_with_callbacks,
+    timeout_forms_time_out_while_a_task_is_held_then_succeed,
     close_and_join_finish_submitted_work_then_reap_the_workers,
     terminate_with_a_long_task_in_flight_returns_promptly,
     dropping_a_pool_with_work_in_flight_leaves_no_worker,
@@ -780,6 +789,60 @@ fn panicking_initializer_fails_every_task_without_hanging(method: StartMethod) {
     pool.join();
 }
 
+/// `0..n`, panicking when it would yield `at`.
+fn panics_at(n: u64, at: u64) -> impl Iterator<Item = u64> {
+    (0..n).inspect(move |&x| {
+        if x == at {
+            panic!("input {x} refused");
+        }
+    })
+}
+
+fn imap_yields_the_results_before_a_panicking_input_then_its_panic(method: StartMethod) {
+    let pool = pool(method, 2);
+    let refused = |x: u64| Err(TaskError::Input(format!("input {x} refused")));
+
+    for chunksize in [1, 16] {
+        let got: Vec<_> = pool
+            .imap_chunked(square_plus_one, panics_at(1_000, 300), chunksize)
+            .collect();
+        let mut want: Vec<_> = expected(0..300).into_iter().map(Ok).collect();
+        want.push(refused(300));
+        assert_eq!(got, want, "chunk size {chunksize}");
+    }
+    // At the first item, and with results still to come after the error was seen.
+    let mut first = pool.imap(square_plus_one, panics_at(10, 0));
+    assert_eq!(first.next(), Some(refused(0)));
+    assert_eq!(first.next(), None);
+    let mut results = pool.imap(nap_then_square, panics_at(5, 3).map(|x| (20, x)));
+    assert_eq!(results.next(), Some(Ok(1)));
+    let rest: Vec<_> = results.collect();
+    assert_eq!(rest, [Ok(2), Ok(5), refused(3)]);
+
+    // Unordered: every result before it, each once, then the panic with its item's index.
+    let mut got: Vec<_> = pool
+        .imap_unordered_indexed(square_plus_one, panics_at(1_000, 500))
+        .collect();
+    assert_eq!(got.pop(), Some((500, refused(500))));
+    got.sort_by_key(|(i, _)| *i);
+    let want: Vec<_> = (0..500)
+        .map(|i| (i, Ok(square_plus_one(i as u64))))
+        .collect();
+    assert_eq!(got, want);
+    let mut unordered: Vec<_> = pool
+        .imap_unordered(square_plus_one, panics_at(10, 5))
+        .collect();
+    assert_eq!(unordered.pop(), Some(refused(5)));
+    unordered.sort_by_key(|r| *r.as_ref().unwrap());
+    assert_eq!(
+        unordered,
+        expected(0..5).into_iter().map(Ok).collect::<Vec<_>>()
+    );
+
+    // The pool is unharmed.
+    assert_eq!(pool.map(square_plus_one, [3, 4]), Ok(vec![10, 17]));
+}
+
 // ---------------------------------------------------------------------------------------------
 // apply_async
 
@@ -820,6 +883,352 @@ fn apply_async_get_get_timeout_and_ready(method: StartMethod) {
     for (x, r) in many.iter().enumerate().rev() {
         assert_eq!(r.get(), Ok(square_plus_one(x as u64)));
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// apply_async with callbacks, map_async, starmap_async
+
+/// Waits (up to `NAP`) until the counter named `released` reaches `rank`, naps `ms`, and
+/// returns `rank`: the parent's callback for rank `k` releases rank `k + 1`.
+fn ranked((rank, ms, released): (u64, u64, String)) -> u64 {
+    let released = common::counter(&released);
+    let deadline = Instant::now() + NAP;
+    while released.load(Ordering::SeqCst) < rank && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    std::thread::sleep(Duration::from_millis(ms));
+    rank
+}
+
+/// What the callbacks of a test saw: (which callback, task index, value), in call order, and
+/// the threads they ran on.
+#[derive(Default)]
+struct Seen {
+    calls: Vec<(&'static str, usize, String)>,
+    threads: BTreeSet<String>,
+}
+
+type Log = std::sync::Arc<std::sync::Mutex<Seen>>;
+
+fn record(log: &Log, what: &'static str, i: usize, v: String) {
+    let mut seen = log.lock().unwrap();
+    seen.calls.push((what, i, v));
+    seen.threads
+        .insert(format!("{:?}", std::thread::current().id()));
+}
+
+fn apply_async_callbacks_run_once_each_in_completion_order(method: StartMethod) {
+    // As many workers as tasks: each runs at once and waits for its rank, so the tasks end in
+    // rank order, which is not the order they were submitted in, and only if the callback of
+    // each result runs before the next task can end.
+    const RANKS: [u64; 6] = [3, 0, 5, 1, 4, 2];
+    let pool = pool(method, RANKS.len());
+    let (released, name) = new_counter("released");
+    let released = std::sync::Arc::new(released);
+    let log = Log::default();
+    let results: Vec<_> = RANKS
+        .iter()
+        .enumerate()
+        .map(|(i, &rank)| {
+            let (ok_log, err_log, released) = (log.clone(), log.clone(), released.clone());
+            pool.apply_async_with(
+                ranked,
+                (rank, 5 * (i as u64 % 3), name.clone()),
+                move |v: u64| {
+                    record(&ok_log, "ok", i, v.to_string());
+                    released.store(v + 1, Ordering::SeqCst);
+                },
+                move |e| record(&err_log, "err", i, e.to_string()),
+            )
+        })
+        .collect();
+    for (i, r) in results.iter().enumerate() {
+        assert_eq!(r.get_timeout(START * 2), Ok(RANKS[i]), "task {i}");
+        assert!(r.ready());
+        assert_eq!(r.successful(), Some(true));
+    }
+    let seen = log.lock().unwrap();
+    let mut by_rank: Vec<usize> = (0..RANKS.len()).collect();
+    by_rank.sort_by_key(|&i| RANKS[i]);
+    let want: Vec<_> = by_rank
+        .iter()
+        .map(|&i| ("ok", i, RANKS[i].to_string()))
+        .collect();
+    assert_eq!(seen.calls, want, "callbacks once each, in completion order");
+    assert_eq!(seen.threads.len(), 1, "one callback thread");
+    assert!(
+        !seen
+            .threads
+            .contains(&format!("{:?}", std::thread::current().id())),
+        "callbacks ran on the test's thread"
+    );
+    drop(seen);
+
+    // Many tasks of varying lengths: each callback once, and before `get` returns.
+    let log = Log::default();
+    let many: Vec<_> = (0..200u64)
+        .map(|x| {
+            let (ok_log, err_log) = (log.clone(), log.clone());
+            pool.apply_async_with(
+                nap_then_square,
+                (x % 7, x),
+                move |v: u64| record(&ok_log, "ok", x as usize, v.to_string()),
+                move |e| record(&err_log, "err", x as usize, e.to_string()),
+            )
+        })
+        .collect();
+    for (x, r) in many.iter().enumerate() {
+        assert_eq!(r.get(), Ok(square_plus_one(x as u64)));
+        let seen = log.lock().unwrap();
+        assert!(
+            seen.calls.iter().any(|c| c.1 == x),
+            "task {x}'s result is ready before its callback ran"
+        );
+    }
+    pool.close();
+    pool.join();
+    let seen = log.lock().unwrap();
+    let mut calls = seen.calls.clone();
+    calls.sort_by_key(|c| c.1);
+    let want: Vec<_> = (0..200u64)
+        .map(|x| ("ok", x as usize, square_plus_one(x).to_string()))
+        .collect();
+    assert_eq!(calls, want);
+}
+
+fn apply_async_error_callback_gets_panics_and_dead_workers(method: StartMethod) {
+    let pool = pool(method, 2);
+    let log = Log::default();
+    let cb = |i: usize| {
+        let (ok_log, err_log) = (log.clone(), log.clone());
+        (
+            move |v: u64| record(&ok_log, "ok", i, v.to_string()),
+            move |e: TaskError| {
+                let kind = match e {
+                    TaskError::Panicked(m) => format!("panicked: {m}"),
+                    TaskError::WorkerDied { .. } => "died".to_string(),
+                    other => format!("other: {other}"),
+                };
+                record(&err_log, "err", i, kind)
+            },
+        )
+    };
+    let (ok, err) = cb(0);
+    let panicked = pool.apply_async_with(panic_on_doomed, DOOMED, ok, err);
+    assert!(matches!(panicked.get(), Err(TaskError::Panicked(_))));
+    assert_eq!(panicked.successful(), Some(false));
+    let (ok, err) = cb(1);
+    let exited = pool.apply_async_with(exit_on_doomed, DOOMED, ok, err);
+    assert!(matches!(exited.get(), Err(TaskError::WorkerDied { .. })));
+    let (ok, err) = cb(2);
+    let killed = pool.apply_async_with(die_on_doomed, DOOMED, move |(v, _)| ok(v), err);
+    assert!(matches!(killed.get(), Err(TaskError::WorkerDied { .. })));
+    assert_eq!(killed.successful(), Some(false));
+    // The pool still works, and its callbacks too.
+    let (ok, err) = cb(3);
+    assert_eq!(
+        pool.apply_async_with(square_plus_one, 4, ok, err).get(),
+        Ok(17)
+    );
+    // A callback that panics is ignored; the next still runs.
+    let r = pool.apply_async_with(square_plus_one, 5, |_| panic!("callback refused"), |_| {});
+    assert_eq!(r.get(), Ok(26));
+    let (ok, err) = cb(4);
+    assert_eq!(
+        pool.apply_async_with(square_plus_one, 6, ok, err).get(),
+        Ok(37)
+    );
+
+    let seen = log.lock().unwrap();
+    assert_eq!(
+        seen.calls,
+        [
+            ("err", 0, format!("panicked: task {DOOMED} refused")),
+            ("err", 1, "died".to_string()),
+            ("err", 2, "died".to_string()),
+            ("ok", 3, "17".to_string()),
+            ("ok", 4, "37".to_string()),
+        ]
+    );
+    drop(seen);
+
+    // Terminating with a task in flight: its error callback runs before `terminate` returns.
+    let (tx, rx) = pid_channel();
+    let (ok, err) = cb(5);
+    let _long = pool.apply_async_with(report_pid_then_sleep_u64, tx.clone(), ok, err);
+    reported_worker(&rx);
+    pool.terminate();
+    let seen = log.lock().unwrap();
+    assert_eq!(seen.calls.len(), 6);
+    assert_eq!(seen.calls[5].0, "err");
+    assert_eq!(seen.calls[5].1, 5);
+}
+
+/// [`report_pid_then_sleep`], with a `u64` result.
+fn report_pid_then_sleep_u64(tx: Sender<u32>) -> u64 {
+    u64::from(report_pid_then_sleep(tx))
+}
+
+fn map_async_and_starmap_async_with_callbacks(method: StartMethod) {
+    let pool = pool(method, 2);
+
+    let r = pool.map_async(square_plus_one, upto(1_000));
+    assert_eq!(r.get(), Ok(expected(0..1_000)));
+    assert_eq!(r.successful(), Some(true));
+    let pairs: Vec<(u64, u64)> = (0..300).map(|i| (i, 2 * i)).collect();
+    let r = pool.starmap_async(add, &pairs);
+    assert_eq!(r.get(), Ok((0..300).map(|i| 3 * i).collect::<Vec<_>>()));
+    assert_eq!(pool.map_async(square_plus_one, 0..0).get(), Ok(vec![]));
+
+    // Not ready while a task is held; `wait_timeout` tells.
+    let (gate, gate_name) = new_counter("gate");
+    let slow = pool.map_async(
+        held_until_released,
+        [(0, gate_name.clone()), (1, gate_name)],
+    );
+    assert_eq!(slow.successful(), None);
+    assert!(!slow.ready());
+    let t = Instant::now();
+    assert!(!slow.wait_timeout(Duration::from_millis(20)));
+    assert!(t.elapsed() >= Duration::from_millis(20));
+    assert_eq!(
+        slow.get_timeout(Duration::from_millis(1)),
+        Err(TaskError::Timeout)
+    );
+    gate.store(1, Ordering::SeqCst);
+    slow.wait();
+    assert!(slow.ready());
+    assert!(slow.wait_timeout(Duration::ZERO));
+    assert_eq!(slow.get(), Ok(vec![1, 2]));
+
+    let (tx, rx) = std::sync::mpsc::channel();
+    let (etx, erx) = std::sync::mpsc::channel();
+    let r = pool.map_async_with(
+        square_plus_one,
+        upto(500),
+        move |v| tx.send(v).unwrap(),
+        move |e| etx.send(e).unwrap(),
+    );
+    assert_eq!(r.get(), Ok(expected(0..500)));
+    assert_eq!(
+        rx.try_recv(),
+        Ok(expected(0..500)),
+        "callback ran before get returned"
+    );
+
+    // The first error in item order, once, to the error callback only.
+    let (tx2, rx2) = std::sync::mpsc::channel();
+    let (etx2, erx2) = std::sync::mpsc::channel();
+    let r = pool.map_async_with(
+        panic_on_doomed,
+        upto(100),
+        move |v| tx2.send(v).unwrap(),
+        move |e| etx2.send(e).unwrap(),
+    );
+    let want = Err(TaskError::Panicked(format!("task {DOOMED} refused")));
+    assert_eq!(r.get(), want);
+    assert_eq!(r.successful(), Some(false));
+    assert_eq!(erx2.try_recv().ok(), want.err());
+
+    let (tx3, rx3) = std::sync::mpsc::channel();
+    let r = pool.starmap_async_with(add, pairs, move |v| tx3.send(v).unwrap(), |_| {});
+    assert_eq!(r.get().map(|v| v.len()), Ok(300));
+    assert_eq!(rx3.try_recv().map(|v| v[299]), Ok(299 * 3));
+
+    pool.close();
+    pool.join();
+    assert!(
+        erx.try_recv().is_err(),
+        "error callback of a successful map"
+    );
+    assert!(rx.try_recv().is_err(), "a callback ran twice");
+    assert!(rx2.try_recv().is_err(), "ok callback of a failed map");
+    assert!(erx2.try_recv().is_err(), "error callback ran twice");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Timeout forms
+
+/// Item 0 of each list is held until its gate opens.
+fn gated(n: u64, gate: &str) -> Vec<(u64, String)> {
+    (0..n).map(|x| (x, gate.to_string())).collect()
+}
+
+fn timeout_forms_time_out_while_a_task_is_held_then_succeed(method: StartMethod) {
+    let pool = pool(method, 2);
+    let short = Duration::from_millis(30);
+    let timed_out = |t: Instant| assert!(t.elapsed() >= short, "after {:?}", t.elapsed());
+
+    // map_timeout and its kin.
+    let (gate, name) = new_counter("gate");
+    let t = Instant::now();
+    assert_eq!(
+        pool.map_timeout(held_until_released, gated(10, &name), short),
+        Err(TaskError::Timeout)
+    );
+    timed_out(t);
+    gate.store(1, Ordering::SeqCst);
+    assert_eq!(
+        pool.map_timeout(held_until_released, gated(10, &name), START),
+        Ok(expected(0..10))
+    );
+    assert_eq!(
+        pool.map_chunked_timeout(square_plus_one, 0..100, 7, START),
+        Ok(expected(0..100))
+    );
+    assert_eq!(
+        pool.starmap_timeout(add, [(1, 2), (3, 4)], START),
+        Ok(vec![3, 7])
+    );
+    assert_eq!(
+        pool.starmap3_timeout(repeat_joined, [("a".to_string(), 2, '.')], START),
+        Ok(vec!["a.a".to_string()])
+    );
+
+    // Imap::next_timeout: a timeout leaves the result to come next.
+    let (gate, name) = new_counter("gate");
+    let mut results = pool.imap(held_until_released, gated(5, &name));
+    let t = Instant::now();
+    assert_eq!(results.next_timeout(short), Some(Err(TaskError::Timeout)));
+    timed_out(t);
+    assert_eq!(results.len(), 5);
+    gate.store(1, Ordering::SeqCst);
+    assert_eq!(results.next_timeout(START), Some(Ok(1)));
+    let rest: Vec<_> = results.map(Result::unwrap).collect();
+    assert_eq!(rest, expected(1..5));
+
+    // ImapUnordered::next_timeout.
+    let (gate, name) = new_counter("gate");
+    let mut results = pool.imap_unordered(held_until_released, gated(1, &name));
+    assert_eq!(results.next_timeout(short), Some(Err(TaskError::Timeout)));
+    gate.store(1, Ordering::SeqCst);
+    assert_eq!(results.next_timeout(START), Some(Ok(1)));
+    assert_eq!(results.next_timeout(START), None);
+
+    // join_timeout: false while a task is held, true once it and its callback are done.
+    let (gate, name) = new_counter("gate");
+    let (tx, rx) = std::sync::mpsc::channel();
+    let held = pool.apply_async_with(
+        held_until_released,
+        (0, name),
+        move |v| tx.send(v).unwrap(),
+        |e| panic!("{e}"),
+    );
+    pool.close();
+    let t = Instant::now();
+    assert!(!pool.join_timeout(short));
+    timed_out(t);
+    assert!(!held.ready());
+    gate.store(1, Ordering::SeqCst);
+    assert!(pool.join_timeout(START));
+    assert_eq!(
+        rx.try_recv(),
+        Ok(1),
+        "the callback ran before join_timeout returned"
+    );
+    assert_eq!(held.get_timeout(Duration::ZERO), Ok(1));
+    assert!(pool.join_timeout(Duration::ZERO), "joined already");
+    pool.join();
 }
 
 // ---------------------------------------------------------------------------------------------

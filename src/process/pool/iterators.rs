@@ -5,13 +5,15 @@
 
 use std::collections::VecDeque;
 use std::marker::PhantomData;
-use std::sync::Arc;
-use std::time::Duration;
+use std::panic::AssertUnwindSafe;
+use std::sync::{Arc, MutexGuard};
+use std::time::{Duration, Instant};
 
 use serde::de::DeserializeOwned;
 
-use super::job::{Chunk, Job, Want};
+use super::job::{Chunk, Job, JobState, Want};
 use super::{Pool, TaskError};
+use crate::process::boot::panic_message;
 use crate::process::{EncodesAs, Target};
 
 /// The submitting side of a lazy iteration: pulls items a few chunks ahead of the reader.
@@ -25,6 +27,9 @@ pub(super) struct Feed<'p, I: Iterator> {
     pub(super) job: Arc<Job>,
     submitted: usize,
     exhausted: bool,
+    /// The input iterator panicked (with this message) after `submitted` items; the reader
+    /// gets it as [`TaskError::Input`] after their results.
+    pub(super) failed: Option<String>,
     /// Made while the pool was open: its items are taken after `close` too (as if all had
     /// been submitted before it), until `join`. Counted in `Inbox::open_feeds` until done.
     admitted: bool,
@@ -69,6 +74,7 @@ impl<'p, I: Iterator> Feed<'p, I> {
             job: Job::new(0),
             submitted: 0,
             exhausted: false,
+            failed: None,
             admitted,
         }
     }
@@ -76,7 +82,7 @@ impl<'p, I: Iterator> Feed<'p, I> {
     /// Results still to come for a reader that has read `read`: those submitted and not
     /// read, plus the items not pulled yet.
     fn remaining(&self, read: usize) -> (usize, Option<usize>) {
-        let queued = self.submitted - read;
+        let queued = self.submitted - read + usize::from(self.failed.is_some());
         let (lo, hi) = if self.exhausted {
             (0, Some(0))
         } else {
@@ -95,7 +101,19 @@ impl<'p, I: Iterator> Feed<'p, I> {
         while !self.exhausted && self.submitted < read + window {
             let mut chunk = Chunk::new(&self.pool.shared, self.target, &self.job);
             let first = self.submitted;
-            for a in self.items.by_ref().take(self.chunksize) {
+            while self.submitted - first < self.chunksize {
+                // A panic in the input ends the input; the reader learns of it after the
+                // results of the items taken before it. The iterator is not used again.
+                let items = &mut self.items;
+                let next = std::panic::catch_unwind(AssertUnwindSafe(|| items.next()));
+                let a = match next {
+                    Ok(Some(a)) => a,
+                    Ok(None) => break,
+                    Err(payload) => {
+                        self.failed = Some(panic_message(payload.as_ref()));
+                        break;
+                    }
+                };
                 self.job.reserve(self.submitted + 1);
                 (self.push)(&mut chunk, self.submitted, a);
                 self.submitted += 1;
@@ -121,22 +139,37 @@ pub struct Imap<'p, R, I: Iterator> {
     pub(super) _r: PhantomData<fn() -> R>,
 }
 
+impl<R: DeserializeOwned, I: Iterator> Imap<'_, R, I> {
+    /// [`next`](Iterator::next) that waits at most `timeout` for the next result (Python's
+    /// `next(timeout)`): `Some(Err(TaskError::Timeout))` if it has not come by then, and it
+    /// is still the next one.
+    pub fn next_timeout(&mut self, timeout: Duration) -> Option<Result<R, TaskError>> {
+        self.next_deadline(crate::sync::wait::deadline_after(timeout))
+    }
+
+    fn next_deadline(&mut self, deadline: Option<Instant>) -> Option<Result<R, TaskError>> {
+        self.feed.top_up(self.next);
+        if self.next >= self.feed.submitted {
+            return self.feed.failed.take().map(|m| Err(TaskError::Input(m)));
+        }
+        let i = self.next;
+        let Some(mut st) = self
+            .feed
+            .job
+            .wait_until(Want::Index(i), deadline, |st| st.is_ready(i))
+        else {
+            return Some(Err(TaskError::Timeout));
+        };
+        self.next += 1;
+        Some(st.take(i))
+    }
+}
+
 impl<R: DeserializeOwned, I: Iterator> Iterator for Imap<'_, R, I> {
     type Item = Result<R, TaskError>;
 
     fn next(&mut self) -> Option<Self::Item> {
-        self.feed.top_up(self.next);
-        if self.next >= self.feed.submitted {
-            return None;
-        }
-        let i = self.next;
-        self.next += 1;
-        let mut st = self
-            .feed
-            .job
-            .wait_until(Want::Index(i), None, |st| st.is_ready(i))
-            .expect("no deadline");
-        Some(st.take(i))
+        self.next_deadline(None)
     }
 
     fn size_hint(&self) -> (usize, Option<usize>) {
@@ -149,6 +182,16 @@ impl<R: DeserializeOwned, I: ExactSizeIterator> ExactSizeIterator for Imap<'_, R
 /// Results of [`Pool::imap_unordered`], as they finish.
 pub struct ImapUnordered<'p, R, I: Iterator> {
     pub(super) inner: ImapUnorderedIndexed<'p, R, I>,
+}
+
+impl<R: DeserializeOwned, I: Iterator> ImapUnordered<'_, R, I> {
+    /// [`next`](Iterator::next) that waits at most `timeout` for a result:
+    /// `Some(Err(TaskError::Timeout))` if none has come by then.
+    pub fn next_timeout(&mut self, timeout: Duration) -> Option<Result<R, TaskError>> {
+        self.inner
+            .next_deadline(crate::sync::wait::deadline_after(timeout))
+            .map(|(_, r)| r)
+    }
 }
 
 impl<R: DeserializeOwned, I: Iterator> Iterator for ImapUnordered<'_, R, I> {
@@ -172,28 +215,42 @@ pub struct ImapUnorderedIndexed<'p, R, I: Iterator> {
     pub(super) _r: PhantomData<fn() -> R>,
 }
 
-impl<R: DeserializeOwned, I: Iterator> Iterator for ImapUnorderedIndexed<'_, R, I> {
-    type Item = (usize, Result<R, TaskError>);
-
-    fn next(&mut self) -> Option<Self::Item> {
+impl<R: DeserializeOwned, I: Iterator> ImapUnorderedIndexed<'_, R, I> {
+    /// The next result as it comes, waiting until `deadline`: `Some((_, Err(Timeout)))`
+    /// if none has come by then (for `ImapUnordered::next_timeout`, which drops the index).
+    pub(super) fn next_deadline(
+        &mut self,
+        deadline: Option<Instant>,
+    ) -> Option<(usize, Result<R, TaskError>)> {
         self.feed.top_up(self.taken);
         if self.taken >= self.feed.submitted {
-            return None;
+            let at = self.feed.submitted;
+            return self
+                .feed
+                .failed
+                .take()
+                .map(|m| (at, Err(TaskError::Input(m))));
         }
+        let Some(mut st) = self.feed.job.wait_until(Want::Any, deadline, |st| {
+            st.arrived.as_ref().is_some_and(|a| !a.is_empty())
+        }) else {
+            return Some((self.feed.submitted, Err(TaskError::Timeout)));
+        };
         self.taken += 1;
-        let mut st = self
-            .feed
-            .job
-            .wait_until(Want::Any, None, |st| {
-                st.arrived.as_ref().is_some_and(|a| !a.is_empty())
-            })
-            .expect("no deadline");
         let i = st
             .arrived
             .as_mut()
             .and_then(VecDeque::pop_front)
             .expect("checked");
         Some((i, st.take(i)))
+    }
+}
+
+impl<R: DeserializeOwned, I: Iterator> Iterator for ImapUnorderedIndexed<'_, R, I> {
+    type Item = (usize, Result<R, TaskError>);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        self.next_deadline(None)
     }
 
     fn size_hint(&self) -> (usize, Option<usize>) {
@@ -206,52 +263,82 @@ impl<R: DeserializeOwned, I: ExactSizeIterator> ExactSizeIterator
 {
 }
 
-/// The pending result of [`Pool::apply_async`].
+/// The pending result of [`Pool::apply_async`] (an `R`), or of [`Pool::map_async`] and
+/// [`Pool::starmap_async`] (a `Vec` of results).
+///
+/// With a callback (the `*_with` forms), the result is ready only once its callback has
+/// returned, as in Python: after [`wait`](Self::wait) or [`get`](Self::get) the callback has
+/// run.
 pub struct AsyncResult<R> {
     pub(super) job: Arc<Job>,
-    pub(super) _r: PhantomData<fn() -> R>,
+    /// Tasks of the submission.
+    pub(super) tasks: usize,
+    /// Reads the submission's result out of its job, given `tasks`.
+    pub(super) decode: fn(&JobState, usize) -> Result<R, TaskError>,
 }
 
 impl<R> std::fmt::Debug for AsyncResult<R> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("AsyncResult")
+            .field("tasks", &self.tasks)
             .field("ready", &self.ready())
             .finish()
     }
 }
 
-impl<R: DeserializeOwned> AsyncResult<R> {
-    /// Waits for the task and returns its result (as often as asked).
-    ///
-    /// # Errors
-    /// The task's [`TaskError`].
-    pub fn get(&self) -> Result<R, TaskError> {
-        let st = self
-            .job
-            .wait_until(Want::Index(0), None, |st| st.is_ready(0))
-            .expect("no deadline");
-        st.decode(0)
+impl<R> AsyncResult<R> {
+    fn is_ready(st: &JobState, tasks: usize) -> bool {
+        st.done >= tasks && !st.callback_pending
     }
 
-    /// Waits at most `timeout` for the task.
+    fn wait_deadline(&self, deadline: Option<Instant>) -> Option<MutexGuard<'_, JobState>> {
+        let tasks = self.tasks;
+        self.job
+            .wait_until(Want::Count(tasks), deadline, |st| Self::is_ready(st, tasks))
+    }
+
+    /// Waits for the result (and the callback, if any) and returns it (as often as asked).
     ///
     /// # Errors
-    /// [`TaskError::Timeout`] if it has not finished by then, or the task's error.
+    /// The task's [`TaskError`]; for a map, the first error in item order.
+    pub fn get(&self) -> Result<R, TaskError> {
+        let st = self.wait_deadline(None).expect("no deadline");
+        (self.decode)(&st, self.tasks)
+    }
+
+    /// Waits at most `timeout` for the result.
+    ///
+    /// # Errors
+    /// [`TaskError::Timeout`] if it is not ready by then, or the task's error (as
+    /// [`get`](Self::get)).
     pub fn get_timeout(&self, timeout: Duration) -> Result<R, TaskError> {
-        let deadline = crate::sync::wait::deadline_after(timeout);
-        match self
-            .job
-            .wait_until(Want::Index(0), deadline, |st| st.is_ready(0))
-        {
-            Some(st) => st.decode(0),
+        match self.wait_deadline(crate::sync::wait::deadline_after(timeout)) {
+            Some(st) => (self.decode)(&st, self.tasks),
             None => Err(TaskError::Timeout),
         }
     }
-}
 
-impl<R> AsyncResult<R> {
-    /// Whether the task has finished (with a result or an error).
+    /// Waits until the result is ready, without taking it.
+    pub fn wait(&self) {
+        let _ = self.wait_deadline(None);
+    }
+
+    /// Waits at most `timeout` until the result is ready; whether it is.
+    pub fn wait_timeout(&self, timeout: Duration) -> bool {
+        self.wait_deadline(crate::sync::wait::deadline_after(timeout))
+            .is_some()
+    }
+
+    /// Whether the result is ready: every task has ended (with a result or an error) and
+    /// the callback, if any, has returned.
     pub fn ready(&self) -> bool {
-        self.job.lock().is_ready(0)
+        Self::is_ready(&self.job.lock(), self.tasks)
+    }
+
+    /// Whether every task succeeded, once the result is ready; `None` before (Python's
+    /// `successful()`, which raises then).
+    pub fn successful(&self) -> Option<bool> {
+        let st = self.job.lock();
+        Self::is_ready(&st, self.tasks).then(|| st.all_succeeded(self.tasks))
     }
 }

@@ -5,6 +5,7 @@
 //! the unit the manager hands a worker; a [`Chunker`] cuts a map's items into chunks.
 
 use std::collections::VecDeque;
+use std::sync::mpsc::Sender;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::Instant;
 
@@ -42,6 +43,16 @@ enum Slot {
     Taken,
 }
 
+/// Work for the pool's callback thread.
+pub(super) type Deferred = Box<dyn FnOnce() + Send>;
+
+/// What runs on the callback thread once `after` tasks of a job have ended.
+pub(super) struct Callback {
+    pub(super) after: usize,
+    pub(super) tx: Sender<Deferred>,
+    pub(super) run: Box<dyn FnOnce(&Job) + Send>,
+}
+
 /// A result as the manager delivers it: a range of the report being delivered, or an error.
 type Delivered = Result<std::ops::Range<u32>, TaskError>;
 
@@ -60,6 +71,10 @@ pub(super) struct JobState {
     kept: Vec<Box<dyn std::any::Any + Send>>,
     /// What a waiting consumer waits for, so the manager wakes it only then.
     want: Want,
+    /// The job's callback, until its tasks have ended and it is handed to the callback thread.
+    callback: Option<Callback>,
+    /// A callback was set and has not returned yet: the job's result is not ready before.
+    pub(super) callback_pending: bool,
 }
 
 impl JobState {
@@ -74,6 +89,11 @@ impl JobState {
             self.errors.clear();
         }
         r
+    }
+
+    /// Whether tasks `0..tasks` all have a result (none failed).
+    pub(super) fn all_succeeded(&self, tasks: usize) -> bool {
+        (0..tasks).all(|i| matches!(self.slots.get(i), Some(Slot::Done { .. })))
     }
 
     pub(super) fn is_ready(&self, i: usize) -> bool {
@@ -139,19 +159,19 @@ impl Job {
         self.lock().arrived.get_or_insert_with(VecDeque::new);
     }
 
-    pub(super) fn fail(&self, index: usize, err: TaskError) {
+    pub(super) fn fail(self: &Arc<Self>, index: usize, err: TaskError) {
         self.deliver(Vec::new(), std::iter::once((index, Err(err))));
     }
 
     /// Stores results under one lock, their ranges pointing into `report`; wakes the reader
     /// if it waits for one of them.
     pub(super) fn deliver(
-        &self,
+        self: &Arc<Self>,
         report: Vec<u8>,
         results: impl IntoIterator<Item = (usize, Delivered)>,
     ) {
-        let mut st = self.lock();
-        let st = &mut *st;
+        let mut guard = self.lock();
+        let st = &mut *guard;
         let r = st.reports.len() as u32;
         let mut used = false;
         let mut wake = false;
@@ -193,6 +213,41 @@ impl Job {
         if wake {
             st.want = Want::Nothing;
             self.cv.notify_all();
+        }
+        let done = st.done;
+        let callback = st.callback.take_if(|c| done >= c.after);
+        drop(guard);
+        if let Some(c) = callback {
+            self.fire(c);
+        }
+    }
+
+    /// Sets the job's callback, to run on the callback thread once `callback.after` tasks
+    /// have ended (at once if they have).
+    pub(super) fn on_complete(self: &Arc<Self>, callback: Callback) {
+        let mut st = self.lock();
+        st.callback_pending = true;
+        if st.done >= callback.after {
+            drop(st);
+            self.fire(callback);
+        } else {
+            st.callback = Some(callback);
+        }
+    }
+
+    /// Hands the callback to the callback thread, which runs it and then marks the job
+    /// ready. (If that thread is gone, it runs here.)
+    fn fire(self: &Arc<Self>, callback: Callback) {
+        let job = self.clone();
+        let run = callback.run;
+        let deferred: Deferred = Box::new(move || {
+            // A panicking callback must not take the thread, or the readiness of its job, along.
+            let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run(&job)));
+            job.lock().callback_pending = false;
+            job.cv.notify_all();
+        });
+        if let Err(e) = callback.tx.send(deferred) {
+            (e.0)();
         }
     }
 

@@ -11,6 +11,9 @@
 //! A task goes from a submitter through the inbox ([`manager::Shared`]) to the manager, which
 //! sends it in a chunk to a worker's task queue; the worker's report comes back to the
 //! manager, which files the result in the submission's [`job::Job`], where the reader takes it.
+//! A submission with callbacks (`apply_async_with`, `map_async_with`, ...) hands them, once
+//! its last task has ended, to the pool's callback thread (started with the first callback),
+//! which runs them one at a time in that order and then marks the result ready.
 //! The parts, one file each:
 //!
 //! - here: [`Pool`], [`PoolBuilder`] and [`TaskError`], the public surface;
@@ -34,6 +37,7 @@ use std::collections::VecDeque;
 use std::marker::PhantomData;
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -44,7 +48,7 @@ use crate::channel::{Plain, Queue};
 use crate::segment::{InheritFd, collecting};
 use crate::value::RawArray;
 use iterators::Feed;
-use job::{Chunk, Chunker, Job, Want, default_chunksize};
+use job::{Callback, Chunk, Chunker, Deferred, Job, JobState, default_chunksize};
 use manager::{Inbox, Manager, Shared};
 use protocol::{IDLE, QUEUE_BYTES};
 
@@ -168,13 +172,20 @@ impl PoolBuilder {
             let w = manager.start_worker(i as u32)?;
             manager.workers.push(w);
         }
+        let stopped = Arc::new(Finished::default());
+        let guard = stopped.guard();
         let thread = std::thread::Builder::new()
             .name("multiproc-pool".into())
-            .spawn(move || manager.run())
+            .spawn(move || {
+                let _stopped = guard;
+                manager.run();
+            })
             .map_err(|e| ProcessError::Os(crate::Errno::from_raw(e.raw_os_error().unwrap_or(0))))?;
         Ok(Pool {
             shared,
             thread: Mutex::new(Some(thread)),
+            stopped,
+            callbacks: Mutex::new(None),
         })
     }
 }
@@ -209,6 +220,59 @@ impl PoolBuilder {
 pub struct Pool {
     shared: Arc<Shared>,
     thread: Mutex<Option<JoinHandle<()>>>,
+    /// Set when the manager thread has ended.
+    stopped: Arc<Finished>,
+    /// The thread that runs callbacks, one after the other, started with the first one.
+    callbacks: Mutex<Option<CallbackThread>>,
+}
+
+/// The callback thread: our sender (dropped when the pool stops, so the thread ends once
+/// the last pending callback has run), its handle, and the flag it sets when it ends.
+struct CallbackThread {
+    tx: Option<std::sync::mpsc::Sender<Deferred>>,
+    handle: JoinHandle<()>,
+    finished: Arc<Finished>,
+}
+
+/// A flag a thread sets when it ends (also by unwinding), that others can wait on.
+#[derive(Default)]
+struct Finished {
+    done: Mutex<bool>,
+    cv: std::sync::Condvar,
+}
+
+impl Finished {
+    /// Sets the flag when dropped.
+    fn guard(self: &Arc<Self>) -> impl Drop + Send + 'static {
+        struct SetOnDrop(Arc<Finished>);
+        impl Drop for SetOnDrop {
+            fn drop(&mut self) {
+                *self.0.done.lock().unwrap_or_else(|p| p.into_inner()) = true;
+                self.0.cv.notify_all();
+            }
+        }
+        SetOnDrop(self.clone())
+    }
+
+    /// Waits until the flag is set or `deadline` passes (`None`: no deadline); whether set.
+    fn wait_until(&self, deadline: Option<Instant>) -> bool {
+        let mut done = self.done.lock().unwrap_or_else(|p| p.into_inner());
+        while !*done {
+            done = match deadline {
+                None => self.cv.wait(done).unwrap_or_else(|p| p.into_inner()),
+                Some(d) => match d.checked_duration_since(Instant::now()) {
+                    Some(left) => {
+                        self.cv
+                            .wait_timeout(done, left)
+                            .unwrap_or_else(|p| p.into_inner())
+                            .0
+                    }
+                    None => return false,
+                },
+            };
+        }
+        true
+    }
 }
 
 impl std::fmt::Debug for Pool {
@@ -313,12 +377,136 @@ impl Pool {
         self.map_impl(f, items, None)
     }
 
-    fn map_impl<'i, S, I>(
+    /// [`map`](Self::map) that waits at most `timeout` (from the call, item serialisation
+    /// included) for the results.
+    ///
+    /// # Errors
+    /// [`TaskError::Timeout`] if not every task has ended by then (those not ended keep
+    /// running; their results are dropped), or as [`map`](Self::map).
+    pub fn map_timeout<A, R, I>(
+        &self,
+        f: fn(A) -> R,
+        items: I,
+        timeout: Duration,
+    ) -> Result<Vec<R>, TaskError>
+    where
+        A: Serialize + DeserializeOwned + Send + 'static,
+        R: Serialize + DeserializeOwned + 'static,
+        I: IntoIterator,
+        I::Item: EncodesAs<A>,
+    {
+        self.map_impl_timeout(f, items, None, timeout)
+    }
+
+    /// [`map_chunked`](Self::map_chunked) that waits at most `timeout`, as
+    /// [`map_timeout`](Self::map_timeout).
+    ///
+    /// # Errors
+    /// As [`map_timeout`](Self::map_timeout).
+    pub fn map_chunked_timeout<A, R, I>(
+        &self,
+        f: fn(A) -> R,
+        items: I,
+        chunksize: usize,
+        timeout: Duration,
+    ) -> Result<Vec<R>, TaskError>
+    where
+        A: Serialize + DeserializeOwned + Send + 'static,
+        R: Serialize + DeserializeOwned + 'static,
+        I: IntoIterator,
+        I::Item: EncodesAs<A>,
+    {
+        self.map_impl_timeout(f, items, Some(chunksize), timeout)
+    }
+
+    /// [`starmap`](Self::starmap) that waits at most `timeout`, as
+    /// [`map_timeout`](Self::map_timeout).
+    ///
+    /// # Errors
+    /// As [`map_timeout`](Self::map_timeout).
+    pub fn starmap_timeout<A, B, R, I>(
+        &self,
+        f: fn(A, B) -> R,
+        items: I,
+        timeout: Duration,
+    ) -> Result<Vec<R>, TaskError>
+    where
+        A: Serialize + DeserializeOwned + Send + 'static,
+        B: Serialize + DeserializeOwned + Send + 'static,
+        R: Serialize + DeserializeOwned + 'static,
+        I: IntoIterator,
+        I::Item: EncodesAs<(A, B)>,
+    {
+        self.map_impl_timeout(f, items, None, timeout)
+    }
+
+    /// [`starmap3`](Self::starmap3) that waits at most `timeout`, as
+    /// [`map_timeout`](Self::map_timeout).
+    ///
+    /// # Errors
+    /// As [`map_timeout`](Self::map_timeout).
+    pub fn starmap3_timeout<A, B, C, R, I>(
+        &self,
+        f: fn(A, B, C) -> R,
+        items: I,
+        timeout: Duration,
+    ) -> Result<Vec<R>, TaskError>
+    where
+        A: Serialize + DeserializeOwned + Send + 'static,
+        B: Serialize + DeserializeOwned + Send + 'static,
+        C: Serialize + DeserializeOwned + Send + 'static,
+        R: Serialize + DeserializeOwned + 'static,
+        I: IntoIterator,
+        I::Item: EncodesAs<(A, B, C)>,
+    {
+        self.map_impl_timeout(f, items, None, timeout)
+    }
+
+    fn map_impl_timeout<S, I>(
+        &self,
+        f: S,
+        items: I,
+        chunksize: Option<usize>,
+        timeout: Duration,
+    ) -> Result<Vec<S::Output>, TaskError>
+    where
+        S: Signature,
+        S::Args: Send + 'static,
+        S::Output: DeserializeOwned,
+        I: IntoIterator,
+        I::Item: EncodesAs<S::Args>,
+    {
+        let deadline = crate::sync::wait::deadline_after(timeout);
+        let r = self.submit_map(f, items, chunksize);
+        match deadline {
+            None => r.get(),
+            Some(d) => r.get_timeout(d.saturating_duration_since(Instant::now())),
+        }
+    }
+
+    fn map_impl<S, I>(
         &self,
         f: S,
         items: I,
         chunksize: Option<usize>,
     ) -> Result<Vec<S::Output>, TaskError>
+    where
+        S: Signature,
+        S::Args: Send + 'static,
+        S::Output: DeserializeOwned,
+        I: IntoIterator,
+        I::Item: EncodesAs<S::Args>,
+    {
+        self.submit_map(f, items, chunksize).get()
+    }
+
+    /// Submits a map's tasks (in the calling thread) and returns its pending result.
+    fn submit_map<'i, S, I>(
+        &self,
+        f: S,
+        items: I,
+        chunksize: Option<usize>,
+    ) -> AsyncResult<Vec<S::Output>>
     where
         S: Signature,
         S::Args: Send + 'static,
@@ -352,15 +540,24 @@ impl Pool {
         chunker.finish();
         let n = count;
         job.reserve(n);
-        let st = job
-            .wait_until(Want::Count(n), None, |st| st.done >= n)
-            .expect("no deadline");
-        (0..n).map(|i| st.decode(i)).collect()
+        AsyncResult {
+            job,
+            tasks: n,
+            decode: decode_all,
+        }
     }
 
     /// Runs `f` on the items lazily and yields the results in order, as they come (Python's
     /// `imap`, chunk size 1). Items are taken from `items` only a few chunks ahead of the
     /// results read. The iterator has an exact length when `items` does (progress bars).
+    ///
+    /// If `items` panics, the panic is caught where the item is taken: the iterator yields
+    /// the results of every item before it, then [`TaskError::Input`] with the panic
+    /// message, then ends. (An input whose items can fail without panicking is an iterator
+    /// of `Result`s mapped by the task, or cut short by the caller with `map_while`.) The
+    /// same holds for [`imap_unordered`](Self::imap_unordered) and
+    /// [`imap_unordered_indexed`](Self::imap_unordered_indexed), where the error comes last,
+    /// with the index of the item that was not taken.
     pub fn imap<A, R, I>(&self, f: fn(A) -> R, items: I) -> Imap<'_, R, I::IntoIter>
     where
         A: Serialize + DeserializeOwned + Send + 'static,
@@ -448,7 +645,172 @@ impl Pool {
         }
         AsyncResult {
             job,
-            _r: PhantomData,
+            tasks: 1,
+            decode: |st, _| st.decode(0),
+        }
+    }
+
+    /// [`apply_async`](Self::apply_async) with Python's `callback` and `error_callback`:
+    /// when the task ends, `on_ok` gets its result or `on_err` its error, exactly one of
+    /// them, once.
+    ///
+    /// Callbacks run in this process on one thread of the pool, one at a time, in the
+    /// order the pool's tasks end (a slow callback holds up the others, as in Python). The
+    /// [`AsyncResult`] is ready once the callback has returned; a callback that panics is
+    /// ignored. [`join`](Self::join) and [`terminate`](Self::terminate) wait for the
+    /// callbacks of the tasks they end.
+    ///
+    /// ```
+    /// use std::sync::mpsc;
+    /// use multiproc::Pool;
+    ///
+    /// fn square(x: u64) -> u64 {
+    ///     x * x
+    /// }
+    ///
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let pool = Pool::new(2)?;
+    /// let (tx, rx) = mpsc::channel();
+    /// let r = pool.apply_async_with(square, 7, move |v| tx.send(v).unwrap(), |e| panic!("{e}"));
+    /// assert_eq!(rx.recv()?, 49);
+    /// assert_eq!(r.get()?, 49);
+    /// # Ok(()) }
+    /// ```
+    pub fn apply_async_with<A, R, X>(
+        &self,
+        f: fn(A) -> R,
+        arg: X,
+        on_ok: impl FnOnce(R) + Send + 'static,
+        on_err: impl FnOnce(TaskError) + Send + 'static,
+    ) -> AsyncResult<R>
+    where
+        A: Serialize + DeserializeOwned + Send + 'static,
+        R: Serialize + DeserializeOwned + 'static,
+        X: EncodesAs<A>,
+    {
+        let r = self.apply_async(f, arg);
+        self.set_callbacks(&r, on_ok, on_err);
+        r
+    }
+
+    /// Like [`map`](Self::map), but returns at once (once the items are submitted) with
+    /// the pending list of results (Python's `map_async`).
+    pub fn map_async<A, R, I>(&self, f: fn(A) -> R, items: I) -> AsyncResult<Vec<R>>
+    where
+        A: Serialize + DeserializeOwned + Send + 'static,
+        R: Serialize + DeserializeOwned + 'static,
+        I: IntoIterator,
+        I::Item: EncodesAs<A>,
+    {
+        self.submit_map(f, items, None)
+    }
+
+    /// [`map_async`](Self::map_async) with callbacks, as
+    /// [`apply_async_with`](Self::apply_async_with): `on_ok` gets every result in item
+    /// order, or `on_err` the first error in item order, once every task has ended.
+    pub fn map_async_with<A, R, I>(
+        &self,
+        f: fn(A) -> R,
+        items: I,
+        on_ok: impl FnOnce(Vec<R>) + Send + 'static,
+        on_err: impl FnOnce(TaskError) + Send + 'static,
+    ) -> AsyncResult<Vec<R>>
+    where
+        A: Serialize + DeserializeOwned + Send + 'static,
+        R: Serialize + DeserializeOwned + 'static,
+        I: IntoIterator,
+        I::Item: EncodesAs<A>,
+    {
+        let r = self.submit_map(f, items, None);
+        self.set_callbacks(&r, on_ok, on_err);
+        r
+    }
+
+    /// [`starmap`](Self::starmap) that returns at once, as [`map_async`](Self::map_async)
+    /// (Python's `starmap_async`).
+    pub fn starmap_async<A, B, R, I>(&self, f: fn(A, B) -> R, items: I) -> AsyncResult<Vec<R>>
+    where
+        A: Serialize + DeserializeOwned + Send + 'static,
+        B: Serialize + DeserializeOwned + Send + 'static,
+        R: Serialize + DeserializeOwned + 'static,
+        I: IntoIterator,
+        I::Item: EncodesAs<(A, B)>,
+    {
+        self.submit_map(f, items, None)
+    }
+
+    /// [`starmap_async`](Self::starmap_async) with callbacks, as
+    /// [`map_async_with`](Self::map_async_with).
+    pub fn starmap_async_with<A, B, R, I>(
+        &self,
+        f: fn(A, B) -> R,
+        items: I,
+        on_ok: impl FnOnce(Vec<R>) + Send + 'static,
+        on_err: impl FnOnce(TaskError) + Send + 'static,
+    ) -> AsyncResult<Vec<R>>
+    where
+        A: Serialize + DeserializeOwned + Send + 'static,
+        B: Serialize + DeserializeOwned + Send + 'static,
+        R: Serialize + DeserializeOwned + 'static,
+        I: IntoIterator,
+        I::Item: EncodesAs<(A, B)>,
+    {
+        let r = self.submit_map(f, items, None);
+        self.set_callbacks(&r, on_ok, on_err);
+        r
+    }
+
+    /// Has `on_ok` or `on_err` called on the callback thread once `r` has its result.
+    fn set_callbacks<R: 'static>(
+        &self,
+        r: &AsyncResult<R>,
+        on_ok: impl FnOnce(R) + Send + 'static,
+        on_err: impl FnOnce(TaskError) + Send + 'static,
+    ) {
+        let (tasks, decode) = (r.tasks, r.decode);
+        r.job.on_complete(Callback {
+            after: tasks,
+            tx: self.callback_sender(),
+            run: Box::new(move |job: &Job| {
+                let result = decode(&job.lock(), tasks);
+                match result {
+                    Ok(v) => on_ok(v),
+                    Err(e) => on_err(e),
+                }
+            }),
+        });
+    }
+
+    /// A sender to the callback thread, which starts here the first time.
+    fn callback_sender(&self) -> std::sync::mpsc::Sender<Deferred> {
+        let mut cb = self.callbacks.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(tx) = cb.as_ref().and_then(|c| c.tx.as_ref()) {
+            return tx.clone();
+        }
+        // (After a stop, a new thread runs the callbacks of tasks the stopped pool refuses.)
+        let (tx, rx) = std::sync::mpsc::channel::<Deferred>();
+        let finished = Arc::new(Finished::default());
+        let guard = finished.guard();
+        let spawned = std::thread::Builder::new()
+            .name("multiproc-pool-callbacks".into())
+            .spawn(move || {
+                let _finished = guard;
+                // Ends once the pool and every job waiting for its callback have let go.
+                for d in rx {
+                    d();
+                }
+            });
+        match spawned {
+            Ok(handle) => {
+                *cb = Some(CallbackThread {
+                    tx: Some(tx.clone()),
+                    handle,
+                    finished,
+                });
+                tx
+            }
+            // No thread: the sender's receiver is gone, so callbacks run where results are filed.
+            Err(_) => tx,
         }
     }
 
@@ -469,23 +831,71 @@ impl Pool {
     }
 
     /// Waits until the pool has stopped: after [`close`](Self::close), when every task has
-    /// ended and the workers have exited; after [`terminate`](Self::terminate), at once.
-    /// Joining a pool that is neither closed nor terminated closes it first.
+    /// ended, the workers have exited and the callbacks have run; after
+    /// [`terminate`](Self::terminate), at once. Joining a pool that is neither closed nor
+    /// terminated closes it first.
     pub fn join(&self) {
+        self.start_join();
+        self.join_deadline(None);
+    }
+
+    /// [`join`](Self::join) for at most `timeout`; whether the pool has stopped. If not, it
+    /// is closed and keeps going, and can be joined again.
+    pub fn join_timeout(&self, timeout: Duration) -> bool {
+        self.start_join();
+        self.join_deadline(crate::sync::wait::deadline_after(timeout))
+    }
+
+    fn start_join(&self) {
         {
             let mut inbox = self.shared.inbox();
             inbox.closed = true;
             inbox.joining = true;
         }
         self.shared.poke();
-        self.join_thread();
     }
 
     fn join_thread(&self) {
+        self.join_deadline(None);
+    }
+
+    /// Waits for the manager thread, then for the callbacks, until `deadline`; whether both
+    /// are done.
+    fn join_deadline(&self, deadline: Option<Instant>) -> bool {
+        if !self.stopped.wait_until(deadline) {
+            return false;
+        }
         let thread = self.thread.lock().unwrap_or_else(|p| p.into_inner()).take();
         if let Some(t) = thread {
             let _ = t.join();
         }
+        // Every task has ended, so every callback has been handed over: let the callback
+        // thread end once it has run them, and wait for that (unless this is a callback,
+        // dropping the last handle on the pool).
+        let finished = {
+            let mut cb = self.callbacks.lock().unwrap_or_else(|p| p.into_inner());
+            match cb.as_mut() {
+                None => return true,
+                Some(c) if c.handle.thread().id() == std::thread::current().id() => {
+                    c.tx = None;
+                    return true;
+                }
+                Some(c) => {
+                    c.tx = None;
+                    c.finished.clone()
+                }
+            }
+        };
+        if !finished.wait_until(deadline) {
+            return false;
+        }
+        let mut cb = self.callbacks.lock().unwrap_or_else(|p| p.into_inner());
+        if cb.as_ref().is_some_and(|c| c.tx.is_none()) {
+            if let Some(c) = cb.take() {
+                let _ = c.handle.join();
+            }
+        }
+        true
     }
 }
 
@@ -493,6 +903,11 @@ impl Drop for Pool {
     fn drop(&mut self) {
         self.terminate();
     }
+}
+
+/// Tasks `0..n`'s results, or the first error among them.
+fn decode_all<R: DeserializeOwned>(st: &JobState, n: usize) -> Result<Vec<R>, TaskError> {
+    (0..n).map(|i| st.decode(i)).collect()
 }
 
 #[allow(dead_code)]
