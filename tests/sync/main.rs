@@ -502,6 +502,81 @@ fn condition_notify_one_then_all_across_processes() {
 }
 
 #[test]
+fn recursive_condition_wait_releases_every_level_across_processes() {
+    if role().as_deref() == Some("waiter") {
+        let _watchdog = watchdog(LIMIT, "recursive condition waiter");
+        let cond = Condition::open(&arg("COND")).unwrap();
+        assert!(cond.is_recursive());
+        let waiting = counter(&arg("WAITING"));
+        let depth_after = counter(&arg("DEPTH"));
+        let outer = cond.lock().unwrap();
+        let middle = cond.lock().unwrap();
+        let inner = cond.try_lock().unwrap();
+        assert_eq!(cond.depth(), 3);
+        waiting.fetch_add(1, Ordering::SeqCst);
+        let (inner, notified) = cond.wait_timeout(inner, Duration::from_secs(30)).unwrap();
+        assert!(notified, "waiter timed out instead of being notified");
+        depth_after.store(u64::from(cond.depth()), Ordering::SeqCst);
+        drop(inner);
+        assert_eq!(cond.depth(), 2);
+        drop(middle);
+        drop(outer);
+        assert_eq!(cond.depth(), 0);
+        return;
+    }
+    let _watchdog = watchdog(LIMIT, "recursive condition test");
+    let name = unique_name("rcond");
+    let cond = Condition::builder()
+        .name(&name)
+        .recursive(true)
+        .create()
+        .unwrap();
+    let (waiting, waiting_name) = new_counter("waiting");
+    let (depth_after, depth_name) = new_counter("depth");
+    let mut child = spawn(
+        &this_test!(recursive_condition_wait_releases_every_level_across_processes),
+        "waiter",
+        &[
+            ("COND", name.clone()),
+            ("WAITING", waiting_name),
+            ("DEPTH", depth_name),
+        ],
+    );
+    assert!(eventually(Duration::from_secs(20), || waiting
+        .load(Ordering::SeqCst)
+        == 1));
+    {
+        // The child holds three levels and waits: the wait released them all, so we get the
+        // lock, and take it twice ourselves before notifying from the inner level.
+        let outer = cond
+            .try_lock_for(Duration::from_secs(20))
+            .expect("wait released every level");
+        let inner = cond.lock().unwrap();
+        assert_eq!(cond.depth(), 2);
+        cond.notify_one(&inner);
+        drop(inner);
+        assert!(cond.try_lock().is_ok(), "still ours at depth 1");
+        drop(outer);
+    }
+    let status = wait_for(&mut child, LIMIT);
+    assert!(status.success(), "waiter failed: {status}");
+    assert_eq!(depth_after.load(Ordering::SeqCst), 3);
+    assert_eq!(cond.depth(), 0);
+    assert!(Condition::open(&name).unwrap().try_lock().is_ok());
+}
+
+#[test]
+fn plain_condition_is_not_reentrant() {
+    let cond = Condition::new().unwrap();
+    assert!(!cond.is_recursive());
+    let g = cond.lock().unwrap();
+    assert_eq!(cond.depth(), 1);
+    assert!(matches!(cond.try_lock(), Err(TryLockError::WouldBlock)));
+    drop(g);
+    assert_eq!(cond.depth(), 0);
+}
+
+#[test]
 fn semaphore_two_across_six_processes_never_more_than_two_holders() {
     const ROUNDS: u64 = 2_000;
     if role().as_deref() == Some("user") {
