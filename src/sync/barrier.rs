@@ -88,8 +88,11 @@ fn payload_len(parties: u32) -> usize {
 /// The barrier breaks (every current and later `wait` returns [`BrokenBarrierError`] until
 /// [`reset`](Self::reset)) when [`abort`](Self::abort) is called, when a `wait_timeout` times out,
 /// or when a sleeping waiter notices that a party which arrived in this round has died. So a
-/// killed party never leaves the others waiting forever. Python's `action` callback is not
-/// supported: run it on the waiter that gets index 0.
+/// killed party never leaves the others waiting forever.
+///
+/// Python's `action` is [`wait_with_action`](Self::wait_with_action): the action is a `fn()` of
+/// the calling process, run by the last party to arrive (if that party passed one) after all
+/// have arrived and before any is released. An action that panics breaks the barrier.
 ///
 /// # Examples
 /// ```
@@ -253,7 +256,55 @@ impl Barrier {
     /// # Errors
     /// [`BrokenBarrierError`] if the barrier is or becomes broken.
     pub fn wait(&self) -> Result<u32, BrokenBarrierError> {
-        self.wait_deadline(None)
+        self.wait_deadline(None, None)
+    }
+
+    /// As [`wait`](Self::wait), and if this party arrives last in its round, it runs `action`
+    /// after all parties have arrived and before any is released (Python's `Barrier(parties,
+    /// action)`). The action is a plain `fn()` because it runs in whichever process arrives
+    /// last: each party passes the action of its own process, and the one that arrives last
+    /// runs its own. A round whose last party called plain [`wait`](Self::wait) runs no action,
+    /// so every party should call this method with the same action.
+    ///
+    /// While the action runs the round is full: other callers get [`BrokenBarrierError`], as
+    /// for a party too many. A waiter that times out meanwhile, or an [`abort`](Self::abort) or
+    /// [`reset`](Self::reset), breaks the round as usual; a party that dies in the action is
+    /// noticed by the waiters like any dead party.
+    ///
+    /// # Errors
+    /// [`BrokenBarrierError`] if the barrier is or becomes broken, and if `action` panics: the
+    /// panic is caught (after the panic hook has reported it), the barrier breaks, and every
+    /// party of the round, this one included, gets the error.
+    ///
+    /// # Examples
+    /// ```
+    /// # fn main() -> Result<(), multiproc::OpenError> {
+    /// use std::sync::atomic::{AtomicU32, Ordering};
+    /// static RUNS: AtomicU32 = AtomicU32::new(0);
+    /// fn action() {
+    ///     RUNS.fetch_add(1, Ordering::Relaxed);
+    /// }
+    /// let barrier = multiproc::Barrier::new(1)?;
+    /// assert_eq!(barrier.wait_with_action(action), Ok(0));
+    /// assert_eq!(RUNS.load(Ordering::Relaxed), 1);
+    /// # Ok(()) }
+    /// ```
+    #[doc(alias = "action")]
+    pub fn wait_with_action(&self, action: fn()) -> Result<u32, BrokenBarrierError> {
+        self.wait_deadline(None, Some(action))
+    }
+
+    /// As [`wait_with_action`](Self::wait_with_action), with the timeout of
+    /// [`wait_timeout`](Self::wait_timeout) (the action itself is not timed).
+    ///
+    /// # Errors
+    /// As [`wait_with_action`](Self::wait_with_action), and [`BrokenBarrierError`] on timeout.
+    pub fn wait_with_action_timeout(
+        &self,
+        action: fn(),
+        timeout: Duration,
+    ) -> Result<u32, BrokenBarrierError> {
+        self.wait_deadline(deadline_after(timeout), Some(action))
     }
 
     /// As [`wait`](Self::wait), but a wait longer than `timeout` breaks the barrier (as in
@@ -262,10 +313,14 @@ impl Barrier {
     /// # Errors
     /// [`BrokenBarrierError`] on timeout or if the barrier is or becomes broken.
     pub fn wait_timeout(&self, timeout: Duration) -> Result<u32, BrokenBarrierError> {
-        self.wait_deadline(deadline_after(timeout))
+        self.wait_deadline(deadline_after(timeout), None)
     }
 
-    fn wait_deadline(&self, deadline: Option<Instant>) -> Result<u32, BrokenBarrierError> {
+    fn wait_deadline(
+        &self,
+        deadline: Option<Instant>,
+        action: Option<fn()>,
+    ) -> Result<u32, BrokenBarrierError> {
         let st = self.st();
         let (generation, index) = loop {
             let w = st.word.load(Ordering::Acquire);
@@ -274,6 +329,20 @@ impl Barrier {
                 return Err(BrokenBarrierError);
             }
             let generation = gen_of(w);
+            if let (true, Some(action)) = (count + 1 == self.parties, action) {
+                // Last arrival with an action: fill the round (later callers fail as a party
+                // too many), record ourselves for the waiters' liveness probe, run the action,
+                // then open the gate unless the round broke meanwhile.
+                if st
+                    .word
+                    .compare_exchange(w, w + 1, Ordering::AcqRel, Ordering::Acquire)
+                    .is_err()
+                {
+                    continue;
+                }
+                self.record_arrival(count, generation);
+                return self.run_action_and_release(w + 1, action).map(|()| count);
+            }
             if count + 1 == self.parties {
                 // Last arrival: record "completed" for this generation, then open the gate.
                 st.history
@@ -294,11 +363,7 @@ impl Barrier {
                 .compare_exchange(w, w + 1, Ordering::AcqRel, Ordering::Acquire)
                 .is_ok()
             {
-                let me = sys::current_thread();
-                let slot = self.slot(count);
-                slot.tid.store(me.tid, Ordering::Relaxed);
-                slot.start.store(me.start, Ordering::Relaxed);
-                slot.generation.store(generation, Ordering::Release);
+                self.record_arrival(count, generation);
                 break (generation, count);
             }
         };
@@ -336,6 +401,46 @@ impl Barrier {
                 st.word.load(Ordering::Acquire) != w
             });
         }
+    }
+
+    /// Records the calling thread in slot `index` of `generation`, for the liveness probe.
+    fn record_arrival(&self, index: u32, generation: u32) {
+        let me = sys::current_thread();
+        let slot = self.slot(index);
+        slot.tid.store(me.tid, Ordering::Relaxed);
+        slot.start.store(me.start, Ordering::Relaxed);
+        slot.generation.store(generation, Ordering::Release);
+    }
+
+    /// Runs `action` for the full round `full` (all parties arrived, the gate still closed),
+    /// then opens the gate, unless the action panicked (the barrier breaks) or the round broke
+    /// or was reset while it ran.
+    #[cold]
+    fn run_action_and_release(&self, full: u32, action: fn()) -> Result<(), BrokenBarrierError> {
+        let st = self.st();
+        if std::panic::catch_unwind(action).is_err() {
+            self.abort();
+            return Err(BrokenBarrierError);
+        }
+        let generation = gen_of(full);
+        st.history
+            .fetch_and(!(1 << (generation % 32)), Ordering::Relaxed);
+        let next = ((generation + 1) & GEN_MASK) << COUNT_BITS;
+        // Only an abort (BROKEN) or a reset (a new generation) changes a full round's word.
+        if let Err(now) = st
+            .word
+            .compare_exchange(full, next, Ordering::AcqRel, Ordering::Acquire)
+        {
+            if gen_of(now) != generation {
+                // A reset ended the round and marked it so; our clear above may have come
+                // after its mark: mark it again, so that the waiters see a reset.
+                st.history
+                    .fetch_or(1 << (generation % 32), Ordering::Release);
+            }
+            return Err(BrokenBarrierError);
+        }
+        wake_sleepers(&st.word, &st.sleepers, i32::MAX as u32);
+        Ok(())
     }
 
     /// Whether any party that arrived in `generation` (slots `0..count`) is dead.

@@ -292,6 +292,112 @@ fn barrier_party_killed_breaks_barrier() {
     let _ = child.wait();
 }
 
+/// The round counter that [`count_round`] bumps, opened once per party process.
+static ROUNDS_RUN: std::sync::OnceLock<multiproc::RawValue<std::sync::atomic::AtomicU64>> =
+    std::sync::OnceLock::new();
+/// The arrivals counter that [`count_round`] checks.
+static ARRIVALS: std::sync::OnceLock<multiproc::RawValue<std::sync::atomic::AtomicU64>> =
+    std::sync::OnceLock::new();
+const ACTION_PARTIES: u64 = 3;
+
+/// Barrier action: all parties of this round have arrived, and it is the first run this round.
+fn count_round() {
+    let runs = ROUNDS_RUN.get().expect("opened before waiting");
+    let arrived = ARRIVALS.get().expect("opened before waiting");
+    let round = runs.load(Ordering::SeqCst);
+    assert_eq!(arrived.load(Ordering::SeqCst), ACTION_PARTIES * (round + 1));
+    runs.fetch_add(1, Ordering::SeqCst);
+}
+
+#[test]
+fn barrier_action_runs_once_per_round_before_any_party_passes() {
+    const ROUNDS: u64 = 300;
+    if role().as_deref() == Some("party") {
+        let _watchdog = watchdog(LIMIT, "barrier action party");
+        let barrier = Barrier::open(&arg("BARRIER")).unwrap();
+        let runs = ROUNDS_RUN.get_or_init(|| counter(&arg("RUNS")));
+        let arrived = ARRIVALS.get_or_init(|| counter(&arg("ARRIVED")));
+        for round in 0..ROUNDS {
+            arrived.fetch_add(1, Ordering::SeqCst);
+            barrier
+                .wait_with_action(count_round)
+                .expect("barrier must not break");
+            // The action of this round ran, exactly once, before we passed; the next round's
+            // cannot have run yet, since it needs our arrival.
+            assert_eq!(runs.load(Ordering::SeqCst), round + 1);
+        }
+        return;
+    }
+    let _watchdog = watchdog(LIMIT, "barrier action test");
+    let name = unique_name("barrier");
+    let barrier = Barrier::builder()
+        .name(&name)
+        .parties(ACTION_PARTIES as u32)
+        .create()
+        .unwrap();
+    let (runs, runs_name) = new_counter("runs");
+    let (arrived, arrived_name) = new_counter("arrived");
+    let test = this_test!(barrier_action_runs_once_per_round_before_any_party_passes);
+    let children = (0..ACTION_PARTIES)
+        .map(|_| {
+            spawn(
+                &test,
+                "party",
+                &[
+                    ("BARRIER", name.clone()),
+                    ("RUNS", runs_name.clone()),
+                    ("ARRIVED", arrived_name.clone()),
+                ],
+            )
+        })
+        .collect();
+    join_all(children, LIMIT);
+    assert_eq!(runs.load(Ordering::SeqCst), ROUNDS);
+    assert_eq!(arrived.load(Ordering::SeqCst), ACTION_PARTIES * ROUNDS);
+    assert!(!barrier.is_broken());
+}
+
+fn panicking_action() {
+    panic!("barrier action fails on purpose");
+}
+
+#[test]
+fn barrier_action_panic_breaks_barrier_for_all_parties() {
+    if role().as_deref() == Some("party") {
+        let _watchdog = watchdog(LIMIT, "barrier panic party");
+        let barrier = Barrier::open(&arg("BARRIER")).unwrap();
+        assert_eq!(barrier.wait(), Err(multiproc::BrokenBarrierError));
+        counter(&arg("BROKEN")).fetch_add(1, Ordering::SeqCst);
+        return;
+    }
+    let _watchdog = watchdog(LIMIT, "barrier panic test");
+    let name = unique_name("barrier");
+    let barrier = Barrier::builder().name(&name).parties(3).create().unwrap();
+    let (broken, broken_name) = new_counter("broken");
+    let test = this_test!(barrier_action_panic_breaks_barrier_for_all_parties);
+    let children = (0..2)
+        .map(|_| {
+            spawn(
+                &test,
+                "party",
+                &[("BARRIER", name.clone()), ("BROKEN", broken_name.clone())],
+            )
+        })
+        .collect();
+    // Both children wait without an action; we arrive last and run the one that panics.
+    assert!(eventually(Duration::from_secs(20), || barrier.n_waiting() == 2));
+    assert_eq!(
+        barrier.wait_with_action(panicking_action),
+        Err(multiproc::BrokenBarrierError)
+    );
+    assert!(barrier.is_broken());
+    join_all(children, LIMIT);
+    assert_eq!(broken.load(Ordering::SeqCst), 2);
+    barrier.reset();
+    assert!(!barrier.is_broken());
+    assert_eq!(barrier.n_waiting(), 0);
+}
+
 #[test]
 fn event_set_wakes_waiters_in_four_processes() {
     if role().as_deref() == Some("waiter") {
@@ -393,6 +499,81 @@ fn condition_notify_one_then_all_across_processes() {
     }
     join_all(children, LIMIT);
     assert_eq!(woken.load(Ordering::SeqCst), 3);
+}
+
+#[test]
+fn recursive_condition_wait_releases_every_level_across_processes() {
+    if role().as_deref() == Some("waiter") {
+        let _watchdog = watchdog(LIMIT, "recursive condition waiter");
+        let cond = Condition::open(&arg("COND")).unwrap();
+        assert!(cond.is_recursive());
+        let waiting = counter(&arg("WAITING"));
+        let depth_after = counter(&arg("DEPTH"));
+        let outer = cond.lock().unwrap();
+        let middle = cond.lock().unwrap();
+        let inner = cond.try_lock().unwrap();
+        assert_eq!(cond.depth(), 3);
+        waiting.fetch_add(1, Ordering::SeqCst);
+        let (inner, notified) = cond.wait_timeout(inner, Duration::from_secs(30)).unwrap();
+        assert!(notified, "waiter timed out instead of being notified");
+        depth_after.store(u64::from(cond.depth()), Ordering::SeqCst);
+        drop(inner);
+        assert_eq!(cond.depth(), 2);
+        drop(middle);
+        drop(outer);
+        assert_eq!(cond.depth(), 0);
+        return;
+    }
+    let _watchdog = watchdog(LIMIT, "recursive condition test");
+    let name = unique_name("rcond");
+    let cond = Condition::builder()
+        .name(&name)
+        .recursive(true)
+        .create()
+        .unwrap();
+    let (waiting, waiting_name) = new_counter("waiting");
+    let (depth_after, depth_name) = new_counter("depth");
+    let mut child = spawn(
+        &this_test!(recursive_condition_wait_releases_every_level_across_processes),
+        "waiter",
+        &[
+            ("COND", name.clone()),
+            ("WAITING", waiting_name),
+            ("DEPTH", depth_name),
+        ],
+    );
+    assert!(eventually(Duration::from_secs(20), || waiting
+        .load(Ordering::SeqCst)
+        == 1));
+    {
+        // The child holds three levels and waits: the wait released them all, so we get the
+        // lock, and take it twice ourselves before notifying from the inner level.
+        let outer = cond
+            .try_lock_for(Duration::from_secs(20))
+            .expect("wait released every level");
+        let inner = cond.lock().unwrap();
+        assert_eq!(cond.depth(), 2);
+        cond.notify_one(&inner);
+        drop(inner);
+        assert!(cond.try_lock().is_ok(), "still ours at depth 1");
+        drop(outer);
+    }
+    let status = wait_for(&mut child, LIMIT);
+    assert!(status.success(), "waiter failed: {status}");
+    assert_eq!(depth_after.load(Ordering::SeqCst), 3);
+    assert_eq!(cond.depth(), 0);
+    assert!(Condition::open(&name).unwrap().try_lock().is_ok());
+}
+
+#[test]
+fn plain_condition_is_not_reentrant() {
+    let cond = Condition::new().unwrap();
+    assert!(!cond.is_recursive());
+    let g = cond.lock().unwrap();
+    assert_eq!(cond.depth(), 1);
+    assert!(matches!(cond.try_lock(), Err(TryLockError::WouldBlock)));
+    drop(g);
+    assert_eq!(cond.depth(), 0);
 }
 
 #[test]
