@@ -2,12 +2,12 @@
 
 use zerocopy::{FromBytes, Immutable, IntoBytes};
 
-use crate::segment::{Foreign, ForeignMut};
+use crate::segment::{Foreign, ForeignMut, Slot};
 
 pub use crate::error::{DecodeError, EncodeError};
 
 pub(crate) mod sealed {
-    use super::{DecodeError, EncodeError, Foreign, ForeignMut};
+    use super::{DecodeError, EncodeError, Foreign, ForeignMut, Slot};
 
     /// How the ring moves a `T`: never through a reference into shared memory (see the
     /// policy in `segment::foreign`).
@@ -17,6 +17,14 @@ pub(crate) mod sealed {
         fn encode_foreign(value: &T, dst: ForeignMut<'_>) -> Result<(), EncodeError>;
         /// Decodes a `T` from bytes another process wrote (untrusted).
         fn decode_foreign(src: Foreign<'_>) -> Result<T, DecodeError>;
+        /// As `decode_foreign`, writing the value into `dst`; on `Ok`, `dst` is initialised.
+        /// A get decodes into the caller's slot so that a large value is not moved through
+        /// the ring's frames on its way out.
+        #[inline]
+        fn decode_into(src: Foreign<'_>, dst: &mut Slot<T>) -> Result<(), DecodeError> {
+            dst.put(Self::decode_foreign(src)?);
+            Ok(())
+        }
         /// The length `put` reserves for `value`: one serialisation pass over it (the
         /// encoding into the ring is the second). In debug builds a codec that cannot carry
         /// every value also checks here that `value`'s encoding decodes back.
@@ -83,8 +91,22 @@ impl<T: FromBytes + IntoBytes + Immutable> sealed::Sealed<T> for Plain {
 
     #[inline]
     fn decode_foreign(src: Foreign<'_>) -> Result<T, DecodeError> {
-        src.read()
+        let mut slot = Slot::new();
+        Self::decode_into(src, &mut slot)?;
+        slot.take()
             .ok_or_else(|| DecodeError::new(plain_len_error::<T>(src.len()), src.to_vec()))
+    }
+
+    #[inline]
+    fn decode_into(src: Foreign<'_>, dst: &mut Slot<T>) -> Result<(), DecodeError> {
+        if src.read_into(dst) {
+            Ok(())
+        } else {
+            Err(DecodeError::new(
+                plain_len_error::<T>(src.len()),
+                src.to_vec(),
+            ))
+        }
     }
 }
 

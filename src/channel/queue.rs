@@ -13,7 +13,7 @@ use crate::error::{
     TryPutError,
 };
 use crate::segment::object::{Builder, sealed};
-use crate::segment::{Segment, kind};
+use crate::segment::{Segment, Slot, kind};
 use crate::sys;
 
 /// Creation parameters of a queue.
@@ -320,27 +320,53 @@ impl Failed<GetError> {
 }
 
 /// A put with no deadline: the ring never runs out of time for it; if it ever did, waiting on is
-/// what a blocking put does.
+/// what a blocking put does. `put` borrows the value, which comes back only in an error: a large
+/// value is never moved through the loop (see `Endpoint::put`).
+#[inline]
 fn put_blocking<V>(
-    mut value: V,
-    mut put: impl FnMut(V) -> Result<(), Failed<PutError<V>, V>>,
+    value: V,
+    mut put: impl FnMut(&V) -> Result<(), PutRefFail>,
 ) -> Result<(), PutError<V>> {
     loop {
-        match put(value) {
+        match put(&value) {
             Ok(()) => return Ok(()),
-            Err(Failed::Error(e)) => return Err(e),
-            Err(Failed::OutOfTime(v)) => value = v,
+            Err(PutRefFail::Ring(PutFail::Full)) => {}
+            Err(f) => {
+                return match f.with_value(value) {
+                    Failed::Error(e) => Err(e),
+                    Failed::OutOfTime(_) => unreachable!("`Full` is handled above"),
+                };
+            }
         }
     }
 }
 
 /// A get with no deadline: as [`put_blocking`].
+#[inline]
 fn get_blocking<R>(mut get: impl FnMut() -> Result<R, Failed<GetError>>) -> Result<R, GetError> {
     loop {
         match get() {
             Ok(r) => return Ok(r),
             Err(Failed::Error(e)) => return Err(e),
             Err(Failed::OutOfTime(())) => {}
+        }
+    }
+}
+
+/// Why a put failed, before the value is handed back to the caller (`with_value`).
+pub(crate) enum PutRefFail {
+    /// The ring refused it.
+    Ring(PutFail),
+    /// The codec could not encode it.
+    Encode(EncodeError),
+}
+
+impl PutRefFail {
+    #[cold]
+    fn with_value<T>(self, v: T) -> Failed<PutError<T>, T> {
+        match self {
+            Self::Ring(f) => put_failed(f, v),
+            Self::Encode(e) => Failed::Error(PutError::Encode(v, e)),
         }
     }
 }
@@ -363,6 +389,9 @@ fn get_failed(f: GetFail) -> Failed<GetError> {
         GetFail::BufferTooSmall(n) => GetError::BufferTooSmall(n),
     })
 }
+
+/// A decoder said it produced a value and did not (a bug in a codec, never a peer's doing).
+const NO_VALUE: &str = "a decoder reported a value it did not produce";
 
 fn now() -> Option<Instant> {
     Some(Instant::now())
@@ -411,28 +440,31 @@ impl Endpoint {
         }
     }
 
+    /// Puts a copy of `*value`. The value is borrowed, not moved: a large value passed down
+    /// by value would be copied between stack slots on the way, and the compiler lays those
+    /// slots out at distances that can make the copies slow (see `segment::foreign`'s
+    /// `copy_bytes`). The caller hands the value back in the error.
+    #[inline]
     pub(crate) fn put<T, C: Codec<T>>(
         &self,
-        value: T,
+        value: &T,
         deadline: Option<Instant>,
-    ) -> Result<(), Failed<PutError<T>, T>> {
+    ) -> Result<(), PutRefFail> {
         self.ensure_attached();
-        let len = match C::put_len(&value) {
-            Ok(len) => len,
-            Err(e) => return Err(Failed::Error(PutError::Encode(value, e))),
-        };
+        let len = C::put_len(value).map_err(PutRefFail::Encode)?;
         let mut failed = None;
         match self.ring().put_with(len, deadline, |room| {
-            C::encode_foreign(&value, room)
+            C::encode_foreign(value, room)
                 .map_err(|e| failed = Some(e))
                 .is_ok()
         }) {
             Ok(()) => Ok(()),
-            Err(PutFail::Encode) => Err(Failed::Error(PutError::Encode(
-                value,
-                failed.unwrap_or_else(|| EncodeError("the encoding did not fit".into())),
-            ))),
-            Err(f) => Err(put_failed(f, value)),
+            Err(PutFail::Encode) => {
+                Err(PutRefFail::Encode(failed.unwrap_or_else(|| {
+                    EncodeError("the encoding did not fit".into())
+                })))
+            }
+            Err(f) => Err(PutRefFail::Ring(f)),
         }
     }
 
@@ -440,20 +472,27 @@ impl Endpoint {
         &self,
         bytes: &[u8],
         deadline: Option<Instant>,
-    ) -> Result<(), Failed<PutError<()>>> {
+    ) -> Result<(), PutRefFail> {
         self.ensure_attached();
         self.ring()
             .put_with(bytes.len(), deadline, |mut room| room.write_at(0, bytes))
-            .map_err(|f| put_failed(f, ()))
+            .map_err(PutRefFail::Ring)
     }
 
+    /// Takes a message, decoding it into `slot`. Like `put`, the value goes straight to the
+    /// caller's frame instead of being returned through this one.
+    #[inline]
     pub(crate) fn get<T, C: Codec<T>>(
         &self,
         deadline: Option<Instant>,
-    ) -> Result<T, Failed<GetError>> {
+        slot: &mut Slot<T>,
+    ) -> Result<(), Failed<GetError>> {
         self.ensure_attached();
-        match self.ring().get_with(deadline, None, C::decode_foreign) {
-            Ok(Ok(v)) => Ok(v),
+        match self
+            .ring()
+            .get_with(deadline, None, |m| C::decode_into(m, slot))
+        {
+            Ok(Ok(())) => Ok(()),
             Ok(Err(e)) => Err(Failed::Error(GetError::Decode(e))),
             Err(f) => Err(get_failed(f)),
         }
@@ -676,7 +715,9 @@ macro_rules! sending {
             /// [`TryPutError`] with the value: `Full`, or as [`put`](Self::put).
             #[doc(alias = "put_nowait")]
             pub fn try_put(&self, value: T) -> Result<(), TryPutError<T>> {
-                self.ep.put::<T, C>(value, now()).map_err(Failed::try_put)
+                self.ep
+                    .put::<T, C>(&value, now())
+                    .map_err(|f| f.with_value(value).try_put())
             }
 
             /// Puts `value`, waiting at most `timeout` for room.
@@ -689,8 +730,8 @@ macro_rules! sending {
                 timeout: Duration,
             ) -> Result<(), PutTimeoutError<T>> {
                 self.ep
-                    .put::<T, C>(value, after(timeout))
-                    .map_err(Failed::put_timeout)
+                    .put::<T, C>(&value, after(timeout))
+                    .map_err(|f| f.with_value(value).put_timeout())
             }
 
             /// Puts a message of raw bytes (read back with `get_bytes`).
@@ -706,7 +747,9 @@ macro_rules! sending {
             /// # Errors
             /// As [`try_put`](Self::try_put).
             pub fn try_put_bytes(&self, bytes: &[u8]) -> Result<(), TryPutError<()>> {
-                self.ep.put_bytes(bytes, now()).map_err(Failed::try_put)
+                self.ep
+                    .put_bytes(bytes, now())
+                    .map_err(|f| f.with_value(()).try_put())
             }
         }
     };
@@ -722,7 +765,9 @@ macro_rules! receiving {
             /// `Decode` or `Corrupted` for bad bytes from another process.
             #[doc(alias = "recv")]
             pub fn get(&self) -> Result<T, GetError> {
-                get_blocking(|| self.ep.get::<T, C>(None))
+                let mut slot = Slot::new();
+                get_blocking(|| self.ep.get::<T, C>(None, &mut slot))?;
+                slot.take().ok_or(GetError::Corrupted(NO_VALUE))
             }
 
             /// Takes the next message if there is one (Python's `get_nowait`).
@@ -731,7 +776,11 @@ macro_rules! receiving {
             /// [`TryGetError`]: `Empty`, or as [`get`](Self::get).
             #[doc(alias = "get_nowait")]
             pub fn try_get(&self) -> Result<T, TryGetError> {
-                self.ep.get::<T, C>(now()).map_err(Failed::try_get)
+                let mut slot = Slot::new();
+                self.ep
+                    .get::<T, C>(now(), &mut slot)
+                    .map_err(Failed::try_get)?;
+                slot.take().ok_or(TryGetError::Corrupted(NO_VALUE))
             }
 
             /// Takes the next message, waiting at most `timeout`.
@@ -739,9 +788,11 @@ macro_rules! receiving {
             /// # Errors
             /// [`GetTimeoutError`]: `Timeout`, or as [`get`](Self::get).
             pub fn get_timeout(&self, timeout: Duration) -> Result<T, GetTimeoutError> {
+                let mut slot = Slot::new();
                 self.ep
-                    .get::<T, C>(after(timeout))
-                    .map_err(Failed::get_timeout)
+                    .get::<T, C>(after(timeout), &mut slot)
+                    .map_err(Failed::get_timeout)?;
+                slot.take().ok_or(GetTimeoutError::Corrupted(NO_VALUE))
             }
 
             /// Takes the next message as raw bytes.

@@ -29,7 +29,7 @@ mod handle;
 mod header;
 pub(crate) mod object;
 
-pub(crate) use foreign::{Foreign, ForeignMut};
+pub(crate) use foreign::{Foreign, ForeignMut, Slot};
 pub(crate) use handle::Location;
 pub use handle::{Handle, ParseHandleError};
 #[cfg(feature = "serde")]
