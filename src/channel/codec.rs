@@ -214,6 +214,7 @@ struct RingWriter<'a> {
 impl postcard::ser_flavors::Flavor for RingWriter<'_> {
     type Output = ();
 
+    #[inline]
     fn try_extend(&mut self, data: &[u8]) -> postcard::Result<()> {
         if !self.dst.write_at(self.pos, data) {
             return Err(postcard::Error::SerializeBufferFull);
@@ -222,8 +223,13 @@ impl postcard::ser_flavors::Flavor for RingWriter<'_> {
         Ok(())
     }
 
+    #[inline]
     fn try_push(&mut self, data: u8) -> postcard::Result<()> {
-        self.try_extend(&[data])
+        if !self.dst.write_byte(self.pos, data) {
+            return Err(postcard::Error::SerializeBufferFull);
+        }
+        self.pos += 1;
+        Ok(())
     }
 
     fn finalize(self) -> postcard::Result<()> {

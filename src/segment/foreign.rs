@@ -202,6 +202,19 @@ impl<'a> ForeignMut<'a> {
         self.len
     }
 
+    /// Writes one byte at offset `at`; `false` (and nothing written) if `at` is outside.
+    /// (Serialisers write a byte at a time; this keeps that path small enough to inline.)
+    #[inline]
+    pub(crate) fn write_byte(&mut self, at: usize, byte: u8) -> bool {
+        if at >= self.len {
+            return false;
+        }
+        // SAFETY: `at` is inside the view (checked above), which is inside a live writable
+        // mapping (`new`'s contract).
+        unsafe { self.ptr.wrapping_add(at).write(byte) };
+        true
+    }
+
     /// Copies `src` into the bytes from offset `at` on; `false` (and nothing written) if it
     /// does not fit.
     #[inline]
