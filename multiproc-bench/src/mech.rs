@@ -34,6 +34,10 @@ pub trait Tx {
     /// Makes the other side fail instead of waiting for this one (called when this side
     /// gives up).
     fn abort(&self) {}
+    /// Sends whatever `send` kept back (a batching end); a no-op for the others.
+    fn flush(&mut self) -> Result<(), String> {
+        Ok(())
+    }
 }
 
 /// Receives messages.
@@ -99,6 +103,8 @@ pub enum Mech {
     QueueSerde,
     /// `multiproc::Queue<[u64; N], Plain>`: a fixed-size value, one copy in, one out.
     QueuePlain,
+    /// `multiproc::Queue<[u64; N], Plain>` with `put_many` / `get_many`, 32 messages at a time.
+    QueuePlainBatch,
     /// `multiproc::Queue` with `put_bytes` / `get_bytes_into`.
     QueueBytes,
     /// `multiproc::pipe()` with `send_bytes` / `recv_bytes_into`.
@@ -132,9 +138,10 @@ pub enum Fault {
 }
 
 /// The mechanisms of a normal run, in table order.
-pub const ALL: [Mech; 10] = [
+pub const ALL: [Mech; 11] = [
     Mech::QueueSerde,
     Mech::QueuePlain,
+    Mech::QueuePlainBatch,
     Mech::QueueBytes,
     Mech::Pipe,
     Mech::OsPipe,
@@ -163,6 +170,7 @@ impl Mech {
         match self {
             Mech::QueueSerde => "mp-queue-serde",
             Mech::QueuePlain => "mp-queue-plain",
+            Mech::QueuePlainBatch => "mp-queue-plain-batch",
             Mech::QueueBytes => "mp-queue-bytes",
             Mech::Pipe => "mp-pipe",
             Mech::OsPipe => "os-pipe",
@@ -182,6 +190,7 @@ impl Mech {
         match self {
             Mech::QueueSerde => "multiproc Queue (serde)",
             Mech::QueuePlain => "multiproc Queue (Plain)",
+            Mech::QueuePlainBatch => "multiproc Queue (Plain, 32/batch)",
             Mech::QueueBytes => "multiproc Queue (bytes)",
             Mech::Pipe => "multiproc pipe() (bytes)",
             Mech::OsPipe => "OS pipe",
@@ -206,17 +215,23 @@ impl Mech {
     pub fn is_multiproc(self) -> bool {
         matches!(
             self,
-            Mech::QueueSerde | Mech::QueuePlain | Mech::QueueBytes | Mech::Pipe
+            Mech::QueueSerde
+                | Mech::QueuePlain
+                | Mech::QueuePlainBatch
+                | Mech::QueueBytes
+                | Mech::Pipe
         )
     }
 
     /// Why this mechanism cannot carry messages of `size` bytes, if it cannot.
     pub fn unsupported(self, size: usize) -> Option<String> {
         match self {
-            Mech::QueuePlain if plain_words(size).is_none() => Some(format!(
-                "Plain values are fixed-size arrays passed by value; sizes measured: {}",
-                PLAIN_SIZES.map(|s| crate::fmt_size(s as u64)).join(", ")
-            )),
+            Mech::QueuePlain | Mech::QueuePlainBatch if plain_words(size).is_none() => {
+                Some(format!(
+                    "Plain values are fixed-size arrays passed by value; sizes measured: {}",
+                    PLAIN_SIZES.map(|s| crate::fmt_size(s as u64)).join(", ")
+                ))
+            }
             Mech::Pipe if size > pipe_limit() => Some(format!(
                 "above the default pipe()'s message limit of {} bytes",
                 pipe_limit()
@@ -246,7 +261,8 @@ impl Mech {
                     },
                 )
             }
-            Mech::QueuePlain => plain_channel(size, ring)?,
+            Mech::QueuePlain => plain_channel(size, ring, false)?,
+            Mech::QueuePlainBatch => plain_channel(size, ring, true)?,
             Mech::QueueBytes => {
                 let (tx, rx) = Queue::<u8>::builder()
                     .codec::<Plain>()
@@ -502,13 +518,28 @@ impl<const W: usize> Rx for PlainRx<W> {
     }
 }
 
-fn plain_of<const W: usize>(ring: usize) -> Result<Channel, String> {
+fn plain_of<const W: usize>(ring: usize, batch: bool) -> Result<Channel, String> {
     let (tx, rx) = Queue::<[u64; W]>::builder()
         .codec::<Plain>()
         .max_bytes(ring)
         .create()
         .and_then(Queue::split)
         .map_err(|e| e.to_string())?;
+    if batch {
+        return Ok(Channel::new(
+            PlainBatchTx {
+                tx,
+                value: Box::new([0; W]),
+                pending: Vec::with_capacity(BATCH),
+            },
+            PlainBatchRx {
+                rx,
+                value: Box::new([0; W]),
+                got: Vec::with_capacity(BATCH),
+                next: 0,
+            },
+        ));
+    }
     Ok(Channel::new(
         PlainTx {
             tx,
@@ -521,16 +552,75 @@ fn plain_of<const W: usize>(ring: usize) -> Result<Channel, String> {
     ))
 }
 
-fn plain_channel(size: usize, ring: usize) -> Result<Channel, String> {
+/// Messages per `put_many` / `get_many` of the batching mechanism.
+const BATCH: usize = 32;
+
+struct PlainBatchTx<const W: usize> {
+    tx: Sender<[u64; W], Plain>,
+    value: Box<[u64; W]>,
+    pending: Vec<[u64; W]>,
+}
+
+impl<const W: usize> Tx for PlainBatchTx<W> {
+    fn needs_hello(&self) -> bool {
+        true
+    }
+    fn buf(&mut self) -> &mut [u8] {
+        self.value.as_mut_bytes()
+    }
+    fn send(&mut self) -> Result<(), String> {
+        self.pending.push(*self.value);
+        if self.pending.len() == BATCH {
+            self.flush()?;
+        }
+        Ok(())
+    }
+    fn flush(&mut self) -> Result<(), String> {
+        if !self.pending.is_empty() {
+            self.tx
+                .put_many(&self.pending)
+                .map_err(|e| ring_err("Sender::put_many", e))?;
+            self.pending.clear();
+        }
+        Ok(())
+    }
+}
+
+struct PlainBatchRx<const W: usize> {
+    rx: Receiver<[u64; W], Plain>,
+    value: Box<[u64; W]>,
+    got: Vec<[u64; W]>,
+    next: usize,
+}
+
+impl<const W: usize> Rx for PlainBatchRx<W> {
+    fn recv(&mut self) -> Result<&[u8], String> {
+        if self.next == self.got.len() {
+            self.got.clear();
+            self.next = 0;
+            self.rx
+                .get_many(&mut self.got, BATCH)
+                .map_err(|e| ring_err("Receiver::get_many", e))?;
+        }
+        *self.value = self.got[self.next];
+        self.next += 1;
+        Ok(self.value.as_bytes())
+    }
+    fn attach(&mut self) -> Result<(), String> {
+        attach_rx(&self.rx)
+    }
+}
+
+fn plain_channel(size: usize, ring: usize, batch: bool) -> Result<Channel, String> {
     match plain_words(size) {
-        Some(1) => plain_of::<1>(ring),
-        Some(2) => plain_of::<2>(ring),
-        Some(8) => plain_of::<8>(ring),
-        Some(32) => plain_of::<32>(ring),
-        Some(128) => plain_of::<128>(ring),
-        Some(512) => plain_of::<512>(ring),
-        Some(2048) => plain_of::<2048>(ring),
-        Some(8192) => plain_of::<8192>(ring),
+        Some(1) => plain_of::<1>(ring, batch),
+        Some(2) => plain_of::<2>(ring, batch),
+        Some(8) => plain_of::<8>(ring, batch),
+        Some(32) => plain_of::<32>(ring, batch),
+        Some(128) => plain_of::<128>(ring, batch),
+        Some(512) => plain_of::<512>(ring, batch),
+        Some(2048) => plain_of::<2048>(ring, batch),
+        Some(8192) => plain_of::<8192>(ring, batch),
         _ => Err(format!("no Plain type for {size} bytes")),
     }
 }

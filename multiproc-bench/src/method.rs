@@ -187,6 +187,7 @@ fn watched(s: &Settings, f: impl FnOnce() -> Result<Sample, String>) -> Result<S
 /// Marks an error that means "does not apply" rather than "failed".
 const NA: &str = "not applicable: ";
 const NA_CHANNEL: &str = "not applicable: not a channel";
+const NA_BATCH: &str = "not applicable: batches messages one way";
 const NA_SPSC: &str = "not applicable: one producer and one consumer only";
 const NA_LOCK: &str = "not applicable: a mutex, not a channel";
 const NA_NOT_LOCK: &str = "not applicable: a channel, not a mutex";
@@ -202,6 +203,7 @@ fn measure_rust(mech: Mech, bench: Bench, n: u64, s: &Settings) -> Result<Sample
     let check = s.check;
     match bench {
         Bench::Latency { .. } if mech == Mech::Memcpy => Err(NA_CHANNEL.into()),
+        Bench::Latency { .. } if mech == Mech::QueuePlainBatch => Err(NA_BATCH.into()),
         Bench::Latency { mode } => {
             let (pause, placement) = match mode {
                 LatencyMode::Awake => (None, s.placement),

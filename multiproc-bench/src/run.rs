@@ -228,6 +228,7 @@ pub fn one_way(
         tx.attach()?;
         if tx.needs_hello() {
             send(tx, &maker, i as u8, HELLO)?;
+            tx.flush()?;
         }
         start.ready_and_wait()?;
         let delay0 = run_delay_ns();
@@ -235,7 +236,7 @@ pub fn one_way(
             for seq in 0..warm + share(i) {
                 send(tx, &maker, i as u8, seq)?;
             }
-            Ok(())
+            tx.flush()
         })();
         // Producers sharing a CPU wait for each other by design: only a lone producer's wait
         // is time other load took.

@@ -390,6 +390,9 @@ fn get_failed(f: GetFail) -> Failed<GetError> {
     })
 }
 
+/// A put with no deadline ran out of time (the ring never reports that; a bug if it did).
+const NO_DEADLINE: &str = "a put with no deadline ran out of time";
+
 /// A decoder said it produced a value and did not (a bug in a codec, never a peer's doing).
 const NO_VALUE: &str = "a decoder reported a value it did not produce";
 
@@ -477,6 +480,72 @@ impl Endpoint {
         self.ring()
             .put_with(bytes.len(), deadline, |mut room| room.write_at(0, bytes))
             .map_err(PutRefFail::Ring)
+    }
+
+    /// Puts the values of `values` from the first on, as many as fit (after waiting until
+    /// `deadline` for room for the first), under one hold of the put lock; returns how many.
+    pub(crate) fn put_batch<T, C: Codec<T>>(
+        &self,
+        values: &[T],
+        deadline: Option<Instant>,
+    ) -> Result<usize, PutRefFail> {
+        self.ensure_attached();
+        let failed = std::cell::Cell::new(None);
+        let len = |i: usize| match C::put_len(&values[i]) {
+            Ok(len) => len,
+            Err(e) => {
+                failed.set(Some(e));
+                usize::MAX // more than any ring takes: the batch ends before this value
+            }
+        };
+        let r = self
+            .ring()
+            .put_batch(values.len(), deadline, len, |i, room| {
+                C::encode_foreign(&values[i], room)
+                    .map_err(|e| failed.set(Some(e)))
+                    .is_ok()
+            });
+        match r {
+            Ok(n) => Ok(n),
+            Err(f @ (PutFail::Encode | PutFail::TooBig)) => match failed.take() {
+                Some(e) => Err(PutRefFail::Encode(e)),
+                None if f == PutFail::Encode => Err(PutRefFail::Encode(EncodeError(
+                    "the encoding did not fit".into(),
+                ))),
+                None => Err(PutRefFail::Ring(f)),
+            },
+            Err(f) => Err(PutRefFail::Ring(f)),
+        }
+    }
+
+    /// Takes up to `max` messages (after waiting until `deadline` for the first) under one
+    /// hold of the get lock, appending them to `out`; returns how many were taken. A message
+    /// that does not decode ends the batch and is the error; those before it stay in `out`.
+    pub(crate) fn get_batch<T, C: Codec<T>>(
+        &self,
+        deadline: Option<Instant>,
+        out: &mut Vec<T>,
+        max: usize,
+    ) -> Result<usize, Failed<GetError>> {
+        self.ensure_attached();
+        let mut bad = None;
+        let r = self
+            .ring()
+            .get_batch(deadline, max, |m| match C::decode_foreign(m) {
+                Ok(v) => {
+                    out.push(v);
+                    true
+                }
+                Err(e) => {
+                    bad = Some(e);
+                    false
+                }
+            });
+        match (r, bad) {
+            (Ok(_), Some(e)) => Err(Failed::Error(GetError::Decode(e))),
+            (Ok(n), None) => Ok(n),
+            (Err(f), _) => Err(get_failed(f)),
+        }
     }
 
     /// Takes a message, decoding it into `slot`. Like `put`, the value goes straight to the
@@ -751,6 +820,65 @@ macro_rules! sending {
                     .put_bytes(bytes, now())
                     .map_err(|f| f.with_value(()).try_put())
             }
+
+            /// Puts every value of `values`, in order, waiting for room as long as it takes.
+            /// Each run of values that fits goes in under one hold of the put lock and is
+            /// published with one store, so a batch of small messages costs much less than
+            /// as many `put`s. Other producers' messages may come between two runs.
+            ///
+            /// # Errors
+            /// As [`put`](Self::put); the error's value ([`PutError::into_inner`]) is the
+            /// number of values that went in before it.
+            pub fn put_many(&self, values: &[T]) -> Result<(), PutError<usize>> {
+                self.put_many_until(values, None).map_err(|f| match f {
+                    Failed::Error(e) => e,
+                    Failed::OutOfTime(sent) => PutError::Corrupted(sent, NO_DEADLINE),
+                })
+            }
+
+            /// Puts as many values from the start of `values` as there is room for right
+            /// now, under one hold of the put lock; returns how many (`Ok(0)` only for an
+            /// empty slice).
+            ///
+            /// # Errors
+            /// `Full` if not even the first fits, or as [`try_put`](Self::try_put), for the
+            /// first value (a later one that cannot go in ends the batch before it).
+            pub fn try_put_many(&self, values: &[T]) -> Result<usize, TryPutError<()>> {
+                self.ep
+                    .put_batch::<T, C>(values, now())
+                    .map_err(|f| f.with_value(()).try_put())
+            }
+
+            /// Puts every value of `values`, in order, as [`put_many`](Self::put_many), waiting
+            /// at most `timeout` in all.
+            ///
+            /// # Errors
+            /// `Timeout`, or as [`put_many`](Self::put_many); the error's value is the number
+            /// of values that went in before it.
+            pub fn put_many_timeout(
+                &self,
+                values: &[T],
+                timeout: Duration,
+            ) -> Result<(), PutTimeoutError<usize>> {
+                self.put_many_until(values, after(timeout))
+                    .map_err(Failed::put_timeout)
+            }
+
+            fn put_many_until(
+                &self,
+                values: &[T],
+                deadline: Option<Instant>,
+            ) -> Result<(), Failed<PutError<usize>, usize>> {
+                let mut sent = 0;
+                while sent < values.len() {
+                    match self.ep.put_batch::<T, C>(&values[sent..], deadline) {
+                        Ok(n) => sent += n,
+                        Err(PutRefFail::Ring(PutFail::Full)) if deadline.is_none() => {}
+                        Err(f) => return Err(f.with_value(sent)),
+                    }
+                }
+                Ok(())
+            }
         }
     };
 }
@@ -810,6 +938,46 @@ macro_rules! receiving {
             pub fn get_bytes_timeout(&self, timeout: Duration) -> Result<Vec<u8>, GetTimeoutError> {
                 self.ep
                     .get_bytes(after(timeout))
+                    .map_err(Failed::get_timeout)
+            }
+
+            /// Takes up to `max` messages, waiting as long as it takes for the first, and
+            /// appends them to `out`; returns how many (`Ok(0)` only when `max` is 0). The
+            /// messages ready are taken under one hold of the get lock and freed with one
+            /// store, so draining many small messages costs much less than as many `get`s.
+            ///
+            /// # Errors
+            /// As [`get`](Self::get). A message that does not decode ends the batch and is the
+            /// error (with its bytes); the messages before it are in `out`.
+            pub fn get_many(&self, out: &mut Vec<T>, max: usize) -> Result<usize, GetError> {
+                get_blocking(|| self.ep.get_batch::<T, C>(None, out, max))
+            }
+
+            /// Takes up to `max` messages that are there right now, appending them to `out`;
+            /// returns how many.
+            ///
+            /// # Errors
+            /// `Empty` if there is none (and `max` is not 0), or as
+            /// [`get_many`](Self::get_many).
+            pub fn try_get_many(&self, out: &mut Vec<T>, max: usize) -> Result<usize, TryGetError> {
+                self.ep
+                    .get_batch::<T, C>(now(), out, max)
+                    .map_err(Failed::try_get)
+            }
+
+            /// Takes up to `max` messages, waiting at most `timeout` for the first, and
+            /// appends them to `out`; returns how many.
+            ///
+            /// # Errors
+            /// `Timeout`, or as [`get_many`](Self::get_many).
+            pub fn get_many_timeout(
+                &self,
+                out: &mut Vec<T>,
+                max: usize,
+                timeout: Duration,
+            ) -> Result<usize, GetTimeoutError> {
+                self.ep
+                    .get_batch::<T, C>(after(timeout), out, max)
                     .map_err(Failed::get_timeout)
             }
 

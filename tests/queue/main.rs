@@ -721,3 +721,184 @@ fn issue_12_a_queue_capacity_out_of_range_is_an_error() {
     assert!(matches!(q.try_put(8), Err(TryPutError::Full(8))));
     assert_eq!(q.get().unwrap(), 7);
 }
+
+// ---------------------------------------------------------------------------------------------
+// Batches: put_many / get_many mixed with single puts and gets, each side in its own processes.
+
+const BATCH_PER_PRODUCER: u32 = 60_000;
+
+#[test]
+fn batches_mix_with_single_puts_and_gets_exactly_once_in_order() {
+    match role().as_deref() {
+        Some("producer") => {
+            let _watchdog = watchdog(LIMIT, "batch producer");
+            let id: u32 = arg("ID").parse().unwrap();
+            let tx = Sender::<Tagged, Plain>::open(&arg("QUEUE")).unwrap();
+            common::counter(&arg("READY")).fetch_add(1, Ordering::SeqCst);
+            if id == 0 {
+                // Batches of 1 to 37 values, so runs split at the ring's end and at full.
+                let mut seq = 0;
+                let mut size = 1;
+                while seq < BATCH_PER_PRODUCER {
+                    let n = size.min(BATCH_PER_PRODUCER - seq);
+                    let batch: Vec<Tagged> = (seq..seq + n)
+                        .map(|seq| Tagged { producer: id, seq })
+                        .collect();
+                    tx.put_many(&batch).unwrap();
+                    seq += n;
+                    size = size % 37 + 1;
+                }
+            } else {
+                for seq in 0..BATCH_PER_PRODUCER {
+                    tx.put(Tagged { producer: id, seq }).unwrap();
+                }
+            }
+            return;
+        }
+        Some("consumer") => {
+            let _watchdog = watchdog(LIMIT, "batch consumer");
+            let batched = arg("ID") == "0";
+            let rx = Receiver::<Tagged, Plain>::open(&arg("QUEUE")).unwrap();
+            let seen = RawArray::<AtomicU8>::open(&arg("SEEN")).unwrap();
+            common::counter(&arg("READY")).fetch_add(1, Ordering::SeqCst);
+            let mut last = [None::<u32>; 2];
+            let mut out = Vec::new();
+            loop {
+                out.clear();
+                let got = if batched {
+                    rx.get_many(&mut out, 32).map(|n| assert_eq!(n, out.len()))
+                } else {
+                    rx.get().map(|m| out.push(m))
+                };
+                match got {
+                    Ok(()) => {}
+                    Err(GetError::Disconnected) => return,
+                    Err(e) => panic!("get: {e}"),
+                }
+                assert!(!out.is_empty() && out.len() <= 32, "{} messages", out.len());
+                for m in &out {
+                    assert!(m.producer < 2 && m.seq < BATCH_PER_PRODUCER, "{m:?}");
+                    let l = &mut last[m.producer as usize];
+                    assert!(
+                        l.is_none_or(|l| l < m.seq),
+                        "out of order: {l:?} then {m:?}"
+                    );
+                    *l = Some(m.seq);
+                    let i = (m.producer * BATCH_PER_PRODUCER + m.seq) as usize;
+                    assert_eq!(seen[i].swap(1, Ordering::Relaxed), 0, "duplicate {m:?}");
+                }
+            }
+        }
+        _ => {}
+    }
+    let _watchdog = watchdog(LIMIT, "batch test");
+    let name = unique_name("qbatch");
+    let (tx, rx) = Queue::<Tagged>::builder()
+        .codec::<Plain>()
+        .name(&name)
+        .max_bytes(4096)
+        .create()
+        .and_then(Queue::split)
+        .unwrap();
+    let seen_name = unique_name("bseen");
+    let seen = RawArray::<AtomicU8>::builder()
+        .name(&seen_name)
+        .len(2 * BATCH_PER_PRODUCER as usize)
+        .create()
+        .unwrap();
+    let ready_name = unique_name("bready");
+    let ready = RawValue::<AtomicU64>::builder()
+        .name(&ready_name)
+        .create()
+        .unwrap();
+    let test = this_test!(batches_mix_with_single_puts_and_gets_exactly_once_in_order);
+    let mut children = Vec::new();
+    for id in 0..2 {
+        children.push(spawn(
+            &test,
+            "consumer",
+            &[
+                ("QUEUE", name.clone()),
+                ("SEEN", seen_name.clone()),
+                ("READY", ready_name.clone()),
+                ("ID", id.to_string()),
+            ],
+        ));
+    }
+    for id in 0..2 {
+        children.push(spawn(
+            &test,
+            "producer",
+            &[
+                ("QUEUE", name.clone()),
+                ("READY", ready_name.clone()),
+                ("ID", id.to_string()),
+            ],
+        ));
+    }
+    // The producers hold the queue open now that they have attached; then ours may go.
+    assert!(common::eventually(Duration::from_secs(60), || ready
+        .load(Ordering::SeqCst)
+        == 4));
+    drop(tx);
+    drop(rx);
+    join_all(children, LIMIT);
+    let missing = seen
+        .iter()
+        .filter(|b| b.load(Ordering::Relaxed) == 0)
+        .count();
+    assert_eq!(missing, 0, "{missing} messages never received");
+}
+
+#[test]
+fn batch_edges_partial_puts_empty_gets_errors_and_a_bad_message() {
+    // A ring with room for 8 messages: a try takes what fits, in order.
+    let (tx, rx) = multiproc::channel::<u64>(8).unwrap();
+    let values: Vec<u64> = (0..20).collect();
+    assert_eq!(tx.try_put_many(&values), Ok(8));
+    assert!(matches!(
+        tx.try_put_many(&values[8..]),
+        Err(TryPutError::Full(()))
+    ));
+    assert_eq!(tx.try_put_many(&[]), Ok(0));
+    let mut out = Vec::new();
+    assert_eq!(rx.get_many(&mut out, 0), Ok(0));
+    assert_eq!(rx.get_many(&mut out, 5), Ok(5));
+    assert_eq!(rx.try_get_many(&mut out, 100), Ok(3));
+    assert_eq!(out, (0..8).collect::<Vec<_>>());
+    assert_eq!(rx.try_get_many(&mut out, 100), Err(TryGetError::Empty));
+    let started = Instant::now();
+    assert_eq!(
+        rx.get_many_timeout(&mut out, 4, Duration::from_millis(50)),
+        Err(GetTimeoutError::Timeout)
+    );
+    assert!(started.elapsed() >= Duration::from_millis(50));
+    // A timed put_many that cannot finish says how many went in.
+    match tx.put_many_timeout(&values, Duration::from_millis(50)) {
+        Err(PutTimeoutError::Timeout(8)) => {}
+        other => panic!("expected Timeout(8), got {other:?}"),
+    }
+    out.clear();
+    assert_eq!(rx.get_many(&mut out, 100), Ok(8));
+    drop(rx);
+    match tx.put_many(&values) {
+        Err(PutError::Disconnected(0)) => {}
+        other => panic!("expected Disconnected(0), got {other:?}"),
+    }
+
+    // A message that does not decode ends a batch: those before it are kept, its bytes are
+    // in the error, and the next batch goes on after it.
+    let (tx, rx) = multiproc::channel::<String>(16).unwrap();
+    tx.put_many(&["a".to_string(), "b".to_string()]).unwrap();
+    tx.put_bytes(&[1, 0xff]).unwrap(); // length 1, then a byte that is not UTF-8
+    tx.put("c".to_string()).unwrap();
+    let mut out = Vec::new();
+    match rx.get_many(&mut out, 10) {
+        Err(GetError::Decode(e)) => assert_eq!(e.bytes(), &[1, 0xff]),
+        other => panic!("expected a decode error, got {other:?}"),
+    }
+    assert_eq!(out, ["a", "b"]);
+    out.clear();
+    assert_eq!(rx.get_many(&mut out, 10), Ok(1));
+    assert_eq!(out, ["c"]);
+}

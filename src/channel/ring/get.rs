@@ -177,6 +177,87 @@ impl Ring {
         max: Option<usize>,
         read: &mut Option<impl FnOnce(Foreign<'_>) -> R>,
     ) -> Option<Result<R, GetFail>> {
+        let (head, tail) = self.head_and_tail();
+        let (payload, next) = match self.record_at(head, tail, max) {
+            Ok(Some(record)) => record,
+            Ok(None) => return None,
+            Err(e) => return Some(Err(e)),
+        };
+        let r = (read.take().expect("read once"))(payload);
+        self.free_up_to(next, tail);
+        Some(Ok(r))
+    }
+
+    /// Takes up to `max` records, passing each payload to `read`, and frees them with one
+    /// `head` store; waits until `deadline` for the first only. `read` returns `false` to end
+    /// the batch after the record it was given (which is consumed). Returns how many were
+    /// taken (at least one). A malformed record ends the batch before it; it fails only in
+    /// first place.
+    pub(crate) fn get_batch(
+        &self,
+        deadline: Option<Instant>,
+        max: usize,
+        mut read: impl FnMut(Foreign<'_>) -> bool,
+    ) -> Result<usize, GetFail> {
+        if max == 0 {
+            return Ok(0);
+        }
+        let st = self.st();
+        let mut waiter = Waiter::new();
+        loop {
+            let observed_tail = self.tail_for_reading();
+            if !self.is_empty_at(observed_tail) {
+                let held = st.get_side.lock.hold(deadline).ok_or(GetFail::Empty)?;
+                let r = self.take_batch(max, &mut read);
+                drop(held);
+                match r {
+                    Ok(0) => continue, // another consumer took them first
+                    Ok(n) => {
+                        st.space_wait
+                            .word
+                            .notify_after_handshake(u32::try_from(n).unwrap_or(u32::MAX));
+                        return Ok(n);
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+            self.wait_for_data(&mut waiter, observed_tail, deadline)?;
+        }
+    }
+
+    /// With the get lock held: consumes up to `max` records from the head (see `get_batch`).
+    fn take_batch(
+        &self,
+        max: usize,
+        read: &mut impl FnMut(Foreign<'_>) -> bool,
+    ) -> Result<usize, GetFail> {
+        let (head, tail) = self.head_and_tail();
+        let mut at = head;
+        let mut taken = 0;
+        while taken < max {
+            let (payload, next) = match self.record_at(at, tail, None) {
+                Ok(Some(record)) => record,
+                Ok(None) => break,
+                Err(e) if taken == 0 => return Err(e),
+                Err(_) => break,
+            };
+            let more = read(payload);
+            at = next;
+            taken += 1;
+            if !more {
+                break;
+            }
+        }
+        if taken > 0 {
+            self.free_up_to(at, tail);
+        }
+        Ok(taken)
+    }
+
+    /// With the get lock held: the head, and the tail to read up to (our copy while it shows
+    /// messages, else the real one).
+    #[inline]
+    fn head_and_tail(&self) -> (u64, u64) {
         let st = self.st();
         let head = st.head.pos.load(Ordering::Relaxed);
         let tail = match self.get_cache.get(head) {
@@ -188,19 +269,33 @@ impl Ring {
                 tail
             }
         };
+        (head, tail)
+    }
+
+    /// With the get lock held: the payload of the record at `head` (read before `tail`) and
+    /// the head past it; `None` if `head` has reached `tail`. Every position and length read
+    /// from the segment is checked before it forms a pointer. With `max`, a longer payload is
+    /// `BufferTooSmall`.
+    #[inline]
+    fn record_at(
+        &self,
+        head: u64,
+        tail: u64,
+        max: Option<usize>,
+    ) -> Result<Option<(Foreign<'_>, u64)>, GetFail> {
         let (hm, mut hp) = unpack(head);
         let (tm, tp) = unpack(tail);
         if hm == tm {
-            return None;
+            return Ok(None);
         }
         if hp % RECORD_HEADER != 0 || tp % RECORD_HEADER != 0 {
             // Records start 8-aligned: a scribbled position, which would make us read a header
             // through a misaligned pointer.
-            return Some(Err(GetFail::Corrupted("ring positions")));
+            return Err(GetFail::Corrupted("ring positions"));
         }
         let mut avail = tp.wrapping_sub(hp);
         if avail > self.cap {
-            return Some(Err(GetFail::Corrupted("ring positions")));
+            return Err(GetFail::Corrupted("ring positions"));
         }
         let mut off = hp & (self.cap - 1);
         // SAFETY: `off` is in the region and 8-aligned (records are 8-aligned).
@@ -208,7 +303,7 @@ impl Ring {
         if len == WRAP {
             let skip = self.cap - off;
             if skip >= avail {
-                return Some(Err(GetFail::Corrupted("wrap marker")));
+                return Err(GetFail::Corrupted("wrap marker"));
             }
             hp = hp.wrapping_add(skip);
             avail -= skip;
@@ -220,22 +315,26 @@ impl Ring {
             || record_len(len) > avail
             || record_len(len) > self.cap - off
         {
-            return Some(Err(GetFail::Corrupted("record length")));
+            return Err(GetFail::Corrupted("record length"));
         }
         if let Some(max) = max {
             if len as usize > max {
-                return Some(Err(GetFail::BufferTooSmall(len as usize)));
+                return Err(GetFail::BufferTooSmall(len as usize));
             }
         }
         // SAFETY: [off + 8, off + 8 + len) lies inside the region (checked), in the mapping that
         // lives as long as `self`.
         let payload = unsafe { Foreign::new(self.at(off + RECORD_HEADER), len as usize) };
-        let r = (read.take().expect("read once"))(payload);
         let next = pack(hm.wrapping_add(1), hp.wrapping_add(record_len(len)));
+        Ok(Some((payload, next)))
+    }
+
+    /// With the get lock held: frees every record before `next`.
+    #[inline]
+    fn free_up_to(&self, next: u64, tail: u64) {
         self.get_cache.set(next, tail);
-        // SYNC(head-free): the record is read; a producer that loads this head may write over
-        // it.
-        st.head.pos.store(next, Ordering::Release);
-        Some(Ok(r))
+        // SYNC(head-free): the records are read; a producer that loads this head may write
+        // over them.
+        self.st().head.pos.store(next, Ordering::Release);
     }
 }

@@ -10,6 +10,7 @@ use std::time::Instant;
 use super::Ring;
 use super::layout::{RECORD_HEADER, WRAP, pack, record_len, unpack};
 use crate::segment::ForeignMut;
+use crate::sync::raw_lock::Held;
 use crate::sync::wait::{Backoff, Prober};
 
 /// Why a put did not happen.
@@ -27,6 +28,13 @@ pub(crate) enum PutFail {
     Corrupted(&'static str),
     /// The writer could not fill the record (the value encoded to another length).
     Encode,
+}
+
+/// `tail` moved past one record of `total` bytes (record and any wrap skip before it).
+#[inline]
+fn advance(tail: u64, total: u32) -> u64 {
+    let (tm, tp) = unpack(tail);
+    pack(tm.wrapping_add(1), tp.wrapping_add(total))
 }
 
 /// First backoff step of a put that found the ring full (2^step spins before the next look).
@@ -59,34 +67,9 @@ impl Ring {
             // A dead holder only means its half-written record was never published: the ring
             // is consistent, and we overwrite those bytes.
             let held = st.put_side.lock.hold(deadline).ok_or(PutFail::Full)?;
-            // Our side's copy of `tail`, unless a holder died and may have left it behind.
-            let tail = if held.taken_over() {
-                // Repair the copy at once: this put may end without publishing (full, or a
-                // failed encode), and the next holder takes the lock as clean.
-                let tail = st.tail.pos.load(Ordering::Relaxed);
-                st.put_side.pos.store(tail, Ordering::Relaxed);
-                tail
-            } else {
-                st.put_side.pos.load(Ordering::Relaxed)
-            };
-            if unpack(tail).1 % RECORD_HEADER != 0 {
-                // Records start 8-aligned: this tail was scribbled on, and would make us write
-                // a header through a misaligned pointer.
-                drop(held);
-                return Err(PutFail::Corrupted("ring positions"));
-            }
-            // Look at our copy of the head first: it never runs ahead of the real one, so it
-            // can only make us think the ring fuller than it is; re-read the real head only then.
-            let cached = self.put_cache.get(tail);
-            // SYNC(head-free), for this load and the one below.
-            let mut observed_head = cached.unwrap_or_else(|| st.head.pos.load(Ordering::Acquire));
-            let mut slot = self.reserve(tail, observed_head, len);
-            if slot.is_none() && cached.is_some() {
-                observed_head = st.head.pos.load(Ordering::Acquire);
-                slot = self.reserve(tail, observed_head, len);
-            }
-            if let Some(slot) = slot {
-                let (off, total) = slot;
+            let tail = self.tail_under(&held)?;
+            let (slot, observed_head) = self.reserve_first(tail, len);
+            if let Some((off, total)) = slot {
                 // SAFETY: `reserve` checked that [off, off + record) is free space inside the data
                 // region, which only we (holding the put lock) write until we publish it; the
                 // mapping lives as long as `self`.
@@ -99,47 +82,183 @@ impl Ring {
                 }
                 // SAFETY: the header word is inside the reserved, 8-aligned record.
                 unsafe { self.header(off) }.store(len, Ordering::Relaxed);
-                let (tm, tp) = unpack(tail);
-                let new_tail = pack(tm.wrapping_add(1), tp.wrapping_add(total));
-                self.put_cache.set(new_tail, observed_head);
-                // SYNC(tail-publish): the record written above is visible to whoever loads this
-                // tail.
-                st.tail.pos.store(new_tail, Ordering::Release);
-                st.put_side.pos.store(new_tail, Ordering::Relaxed);
-                drop(held);
-                // The unlock orders the tail store against a consumer's sleeper announcement
-                // (see `RawLock::handshake`): it sees our tail, or we see it sleeping.
-                st.data_wait.word.notify_after_handshake(1);
+                self.publish(held, advance(tail, total), observed_head, 1);
                 return Ok(());
             }
             self.put_cache.set(tail, observed_head);
             drop(held);
-            // Full: wait for a consumer to free space.
-            if !backoff.is_completed() {
-                if deadline.is_some_and(|d| Instant::now() >= d) {
-                    return Err(self.full_or_disconnected());
-                }
-                backoff.snooze();
-                continue;
+            self.wait_for_room(&mut backoff, &mut prober, deadline, observed_head)?;
+        }
+    }
+
+    /// Puts up to `count` records under one hold of the put lock and publishes them with one
+    /// `tail` store: record `i` has `len(i)` payload bytes, written by `write(i, room)`.
+    /// Waits until `deadline` for room for the first record only, then adds every following
+    /// one that fits right now. Returns how many were published (at least one). A record that
+    /// cannot be put ends the batch before it; it fails only in first place.
+    pub(crate) fn put_batch(
+        &self,
+        count: usize,
+        deadline: Option<Instant>,
+        mut len: impl FnMut(usize) -> usize,
+        mut write: impl FnMut(usize, ForeignMut<'_>) -> bool,
+    ) -> Result<usize, PutFail> {
+        if count == 0 {
+            return Ok(0);
+        }
+        let first = len(0);
+        if first > self.max_message() {
+            return Err(PutFail::TooBig);
+        }
+        let st = self.st();
+        let mut backoff = Backoff::starting_at(FULL_BACKOFF_STEP);
+        let mut prober: Option<Prober> = None;
+        loop {
+            if self.is_closed() {
+                return Err(PutFail::Closed);
             }
-            let prober = prober.get_or_insert_with(Prober::new);
-            let probe = prober.due();
-            if !self.any_alive(false, probe) {
+            if !self.has_receivers() {
                 return Err(PutFail::Disconnected);
             }
-            let seen = st.space_wait.word.observe();
-            let Some(timeout) = prober.sleep_budget(deadline) else {
-                return Err(self.full_or_disconnected());
-            };
-            st.space_wait.word.wait_unless(seen, Some(timeout), || {
-                // Pairs with a consumer's unlock: we see its head, or it sees us asleep.
-                // SYNC(lock-handshake): with the unlock in `get_with`.
-                st.get_side.lock.handshake();
-                st.head.pos.load(Ordering::Acquire) != observed_head
-                    || self.is_closed()
-                    || !self.any_alive(false, false)
-            });
+            let held = st.put_side.lock.hold(deadline).ok_or(PutFail::Full)?;
+            let tail = self.tail_under(&held)?;
+            let (mut slot, mut observed_head) = self.reserve_first(tail, first as u32);
+            let mut end = tail;
+            let mut done = 0;
+            while let Some((off, total)) = slot {
+                let rec = if done == 0 { first } else { len(done) } as u32;
+                // SAFETY: as in `put_with`: [off, off + record) is free space that `reserve`
+                // found for a record of `rec` bytes, ours alone under the put lock.
+                let room = unsafe { ForeignMut::new(self.at(off + RECORD_HEADER), rec as usize) };
+                if !write(done, room) {
+                    if done == 0 {
+                        self.put_cache.set(tail, observed_head);
+                        drop(held);
+                        return Err(PutFail::Encode);
+                    }
+                    break;
+                }
+                // SAFETY: the header word is inside the reserved, 8-aligned record.
+                unsafe { self.header(off) }.store(rec, Ordering::Relaxed);
+                end = advance(end, total);
+                done += 1;
+                if done == count {
+                    break;
+                }
+                let next = len(done);
+                if next > self.max_message() {
+                    break;
+                }
+                slot = self.reserve(end, observed_head, next as u32);
+                if slot.is_none() {
+                    // Our copy of the head may lag: look at the real one once more.
+                    // SYNC(head-free)
+                    observed_head = st.head.pos.load(Ordering::Acquire);
+                    slot = self.reserve(end, observed_head, next as u32);
+                }
+            }
+            if done > 0 {
+                self.publish(held, end, observed_head, done);
+                return Ok(done);
+            }
+            self.put_cache.set(tail, observed_head);
+            drop(held);
+            self.wait_for_room(&mut backoff, &mut prober, deadline, observed_head)?;
         }
+    }
+
+    /// With the put lock held: the tail to write at, from our side's copy unless a holder died
+    /// and may have left it behind. `Corrupted` (and the lock released) if it is not 8-aligned.
+    #[inline]
+    fn tail_under(&self, held: &Held<'_>) -> Result<u64, PutFail> {
+        let st = self.st();
+        let tail = if held.taken_over() {
+            // Repair the copy at once: this put may end without publishing (full, or a
+            // failed encode), and the next holder takes the lock as clean.
+            let tail = st.tail.pos.load(Ordering::Relaxed);
+            st.put_side.pos.store(tail, Ordering::Relaxed);
+            tail
+        } else {
+            st.put_side.pos.load(Ordering::Relaxed)
+        };
+        if unpack(tail).1 % RECORD_HEADER != 0 {
+            // Records start 8-aligned: this tail was scribbled on, and would make us write
+            // a header through a misaligned pointer.
+            return Err(PutFail::Corrupted("ring positions"));
+        }
+        Ok(tail)
+    }
+
+    /// Room for a first record of `len` bytes at `tail`, and the head it was measured against.
+    /// Looks at our copy of the head first: it never runs ahead of the real one, so it can
+    /// only make us think the ring fuller than it is; re-reads the real head only then.
+    #[inline]
+    fn reserve_first(&self, tail: u64, len: u32) -> (Option<(u32, u32)>, u64) {
+        let st = self.st();
+        let cached = self.put_cache.get(tail);
+        // SYNC(head-free), for this load and the one below.
+        let mut observed_head = cached.unwrap_or_else(|| st.head.pos.load(Ordering::Acquire));
+        let mut slot = self.reserve(tail, observed_head, len);
+        if slot.is_none() && cached.is_some() {
+            observed_head = st.head.pos.load(Ordering::Acquire);
+            slot = self.reserve(tail, observed_head, len);
+        }
+        (slot, observed_head)
+    }
+
+    /// Publishes every record written up to `new_tail` (`records` of them), releases the put
+    /// lock and wakes up to as many sleeping consumers.
+    #[inline]
+    fn publish(&self, held: Held<'_>, new_tail: u64, observed_head: u64, records: usize) {
+        let st = self.st();
+        self.put_cache.set(new_tail, observed_head);
+        // SYNC(tail-publish): the records written before this store are visible to whoever
+        // loads this tail.
+        st.tail.pos.store(new_tail, Ordering::Release);
+        st.put_side.pos.store(new_tail, Ordering::Relaxed);
+        drop(held);
+        // The unlock orders the tail store against a consumer's sleeper announcement
+        // (see `RawLock::handshake`): it sees our tail, or we see it sleeping.
+        st.data_wait
+            .word
+            .notify_after_handshake(u32::try_from(records).unwrap_or(u32::MAX));
+    }
+
+    /// The ring was full at `observed_head`: back off, then sleep until a consumer frees
+    /// space. `Ok` means "look again".
+    fn wait_for_room(
+        &self,
+        backoff: &mut Backoff,
+        prober: &mut Option<Prober>,
+        deadline: Option<Instant>,
+        observed_head: u64,
+    ) -> Result<(), PutFail> {
+        let st = self.st();
+        if !backoff.is_completed() {
+            if deadline.is_some_and(|d| Instant::now() >= d) {
+                return Err(self.full_or_disconnected());
+            }
+            backoff.snooze();
+            return Ok(());
+        }
+        let prober = prober.get_or_insert_with(Prober::new);
+        let probe = prober.due();
+        if !self.any_alive(false, probe) {
+            return Err(PutFail::Disconnected);
+        }
+        let seen = st.space_wait.word.observe();
+        let Some(timeout) = prober.sleep_budget(deadline) else {
+            return Err(self.full_or_disconnected());
+        };
+        st.space_wait.word.wait_unless(seen, Some(timeout), || {
+            // Pairs with a consumer's unlock: we see its head, or it sees us asleep.
+            // SYNC(lock-handshake): with the unlock in `get_with`.
+            st.get_side.lock.handshake();
+            st.head.pos.load(Ordering::Acquire) != observed_head
+                || self.is_closed()
+                || !self.any_alive(false, false)
+        });
+        Ok(())
     }
 
     /// The error of a put that gives up on a full ring: `Disconnected` if no receiver is left.
