@@ -771,6 +771,10 @@ pub enum TaskError {
     /// panic message. It comes after the results of every item taken before.
     #[error("input iterator panicked: {0}")]
     Input(String),
+    /// An argument Python would reject with `ValueError` (a chunk size of 0), with what was
+    /// wrong.
+    #[error("invalid argument: {0}")]
+    InvalidArgument(String),
 }
 
 #[cfg(test)]

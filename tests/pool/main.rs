@@ -1627,6 +1627,32 @@ fn fork_pool_workers_start_while_another_thread_opens_and_drops_queues() {
 // ---------------------------------------------------------------------------------------------
 // Arguments Python rejects (issue 12)
 
+/// Issue 12: a chunk size of 0 is an error (Python's `ValueError`), not silently raised to 1:
+/// `map_chunked` fails before sending a task, `imap_chunked` yields the error once and ends,
+/// and the pool still works afterwards.
+#[test]
+fn issue_12_chunksize_zero_is_an_error() {
+    let _watchdog = watchdog(LIMIT, "issue_12_chunksize_zero_is_an_error");
+    let pool = Pool::new(1).unwrap();
+    const WHY: &str = "chunksize must be at least 1, not 0";
+    let invalid = |r: Result<Vec<u64>, TaskError>| match r {
+        Err(TaskError::InvalidArgument(why)) => assert_eq!(why, WHY),
+        other => panic!("expected InvalidArgument, got {other:?}"),
+    };
+    invalid(pool.map_chunked(square, 0..5u64, 0));
+    invalid(pool.map_chunked_timeout(square, 0..5u64, 0, Duration::from_secs(30)));
+    let mut taken = 0;
+    let mut it = pool.imap_chunked(square, (0..5u64).inspect(|_| taken += 1), 0);
+    invalid(it.next().unwrap().map(|v| vec![v]));
+    assert!(it.next().is_none());
+    drop(it);
+    assert_eq!(taken, 0, "no item may be taken");
+    assert_eq!(
+        pool.map_chunked(square, 0..5u64, 2).unwrap(),
+        [0, 1, 4, 9, 16]
+    );
+}
+
 /// Issue 12: a pool of 0 processes and `max_tasks_per_child(0)` are errors of `build` (both
 /// `ValueError` in Python), not silently raised to 1; nothing is started, and a later setter
 /// call replaces the bad value.

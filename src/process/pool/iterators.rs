@@ -29,7 +29,9 @@ pub(super) struct Feed<'p, I: Iterator> {
     exhausted: bool,
     /// The input iterator panicked (with this message) after `submitted` items; the reader
     /// gets it as [`TaskError::Input`] after their results.
-    pub(super) failed: Option<String>,
+    /// Why the feed stopped early (the input iterator panicked, or the chunk size was 0):
+    /// the result after the last one submitted.
+    pub(super) failed: Option<TaskError>,
     /// Made while the pool was open: its items are taken after `close` too (as if all had
     /// been submitted before it), until `join`. Counted in `Inbox::open_feeds` until done.
     admitted: bool,
@@ -73,8 +75,9 @@ impl<'p, I: Iterator> Feed<'p, I> {
             chunksize: chunksize.max(1),
             job: Job::new(0),
             submitted: 0,
-            exhausted: false,
-            failed: None,
+            // A chunk size of 0 takes nothing and ends with the error (Python's ValueError).
+            exhausted: chunksize == 0,
+            failed: (chunksize == 0).then(chunksize_error),
             admitted,
         }
     }
@@ -110,7 +113,7 @@ impl<'p, I: Iterator> Feed<'p, I> {
                     Ok(Some(a)) => a,
                     Ok(None) => break,
                     Err(payload) => {
-                        self.failed = Some(panic_message(payload.as_ref()));
+                        self.failed = Some(TaskError::Input(panic_message(payload.as_ref())));
                         break;
                     }
                 };
@@ -150,7 +153,7 @@ impl<R: DeserializeOwned, I: Iterator> Imap<'_, R, I> {
     fn next_deadline(&mut self, deadline: Option<Instant>) -> Option<Result<R, TaskError>> {
         self.feed.top_up(self.next);
         if self.next >= self.feed.submitted {
-            return self.feed.failed.take().map(|m| Err(TaskError::Input(m)));
+            return self.feed.failed.take().map(Err);
         }
         let i = self.next;
         let Some(mut st) = self
@@ -225,11 +228,7 @@ impl<R: DeserializeOwned, I: Iterator> ImapUnorderedIndexed<'_, R, I> {
         self.feed.top_up(self.taken);
         if self.taken >= self.feed.submitted {
             let at = self.feed.submitted;
-            return self
-                .feed
-                .failed
-                .take()
-                .map(|m| (at, Err(TaskError::Input(m))));
+            return self.feed.failed.take().map(|e| (at, Err(e)));
         }
         let Some(mut st) = self.feed.job.wait_until(Want::Any, deadline, |st| {
             st.arrived.as_ref().is_some_and(|a| !a.is_empty())
@@ -341,4 +340,9 @@ impl<R> AsyncResult<R> {
         let st = self.job.lock();
         Self::is_ready(&st, self.tasks).then(|| st.all_succeeded(self.tasks))
     }
+}
+
+/// The error of a chunk size of 0.
+pub(super) fn chunksize_error() -> TaskError {
+    TaskError::InvalidArgument("chunksize must be at least 1, not 0".into())
 }

@@ -325,7 +325,8 @@ impl Pool {
     /// [`map`](Self::map) with an explicit chunk size (tasks per message to a worker).
     ///
     /// # Errors
-    /// As [`map`](Self::map).
+    /// As [`map`](Self::map); [`TaskError::InvalidArgument`] for a chunk size of 0 (Python's
+    /// `ValueError`), before any task is sent.
     pub fn map_chunked<A, R, I>(
         &self,
         f: fn(A) -> R,
@@ -402,7 +403,8 @@ impl Pool {
     /// [`map_timeout`](Self::map_timeout).
     ///
     /// # Errors
-    /// As [`map_timeout`](Self::map_timeout).
+    /// As [`map_timeout`](Self::map_timeout), and [`TaskError::InvalidArgument`] for a chunk
+    /// size of 0.
     pub fn map_chunked_timeout<A, R, I>(
         &self,
         f: fn(A) -> R,
@@ -476,6 +478,9 @@ impl Pool {
         I: IntoIterator,
         I::Item: EncodesAs<S::Args>,
     {
+        if chunksize == Some(0) {
+            return Err(iterators::chunksize_error());
+        }
         let deadline = crate::sync::wait::deadline_after(timeout);
         let r = self.submit_map(f, items, chunksize);
         match deadline {
@@ -497,6 +502,9 @@ impl Pool {
         I: IntoIterator,
         I::Item: EncodesAs<S::Args>,
     {
+        if chunksize == Some(0) {
+            return Err(iterators::chunksize_error());
+        }
         self.submit_map(f, items, chunksize).get()
     }
 
@@ -568,7 +576,8 @@ impl Pool {
         self.imap_chunked(f, items, 1)
     }
 
-    /// [`imap`](Self::imap) with `chunksize` tasks per message to a worker.
+    /// [`imap`](Self::imap) with `chunksize` tasks per message to a worker. A chunk size of 0
+    /// takes no item: the iterator yields [`TaskError::InvalidArgument`] once, then ends.
     pub fn imap_chunked<A, R, I>(
         &self,
         f: fn(A) -> R,
