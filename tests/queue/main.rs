@@ -902,3 +902,105 @@ fn batch_edges_partial_puts_empty_gets_errors_and_a_bad_message() {
     assert_eq!(rx.get_many(&mut out, 10), Ok(1));
     assert_eq!(out, ["c"]);
 }
+
+/// A value whose encoding changes length from one call to the next (a `Cell` counter stands in
+/// for a `Mutex` another thread writes, or a map whose order changes). The room of a record in
+/// a batch is the length asked for once: the longer second encoding must fail with `Encode`,
+/// never write past the room (here, past the end of a 4 KiB ring).
+struct Grows {
+    /// Encodes to nothing the first time, to `later` bytes after that.
+    grows: bool,
+    calls: std::cell::Cell<u32>,
+    later: usize,
+}
+
+impl Serialize for Grows {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let n = self.calls.get();
+        self.calls.set(n + 1);
+        let len = if self.grows && n == 0 { 0 } else { self.later };
+        vec![7u8; len].serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for Grows {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let v = Vec::<u8>::deserialize(d)?;
+        Ok(Self {
+            grows: false,
+            calls: std::cell::Cell::new(0),
+            later: v.len(),
+        })
+    }
+}
+
+#[test]
+fn a_batch_value_that_encodes_longer_the_second_time_stays_inside_its_room() {
+    for later in [40, 1 << 20] {
+        let (tx, rx) = Queue::<Grows>::builder()
+            .max_bytes(4096)
+            .create()
+            .and_then(Queue::split)
+            .unwrap();
+        let grows = || Grows {
+            grows: true,
+            calls: std::cell::Cell::new(0),
+            later,
+        };
+        // Behind a well-behaved first value, and in first place.
+        let batch = [
+            Grows {
+                grows: false,
+                calls: std::cell::Cell::new(0),
+                later: 3,
+            },
+            grows(),
+        ];
+        match tx.try_put_many(&batch) {
+            Ok(1) => {}
+            other => panic!("expected the first value alone to go in, got {other:?}"),
+        }
+        match tx.try_put_many(&[grows(), grows()]) {
+            Err(TryPutError::Encode(..)) => {}
+            other => panic!("expected an encode error, got {other:?}"),
+        }
+        match tx.put_many(&[grows()]) {
+            Err(PutError::Encode(0, _)) => {}
+            other => panic!("expected an encode error with 0 sent, got {other:?}"),
+        }
+        let mut out = Vec::new();
+        assert_eq!(rx.try_get_many(&mut out, 10), Ok(1));
+        assert_eq!(out[0].later, 3);
+        assert_eq!(rx.try_get_many(&mut out, 10), Err(TryGetError::Empty));
+    }
+}
+
+/// A `Deserialize` that panics on 13.
+#[derive(Debug, PartialEq, Serialize)]
+struct NotThirteen(u64);
+
+impl<'de> Deserialize<'de> for NotThirteen {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let v = u64::deserialize(d)?;
+        assert_ne!(v, 13, "thirteen");
+        Ok(Self(v))
+    }
+}
+
+#[test]
+fn a_decoder_that_panics_mid_batch_neither_loses_nor_repeats_a_message() {
+    let (tx, rx) = multiproc::channel::<NotThirteen>(16).unwrap();
+    tx.put_many(&[NotThirteen(1), NotThirteen(2)]).unwrap();
+    tx.put_bytes(&[13]).unwrap(); // postcard's 13
+    tx.put(NotThirteen(4)).unwrap();
+    let mut out = Vec::new();
+    let panicked =
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| rx.get_many(&mut out, 10)));
+    assert!(panicked.is_err(), "the decoder must have panicked");
+    assert_eq!(out, [NotThirteen(1), NotThirteen(2)]);
+    // The two taken are gone; the message the decoder panicked on is still first.
+    assert_eq!(rx.get_bytes().unwrap(), [13]);
+    out.clear();
+    assert_eq!(rx.try_get_many(&mut out, 10), Ok(1));
+    assert_eq!(out, [NotThirteen(4)]);
+}

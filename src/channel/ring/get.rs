@@ -26,6 +26,24 @@ pub(crate) enum GetFail {
     BufferTooSmall(usize),
 }
 
+/// Records a batch consumed, freed (one `head` store) when it is dropped, under the get lock.
+struct Taken<'a> {
+    ring: &'a Ring,
+    /// The head after the last record consumed.
+    at: u64,
+    /// The tail the batch read up to.
+    tail: u64,
+    count: usize,
+}
+
+impl Drop for Taken<'_> {
+    fn drop(&mut self) {
+        if self.count > 0 {
+            self.ring.free_up_to(self.at, self.tail);
+        }
+    }
+}
+
 /// Spin-then-sleep state of one blocking get.
 struct Waiter {
     spun: bool,
@@ -232,26 +250,30 @@ impl Ring {
         read: &mut impl FnMut(Foreign<'_>) -> bool,
     ) -> Result<usize, GetFail> {
         let (head, tail) = self.head_and_tail();
-        let mut at = head;
-        let mut taken = 0;
-        while taken < max {
-            let (payload, next) = match self.record_at(at, tail, None) {
+        // Frees what `read` was given when it ends, also when `read` panics (a user's
+        // `Deserialize`): the values it returned are the caller's already, and must not be
+        // taken again. The record `read` panicked on stays, as with a single get.
+        let mut batch = Taken {
+            ring: self,
+            at: head,
+            tail,
+            count: 0,
+        };
+        while batch.count < max {
+            let (payload, next) = match self.record_at(batch.at, tail, None) {
                 Ok(Some(record)) => record,
                 Ok(None) => break,
-                Err(e) if taken == 0 => return Err(e),
+                Err(e) if batch.count == 0 => return Err(e),
                 Err(_) => break,
             };
             let more = read(payload);
-            at = next;
-            taken += 1;
+            batch.at = next;
+            batch.count += 1;
             if !more {
                 break;
             }
         }
-        if taken > 0 {
-            self.free_up_to(at, tail);
-        }
-        Ok(taken)
+        Ok(batch.count)
     }
 
     /// With the get lock held: the head, and the tail to read up to (our copy while it shows

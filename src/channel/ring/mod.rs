@@ -39,7 +39,9 @@
 //! Crash consistency follows: a producer killed before its `tail` store leaves nothing visible
 //! (the next producer takes the put lock as owner-died and overwrites the bytes); a consumer
 //! killed before its `head` store leaves the message in place for the next consumer; one killed
-//! after it loses only that message.
+//! after it loses only that message (or, for a batch taken with one `head` store, the messages of
+//! that batch). A batch of puts is published with one `tail` store: a producer killed before it
+//! publishes none of the batch.
 //!
 //! # Parts
 //!

@@ -92,7 +92,9 @@ impl Ring {
     }
 
     /// Puts up to `count` records under one hold of the put lock and publishes them with one
-    /// `tail` store: record `i` has `len(i)` payload bytes, written by `write(i, room)`.
+    /// `tail` store: record `i` has `len(i)` payload bytes, written by `write(i, room)` into a
+    /// room of exactly that many bytes. `len` is called once per record (it may run user code
+    /// that answers differently each time).
     /// Waits until `deadline` for room for the first record only, then adds every following
     /// one that fits right now. Returns how many were published (at least one). A record that
     /// cannot be put ends the batch before it; it fails only in first place.
@@ -125,8 +127,10 @@ impl Ring {
             let (mut slot, mut observed_head) = self.reserve_first(tail, first as u32);
             let mut end = tail;
             let mut done = 0;
+            // Each length is asked for once: the room and the header must be the length
+            // `reserve` made room for, whatever a second call would say.
+            let mut rec = first as u32;
             while let Some((off, total)) = slot {
-                let rec = if done == 0 { first } else { len(done) } as u32;
                 // SAFETY: as in `put_with`: [off, off + record) is free space that `reserve`
                 // found for a record of `rec` bytes, ours alone under the put lock.
                 let room = unsafe { ForeignMut::new(self.at(off + RECORD_HEADER), rec as usize) };
@@ -149,12 +153,13 @@ impl Ring {
                 if next > self.max_message() {
                     break;
                 }
-                slot = self.reserve(end, observed_head, next as u32);
+                rec = next as u32;
+                slot = self.reserve(end, observed_head, rec);
                 if slot.is_none() {
                     // Our copy of the head may lag: look at the real one once more.
                     // SYNC(head-free)
                     observed_head = st.head.pos.load(Ordering::Acquire);
-                    slot = self.reserve(end, observed_head, next as u32);
+                    slot = self.reserve(end, observed_head, rec);
                 }
             }
             if done > 0 {

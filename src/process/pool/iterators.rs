@@ -63,7 +63,8 @@ impl<'p, I: Iterator> Feed<'p, I> {
     {
         let admitted = {
             let mut inbox = pool.shared.inbox();
-            let open = !(inbox.closed || inbox.stopped || inbox.terminate);
+            // A chunk size of 0 takes nothing: it need not keep the pool's manager running.
+            let open = !(inbox.closed || inbox.stopped || inbox.terminate) && chunksize != 0;
             inbox.open_feeds += usize::from(open);
             open
         };
