@@ -49,6 +49,9 @@
 //! ring drained, takes and releases the put lock, so that a put that missed the state has
 //! published by then (SYNC(state-under-lock)). An immediate shutdown drops the queued messages
 //! itself, under the get lock, once the puts in flight are done (`Ring::drop_queued`).
+//! A process killed half-way through a shutdown leaves the state set, which is all that puts
+//! and draining gets need; one killed before dropping the queued messages of an immediate
+//! shutdown leaves them to the gets' fast path, until another immediate shutdown drops them.
 //!
 //! # Parts
 //!
