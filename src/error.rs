@@ -285,6 +285,10 @@ pub enum PutError<T> {
     /// The queue was closed with `close()`.
     #[error("queue is closed")]
     Closed(T),
+    /// The queue was shut down with `shutdown()` or `shutdown_immediate()` (Python's
+    /// `queue.ShutDown`).
+    #[error("queue is shut down")]
+    ShutDown(T),
     /// The encoded message is larger than the queue can ever hold.
     #[error("message is larger than the queue can hold")]
     TooLarge(T),
@@ -303,6 +307,7 @@ impl<T> PutError<T> {
         match self {
             Self::Disconnected(v)
             | Self::Closed(v)
+            | Self::ShutDown(v)
             | Self::TooLarge(v)
             | Self::Encode(v, _)
             | Self::Corrupted(v, _) => v,
@@ -313,6 +318,11 @@ impl<T> PutError<T> {
     pub fn is_disconnected(&self) -> bool {
         matches!(self, Self::Disconnected(_))
     }
+
+    /// Whether the queue was shut down (Python's `queue.ShutDown`).
+    pub fn is_shut_down(&self) -> bool {
+        matches!(self, Self::ShutDown(_))
+    }
 }
 
 impl<T> std::fmt::Debug for PutError<T> {
@@ -320,6 +330,7 @@ impl<T> std::fmt::Debug for PutError<T> {
         f.write_str(match self {
             Self::Disconnected(_) => "Disconnected(..)",
             Self::Closed(_) => "Closed(..)",
+            Self::ShutDown(_) => "ShutDown(..)",
             Self::TooLarge(_) => "TooLarge(..)",
             Self::Encode(_, e) => return write!(f, "Encode(.., {e:?})"),
             Self::Corrupted(_, _) => "Corrupted(..)",
@@ -356,6 +367,9 @@ pub enum TryPutError<T> {
     /// As [`PutError::Closed`].
     #[error("queue is closed")]
     Closed(T),
+    /// As [`PutError::ShutDown`].
+    #[error("queue is shut down")]
+    ShutDown(T),
     /// As [`PutError::TooLarge`].
     #[error("message is larger than the queue can hold")]
     TooLarge(T),
@@ -374,6 +388,7 @@ impl<T> TryPutError<T> {
             Self::Full(v)
             | Self::Disconnected(v)
             | Self::Closed(v)
+            | Self::ShutDown(v)
             | Self::TooLarge(v)
             | Self::Encode(v, _)
             | Self::Corrupted(v, _) => v,
@@ -389,6 +404,11 @@ impl<T> TryPutError<T> {
     pub fn is_disconnected(&self) -> bool {
         matches!(self, Self::Disconnected(_))
     }
+
+    /// Whether the queue was shut down (Python's `queue.ShutDown`).
+    pub fn is_shut_down(&self) -> bool {
+        matches!(self, Self::ShutDown(_))
+    }
 }
 
 impl<T> From<PutError<T>> for TryPutError<T> {
@@ -396,6 +416,7 @@ impl<T> From<PutError<T>> for TryPutError<T> {
         match e {
             PutError::Disconnected(v) => Self::Disconnected(v),
             PutError::Closed(v) => Self::Closed(v),
+            PutError::ShutDown(v) => Self::ShutDown(v),
             PutError::TooLarge(v) => Self::TooLarge(v),
             PutError::Encode(v, e) => Self::Encode(v, e),
             PutError::Corrupted(v, what) => Self::Corrupted(v, what),
@@ -409,6 +430,7 @@ impl<T> std::fmt::Debug for TryPutError<T> {
             Self::Full(_) => "Full(..)",
             Self::Disconnected(_) => "Disconnected(..)",
             Self::Closed(_) => "Closed(..)",
+            Self::ShutDown(_) => "ShutDown(..)",
             Self::TooLarge(_) => "TooLarge(..)",
             Self::Encode(_, e) => return write!(f, "Encode(.., {e:?})"),
             Self::Corrupted(_, _) => "Corrupted(..)",
@@ -443,6 +465,9 @@ pub enum PutTimeoutError<T> {
     /// As [`PutError::Closed`].
     #[error("queue is closed")]
     Closed(T),
+    /// As [`PutError::ShutDown`].
+    #[error("queue is shut down")]
+    ShutDown(T),
     /// As [`PutError::TooLarge`].
     #[error("message is larger than the queue can hold")]
     TooLarge(T),
@@ -461,6 +486,7 @@ impl<T> PutTimeoutError<T> {
             Self::Timeout(v)
             | Self::Disconnected(v)
             | Self::Closed(v)
+            | Self::ShutDown(v)
             | Self::TooLarge(v)
             | Self::Encode(v, _)
             | Self::Corrupted(v, _) => v,
@@ -476,6 +502,11 @@ impl<T> PutTimeoutError<T> {
     pub fn is_disconnected(&self) -> bool {
         matches!(self, Self::Disconnected(_))
     }
+
+    /// Whether the queue was shut down (Python's `queue.ShutDown`).
+    pub fn is_shut_down(&self) -> bool {
+        matches!(self, Self::ShutDown(_))
+    }
 }
 
 impl<T> From<PutError<T>> for PutTimeoutError<T> {
@@ -483,6 +514,7 @@ impl<T> From<PutError<T>> for PutTimeoutError<T> {
         match e {
             PutError::Disconnected(v) => Self::Disconnected(v),
             PutError::Closed(v) => Self::Closed(v),
+            PutError::ShutDown(v) => Self::ShutDown(v),
             PutError::TooLarge(v) => Self::TooLarge(v),
             PutError::Encode(v, e) => Self::Encode(v, e),
             PutError::Corrupted(v, what) => Self::Corrupted(v, what),
@@ -496,6 +528,7 @@ impl<T> std::fmt::Debug for PutTimeoutError<T> {
             Self::Timeout(_) => "Timeout(..)",
             Self::Disconnected(_) => "Disconnected(..)",
             Self::Closed(_) => "Closed(..)",
+            Self::ShutDown(_) => "ShutDown(..)",
             Self::TooLarge(_) => "TooLarge(..)",
             Self::Encode(_, e) => return write!(f, "Encode(.., {e:?})"),
             Self::Corrupted(_, _) => "Corrupted(..)",
@@ -526,6 +559,10 @@ pub enum GetError {
     /// drained.
     #[error("every sender is gone and the queue is drained")]
     Disconnected,
+    /// The queue was shut down with `shutdown()` and is drained, or with
+    /// `shutdown_immediate()` (Python's `queue.ShutDown`).
+    #[error("queue is shut down")]
+    ShutDown,
     /// The caller's buffer is smaller than the next message (which stays in the queue).
     #[error("message of {0} bytes does not fit the buffer")]
     BufferTooSmall(usize),
@@ -542,6 +579,11 @@ impl GetError {
     /// Whether every sending handle is gone and the queue is drained.
     pub fn is_disconnected(&self) -> bool {
         matches!(self, Self::Disconnected)
+    }
+
+    /// Whether the queue was shut down (Python's `queue.ShutDown`).
+    pub fn is_shut_down(&self) -> bool {
+        matches!(self, Self::ShutDown)
     }
 }
 
@@ -569,6 +611,9 @@ pub enum TryGetError {
     /// As [`GetError::Disconnected`].
     #[error("every sender is gone and the queue is drained")]
     Disconnected,
+    /// As [`GetError::ShutDown`].
+    #[error("queue is shut down")]
+    ShutDown,
     /// As [`GetError::BufferTooSmall`].
     #[error("message of {0} bytes does not fit the buffer")]
     BufferTooSmall(usize),
@@ -590,12 +635,18 @@ impl TryGetError {
     pub fn is_disconnected(&self) -> bool {
         matches!(self, Self::Disconnected)
     }
+
+    /// Whether the queue was shut down (Python's `queue.ShutDown`).
+    pub fn is_shut_down(&self) -> bool {
+        matches!(self, Self::ShutDown)
+    }
 }
 
 impl From<GetError> for TryGetError {
     fn from(e: GetError) -> Self {
         match e {
             GetError::Disconnected => Self::Disconnected,
+            GetError::ShutDown => Self::ShutDown,
             GetError::BufferTooSmall(n) => Self::BufferTooSmall(n),
             GetError::Decode(e) => Self::Decode(e),
             GetError::Corrupted(what) => Self::Corrupted(what),
@@ -627,6 +678,9 @@ pub enum GetTimeoutError {
     /// As [`GetError::Disconnected`].
     #[error("every sender is gone and the queue is drained")]
     Disconnected,
+    /// As [`GetError::ShutDown`].
+    #[error("queue is shut down")]
+    ShutDown,
     /// As [`GetError::BufferTooSmall`].
     #[error("message of {0} bytes does not fit the buffer")]
     BufferTooSmall(usize),
@@ -648,12 +702,18 @@ impl GetTimeoutError {
     pub fn is_disconnected(&self) -> bool {
         matches!(self, Self::Disconnected)
     }
+
+    /// Whether the queue was shut down (Python's `queue.ShutDown`).
+    pub fn is_shut_down(&self) -> bool {
+        matches!(self, Self::ShutDown)
+    }
 }
 
 impl From<GetError> for GetTimeoutError {
     fn from(e: GetError) -> Self {
         match e {
             GetError::Disconnected => Self::Disconnected,
+            GetError::ShutDown => Self::ShutDown,
             GetError::BufferTooSmall(n) => Self::BufferTooSmall(n),
             GetError::Decode(e) => Self::Decode(e),
             GetError::Corrupted(what) => Self::Corrupted(what),
@@ -794,6 +854,7 @@ mod tests {
                 PutError::TooLarge(3),
                 PutError::Encode(4, encode_error()),
                 PutError::Corrupted(5, "ring positions"),
+                PutError::ShutDown(6),
             ]
         };
         let tried: Vec<TryPutError<u32>> = all().into_iter().map(Into::into).collect();
@@ -805,6 +866,7 @@ mod tests {
                 TryPutError::TooLarge(3),
                 TryPutError::Encode(4, encode_error()),
                 TryPutError::Corrupted(5, "ring positions"),
+                TryPutError::ShutDown(6),
             ]
         );
         let timed: Vec<PutTimeoutError<u32>> = all().into_iter().map(Into::into).collect();
@@ -816,6 +878,7 @@ mod tests {
                 PutTimeoutError::TooLarge(3),
                 PutTimeoutError::Encode(4, encode_error()),
                 PutTimeoutError::Corrupted(5, "ring positions"),
+                PutTimeoutError::ShutDown(6),
             ]
         );
         // Each form says the same thing about the same failure.
@@ -826,7 +889,7 @@ mod tests {
             assert_eq!(format!("{p:?}"), format!("{w:?}"));
         }
         let values: Vec<u32> = all().into_iter().map(PutError::into_inner).collect();
-        assert_eq!(values, [1, 2, 3, 4, 5]);
+        assert_eq!(values, [1, 2, 3, 4, 5, 6]);
     }
 
     #[test]
@@ -871,6 +934,7 @@ mod tests {
                 GetError::BufferTooSmall(12),
                 GetError::Decode(decode()),
                 GetError::Corrupted("record length"),
+                GetError::ShutDown,
             ]
         };
         let tried: Vec<TryGetError> = all().into_iter().map(Into::into).collect();
@@ -881,6 +945,7 @@ mod tests {
                 TryGetError::BufferTooSmall(12),
                 TryGetError::Decode(decode()),
                 TryGetError::Corrupted("record length"),
+                TryGetError::ShutDown,
             ]
         );
         let timed: Vec<GetTimeoutError> = all().into_iter().map(Into::into).collect();
@@ -891,6 +956,7 @@ mod tests {
                 GetTimeoutError::BufferTooSmall(12),
                 GetTimeoutError::Decode(decode()),
                 GetTimeoutError::Corrupted("record length"),
+                GetTimeoutError::ShutDown,
             ]
         );
         for ((g, t), w) in all().iter().zip(&tried).zip(&timed) {
@@ -922,6 +988,37 @@ mod tests {
             GetTimeoutError::Timeout.to_string(),
             "timed out waiting for a message"
         );
+    }
+
+    #[test]
+    fn shut_down_predicates_and_messages() {
+        assert!(PutError::ShutDown(()).is_shut_down());
+        assert!(!PutError::ShutDown(()).is_disconnected());
+        assert!(!PutError::Closed(()).is_shut_down());
+        assert!(TryPutError::ShutDown(()).is_shut_down());
+        assert!(!TryPutError::ShutDown(()).is_full());
+        assert!(!TryPutError::Full(()).is_shut_down());
+        assert!(PutTimeoutError::ShutDown(()).is_shut_down());
+        assert!(!PutTimeoutError::ShutDown(()).is_timeout());
+        assert!(!PutTimeoutError::Timeout(()).is_shut_down());
+        assert_eq!(PutError::ShutDown(9).into_inner(), 9);
+        assert_eq!(TryPutError::ShutDown(9).into_inner(), 9);
+        assert_eq!(PutTimeoutError::ShutDown(9).into_inner(), 9);
+        assert_eq!(PutError::ShutDown(9).to_string(), "queue is shut down");
+        assert_eq!(format!("{:?}", PutError::ShutDown(9)), "ShutDown(..)");
+
+        assert!(GetError::ShutDown.is_shut_down());
+        assert!(!GetError::ShutDown.is_disconnected());
+        assert!(!GetError::Disconnected.is_shut_down());
+        assert!(TryGetError::ShutDown.is_shut_down());
+        assert!(!TryGetError::ShutDown.is_empty());
+        assert!(!TryGetError::Empty.is_shut_down());
+        assert!(GetTimeoutError::ShutDown.is_shut_down());
+        assert!(!GetTimeoutError::ShutDown.is_timeout());
+        assert!(!GetTimeoutError::Timeout.is_shut_down());
+        assert_eq!(GetError::ShutDown.to_string(), "queue is shut down");
+        assert_eq!(TryGetError::ShutDown.to_string(), "queue is shut down");
+        assert_eq!(GetTimeoutError::ShutDown.to_string(), "queue is shut down");
     }
 
     #[test]

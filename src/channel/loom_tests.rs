@@ -4,7 +4,7 @@
 use loom::sync::Arc;
 use loom::thread;
 
-use super::ring::{GetFail, Ring, Role};
+use super::ring::{GetFail, PutFail, Ring, Role};
 
 const SEND: Role = Role {
     send: true,
@@ -127,5 +127,81 @@ fn ring_one_producer_two_consumers() {
         let mut got: Vec<u8> = consumers.into_iter().map(|c| c.join().unwrap()).collect();
         got.sort_unstable();
         assert_eq!(got, [1, 2]);
+    });
+}
+
+/// A consumer asleep on an empty ring is woken by a shutdown from another thread: `ShutDown`.
+#[test]
+fn ring_shutdown_wakes_the_consumer() {
+    loom::model(|| {
+        let ring = Arc::new(Ring::in_heap(64, 4));
+        ring.attach(SEND).unwrap();
+        ring.attach(RECV).unwrap();
+        let closer = {
+            let ring = ring.clone();
+            thread::spawn(move || ring.shutdown(false))
+        };
+        assert_eq!(get(&ring), Err(GetFail::ShutDown));
+        closer.join().unwrap();
+    });
+}
+
+/// A producer asleep on a full ring is woken by an immediate shutdown, which drops the queued
+/// message: the put fails with `ShutDown`, and so does the get after it.
+#[test]
+fn ring_immediate_shutdown_wakes_the_producer_and_drops_the_queue() {
+    loom::model(|| {
+        let ring = Arc::new(Ring::in_heap(64, 1));
+        ring.attach(SEND).unwrap();
+        ring.attach(RECV).unwrap();
+        put(&ring, 1);
+        let producer = {
+            let ring = ring.clone();
+            thread::spawn(move || ring.put_with(1, None, |mut room| room.write_at(0, &[2])))
+        };
+        ring.shutdown(true);
+        assert_eq!(producer.join().unwrap(), Err(PutFail::ShutDown));
+        assert_eq!(get(&ring), Err(GetFail::ShutDown));
+        assert_eq!(ring.unfinished(), 0);
+    });
+}
+
+/// A put racing a plain shutdown (from a third thread) either fails, or its message is
+/// received before the consumer's `ShutDown`: a consumer that drains until `ShutDown` never
+/// misses a message whose put succeeded (a get waits out the puts in flight before it calls
+/// the ring drained). (Three threads: one preemption, as in the model above; it is enough for
+/// the producer to stop between its look at the state and its publish.)
+#[test]
+fn ring_plain_shutdown_loses_no_put_that_succeeded() {
+    let mut model = loom::model::Builder::new();
+    model.preemption_bound = Some(1);
+    model.check(|| {
+        let ring = Arc::new(Ring::in_heap(64, 4));
+        ring.attach(SEND).unwrap();
+        ring.attach(RECV).unwrap();
+        let producer = {
+            let ring = ring.clone();
+            thread::spawn(move || ring.put_with(1, None, |mut room| room.write_at(0, &[7])))
+        };
+        let closer = {
+            let ring = ring.clone();
+            thread::spawn(move || ring.shutdown(false))
+        };
+        let mut got = Vec::new();
+        let end = loop {
+            match get(&ring) {
+                Ok(v) => got.push(v),
+                Err(e) => break e,
+            }
+        };
+        assert_eq!(end, GetFail::ShutDown);
+        closer.join().unwrap();
+        match producer.join().unwrap() {
+            Ok(()) => assert_eq!(got, [7]),
+            Err(e) => {
+                assert_eq!(e, PutFail::ShutDown);
+                assert!(got.is_empty());
+            }
+        }
     });
 }

@@ -376,6 +376,7 @@ fn put_failed<T>(f: PutFail, v: T) -> Failed<PutError<T>, T> {
         PutFail::Full => return Failed::OutOfTime(v),
         PutFail::Disconnected => PutError::Disconnected(v),
         PutFail::Closed => PutError::Closed(v),
+        PutFail::ShutDown => PutError::ShutDown(v),
         PutFail::TooBig | PutFail::Encode => PutError::TooLarge(v),
         PutFail::Corrupted(what) => PutError::Corrupted(v, what),
     })
@@ -385,6 +386,7 @@ fn get_failed(f: GetFail) -> Failed<GetError> {
     Failed::Error(match f {
         GetFail::Empty => return Failed::OutOfTime(()),
         GetFail::Disconnected => GetError::Disconnected,
+        GetFail::ShutDown => GetError::ShutDown,
         GetFail::Corrupted(what) => GetError::Corrupted(what),
         GetFail::BufferTooSmall(n) => GetError::BufferTooSmall(n),
     })
@@ -717,6 +719,60 @@ macro_rules! endpoint_type {
             pub fn is_closed(&self) -> bool {
                 self.ep.ring().is_closed()
             }
+
+            /// Shuts the queue down for every process, as Python's `Queue.shutdown()`: puts
+            /// fail with `ShutDown` (the value comes back); gets take what is queued and then
+            /// fail with `ShutDown` instead of waiting. Every process blocked in a put or get
+            /// wakes up to see it. Shutting down again does nothing;
+            /// [`shutdown_immediate`](Self::shutdown_immediate) may follow.
+            ///
+            /// Returns once no put can succeed any more: a put in another process that is
+            /// copying its message in at this moment finishes first (and its message is
+            /// there for the gets to drain).
+            ///
+            /// ```
+            /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+            /// use multiproc::{GetError, PutError};
+            ///
+            /// let q = multiproc::Queue::<u32>::new(4)?;
+            /// q.put(1)?;
+            /// q.shutdown();
+            /// assert!(q.is_shutdown());
+            /// assert_eq!(q.put(2), Err(PutError::ShutDown(2)));
+            /// assert_eq!(q.get()?, 1);
+            /// assert_eq!(q.get(), Err(GetError::ShutDown));
+            /// # Ok(()) }
+            /// ```
+            pub fn shutdown(&self) {
+                self.ep.ring().shutdown(false)
+            }
+
+            /// Shuts the queue down at once, as Python's `Queue.shutdown(immediate=True)`:
+            /// as [`shutdown`](Self::shutdown), but gets fail with `ShutDown` at once too,
+            /// in every process, and the queued messages are dropped. For a
+            /// [`JoinableQueue`], each dropped message counts as a task done, so `join`
+            /// returns once the tasks already taken with `get` are done. May follow a plain
+            /// `shutdown`.
+            ///
+            /// ```
+            /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+            /// use multiproc::GetError;
+            ///
+            /// let q = multiproc::JoinableQueue::<u32>::new(4)?;
+            /// q.put(1)?;
+            /// q.shutdown_immediate();
+            /// assert_eq!(q.get(), Err(GetError::ShutDown));
+            /// q.join(); // the dropped message counts as done
+            /// # Ok(()) }
+            /// ```
+            pub fn shutdown_immediate(&self) {
+                self.ep.ring().shutdown(true)
+            }
+
+            /// Whether the queue was shut down (by any process), Python's `is_shutdown`.
+            pub fn is_shutdown(&self) -> bool {
+                self.ep.ring().is_shut_down()
+            }
         }
 
         impl<T, C> Builder<$ty<T, C>> {
@@ -771,8 +827,8 @@ macro_rules! sending {
             /// Puts `value`, waiting for room as long as it takes.
             ///
             /// # Errors
-            /// [`PutError`] with the value: `Disconnected`, `Closed`, `TooLarge`, `Encode` or
-            /// `Corrupted`.
+            /// [`PutError`] with the value: `Disconnected`, `Closed`, `ShutDown`, `TooLarge`,
+            /// `Encode` or `Corrupted`.
             #[doc(alias = "send")]
             pub fn put(&self, value: T) -> Result<(), PutError<T>> {
                 put_blocking(value, |v| self.ep.put::<T, C>(v, None))
@@ -890,7 +946,9 @@ macro_rules! receiving {
             ///
             /// # Errors
             /// [`GetError`]: `Disconnected` once every sender is gone and the queue is drained;
-            /// `Decode` or `Corrupted` for bad bytes from another process.
+            /// `ShutDown` once the queue is shut down and drained (at once after
+            /// `shutdown_immediate`); `Decode` or `Corrupted` for bad bytes from another
+            /// process.
             #[doc(alias = "recv")]
             pub fn get(&self) -> Result<T, GetError> {
                 let mut slot = Slot::new();
@@ -1172,7 +1230,7 @@ impl<T, C: Codec<T>> Receiver<T, C> {
     }
 
     /// Waits at most `timeout` for something to take; `true` if a `get` would return at once
-    /// (with a message, or with `Disconnected`).
+    /// (with a message, or with `Disconnected` or `ShutDown`).
     pub fn poll(&self, timeout: Duration) -> bool {
         self.ring_poll(after(timeout))
     }
@@ -1245,7 +1303,10 @@ impl<T, C: Codec<T>> JoinableQueue<T, C> {
         }
     }
 
-    /// Waits until every message put has been marked done.
+    /// Waits until every message put has been marked done (or dropped by
+    /// [`shutdown_immediate`](Self::shutdown_immediate)). A plain
+    /// [`shutdown`](Self::shutdown) does not end the wait: the queued messages are still to
+    /// be taken and marked done, as in Python.
     pub fn join(&self) {
         self.ep.ring().join(None);
     }

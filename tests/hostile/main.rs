@@ -72,7 +72,8 @@ const HDR_CREATOR: usize = 40;
 /// two wait lines, task line, then 128 peer slots of 32 bytes; the data region follows.
 const Q_CAPACITY: usize = H;
 const Q_MAX_MESSAGES: usize = H + 4;
-const Q_CLOSED: usize = H + 8;
+/// The state word: 0 open, 1 closed, 2 shut down, 6 shut down at once (see `ConfigLine`).
+const Q_STATE: usize = H + 8;
 const Q_SENDERS: usize = H + 12;
 const Q_RECEIVERS: usize = H + 16;
 const Q_PUT_LINE: usize = H + 64;
@@ -822,7 +823,7 @@ fn run_case(case: &Case) -> Result<(), String> {
             if let Some(raw) = raw_slot.get() {
                 raw.restore_all();
                 if matches!(case.kind, Kind::Queue | Kind::JoinableQueue) {
-                    raw.write32(Q_CLOSED, 1);
+                    raw.write32(Q_STATE, 1);
                 }
             }
             let _ = rx.recv_timeout(Duration::from_secs(5));
@@ -964,7 +965,8 @@ fn queue_case(cx: &Cx<'_>) {
                     if let Some(q) = pick(cx, &qs) {
                         cx.op("Queue::len/is_empty/is_full/...", true, || {
                             let _ = (q.len(), q.is_empty(), q.is_full(), q.capacity());
-                            let _ = (q.max_message_len(), q.is_closed(), format!("{q:?}"));
+                            let _ = (q.max_message_len(), q.is_closed(), q.is_shutdown());
+                            let _ = format!("{q:?}");
                         });
                     }
                 }
@@ -1652,7 +1654,13 @@ fn exercise_queue(q: &Q, tx: &Tx, rx: &Rx, name: &str) {
     let _ = within("try_get", || rx.try_get());
     let _ = within("get_timeout", || rx.get_timeout(T));
     let _ = within("get_bytes_timeout", || q.get_bytes_timeout(T));
-    let _ = (q.len(), q.is_empty(), q.is_full(), q.is_closed());
+    let _ = (
+        q.len(),
+        q.is_empty(),
+        q.is_full(),
+        q.is_closed(),
+        q.is_shutdown(),
+    );
     let (a, b, c) = (q.clone(), tx.clone(), rx.clone());
     let _ = within("try_put (clone)", || b.try_put(3));
     let _ = within("try_get (clone)", || c.try_get());

@@ -9,7 +9,7 @@ use crate::primitive::Ordering;
 use std::time::Instant;
 
 use super::Ring;
-use super::layout::{RECORD_HEADER, WRAP, pack, record_len, unpack};
+use super::layout::{Lifecycle, RECORD_HEADER, WRAP, pack, record_len, unpack};
 use crate::segment::Foreign;
 use crate::sync::wait::Prober;
 
@@ -18,8 +18,10 @@ use crate::sync::wait::Prober;
 pub(crate) enum GetFail {
     /// Nothing arrived before the deadline (or right now, for a try).
     Empty,
-    /// Every sender is gone and the ring is drained.
+    /// Every sender is gone (or the queue was closed) and the ring is drained.
     Disconnected,
+    /// The queue was shut down, and the ring is drained (or the shutdown was immediate).
+    ShutDown,
     /// The record at the head is malformed: the segment was scribbled on.
     Corrupted(&'static str),
     /// The caller's buffer is too small; the message stays in the queue.
@@ -152,7 +154,11 @@ impl Ring {
         }
         let prober = waiter.prober.get_or_insert_with(Prober::new);
         let probe = prober.due();
-        if self.is_closed() || !self.any_alive(true, probe) {
+        let state = self.state();
+        if state != 0 {
+            return self.refused(state, observed_tail, deadline);
+        }
+        if !self.any_alive(true, probe) {
             // Senders are gone; but one may have published just before leaving.
             if st.tail.pos.load(Ordering::SeqCst) == observed_tail {
                 return Err(GetFail::Disconnected);
@@ -165,7 +171,7 @@ impl Ring {
             // SYNC(lock-handshake): with the unlock in `put_with`.
             st.put_side.lock.handshake();
             st.tail.pos.load(Ordering::Acquire) != observed_tail
-                || self.is_closed()
+                || self.state() != 0
                 || !self.any_alive(true, false)
         };
         match prober.sleep_budget(deadline) {
@@ -178,15 +184,73 @@ impl Ring {
         }
     }
 
+    /// For a get that found the ring empty at `observed_tail` in state `state` (not open):
+    /// `Ok` to look again, or why it fails. A closed or shut-down ring is drained once no put
+    /// that missed the state can still publish: this waits out such puts (until `deadline`;
+    /// then the ring is still `Empty`) and looks at `tail` once more.
+    #[cold]
+    fn refused(
+        &self,
+        state: u32,
+        observed_tail: u64,
+        deadline: Option<Instant>,
+    ) -> Result<(), GetFail> {
+        let drained = match Lifecycle::of(state) {
+            Lifecycle::Open => return Ok(()),
+            // Whatever is still queued is dropped (see `Ring::shutdown`).
+            Lifecycle::ShutDownImmediate => return Err(GetFail::ShutDown),
+            Lifecycle::Closed => GetFail::Disconnected,
+            Lifecycle::ShutDown => GetFail::ShutDown,
+        };
+        if !self.settle_puts(deadline) {
+            return Err(GetFail::Empty);
+        }
+        // SYNC(tail-publish): the puts waited out published before they let the lock go.
+        if self.st().tail.pos.load(Ordering::Acquire) == observed_tail {
+            Err(drained)
+        } else {
+            Ok(())
+        }
+    }
+
     /// The error of a get that gives up on an empty ring: `Disconnected` if no sender is left
-    /// (as far as the counts say) and nothing arrived meanwhile.
+    /// (as far as the counts say) and nothing arrived meanwhile. (A closed or shut-down ring
+    /// is the business of [`refused`](Self::refused): the last look before giving up saw it
+    /// open.)
     fn empty_or_disconnected(&self, observed_tail: u64) -> GetFail {
-        let gone = self.is_closed() || !self.any_alive_at_give_up(true);
+        let gone = !self.any_alive_at_give_up(true);
         if gone && self.st().tail.pos.load(Ordering::SeqCst) == observed_tail {
             GetFail::Disconnected
         } else {
             GetFail::Empty
         }
+    }
+
+    /// For an immediate shutdown, once no put can publish any more: drops every queued
+    /// message, under the get lock (a get that took one before stays a task in flight), and
+    /// counts the dropped ones as done tasks.
+    ///
+    /// Crash consistency: the tasks are counted before `head` moves. A caller killed between
+    /// the two leaves the messages queued but counted done; gets fail at once anyway, and a
+    /// later immediate shutdown finds them again and counts them only as far as tasks are
+    /// unfinished ([`finish_dropped`](Self::finish_dropped)), so `join` can return early in
+    /// that case, never wait for good.
+    pub(super) fn drop_queued(&self) {
+        let st = self.st();
+        // A dead holder never moved `head` half-way: nothing to repair.
+        let held = st.get_side.lock.hold(None);
+        let head = st.head.pos.load(Ordering::Relaxed);
+        // SYNC(tail-publish): the messages we drop are published.
+        let tail = st.tail.pos.load(Ordering::Acquire);
+        let queued = unpack(tail).0.wrapping_sub(unpack(head).0);
+        if queued != 0 {
+            self.finish_dropped(queued);
+            // Any position is safe to store: every reader checks it before it forms a
+            // pointer (a scribbled `tail` copied here gives `Corrupted`, as it would anyway).
+            // SYNC(head-free)
+            st.head.pos.store(tail, Ordering::Release);
+        }
+        drop(held);
     }
 
     /// With the get lock held: consumes the record at the head, if there is one.

@@ -19,8 +19,47 @@ pub(super) const RECLAIMING: u32 = u32::MAX;
 pub(super) const RECORD_HEADER: u32 = 8;
 /// Header length value that marks "skip to the start of the data region".
 pub(super) const WRAP: u32 = u32::MAX;
+/// `ConfigLine::state` bit: `close()` was called.
+pub(super) const CLOSED: u32 = 1;
+/// `ConfigLine::state` bit: `shutdown()` was called.
+pub(super) const SHUT_DOWN: u32 = 2;
+/// `ConfigLine::state` bit, only with [`SHUT_DOWN`]: the shutdown was immediate.
+pub(super) const IMMEDIATE: u32 = 4;
 /// Smallest data region.
 pub(crate) const MIN_CAPACITY: u32 = 64;
+
+/// What a `ConfigLine::state` word says (see the table on [`ConfigLine`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Lifecycle {
+    /// Puts and gets work.
+    Open,
+    /// Puts fail with `Closed`; gets drain, then fail with `Disconnected`.
+    Closed,
+    /// Puts fail with `ShutDown`; gets drain, then fail with `ShutDown`.
+    ShutDown,
+    /// Puts and gets fail with `ShutDown`.
+    ShutDownImmediate,
+}
+
+impl Lifecycle {
+    /// Reads a state word, whoever wrote it: a value no version of this crate writes reads as
+    /// shut down (not immediate), which refuses puts and still lets gets drain.
+    #[inline]
+    pub(super) fn of(state: u32) -> Self {
+        // Whether `close()` came too does not matter once the queue is shut down.
+        let shut = state & !CLOSED;
+        if state == 0 {
+            Self::Open
+        } else if shut == 0 {
+            Self::Closed
+        } else if shut == SHUT_DOWN | IMMEDIATE {
+            Self::ShutDownImmediate
+        } else {
+            // `SHUT_DOWN`, or bits nobody writes.
+            Self::ShutDown
+        }
+    }
+}
 
 #[inline]
 pub(super) fn record_len(payload: u32) -> u32 {
@@ -42,22 +81,31 @@ pub(super) fn pack(msgs: u32, pos: u32) -> u64 {
 /// `capacity` and `max_messages` are written once by the creator and read once by each opener,
 /// which validates and keeps its own copy: a peer that changes them later changes nothing.
 ///
-/// `closed` state table:
+/// `state` is a set of bits that only ever grows (`fetch_or`), read as [`Lifecycle`]:
 ///
-/// | value     | meaning                                   | written by          |
-/// |-----------|-------------------------------------------|---------------------|
-/// | `0`       | open                                      | the creator (zeroed) |
-/// | not `0`   | closed: puts fail, gets drain then fail   | `close()` (SeqCst), then every sleeper is woken |
+/// | value                        | meaning                                              | written by |
+/// |------------------------------|------------------------------------------------------|------------|
+/// | `0`                          | open                                                 | the creator (zeroed) |
+/// | `CLOSED`                     | closed: puts fail, gets drain then `Disconnected`    | `close()` |
+/// | `SHUT_DOWN` (`\| CLOSED`)    | shut down: puts fail, gets drain then `ShutDown`     | `shutdown(false)` |
+/// | `SHUT_DOWN \| IMMEDIATE` (`\| CLOSED`) | shut down at once: gets fail at once too; the queued messages are dropped and count as done tasks | `shutdown(true)` |
+/// | anything else                | written by no version of this crate: read as shut down (not immediate) | a hostile peer |
 ///
-/// A queue never reopens. `senders` and `receivers` are sums over the peer table (see
-/// [`Peer`]), changed only together with a peer's own counts; a scribbled total can make a side
-/// look gone or present (denial of service), nothing more.
+/// Each writer sets its bits (SeqCst), then wakes every sleeper. Producers read the word with
+/// the put lock held, so once a writer has taken and released the put lock after setting it,
+/// no put that missed it can still publish (see `Ring::settle_puts`). A queue never reopens
+/// (but for a peer that scribbles on the word: denial of service, nothing more).
+///
+/// `senders` and `receivers` are sums over the peer table (see [`Peer`]), changed only
+/// together with a peer's own counts; a scribbled total can make a side look gone or present
+/// (denial of service), nothing more.
 #[repr(C)]
 #[derive(Debug, Default)]
 pub(super) struct ConfigLine {
     pub(super) capacity: AtomicU32,
     pub(super) max_messages: AtomicU32,
-    pub(super) closed: AtomicU32,
+    /// Open, closed or shut down (see the table above).
+    pub(super) state: AtomicU32,
     /// Sending handles over all peers (sum of `Peer::senders`).
     pub(super) senders: AtomicU32,
     /// Receiving handles over all peers.

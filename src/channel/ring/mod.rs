@@ -43,6 +43,18 @@
 //! that batch). A batch of puts is published with one `tail` store: a producer killed before it
 //! publishes none of the batch.
 //!
+//! # Close and shutdown
+//!
+//! `close` and `shutdown` set bits of the queue-wide state word (see `ConfigLine`), which only
+//! producers read on every message, under the put lock: the consumers' fast path reads nothing
+//! more. A get reads the state only once the ring looks empty, and then, before it reports the
+//! ring drained, takes and releases the put lock, so that a put that missed the state has
+//! published by then (SYNC(state-under-lock)). An immediate shutdown drops the queued messages
+//! itself, under the get lock, once the puts in flight are done (`Ring::drop_queued`).
+//! A process killed half-way through a shutdown leaves the state set, which is all that puts
+//! and draining gets need; one killed before dropping the queued messages of an immediate
+//! shutdown leaves them to the gets' fast path, until another immediate shutdown drops them.
+//!
 //! # Parts
 //!
 //! - here: [`Ring`], its constructors, and the helpers every part uses; [`LocalCache`];
@@ -63,7 +75,10 @@ use crate::error::OpenError;
 use crate::segment::Segment;
 use crate::sync::wait::{ProbeClock, Spinner};
 
-use layout::{MIN_CAPACITY, RECORD_HEADER, RingState, STATE_LEN, unpack};
+use layout::{
+    CLOSED, IMMEDIATE, Lifecycle, MIN_CAPACITY, RECORD_HEADER, RingState, SHUT_DOWN, STATE_LEN,
+    unpack,
+};
 
 mod get;
 mod layout;
@@ -82,8 +97,11 @@ pub(crate) use put::PutFail;
 //   producer's acquire load of `head` before writing over it.
 // - SYNC(lock-handshake): a publisher's unlock (an AcqRel swap) and a sleeper's no-op RMW of the
 //   same lock word, after announcing itself and before its last look (`RawLock::handshake`).
-// - SYNC(closed): `close` stores `closed` then wakes every sleeper counted; sleepers look at it
-//   after announcing themselves (`sync::wait::sleep_unless`).
+// - SYNC(state): `close` and `shutdown` set bits of `state`, then wake every sleeper counted;
+//   sleepers look at it after announcing themselves (`sync::wait::sleep_unless`).
+// - SYNC(state-under-lock): a producer reads `state` holding the put lock; whoever set a state
+//   bit and then took and released the put lock (`settle_puts`) knows that every later put
+//   sees the bit, and that every put that missed it has published (the lock orders both).
 // - SYNC(sleepers-rmw): see `WaitWord`.
 
 /// This process's copy of the other side's position, so that a put or get need not pull the
@@ -281,19 +299,61 @@ impl Ring {
 
     /// Marks the ring closed for putting; gets drain what is left. Wakes everyone.
     pub(crate) fn close(&self) {
-        // SYNC(closed): sleepers look at `closed` after announcing; `wake_all` then sees them.
-        self.st().config.closed.store(1, Ordering::SeqCst);
+        self.set_state(CLOSED);
+    }
+
+    /// Whether `close` was called (by any process).
+    #[inline]
+    pub(crate) fn is_closed(&self) -> bool {
+        self.state() & CLOSED != 0
+    }
+
+    /// Shuts the ring down for every process (Python's `Queue.shutdown`): puts fail from now
+    /// on; gets drain what is queued and then fail, or with `immediate` fail at once, the
+    /// queued messages dropped and counted as done tasks. Wakes every sleeper. Idempotent; an
+    /// immediate shutdown may follow a plain one.
+    ///
+    /// Returns once no put that missed the shutdown can still publish (it waits for the put
+    /// lock, as long as it takes: its holders hold it only while copying a message in, and
+    /// a dead holder's lock is taken over).
+    pub(crate) fn shutdown(&self, immediate: bool) {
+        self.set_state(if immediate {
+            SHUT_DOWN | IMMEDIATE
+        } else {
+            SHUT_DOWN
+        });
+        self.settle_puts(None);
+        if immediate {
+            self.drop_queued();
+        }
+    }
+
+    /// Whether the ring was shut down (by any process, or a peer scribbled on the state).
+    #[inline]
+    pub(crate) fn is_shut_down(&self) -> bool {
+        matches!(
+            Lifecycle::of(self.state()),
+            Lifecycle::ShutDown | Lifecycle::ShutDownImmediate
+        )
+    }
+
+    /// The state word (see [`ConfigLine`](layout::ConfigLine)).
+    #[inline]
+    fn state(&self) -> u32 {
+        // SeqCst: a sleeper's last look pairs with `set_state` (see `wake_all`).
+        // SYNC(state)
+        self.st().config.state.load(Ordering::SeqCst)
+    }
+
+    /// Adds `bits` to the state word, then wakes every sleeper to look at it.
+    fn set_state(&self, bits: u32) {
+        // SYNC(state): sleepers look at the state after announcing; `wake_all` then sees them.
+        self.st().config.state.fetch_or(bits, Ordering::SeqCst);
         self.wake_all();
     }
 
-    #[inline]
-    pub(crate) fn is_closed(&self) -> bool {
-        // SeqCst: a sleeper's last look pairs with `close` (see `wake_all`).
-        self.st().config.closed.load(Ordering::SeqCst) != 0
-    }
-
     /// Wakes every sleeper, after a change they re-check once they have announced
-    /// themselves (the peer totals, `closed`): the change is a SeqCst write, the sleeper
+    /// themselves (the peer totals, `state`): the change is a SeqCst write, the sleeper
     /// count a SeqCst read, and a sleeper bumps its count (SeqCst) before its last look, so
     /// either we see it or it sees the change. Nobody asleep: no system call.
     fn wake_all(&self) {

@@ -8,7 +8,7 @@ use crate::primitive::Ordering;
 use std::time::Instant;
 
 use super::Ring;
-use super::layout::{RECORD_HEADER, WRAP, pack, record_len, unpack};
+use super::layout::{Lifecycle, RECORD_HEADER, WRAP, pack, record_len, unpack};
 use crate::segment::ForeignMut;
 use crate::sync::raw_lock::Held;
 use crate::sync::wait::{Backoff, Prober};
@@ -22,12 +22,24 @@ pub(crate) enum PutFail {
     Disconnected,
     /// The queue was closed.
     Closed,
+    /// The queue was shut down.
+    ShutDown,
     /// The message can never fit.
     TooBig,
     /// The ring's positions were scribbled on; nothing can be written safely.
     Corrupted(&'static str),
     /// The writer could not fill the record (the value encoded to another length).
     Encode,
+}
+
+/// Why the state word (see [`Lifecycle`]) refuses puts, if it does.
+#[inline]
+fn refusal(state: u32) -> Option<PutFail> {
+    match Lifecycle::of(state) {
+        Lifecycle::Open => None,
+        Lifecycle::Closed => Some(PutFail::Closed),
+        Lifecycle::ShutDown | Lifecycle::ShutDownImmediate => Some(PutFail::ShutDown),
+    }
 }
 
 /// `tail` moved past one record of `total` bytes (record and any wrap skip before it).
@@ -54,20 +66,10 @@ impl Ring {
             return Err(PutFail::TooBig);
         }
         let len = len as u32;
-        let st = self.st();
         let mut backoff = Backoff::starting_at(FULL_BACKOFF_STEP);
         let mut prober: Option<Prober> = None;
         loop {
-            if self.is_closed() {
-                return Err(PutFail::Closed);
-            }
-            if !self.has_receivers() {
-                return Err(PutFail::Disconnected);
-            }
-            // A dead holder only means its half-written record was never published: the ring
-            // is consistent, and we overwrite those bytes.
-            let held = st.put_side.lock.hold(deadline).ok_or(PutFail::Full)?;
-            let tail = self.tail_under(&held)?;
+            let (held, tail) = self.begin_put(deadline)?;
             let (slot, observed_head) = self.reserve_first(tail, len);
             if let Some((off, total)) = slot {
                 // SAFETY: `reserve` checked that [off, off + record) is free space inside the data
@@ -116,14 +118,7 @@ impl Ring {
         let mut backoff = Backoff::starting_at(FULL_BACKOFF_STEP);
         let mut prober: Option<Prober> = None;
         loop {
-            if self.is_closed() {
-                return Err(PutFail::Closed);
-            }
-            if !self.has_receivers() {
-                return Err(PutFail::Disconnected);
-            }
-            let held = st.put_side.lock.hold(deadline).ok_or(PutFail::Full)?;
-            let tail = self.tail_under(&held)?;
+            let (held, tail) = self.begin_put(deadline)?;
             let (mut slot, mut observed_head) = self.reserve_first(tail, first as u32);
             let mut end = tail;
             let mut done = 0;
@@ -172,26 +167,57 @@ impl Ring {
         }
     }
 
-    /// With the put lock held: the tail to write at, from our side's copy unless a holder died
-    /// and may have left it behind. `Corrupted` (and the lock released) if it is not 8-aligned.
+    /// Takes the put lock (waiting until `deadline`, else `Full`) for a put: the hold and the
+    /// tail to write at. Refuses, and lets the lock go, if the queue is closed or shut down
+    /// (read under the lock, so that a shutdown can wait out the puts that missed it), if no
+    /// receiver is left, or if the tail is not 8-aligned.
     #[inline]
-    fn tail_under(&self, held: &Held<'_>) -> Result<u64, PutFail> {
+    fn begin_put(&self, deadline: Option<Instant>) -> Result<(Held<'_>, u64), PutFail> {
+        let (held, tail) = self.hold_put_side(deadline).ok_or(PutFail::Full)?;
+        // SYNC(state-under-lock)
+        if let Some(refused) = refusal(self.state()) {
+            drop(held);
+            return Err(refused);
+        }
+        if !self.has_receivers() {
+            drop(held);
+            return Err(PutFail::Disconnected);
+        }
+        if unpack(tail).1 % RECORD_HEADER != 0 {
+            // Records start 8-aligned: this tail was scribbled on, and would make us write
+            // a header through a misaligned pointer.
+            drop(held);
+            return Err(PutFail::Corrupted("ring positions"));
+        }
+        Ok((held, tail))
+    }
+
+    /// Takes the put lock, waiting until `deadline`; returns the hold and the producers'
+    /// `tail`. A dead holder only means its half-written record was never published: the
+    /// ring is consistent, and the next put overwrites those bytes.
+    #[inline]
+    fn hold_put_side(&self, deadline: Option<Instant>) -> Option<(Held<'_>, u64)> {
         let st = self.st();
+        let held = st.put_side.lock.hold(deadline)?;
+        // Our side's copy of `tail`, unless a holder died and may have left it behind.
         let tail = if held.taken_over() {
-            // Repair the copy at once: this put may end without publishing (full, or a
-            // failed encode), and the next holder takes the lock as clean.
+            // Repair the copy at once: this hold may end without publishing (a full ring, a
+            // failed encode, a shutdown), and the next holder takes the lock as clean.
             let tail = st.tail.pos.load(Ordering::Relaxed);
             st.put_side.pos.store(tail, Ordering::Relaxed);
             tail
         } else {
             st.put_side.pos.load(Ordering::Relaxed)
         };
-        if unpack(tail).1 % RECORD_HEADER != 0 {
-            // Records start 8-aligned: this tail was scribbled on, and would make us write
-            // a header through a misaligned pointer.
-            return Err(PutFail::Corrupted("ring positions"));
-        }
-        Ok(tail)
+        Some((held, tail))
+    }
+
+    /// Waits (until `deadline`) until no put that missed a state bit set before this call can
+    /// still publish: takes the put lock and lets it go. `false` if the deadline passed first.
+    pub(super) fn settle_puts(&self, deadline: Option<Instant>) -> bool {
+        // SYNC(state-under-lock): whoever held the lock before us has published, or saw the
+        // state; whoever takes it after us sees the state.
+        self.hold_put_side(deadline).is_some()
     }
 
     /// Room for a first record of `len` bytes at `tail`, and the head it was measured against.
@@ -260,7 +286,7 @@ impl Ring {
             // SYNC(lock-handshake): with the unlock in `get_with`.
             st.get_side.lock.handshake();
             st.head.pos.load(Ordering::Acquire) != observed_head
-                || self.is_closed()
+                || refusal(self.state()).is_some()
                 || !self.any_alive(false, false)
         });
         Ok(())
@@ -268,8 +294,8 @@ impl Ring {
 
     /// The error of a put that gives up on a full ring: `Disconnected` if no receiver is left.
     fn full_or_disconnected(&self) -> PutFail {
-        if self.is_closed() {
-            PutFail::Closed
+        if let Some(refused) = refusal(self.state()) {
+            refused
         } else if self.any_alive_at_give_up(false) {
             PutFail::Full
         } else {

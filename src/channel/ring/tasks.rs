@@ -36,6 +36,31 @@ impl Ring {
         true
     }
 
+    /// Marks done the tasks of `dropped` messages an immediate shutdown took out of the ring,
+    /// as far as tasks are unfinished (so `done` never passes the published count, whatever
+    /// `dropped` says), and wakes `join`.
+    pub(super) fn finish_dropped(&self, dropped: u32) {
+        let t = &self.st().tasks;
+        let mut done = t.done.load(Ordering::SeqCst);
+        loop {
+            let unfinished = self.published().wrapping_sub(done);
+            let add = dropped.min(unfinished);
+            if add == 0 {
+                return;
+            }
+            match t.done.compare_exchange(
+                done,
+                done.wrapping_add(add),
+                Ordering::SeqCst,
+                Ordering::SeqCst,
+            ) {
+                Ok(_) => break,
+                Err(now) => done = now,
+            }
+        }
+        wake_sleepers(&t.done, &t.sleepers, i32::MAX as u32);
+    }
+
     /// Waits until every task is done; `false` on timeout.
     pub(crate) fn join(&self, deadline: Option<Instant>) -> bool {
         let t = &self.st().tasks;

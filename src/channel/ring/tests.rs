@@ -209,3 +209,121 @@ fn a_takeover_that_publishes_nothing_still_repairs_the_copy() {
     assert_eq!(rx.try_get(), Ok(3));
     assert_eq!(rx.try_get(), Err(TryGetError::Empty));
 }
+
+/// The state word is foreign: whatever a peer writes there, puts and gets answer (no panic,
+/// no hang), as the table on `ConfigLine` says. Values no version of this crate writes read
+/// as shut down: puts are refused, gets drain. A peer that writes the immediate bits without
+/// dropping the queued messages leaves them to the gets' fast path; a get that finds the ring
+/// empty fails at once.
+#[test]
+fn any_state_word_is_read_safely() {
+    use super::layout::{CLOSED, IMMEDIATE, Lifecycle, SHUT_DOWN};
+    use crate::{GetError, GetTimeoutError};
+    let values = [
+        CLOSED,
+        SHUT_DOWN,
+        SHUT_DOWN | CLOSED,
+        SHUT_DOWN | IMMEDIATE,
+        SHUT_DOWN | IMMEDIATE | CLOSED,
+        IMMEDIATE,
+        IMMEDIATE | CLOSED,
+        8,
+        0x8000_0000,
+        0xdead_beef,
+        u32::MAX,
+    ];
+    let wait = Duration::from_millis(20);
+    for value in values {
+        let (tx, rx) = queue(4);
+        tx.put(1).unwrap();
+        let ring = tx.ring();
+        ring.st().config.state.store(value, Ordering::Relaxed);
+        let life = Lifecycle::of(value);
+        assert_eq!(ring.is_closed(), value & CLOSED != 0, "{value:#x}");
+        assert_eq!(tx.is_shutdown(), life != Lifecycle::Closed, "{value:#x}");
+        match life {
+            Lifecycle::Open => unreachable!("every value here is nonzero"),
+            Lifecycle::Closed => {
+                assert_eq!(tx.try_put(2), Err(TryPutError::Closed(2)));
+                assert_eq!(tx.put(2), Err(crate::PutError::Closed(2)));
+                assert_eq!(rx.try_get(), Ok(1));
+                assert_eq!(rx.try_get(), Err(TryGetError::Disconnected));
+                assert_eq!(rx.get(), Err(GetError::Disconnected));
+            }
+            Lifecycle::ShutDown | Lifecycle::ShutDownImmediate => {
+                assert_eq!(tx.try_put(2), Err(TryPutError::ShutDown(2)), "{value:#x}");
+                assert_eq!(
+                    tx.put_timeout(2, wait),
+                    Err(PutTimeoutError::ShutDown(2)),
+                    "{value:#x}"
+                );
+                assert_eq!(tx.put(2), Err(crate::PutError::ShutDown(2)), "{value:#x}");
+                assert_eq!(rx.try_get(), Ok(1), "{value:#x}");
+                assert_eq!(rx.try_get(), Err(TryGetError::ShutDown), "{value:#x}");
+                assert_eq!(rx.get_timeout(wait), Err(GetTimeoutError::ShutDown));
+                assert_eq!(rx.get(), Err(GetError::ShutDown));
+            }
+        }
+        assert!(rx.poll(wait), "{value:#x}: a get would return at once");
+        // Our own shutdown on top of the scribble: idempotent, and immediate drops nothing
+        // that is not there.
+        tx.shutdown();
+        tx.shutdown_immediate();
+        assert!(rx.is_shutdown());
+        assert_eq!(rx.try_get(), Err(TryGetError::ShutDown));
+        assert_eq!(
+            ring.unfinished(),
+            1,
+            "{value:#x}: the one taken is a task in flight"
+        );
+        // A peer that clears the word reopens the queue: denial of service, nothing worse.
+        ring.st().config.state.store(0, Ordering::Relaxed);
+        tx.put(3).unwrap();
+        assert_eq!(rx.try_get(), Ok(3));
+    }
+}
+
+/// An immediate shutdown drops the queued messages and counts them as done tasks, but not the
+/// ones a get took before (those stay unfinished until `task_done`); a scribbled tail far ahead
+/// makes it count no more than the unfinished tasks, and a scribbled done count makes it
+/// neither panic nor count more than what it dropped.
+#[test]
+fn an_immediate_shutdown_counts_only_the_dropped_tasks() {
+    let (tx, rx) = queue(8);
+    for v in 0..5 {
+        tx.put(v).unwrap();
+    }
+    assert_eq!(rx.try_get(), Ok(0));
+    assert_eq!(rx.try_get(), Ok(1));
+    let ring = tx.ring();
+    assert_eq!(ring.unfinished(), 5);
+    tx.shutdown_immediate();
+    assert_eq!(rx.try_get(), Err(TryGetError::ShutDown));
+    assert_eq!(ring.len(), 0);
+    assert_eq!(ring.unfinished(), 2, "the two taken are still in flight");
+    assert!(ring.task_done() && ring.task_done() && !ring.task_done());
+    assert!(ring.join(Some(std::time::Instant::now())));
+
+    // Scribbled: a tail far ahead of the head (a huge "queued" count), then a done count past
+    // the published one.
+    let (tx, rx) = queue(8);
+    tx.put(1).unwrap();
+    let ring = tx.ring();
+    let (tm, tp) = unpack(ring.st().tail.pos.load(Ordering::Relaxed));
+    ring.st()
+        .tail
+        .pos
+        .store(pack(tm.wrapping_add(0x7fff_0000), tp), Ordering::Relaxed);
+    tx.shutdown_immediate();
+    assert_eq!(ring.unfinished(), 0);
+    assert_eq!(rx.try_get(), Err(TryGetError::ShutDown));
+    let (tx, _rx) = queue(8);
+    tx.put(1).unwrap();
+    let ring = tx.ring();
+    ring.st().tasks.done.store(1000, Ordering::Relaxed);
+    let before = ring.unfinished();
+    tx.shutdown_immediate();
+    // (Counts wrap: a done count past the published one reads as very many unfinished tasks,
+    // of which the dropped message is one.)
+    assert_eq!(before.wrapping_sub(ring.unfinished()), 1);
+}
