@@ -255,6 +255,13 @@ where
     }
 }
 
+/// `wait` waits for what [`recv`](Connection::recv) would get.
+impl<S, R, C> crate::wait::Sealed for Connection<S, R, C> {
+    fn target(&self) -> crate::wait::Target<'_> {
+        crate::wait::Sealed::target(&self.rx)
+    }
+}
+
 impl<S, R, C> fmt::Debug for Connection<S, R, C> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Connection")

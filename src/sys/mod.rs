@@ -15,9 +15,15 @@ mod mem;
 mod proc;
 #[cfg(not(multiproc_loom))]
 mod spawn;
+#[cfg(not(multiproc_loom))]
+mod waitv;
 
 #[cfg(not(multiproc_loom))]
 pub(crate) use futex::{futex_wait, futex_wake};
+#[cfg(not(multiproc_loom))]
+pub(crate) use waitv::{
+    WAITV_MAX, WaitvEntry, exit_word, fallback_sleep, futex_waitv, waitv_supported, watch_exit,
+};
 #[cfg(not(multiproc_loom))]
 pub(crate) use mem::{
     Fd, Mapping, dup_raw_fd, fd_identity, fd_len, memfd_create, raw_fd, sealed_against_shrinking,
