@@ -17,7 +17,9 @@
 //!   becomes readable it advances a word in this process's private memory and wakes it; `wait`
 //!   puts that word in its `futex_waitv`. Lists without processes never start it. A forked
 //!   child inherits the watcher's epoll descriptor but not its thread; the watcher records the
-//!   process that started it, so a child that waits for processes starts its own.
+//!   process that started it, so a child that waits for processes starts its own. While the
+//!   watcher's word has not moved since a child was last seen running, `wait` does not ask
+//!   the kernel about that child again: no system call per process and round.
 //! - io_uring with `FUTEX_WAITV` and `POLL_ADD` in one submission (Linux 6.7+): no thread, but a
 //!   ring per waiting thread (or a shared one and its locking), a far newer kernel, and
 //!   io_uring is often disabled by container and seccomp policies.
@@ -35,11 +37,13 @@
 //!
 //! # No lost wake-up
 //!
-//! `wait` follows the protocol of each object's own blocking call. It counts itself as a
-//! sleeper of every ring and event first (so producers and setters make their wake call), then
-//! in every round reads each futex word, then looks at every object, and sleeps only while
-//! every word still holds what it read: a put or set that its look missed has changed a word,
-//! or wakes it. It withdraws its counts before returning. A put wakes one sleeper of its ring;
+//! `wait` follows the protocol of each object's own blocking call. It looks at every object
+//! first, and spins a little while none is ready (with an adaptive budget, as a blocking get
+//! does, looking only at loads). Before it first sleeps it counts itself as a sleeper of every
+//! ring and event (so producers and setters make their wake call); from then on every round
+//! reads each futex word, then looks at every object, and sleeps only while every word still
+//! holds what it read: a put or set that its look missed has changed a word, or wakes it. It
+//! withdraws its counts before returning. A put wakes one sleeper of its ring;
 //! should that wake reach `wait` rather than a blocking `get` in another thread, `wait` passes
 //! it on as it leaves.
 //!
@@ -65,8 +69,13 @@ use crate::channel::ring::Ring;
 #[cfg(feature = "serde")]
 use crate::process::Child;
 use crate::sync::event::EventState;
-use crate::sync::wait::{Prober, deadline_after};
+use crate::sync::wait::{Prober, Spinner, deadline_after};
 use crate::sys::{self, Errno, WaitvEntry};
+
+/// How long `wait` spins before it sleeps, learnt across the calls of this process (see
+/// [`Spinner`]): a wait that is answered within microseconds answers sooner awake, at the
+/// price of spinning in vain when it is not, which the budget then learns.
+static SPINNER: Spinner = Spinner::new();
 
 /// What `wait` waits on in one object.
 #[derive(Clone, Copy)]
@@ -176,6 +185,8 @@ struct Waiter<'t, 'a> {
     since: Vec<u32>,
     /// Per target, whether it is counted as a sleeper (its `announce` is to be undone).
     announced: Vec<bool>,
+    /// Whether [`count`](Self::count) ran: counted as a sleeper of every ring and event.
+    counted: bool,
     /// The target whose futex word a sleep was woken through, last.
     woken: Option<usize>,
     has_rings: bool,
@@ -189,20 +200,11 @@ impl<'t, 'a> Waiter<'t, 'a> {
     fn new(targets: &'t [Target<'a>]) -> Self {
         let mut bounded = !sys::waitv_supported() || targets.len() + 1 > sys::WAITV_MAX;
         let mut since = vec![0; targets.len()];
-        let mut announced = vec![false; targets.len()];
         let mut has_rings = false;
         for (i, t) in targets.iter().enumerate() {
             match *t {
-                Target::Ring(r) => {
-                    r.watch_data();
-                    announced[i] = true;
-                    has_rings = true;
-                }
-                Target::Event(e) => {
-                    e.announce();
-                    since[i] = e.word_now();
-                    announced[i] = true;
-                }
+                Target::Ring(_) => has_rings = true,
+                Target::Event(e) => since[i] = e.word_now(),
                 #[cfg(feature = "serde")]
                 Target::Process(c) => {
                     // Registered before the first look at the child, so an end after that
@@ -214,7 +216,8 @@ impl<'t, 'a> Waiter<'t, 'a> {
         Self {
             targets,
             since,
-            announced,
+            announced: vec![false; targets.len()],
+            counted: false,
             woken: None,
             has_rings,
             bounded,
@@ -224,11 +227,13 @@ impl<'t, 'a> Waiter<'t, 'a> {
 
     fn run(&mut self, deadline: Option<Instant>) -> Result<Vec<usize>, Errno> {
         let mut prober = Prober::new();
+        let mut spun = false;
         loop {
             // Read every word first, then look: a change after the read shows in the sleep.
             let exits = sys::exit_word().load(Ordering::SeqCst);
             self.entries.clear();
-            for (i, t) in self.targets.iter().enumerate() {
+            // Words are read only once counted, in the rounds that may end asleep.
+            for (i, t) in self.targets.iter().enumerate().filter(|_| self.counted) {
                 let entry = match *t {
                     Target::Ring(r) => (i, r.data_word(), r.data_seen()),
                     Target::Event(e) => (i, e.word(), e.word_now()),
@@ -239,9 +244,17 @@ impl<'t, 'a> Waiter<'t, 'a> {
             }
             let give_up = deadline.is_some_and(|d| Instant::now() >= d);
             let probe = self.has_rings && !give_up && prober.due();
-            let ready = self.look(probe, give_up);
+            let ready = self.look(exits, probe, give_up);
             if !ready.is_empty() || give_up {
                 return Ok(ready);
+            }
+            if !std::mem::replace(&mut spun, true) && SPINNER.spin(deadline, || self.hint()) {
+                continue; // something looks ready: look properly
+            }
+            if !self.counted {
+                // Before the first sleep: count ourselves, then read the words and look again.
+                self.count();
+                continue;
             }
             let sleep_until = if self.has_rings {
                 match prober.sleep_budget(deadline) {
@@ -283,15 +296,41 @@ impl<'t, 'a> Waiter<'t, 'a> {
         }
     }
 
-    /// The indices of the targets ready now.
-    fn look(&self, probe: bool, give_up: bool) -> Vec<usize> {
+    /// Counts this wait as a sleeper of every ring and event, so that their wakers wake it.
+    fn count(&mut self) {
+        for (i, t) in self.targets.iter().enumerate() {
+            match *t {
+                Target::Ring(r) => r.watch_data(),
+                Target::Event(e) => e.announce(),
+                #[cfg(feature = "serde")]
+                Target::Process(_) => continue,
+            }
+            self.announced[i] = true;
+        }
+        self.counted = true;
+    }
+
+    /// Whether some ring or event seems ready, from loads alone: for spinning.
+    fn hint(&self) -> bool {
+        self.targets.iter().enumerate().any(|(i, t)| match *t {
+            Target::Ring(r) => r.data_hint(),
+            Target::Event(e) => EventState::released(e.word_now(), self.since[i]),
+            #[cfg(feature = "serde")]
+            Target::Process(_) => false,
+        })
+    }
+
+    /// The indices of the targets ready now; `exits` is the exit word as read before.
+    fn look(&self, exits: u32, probe: bool, give_up: bool) -> Vec<usize> {
         let mut ready = Vec::new();
         for (i, t) in self.targets.iter().enumerate() {
             let is_ready = match *t {
                 Target::Ring(r) => r.data_ready(probe, give_up),
                 Target::Event(e) => EventState::released(e.word_now(), self.since[i]),
                 #[cfg(feature = "serde")]
-                Target::Process(c) => c.has_exited(),
+                Target::Process(c) if self.bounded => c.has_exited(),
+                #[cfg(feature = "serde")]
+                Target::Process(c) => c.has_exited_since(exits),
             };
             if is_ready {
                 ready.push(i);

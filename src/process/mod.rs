@@ -204,6 +204,9 @@ pub(crate) struct Child {
     code: Mutex<Option<i32>>,
     /// For which exit watcher `pidfd` is registered (see `sys::watch_exit`); 0: none.
     watched: AtomicU64,
+    /// `1 << 32 | e`: the child was found running after the exit word read `e` (see
+    /// [`has_exited_since`](Self::has_exited_since)); 0: never.
+    running_at: AtomicU64,
 }
 
 impl Child {
@@ -222,6 +225,7 @@ impl Child {
             _control: control,
             code: Mutex::new(None),
             watched: AtomicU64::new(0),
+            running_at: AtomicU64::new(0),
         });
         if let Ok(mut list) = children().lock() {
             list.push(child.clone());
@@ -264,6 +268,24 @@ impl Child {
     /// if no watcher can run (then a wait must look again now and then).
     pub(crate) fn watch_exit(&self) -> bool {
         sys::watch_exit(&self.pidfd, &self.watched)
+    }
+
+    /// As [`has_exited`](Self::has_exited), for a wait whose exit watcher watches this child
+    /// ([`watch_exit`](Self::watch_exit) said so) and that read the exit word as `exits` before
+    /// this look: while the word still reads as when the child was last found running, the
+    /// child cannot have been reported ended, and the system call is skipped. An end that the
+    /// watcher has not reported yet is missed, but its report changes the word, which the
+    /// wait sleeps on.
+    pub(crate) fn has_exited_since(&self, exits: u32) -> bool {
+        let mark = 1 << 32 | u64::from(exits);
+        if self.running_at.load(Ordering::Acquire) == mark {
+            return false;
+        }
+        let ended = self.has_exited();
+        if !ended {
+            self.running_at.store(mark, Ordering::Release);
+        }
+        ended
     }
 
     pub(crate) fn signal(&self, sig: i32) -> Result<(), Errno> {

@@ -21,10 +21,6 @@ mod waitv;
 #[cfg(not(multiproc_loom))]
 pub(crate) use futex::{futex_wait, futex_wake};
 #[cfg(not(multiproc_loom))]
-pub(crate) use waitv::{
-    WAITV_MAX, WaitvEntry, exit_word, fallback_sleep, futex_waitv, waitv_supported, watch_exit,
-};
-#[cfg(not(multiproc_loom))]
 pub(crate) use mem::{
     Fd, Mapping, dup_raw_fd, fd_identity, fd_len, memfd_create, raw_fd, sealed_against_shrinking,
     set_cloexec, shm_create_excl, shm_identity, shm_open_existing, shm_unlink,
@@ -40,6 +36,10 @@ pub(crate) use spawn::{
     install_environment, keep_from_exec, kill_me_with_parent, kill_self, parent_pid, pidfd_open,
     pidfd_signal, reap, recv_message, same_loaded_object, send_message, single_threaded,
     socket_pair, spawn_self, try_reap, wait_readable,
+};
+#[cfg(not(multiproc_loom))]
+pub(crate) use waitv::{
+    WAITV_MAX, WaitvEntry, exit_word, fallback_sleep, futex_waitv, waitv_supported, watch_exit,
 };
 
 // The loom models' stand-in for the operating system (see `loom.rs`).

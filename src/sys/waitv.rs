@@ -113,7 +113,9 @@ pub(crate) fn futex_waitv(
 /// that the caller looks at every object again at least that often.
 pub(crate) fn fallback_sleep(entries: &[WaitvEntry<'_>], deadline: Option<Instant>) {
     let slice = match deadline {
-        Some(d) => d.saturating_duration_since(Instant::now()).min(FALLBACK_SLICE),
+        Some(d) => d
+            .saturating_duration_since(Instant::now())
+            .min(FALLBACK_SLICE),
         None => FALLBACK_SLICE,
     };
     match entries.iter().find(|e| !e.private) {

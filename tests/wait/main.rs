@@ -54,7 +54,10 @@ fn assert_soon(stamp: &RawValue<AtomicU64>, returned_at: u64) {
     let acted = stamp.load(Ordering::SeqCst);
     assert_ne!(acted, 0, "the child never stamped");
     let late = Duration::from_nanos(returned_at.saturating_sub(acted));
-    assert!(late < SOON, "wait returned {late:?} after the object became ready");
+    assert!(
+        late < SOON,
+        "wait returned {late:?} after the object became ready"
+    );
 }
 
 /// A fresh channel of `u32`.
@@ -101,7 +104,10 @@ impl Mix {
 
     /// The 64 objects, interleaved by kind: index `4 * k + kind` (kinds: connection,
     /// receiver, event, process), with `swap` (kind, k) replaced by `other`.
-    fn objects<'a>(&'a self, swap: Option<(usize, usize, &'a dyn Waitable)>) -> Vec<&'a dyn Waitable> {
+    fn objects<'a>(
+        &'a self,
+        swap: Option<(usize, usize, &'a dyn Waitable)>,
+    ) -> Vec<&'a dyn Waitable> {
         let mut v: Vec<&dyn Waitable> = Vec::with_capacity(4 * EACH);
         for k in 0..EACH {
             v.push(&self.conns[k].1);
@@ -199,7 +205,10 @@ fn none_ready_is_empty_at_the_timeout() {
     let ready = wait(&objects, Some(timeout)).expect("wait");
     let took = t0.elapsed();
     assert!(ready.is_empty(), "{ready:?}");
-    assert!(took >= timeout, "returned after {took:?}, before the timeout");
+    assert!(
+        took >= timeout,
+        "returned after {took:?}, before the timeout"
+    );
     drop(objects);
     mix.finish();
 }
@@ -209,7 +218,11 @@ fn zero_timeout_only_looks() {
     let _w = watchdog(LIMIT, "zero_timeout");
     let mix = Mix::new();
     let objects = mix.objects(None);
-    assert!(wait(&objects, Some(Duration::ZERO)).expect("poll").is_empty());
+    assert!(
+        wait(&objects, Some(Duration::ZERO))
+            .expect("poll")
+            .is_empty()
+    );
     // Objects made ready in this process: a put, a send, a set.
     mix.chans[3].0.put(1).expect("put");
     mix.conns[5].0.send(2).expect("send");
@@ -221,7 +234,11 @@ fn zero_timeout_only_looks() {
     assert_eq!(mix.chans[3].1.try_get().expect("get"), 1);
     assert_eq!(mix.conns[5].1.try_recv().expect("recv"), 2);
     mix.events[9].clear();
-    assert!(wait(&objects, Some(Duration::ZERO)).expect("poll").is_empty());
+    assert!(
+        wait(&objects, Some(Duration::ZERO))
+            .expect("poll")
+            .is_empty()
+    );
     drop(objects);
     mix.finish();
 }
@@ -233,7 +250,11 @@ fn dropped_sender_makes_the_receiver_ready() {
     let (a, b) = pipe::<u32>().expect("pipe");
     let idle = Event::new().expect("event");
     let objects: [&dyn Waitable; 3] = [&idle, &rx, &b];
-    assert!(wait(&objects, Some(Duration::ZERO)).expect("poll").is_empty());
+    assert!(
+        wait(&objects, Some(Duration::ZERO))
+            .expect("poll")
+            .is_empty()
+    );
     drop(tx);
     assert_eq!(wait(&objects, Some(LONG)).expect("wait"), [1]);
     drop(a);
@@ -260,7 +281,11 @@ fn killed_sender_makes_the_receiver_ready() {
     drop(tx);
     let idle = Event::new().expect("event");
     let objects: [&dyn Waitable; 2] = [&idle, &rx];
-    assert!(wait(&objects, Some(Duration::from_millis(50))).expect("wait").is_empty());
+    assert!(
+        wait(&objects, Some(Duration::from_millis(50)))
+            .expect("wait")
+            .is_empty()
+    );
     let sentinel = child.sentinel();
     let killer = std::thread::spawn(move || {
         std::thread::sleep(DELAY);
@@ -332,13 +357,20 @@ fn a_forked_child_waits_for_its_own_children() {
         ready == [0] && quick
     })
     .expect("fork child");
-    assert!(child.join().expect("child"), "the forked child's wait failed");
+    assert!(
+        child.join().expect("child"),
+        "the forked child's wait failed"
+    );
 }
 
 #[test]
 fn an_empty_list_without_timeout_is_an_error() {
     assert!(wait(&[], None).is_err());
     let t0 = Instant::now();
-    assert!(wait(&[], Some(Duration::from_millis(20))).expect("sleep").is_empty());
+    assert!(
+        wait(&[], Some(Duration::from_millis(20)))
+            .expect("sleep")
+            .is_empty()
+    );
     assert!(t0.elapsed() >= Duration::from_millis(20));
 }

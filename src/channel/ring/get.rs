@@ -137,6 +137,16 @@ impl Ring {
         !alive
     }
 
+    /// Whether a message seems to be there: two loads, no handshake and no peer count, for a
+    /// waiter's spinning only (a `false` proves nothing; [`data_ready`](Self::data_ready)
+    /// decides before a sleep).
+    #[cfg(not(multiproc_loom))]
+    #[inline]
+    pub(crate) fn data_hint(&self) -> bool {
+        // SYNC(tail-publish)
+        !self.is_empty_at(self.st().tail.pos.load(Ordering::Acquire))
+    }
+
     /// Undoes [`watch_data`](Self::watch_data). `woken`: the caller's sleep took a wake of the
     /// data word, which a producer meant for one sleeper (a put wakes one); it is passed on to
     /// another sleeper, if one is counted, so that a blocking get in another thread or process
