@@ -137,8 +137,19 @@ impl Sealed for crate::process::Sentinel {
 /// another consumer before the caller gets to it, so follow up with a `try_get` or a `get`
 /// with a timeout where that can happen.
 ///
-/// One system call sleeps for all of them; see the [module notes](self) for how, for old
-/// kernels, and for why there is no `Connection::fileno`.
+/// # How it waits
+///
+/// One `futex_waitv` system call (Linux 5.16+) sleeps on the futex words of every queue,
+/// connection and event at once: no thread per object, and no polling. The ends of processes
+/// reach it through one watcher thread per process (started by the first `wait` with a process
+/// in its list), which sleeps in `epoll` on the pidfds of the children asked about and wakes a
+/// futex word of its own when one ends. Dead senders are found by probing, as a blocking `get`
+/// finds them (after 10 ms asleep, then at intervals growing to 200 ms). On a kernel without
+/// `futex_waitv`, or for more than 127 objects, `wait` sleeps in slices of at most a
+/// millisecond and looks at every object between them.
+///
+/// A [`Connection`](crate::Connection) has no `fileno`, unlike Python's: it is two rings in
+/// shared memory, and no descriptor behind it ever becomes readable.
 ///
 /// # Errors
 /// [`Errno::INVAL`] for an empty list with no timeout, which would sleep for ever; otherwise
@@ -359,5 +370,43 @@ impl Drop for Waiter<'_, '_> {
     fn drop(&mut self) {
         // Should anything above panic, the counts still go.
         self.leave();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The fallback of kernels without `futex_waitv`: bounded sleeps still see a set made by
+    /// another thread, a message, and the timeout.
+    #[test]
+    fn bounded_sleeps_see_changes_and_time_out() {
+        let ev = crate::Event::new().expect("event");
+        let (tx, rx) = crate::channel::<u32>(4).expect("channel");
+        let objects: [&dyn Waitable; 2] = [&rx, &ev];
+        let targets: Vec<Target<'_>> = objects.iter().map(|o| o.target()).collect();
+        let bounded = |deadline| {
+            let mut w = Waiter::new(&targets);
+            w.bounded = true;
+            w.run(deadline).expect("wait")
+        };
+        let t0 = Instant::now();
+        assert!(bounded(Some(t0 + Duration::from_millis(30))).is_empty());
+        assert!(t0.elapsed() >= Duration::from_millis(30));
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                std::thread::sleep(Duration::from_millis(20));
+                ev.set();
+            });
+            assert_eq!(bounded(deadline_after(Duration::from_secs(30))), [1]);
+        });
+        ev.clear();
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                std::thread::sleep(Duration::from_millis(20));
+                tx.put(5).expect("put");
+            });
+            assert_eq!(bounded(deadline_after(Duration::from_secs(30))), [0]);
+        });
     }
 }
