@@ -5,9 +5,10 @@
 //! ready through its sentinel; an event set by another process is ready; and a forked child
 //! waits for its own children.
 //!
-//! Children are forked (inside the threaded harness, as in the `process` tests: they only
-//! touch what the test thread set up, and leave through the crate) or spawned (re-executing
-//! this binary, intercepted before the harness's `main`). Timing is asserted only as a lower
+//! Children are spawned (re-executing this binary, intercepted before the harness's `main`)
+//! when they live long, or forked (inside the threaded harness, as in the `process` tests:
+//! they only touch what the test thread set up, and leave through the crate) when they end
+//! within a test's first second, or by design (a forked child's own wait). Timing is asserted only as a lower
 //! bound of a timeout and as a generous upper bound.
 #![cfg(feature = "serde")]
 
@@ -81,17 +82,19 @@ struct Mix {
 
 const EACH: usize = 16;
 
+/// An idle child: sleeps until `release` is set.
+fn idle(release: Event) {
+    release.wait_timeout(NAP);
+}
+
 impl Mix {
     fn new() -> Self {
         let release = Event::new().expect("event");
+        // Spawned, not forked: a forked child would count as a holder of every queue handle
+        // alive in this process at the fork, those of the tests running beside this one too,
+        // for as long as it lives.
         let procs = (0..EACH)
-            .map(|_| {
-                let r = release.clone();
-                Process::fork(move || {
-                    r.wait_timeout(NAP);
-                })
-                .expect("fork idle child")
-            })
+            .map(|_| Process::spawn(idle, &release).expect("spawn idle child"))
             .collect();
         Self {
             conns: (0..EACH).map(|_| pipe().expect("pipe")).collect(),
@@ -373,4 +376,27 @@ fn an_empty_list_without_timeout_is_an_error() {
             .is_empty()
     );
     assert!(t0.elapsed() >= Duration::from_millis(20));
+}
+
+#[test]
+fn events_alone_are_woken_not_found_by_a_timeout() {
+    // No queue in the list: nothing bounds the sleep but the timeout, so only the setter's
+    // wake can end it soon.
+    let _w = watchdog(LIMIT, "events_alone");
+    let (idle, ev) = (Event::new().expect("event"), Event::new().expect("event"));
+    let at = stamp();
+    let setter = {
+        let (ev, at) = (&ev, &at);
+        Process::fork(move || {
+            std::thread::sleep(DELAY);
+            at.store(mono_ns(), Ordering::SeqCst);
+            ev.set();
+        })
+        .expect("fork setter")
+    };
+    let ready = wait(&[&idle, &ev], Some(LONG)).expect("wait");
+    let returned = mono_ns();
+    assert_eq!(ready, [1]);
+    assert_soon(&at, returned);
+    setter.join().expect("setter");
 }
