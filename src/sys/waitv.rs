@@ -8,9 +8,10 @@
 //! - [pidfd_open(2)](https://man7.org/linux/man-pages/man2/pidfd_open.2.html)
 #![allow(unsafe_code)]
 //! # Safety
-//! The one unsafe block borrows the exit watcher's epoll descriptor by number: the process that
-//! created it never closes it (it is leaked on purpose, for the watcher thread), and a forked
-//! child, which inherits the number, never uses it (see [`watcher`]).
+//! Two blocks borrow the exit watcher's epoll descriptor by number: the process that created
+//! it never closes it (it is leaked on purpose, for the watcher thread), and a forked child,
+//! which inherits the number, never uses it (see [`watcher`]). One block takes back ownership
+//! of a descriptor this module just released with `into_raw_fd`, to close it.
 
 use std::os::fd::{AsFd, BorrowedFd, FromRawFd, IntoRawFd, OwnedFd};
 use std::sync::OnceLock;
