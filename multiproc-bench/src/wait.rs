@@ -282,6 +282,19 @@ fn report(asleep: bool, plain: &mut Samples, waited: &mut Samples) -> String {
     let plain_worst = plain_ready.iter().copied().fold(0.0, f64::max);
     let plain_median = median(&mut plain_ready);
     let ready_median = median(&mut ready);
+    // Both sorted by `median`.
+    let pct = |v: &[f64], p: f64| {
+        if v.is_empty() {
+            f64::NAN
+        } else {
+            v[((v.len() - 1) as f64 * p).round() as usize]
+        }
+    };
+    let plain_over = plain
+        .ready_to_return
+        .iter()
+        .filter(|&&n| n > BOUND.as_nanos() as u64)
+        .count();
     format!(
         "wait over {OBJECTS} objects, 1 ready, then recv; vs a plain recv ({})\n\
          \x20 round trip, median of {} round medians [range]:\n\
@@ -289,9 +302,9 @@ fn report(asleep: bool, plain: &mut Samples, waited: &mut Samples) -> String {
          \x20   wait + recv     {:>9.1} us  [{:.1} .. {:.1}]\n\
          \x20   added by wait   {:>9.1} us  [{:.1} .. {:.1}]\n\
          \x20   ratio           {:>9.2}     [{:.2} .. {:.2}]\n\
-         \x20 send to return (one way), median / max over {} pings:\n\
-         \x20   plain recv      {:>9.1} us / {:.1} us\n\
-         \x20   wait            {:>9.1} us / {:.1} us; {} of {} over {} ms\n\n",
+         \x20 send to return (one way) over {} pings: median / 99% / 99.9% / max; count over {} ms:\n\
+         \x20   plain recv      {:>9.1} us / {:.1} / {:.1} / {:.1} us; {}\n\
+         \x20   wait            {:>9.1} us / {:.1} / {:.1} / {:.1} us; {}\n\n",
         if asleep {
             "receiver asleep: 2 ms pause before each ping"
         } else {
@@ -311,12 +324,16 @@ fn report(asleep: bool, plain: &mut Samples, waited: &mut Samples) -> String {
         rl,
         rh,
         ready.len(),
+        BOUND.as_millis(),
         us(plain_median),
+        us(pct(&plain_ready, 0.99)),
+        us(pct(&plain_ready, 0.999)),
         us(plain_worst),
+        plain_over,
         us(ready_median),
+        us(pct(&ready, 0.99)),
+        us(pct(&ready, 0.999)),
         us(worst),
         over,
-        waited.ready_to_return.len(),
-        BOUND.as_millis(),
     )
 }
