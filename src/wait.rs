@@ -209,6 +209,7 @@ struct Waiter<'t, 'a> {
 
 impl<'t, 'a> Waiter<'t, 'a> {
     fn new(targets: &'t [Target<'a>]) -> Self {
+        #[cfg_attr(not(feature = "serde"), allow(unused_mut))]
         let mut bounded = !sys::waitv_supported() || targets.len() + 1 > sys::WAITV_MAX;
         let mut since = vec![0; targets.len()];
         let mut has_rings = false;
@@ -332,6 +333,7 @@ impl<'t, 'a> Waiter<'t, 'a> {
     }
 
     /// The indices of the targets ready now; `exits` is the exit word as read before.
+    #[cfg_attr(not(feature = "serde"), allow(unused_variables))]
     fn look(&self, exits: u32, probe: bool, give_up: bool) -> Vec<usize> {
         let mut ready = Vec::new();
         for (i, t) in self.targets.iter().enumerate() {
