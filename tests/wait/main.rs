@@ -400,3 +400,30 @@ fn events_alone_are_woken_not_found_by_a_timeout() {
     assert_soon(&at, returned);
     setter.join().expect("setter");
 }
+
+#[test]
+fn the_same_object_twice_is_reported_twice() {
+    let _w = watchdog(LIMIT, "twice");
+    let (tx, rx) = channel();
+    let q = Queue::<u32>::builder().create().expect("queue");
+    let timeout = Duration::from_millis(50);
+    let t0 = Instant::now();
+    assert!(
+        wait(&[&rx, &q, &rx], Some(timeout))
+            .expect("wait")
+            .is_empty()
+    );
+    assert!(t0.elapsed() >= timeout);
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            std::thread::sleep(Duration::from_millis(20));
+            tx.put(1).expect("put");
+        });
+        assert_eq!(wait(&[&rx, &q, &rx], Some(LONG)).expect("wait"), [0, 2]);
+    });
+    q.put(2).expect("put");
+    assert_eq!(
+        wait(&[&rx, &q, &rx], Some(Duration::ZERO)).expect("poll"),
+        [0, 1, 2]
+    );
+}
