@@ -132,6 +132,8 @@ mod sync;
 mod sys;
 #[cfg(not(multiproc_loom))]
 mod value;
+#[cfg(not(multiproc_loom))]
+mod wait;
 
 #[cfg(all(feature = "msgpack", not(multiproc_loom)))]
 pub use channel::MessagePack;
@@ -148,8 +150,8 @@ pub use error::{
 #[cfg(all(feature = "serde", not(multiproc_loom)))]
 pub use process::{
     AsyncResult, Builder as ProcessBuilder, EncodesAs, Imap, ImapUnordered, ImapUnorderedIndexed,
-    Pool, PoolBuilder, Process, ProcessError, ProcessInfo, StartMethod, TaskError, active_children,
-    cpu_count, current_process, init, parent_process, set_child_init,
+    Pool, PoolBuilder, Process, ProcessError, ProcessInfo, Sentinel, StartMethod, TaskError,
+    active_children, cpu_count, current_process, init, parent_process, set_child_init,
 };
 #[cfg(not(multiproc_loom))]
 pub use segment::atomic_copy::ShmSafe;
@@ -178,6 +180,8 @@ pub use sync::semaphore::{BoundedSemaphore, Semaphore};
 pub use sys::Errno;
 #[cfg(not(multiproc_loom))]
 pub use value::{Array, ArrayGuard, RawArray, RawValue, ShmAtomic, Value, ValueGuard};
+#[cfg(not(multiproc_loom))]
+pub use wait::{Waitable, wait};
 /// The `zerocopy` this crate builds on, so a type of your own can derive what [`ShmSafe`] needs
 /// without a `zerocopy` dependency of its own (see [`ShmSafe`]).
 #[cfg(not(multiproc_loom))]

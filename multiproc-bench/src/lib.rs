@@ -19,6 +19,7 @@ pub mod run;
 pub mod sys;
 pub mod table;
 pub mod validate;
+pub mod wait;
 
 /// A byte count as "8 B", "4 KiB", "16 MiB".
 pub fn fmt_size(bytes: u64) -> String {

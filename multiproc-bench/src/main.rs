@@ -65,7 +65,9 @@ struct Args {
     #[arg(long, value_delimiter = ',')]
     only: Option<Vec<String>>,
     /// Only these benchmarks: latency, throughput, producers, consumers, locks (lock + unlock
-    /// of a process-shared mutex), pairs (round trips of 1 to 16 pairs at once).
+    /// of a process-shared mutex), pairs (round trips of 1 to 16 pairs at once), wait
+    /// (`multiproc::wait` over 64 objects against a plain get; only when asked for, and
+    /// reported after the table).
     #[arg(long, value_delimiter = ',')]
     bench: Option<Vec<BenchArg>>,
     /// Message sizes for the throughput benchmark (bytes, comma-separated; default 8 B to
@@ -103,6 +105,7 @@ enum BenchArg {
     Consumers,
     Locks,
     Pairs,
+    Wait,
 }
 
 /// The largest message size accepted (every ring is at least twice as large).
@@ -274,6 +277,18 @@ fn run(args: Args) -> Result<ExitCode, String> {
         }
     }
 
+    let wait_bench = args
+        .bench
+        .as_ref()
+        .is_some_and(|b| b.contains(&BenchArg::Wait));
+    if wait_bench && args.bench.as_ref().is_some_and(|b| b.len() == 1) {
+        // Only the wait benchmark: it has its own report.
+        print!(
+            "{}",
+            multiproc_bench::wait::run(settings.rounds, args.quick, placement)?
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
     let benches = args.bench.clone().unwrap_or_else(|| {
         vec![
             BenchArg::Latency,
@@ -357,7 +372,15 @@ fn run(args: Args) -> Result<ExitCode, String> {
         groups,
         notes,
     };
-    output(&args, &report)
+    let code = output(&args, &report)?;
+    if wait_bench {
+        println!();
+        print!(
+            "{}",
+            multiproc_bench::wait::run(settings.rounds, args.quick, placement)?
+        );
+    }
+    Ok(code)
 }
 
 /// Prints the table, writes the files asked for, and sets the exit status.

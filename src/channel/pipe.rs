@@ -21,6 +21,10 @@ use crate::sys::Errno;
 /// `Connection<S, R, C>` is a `Connection<R, S, C>`; [`pipe`] makes a pair for one type,
 /// [`duplex`] for a request type and a response type.
 ///
+/// To wait for several connections (and queues, events, processes) at once, use
+/// [`wait`](crate::wait()); there is no `fileno`, as no descriptor behind a connection ever
+/// becomes readable (see the notes of [`wait`](crate::wait())).
+///
 /// # Examples
 /// ```
 /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -252,6 +256,13 @@ where
     pub fn set_inheritable(&self, inheritable: bool) -> Result<(), Errno> {
         self.tx.set_inheritable(inheritable)?;
         self.rx.set_inheritable(inheritable)
+    }
+}
+
+/// `wait` waits for what [`recv`](Connection::recv) would get.
+impl<S, R, C> crate::wait::Sealed for Connection<S, R, C> {
+    fn target(&self) -> crate::wait::Target<'_> {
+        crate::wait::Sealed::target(&self.rx)
     }
 }
 

@@ -1236,6 +1236,21 @@ impl<T, C: Codec<T>> Receiver<T, C> {
     }
 }
 
+/// `wait` waits for what a receiving handle would get.
+macro_rules! waitable {
+    ($ty:ident) => {
+        impl<T, C> crate::wait::Sealed for $ty<T, C> {
+            fn target(&self) -> crate::wait::Target<'_> {
+                self.ep.ensure_attached();
+                crate::wait::Target::Ring(self.ep.ring())
+            }
+        }
+    };
+}
+waitable!(Receiver);
+waitable!(Queue);
+waitable!(JoinableQueue);
+
 /// A [`Queue`] that counts unfinished tasks, like Python's `multiprocessing.JoinableQueue`:
 /// every put adds one, every [`task_done`](Self::task_done) removes one, and
 /// [`join`](Self::join) waits until none is left.

@@ -202,6 +202,11 @@ pub(crate) struct Child {
     _control: Arc<OwnedFd>,
     /// The exit code, once reaped.
     code: Mutex<Option<i32>>,
+    /// For which exit watcher `pidfd` is registered (see `sys::watch_exit`); 0: none.
+    watched: AtomicU64,
+    /// `1 << 32 | e`: the child was found running after the exit word read `e` (see
+    /// [`has_exited_since`](Self::has_exited_since)); 0: never.
+    running_at: AtomicU64,
 }
 
 impl Child {
@@ -219,6 +224,8 @@ impl Child {
             pidfd,
             _control: control,
             code: Mutex::new(None),
+            watched: AtomicU64::new(0),
+            running_at: AtomicU64::new(0),
         });
         if let Ok(mut list) = children().lock() {
             list.push(child.clone());
@@ -255,6 +262,30 @@ impl Child {
     /// Whether the child has exited, without reaping it: for polling many at once.
     pub(crate) fn has_exited(&self) -> bool {
         sys::wait_readable(&self.pidfd, Some(Duration::ZERO)).unwrap_or(true)
+    }
+
+    /// Has this process's exit watcher advance `sys::exit_word` once the child ends; `false`
+    /// if no watcher can run (then a wait must look again now and then).
+    pub(crate) fn watch_exit(&self) -> bool {
+        sys::watch_exit(&self.pidfd, &self.watched)
+    }
+
+    /// As [`has_exited`](Self::has_exited), for a wait whose exit watcher watches this child
+    /// ([`watch_exit`](Self::watch_exit) said so) and that read the exit word as `exits` before
+    /// this look: while the word still reads as when the child was last found running, the
+    /// child cannot have been reported ended, and the system call is skipped. An end that the
+    /// watcher has not reported yet is missed, but its report changes the word, which the
+    /// wait sleeps on.
+    pub(crate) fn has_exited_since(&self, exits: u32) -> bool {
+        let mark = 1 << 32 | u64::from(exits);
+        if self.running_at.load(Ordering::Acquire) == mark {
+            return false;
+        }
+        let ended = self.has_exited();
+        if !ended {
+            self.running_at.store(mark, Ordering::Release);
+        }
+        ended
     }
 
     pub(crate) fn signal(&self, sig: i32) -> Result<(), Errno> {
@@ -777,6 +808,19 @@ impl<R> Process<R> {
         &self.child.name
     }
 
+    /// Python's `sentinel`: a handle that [`wait`](crate::wait()) reports as ready once the
+    /// child has ended (exited, or been killed), alongside queues, connections and events. It
+    /// keeps the child's pidfd open, not the child: it stays valid after this `Process` is
+    /// dropped or joined, and stays ready once the child has ended.
+    ///
+    /// A `&Process` can be passed to `wait` directly as well; the sentinel is for when the
+    /// `Process` itself must go elsewhere (be joined, moved into another thread).
+    pub fn sentinel(&self) -> Sentinel {
+        Sentinel {
+            child: self.child.clone(),
+        }
+    }
+
     /// Whether the child dies with this process.
     pub fn is_daemon(&self) -> bool {
         self.daemon
@@ -815,6 +859,43 @@ impl<R> Process<R> {
     /// The system error, if the signal could not be sent.
     pub fn kill(&self) -> Result<(), Errno> {
         self.child.signal(sys::SIGKILL)
+    }
+}
+
+/// A child's end, to wait for with [`wait`](crate::wait()) among other objects: see
+/// [`Process::sentinel`].
+#[derive(Clone)]
+pub struct Sentinel {
+    child: Arc<Child>,
+}
+
+impl Sentinel {
+    /// The child's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.pid
+    }
+
+    /// Whether the child has ended (without waiting and without reaping it).
+    pub fn is_ready(&self) -> bool {
+        self.child.has_exited()
+    }
+
+    pub(crate) fn child(&self) -> &Child {
+        &self.child
+    }
+}
+
+impl std::fmt::Debug for Sentinel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sentinel")
+            .field("pid", &self.child.pid)
+            .finish()
+    }
+}
+
+impl<R> Process<R> {
+    pub(crate) fn child(&self) -> &Child {
+        &self.child
     }
 }
 

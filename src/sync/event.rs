@@ -82,6 +82,42 @@ impl EventState {
         self.word.fetch_and(!SET, Ordering::SeqCst);
     }
 
+    /// For a wait over many objects (`crate::wait`): counts the caller as a sleeper (undo with
+    /// [`withdraw`](Self::withdraw)). After this, the caller reads
+    /// the word, takes its look, and sleeps while the word holds what it read: a `set` changes
+    /// the word and then sees the caller counted, so it wakes it.
+    #[cfg(not(multiproc_loom))]
+    pub(crate) fn announce(&self) {
+        // SeqCst: pairs with the setter's SeqCst change of `word` and its RMW of `sleepers`.
+        self.sleepers.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// The futex word (to sleep on; see [`announce`](Self::announce)).
+    #[cfg(not(multiproc_loom))]
+    pub(crate) fn word(&self) -> &AtomicU32 {
+        &self.word
+    }
+
+    /// The futex word's value now.
+    #[cfg(not(multiproc_loom))]
+    pub(crate) fn word_now(&self) -> u32 {
+        self.word.load(Ordering::SeqCst)
+    }
+
+    /// Undoes one [`announce`](Self::announce).
+    #[cfg(not(multiproc_loom))]
+    pub(crate) fn withdraw(&self) {
+        self.sleepers.fetch_sub(1, Ordering::SeqCst);
+    }
+
+    /// Whether `word` (a value of the futex word) has the flag set; `since` (the word when a
+    /// wait began) tells whether a set happened since, as [`wait_deadline`](Self::wait_deadline)
+    /// counts it: any change from a clear word is a set.
+    #[cfg(not(multiproc_loom))]
+    pub(crate) fn released(word: u32, since: u32) -> bool {
+        word & SET != 0 || (since & SET == 0 && word != since)
+    }
+
     /// Waiters counted as asleep or about to sleep (for the loom models).
     #[cfg(all(test, multiproc_loom))]
     pub(crate) fn sleepers(&self) -> u32 {
@@ -167,6 +203,10 @@ mod public {
                 inner,
                 spinner: Spinner::new(),
             })
+        }
+
+        pub(crate) fn state(&self) -> &EventState {
+            self.inner.state()
         }
 
         /// Whether the flag is set.

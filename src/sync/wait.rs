@@ -59,6 +59,31 @@ impl WaitWord {
         sleep_unless(&self.seq, seen, &self.sleepers, 1, timeout, ready)
     }
 
+    /// The futex word itself, for a wait over many objects at once (`crate::wait`), which
+    /// sleeps on it with `futex_waitv` between [`announce`](Self::announce) and
+    /// [`withdraw`](Self::withdraw) instead of calling [`wait_unless`](Self::wait_unless).
+    #[cfg(not(multiproc_loom))]
+    pub(crate) fn futex_word(&self) -> &AtomicU32 {
+        &self.seq
+    }
+
+    /// Counts the caller as a sleeper, as [`wait_unless`](Self::wait_unless) does around its
+    /// sleep: wakers call the wake system call only while someone is counted. Each call is
+    /// undone by one [`withdraw`](Self::withdraw). Between the two the caller follows the same
+    /// order as `wait_unless`: [`observe`](Self::observe), then its last look, then sleep.
+    #[cfg(not(multiproc_loom))]
+    pub(crate) fn announce(&self) {
+        // SYNC(sleepers-rmw)
+        self.sleepers.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// Undoes one [`announce`](Self::announce). (A scribbled count only wraps: wakers then
+    /// wake in vain, or not at all, until the sleepers' probes; nothing worse.)
+    #[cfg(not(multiproc_loom))]
+    pub(crate) fn withdraw(&self) {
+        self.sleepers.fetch_sub(1, Ordering::AcqRel);
+    }
+
     /// Wakes up to `n` sleepers, if any are counted; otherwise does nothing at all (no write,
     /// no system call). Call it after changing the state sleepers look at.
     #[inline]

@@ -15,6 +15,8 @@ mod mem;
 mod proc;
 #[cfg(not(multiproc_loom))]
 mod spawn;
+#[cfg(not(multiproc_loom))]
+mod waitv;
 
 #[cfg(not(multiproc_loom))]
 pub(crate) use futex::{futex_wait, futex_wake};
@@ -34,6 +36,10 @@ pub(crate) use spawn::{
     install_environment, keep_from_exec, kill_me_with_parent, kill_self, parent_pid, pidfd_open,
     pidfd_signal, reap, recv_message, same_loaded_object, send_message, single_threaded,
     socket_pair, spawn_self, try_reap, wait_readable,
+};
+#[cfg(not(multiproc_loom))]
+pub(crate) use waitv::{
+    WAITV_MAX, WaitvEntry, exit_word, fallback_sleep, futex_waitv, waitv_supported, watch_exit,
 };
 
 // The loom models' stand-in for the operating system (see `loom.rs`).

@@ -113,6 +113,73 @@ impl Ring {
         }
     }
 
+    /// For a wait over many objects (`crate::wait`): counts the caller as a sleeper on the data
+    /// word, as a blocking get does while it sleeps, so that producers wake it. Undo with
+    /// [`unwatch_data`](Self::unwatch_data). Each round of the wait then reads the word
+    /// ([`data_seen`](Self::data_seen)), looks ([`data_ready`](Self::data_ready)), and sleeps
+    /// while the word holds what it read: the order of [`wait_for_data`](Self::wait_for_data).
+    #[cfg(not(multiproc_loom))]
+    pub(crate) fn watch_data(&self) {
+        self.st().data_wait.word.announce();
+    }
+
+    /// The data word, to sleep on (see [`watch_data`](Self::watch_data)).
+    #[cfg(not(multiproc_loom))]
+    pub(crate) fn data_word(&self) -> &crate::primitive::AtomicU32 {
+        self.st().data_wait.word.futex_word()
+    }
+
+    /// The data word now, read before [`data_ready`](Self::data_ready).
+    #[cfg(not(multiproc_loom))]
+    pub(crate) fn data_seen(&self) -> u32 {
+        self.st().data_wait.word.observe()
+    }
+
+    /// Whether a get would return at once: a message is there, the ring is closed, or no
+    /// sender is left (after probing dead peers, with `probe`; after probing them if this
+    /// process has not lately, with `give_up`, as a get that times out does). After
+    /// [`watch_data`](Self::watch_data), a put this look misses wakes the data word.
+    #[cfg(not(multiproc_loom))]
+    pub(crate) fn data_ready(&self, probe: bool, give_up: bool) -> bool {
+        let st = self.st();
+        // SYNC(lock-handshake): with the unlock in `put_with`, as in `wait_for_data`.
+        st.put_side.lock.handshake();
+        // SYNC(tail-publish)
+        let tail = st.tail.pos.load(Ordering::Acquire);
+        if !self.is_empty_at(tail) || self.is_closed() {
+            return true;
+        }
+        let alive = if give_up {
+            self.any_alive_at_give_up(true)
+        } else {
+            self.any_alive(true, probe)
+        };
+        !alive
+    }
+
+    /// Whether a message seems to be there: two loads, no handshake and no peer count, for a
+    /// waiter's spinning only (a `false` proves nothing; [`data_ready`](Self::data_ready)
+    /// decides before a sleep).
+    #[cfg(not(multiproc_loom))]
+    #[inline]
+    pub(crate) fn data_hint(&self) -> bool {
+        // SYNC(tail-publish)
+        !self.is_empty_at(self.st().tail.pos.load(Ordering::Acquire))
+    }
+
+    /// Undoes [`watch_data`](Self::watch_data). `woken`: the caller's sleep took a wake of the
+    /// data word, which a producer meant for one sleeper (a put wakes one); it is passed on to
+    /// another sleeper, if one is counted, so that a blocking get in another thread or process
+    /// does not sleep through the message the caller may leave to it.
+    #[cfg(not(multiproc_loom))]
+    pub(crate) fn unwatch_data(&self, woken: bool) {
+        let w = &self.st().data_wait.word;
+        w.withdraw();
+        if woken {
+            w.notify(1);
+        }
+    }
+
     /// The tail to test for emptiness: our copy if it shows messages (no cache miss on the
     /// producer's line), else the real tail. Read without the get lock, the copy is only a hint
     /// (`take` checks again under the lock); the real tail is read whenever it says empty.
