@@ -427,3 +427,33 @@ fn the_same_object_twice_is_reported_twice() {
         [0, 1, 2]
     );
 }
+
+/// A shut-down queue is ready (a get returns at once), even with nothing in it, and a queue
+/// shut down while `wait` sleeps on it wakes it.
+#[test]
+fn a_shut_down_queue_is_ready() {
+    let _w = watchdog(LIMIT, "a_shut_down_queue_is_ready");
+    let (tx, rx) = channel();
+    let (tx2, rx2) = channel();
+    let idle = Event::new().expect("event");
+    let objects: [&dyn Waitable; 3] = [&idle, &rx, &rx2];
+    assert!(
+        wait(&objects, Some(Duration::ZERO))
+            .expect("poll")
+            .is_empty()
+    );
+    tx.shutdown();
+    assert_eq!(wait(&objects, Some(Duration::ZERO)).expect("poll"), [1]);
+    let later: [&dyn Waitable; 2] = [&idle, &rx2];
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            std::thread::sleep(Duration::from_millis(50));
+            tx2.shutdown_immediate();
+        });
+        assert_eq!(
+            wait(&later, Some(Duration::from_secs(30))).expect("wait"),
+            [1]
+        );
+    });
+    assert_eq!(wait(&objects, Some(Duration::ZERO)).expect("poll"), [1, 2]);
+}

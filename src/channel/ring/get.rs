@@ -135,8 +135,8 @@ impl Ring {
         self.st().data_wait.word.observe()
     }
 
-    /// Whether a get would return at once: a message is there, the ring is closed, or no
-    /// sender is left (after probing dead peers, with `probe`; after probing them if this
+    /// Whether a get would return at once: a message is there, the ring is closed or shut
+    /// down, or no sender is left (after probing dead peers, with `probe`; after probing them if this
     /// process has not lately, with `give_up`, as a get that times out does). After
     /// [`watch_data`](Self::watch_data), a put this look misses wakes the data word.
     #[cfg(not(multiproc_loom))]
@@ -146,7 +146,8 @@ impl Ring {
         st.put_side.lock.handshake();
         // SYNC(tail-publish)
         let tail = st.tail.pos.load(Ordering::Acquire);
-        if !self.is_empty_at(tail) || self.is_closed() {
+        // Closed or shut down (or a state word scribbled on): a get returns at once.
+        if !self.is_empty_at(tail) || self.state() != 0 {
             return true;
         }
         let alive = if give_up {
