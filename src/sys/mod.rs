@@ -15,6 +15,8 @@ mod mem;
 mod proc;
 #[cfg(not(multiproc_loom))]
 mod spawn;
+#[cfg(not(multiproc_loom))]
+pub(crate) mod track;
 
 #[cfg(not(multiproc_loom))]
 pub(crate) use futex::{futex_wait, futex_wake};
