@@ -194,8 +194,9 @@ impl<T: sealed::Object> Builder<T> {
     ///   then. (Python's `multiprocessing` has a resource tracker for the same purpose.)
     /// - Never, for a [`persistent`](Self::persistent) object.
     ///
-    /// How the tracker works and what it costs (one idle process per program that uses names)
-    /// is described in the crate's `segment::tracker` module docs, repeated in the README.
+    /// How the tracker works and what it costs (one small idle process per program that uses
+    /// names) is described under
+    /// [Names and the tracker](crate::SharedMemory#names-and-the-tracker).
     pub fn name(mut self, name: impl Into<String>) -> Self {
         self.backing = Backing::Named {
             name: Some(name.into()),

@@ -3,6 +3,7 @@
 //! another program, or a Python process), persistent names stay, a program's spawned
 //! children share its one tracker, and the tracker ends with its program.
 #![cfg(feature = "serde")]
+#![allow(unsafe_code)] // kill(2) of a tracker and flock(2) as a hostile holder: see the SAFETY comments
 
 #[path = "../common/mod.rs"]
 mod common;
@@ -520,7 +521,12 @@ fn measure_tracking_cost() {
         time(&mut || keep.push(Value::builder().name(&first).value(0u64).create().unwrap()));
     println!("first tracked create (starts the tracker): {t_first:?}");
     const N: usize = 2000;
-    for (label, persistent) in [("tracked", false), ("persistent", true)] {
+    for (label, persistent) in [
+        ("persistent", true),
+        ("tracked", false),
+        ("persistent", true),
+        ("tracked", false),
+    ] {
         let names: Vec<String> = (0..N).map(|i| unique_name(&format!("cost{i}"))).collect();
         let mut objs = Vec::with_capacity(N);
         let t_create = time(&mut || {
@@ -564,4 +570,120 @@ fn measure_tracking_cost() {
         }
     }
     drop(keep);
+}
+
+// ---------------------------------------------------------------------------------------------
+// A dead tracker, a hostile lock holder
+
+/// C: creates `A`, says ready; on a line from stdin creates `B` and says ready again.
+fn create_around_a_dead_tracker() {
+    let a = Value::builder()
+        .name(common::arg("A"))
+        .value(1u64)
+        .create()
+        .unwrap();
+    ready_and_wait();
+    let b = Value::builder()
+        .name(common::arg("B"))
+        .value(2u64)
+        .create()
+        .unwrap();
+    assert_eq!(b.get(), 2);
+    ready_and_wait();
+    drop((a, b));
+}
+
+/// Killing the tracker hangs nothing: the program goes on creating names, the next one
+/// starts a new tracker, which cleans up what it was told about. (Names registered only with
+/// the dead tracker are left behind: the documented cost of losing it.)
+#[test]
+fn a_killed_tracker_is_replaced_and_nothing_hangs() {
+    if role().as_deref() == Some("creator") {
+        return create_around_a_dead_tracker();
+    }
+    let _watchdog = watchdog(LIMIT, "dead tracker");
+    let names = [unique_name("t-a"), unique_name("t-b")];
+    let _cleanup = Cleanup(names.to_vec());
+    let tag = unique_name("tag");
+    let (mut c, mut out) = start(
+        &this_test!(a_killed_tracker_is_replaced_and_nothing_hangs),
+        "creator",
+        &[("A", &names[0]), ("B", &names[1]), ("TAG", &tag)],
+    );
+    await_ready(&mut out, "creator");
+    let first = trackers_tagged(&tag);
+    assert_eq!(first.len(), 1, "{first:?}");
+    // SAFETY: plain kill(2) of a process we found by its command line and environment.
+    assert_eq!(
+        unsafe { libc::kill(first[0] as libc::pid_t, libc::SIGKILL) },
+        0
+    );
+    assert!(eventually(GONE_WITHIN, || trackers_tagged(&tag).is_empty()));
+
+    c.stdin.as_mut().unwrap().write_all(b"go\n").unwrap();
+    await_ready(&mut out, "creator (second name)");
+    let second = trackers_tagged(&tag);
+    assert_eq!(second.len(), 1, "a new tracker: {second:?}");
+    assert_ne!(second, first);
+
+    kill9(&mut c);
+    let died = Instant::now();
+    assert_gone_soon(&[&names[1]], died, "the name the new tracker knows");
+    assert!(eventually(GONE_WITHIN, || trackers_tagged(&tag).is_empty()));
+    assert!(shm_exists(&names[0]), "only the dead tracker knew this one");
+}
+
+/// A process holding an exclusive `flock` on a name (as a tracker does while it removes
+/// it, or a hostile process for good) makes opening it fail once the open timeout passes,
+/// as if the name were gone: an error, not a hang.
+#[test]
+fn an_exclusive_lock_holder_cannot_hang_an_open() {
+    let _watchdog = watchdog(LIMIT, "exclusive holder");
+    let name = unique_name("x-a");
+    let v = Value::builder().name(&name).value(5u64).create().unwrap();
+    let file = std::fs::File::open(format!("/dev/shm/{name}")).unwrap();
+    // While we (the creator) map it, nobody gets an exclusive lock...
+    // SAFETY: flock on a descriptor we own.
+    let rc = unsafe {
+        libc::flock(
+            std::os::fd::AsRawFd::as_raw_fd(&file),
+            libc::LOCK_EX | libc::LOCK_NB,
+        )
+    };
+    assert_eq!(rc, -1, "the creator's mapping holds a shared lock");
+    drop(v);
+    // ...and once it is unmapped, a hostile holder can deny opens.
+    let name2 = unique_name("x-b");
+    let v2 = Value::builder()
+        .name(&name2)
+        .persistent()
+        .value(6u64)
+        .create()
+        .unwrap();
+    drop(v2);
+    let file2 = std::fs::File::open(format!("/dev/shm/{name2}")).unwrap();
+    // SAFETY: flock on a descriptor we own.
+    let rc = unsafe {
+        libc::flock(
+            std::os::fd::AsRawFd::as_raw_fd(&file2),
+            libc::LOCK_EX | libc::LOCK_NB,
+        )
+    };
+    assert_eq!(rc, 0, "nobody maps it any more");
+    let t = Instant::now();
+    let err = Value::<u64>::builder()
+        .name(&name2)
+        .open_timeout(Duration::from_millis(100))
+        .open()
+        .unwrap_err();
+    assert!(
+        matches!(err, multiproc::OpenError::NotFound { .. }),
+        "{err:?}"
+    );
+    assert!(t.elapsed() >= Duration::from_millis(100));
+    drop(file2);
+    let again = Value::<u64>::open(&name2).expect("opens once the lock is gone");
+    assert_eq!(again.get(), 6);
+    assert!(again.unlink().unwrap());
+    drop(file);
 }
