@@ -33,8 +33,9 @@ pub use crate::error::OutOfBounds;
 /// The creating process unlinks the name when it drops the block (Python leaves that to
 /// `unlink()` or its resource tracker); [`unlink`](Self::unlink) does it earlier and
 /// [`persist`](Self::persist) keeps the name past the drop. If the creator dies without
-/// dropping it, the name tracker removes the name (see below). Concurrent writes to the same bytes
-/// must be ordered by the processes themselves, for instance with a [`Lock`](crate::Lock).
+/// dropping it, the name tracker removes the name (see below). Concurrent writes to the same
+/// bytes must be ordered by the processes themselves, for instance with a
+/// [`Lock`](crate::Lock).
 /// A POSIX shm object cannot be sealed, so a process that shrinks the file under our mapping
 /// makes our next access to the cut-off part raise `SIGBUS`, as with any `mmap`.
 ///
@@ -140,7 +141,9 @@ impl SharedMemory {
     ///
     /// # Errors
     /// [`OpenError::NotFound`], [`OpenError::PermissionDenied`], or the system error; an empty
-    /// object gives [`OpenError::Truncated`].
+    /// object gives [`OpenError::Truncated`]. A block that another program's tracker is
+    /// removing right now (it holds an exclusive `flock`, for a few milliseconds) is waited
+    /// for, up to one second, and then gives [`OpenError::NotFound`].
     pub fn open(name: &str) -> Result<Self, OpenError> {
         let name = normalize_name(name)?;
         let deadline = std::time::Instant::now().checked_add(crate::segment::DEFAULT_OPEN_TIMEOUT);

@@ -306,8 +306,22 @@ fn start() -> Result<OwnedFd, Errno> {
     envp.push(sys::cstring(format!("{SERVE_ENV}={theirs_raw}"))?);
     let pid = sys::spawn_self(&argv, &envp, &[theirs_raw])?;
     drop(theirs);
-    // It forks the tracker and exits at once; someone else may have reaped it (ECHILD).
-    let _ = sys::reap(pid);
+    // It forks the tracker and exits at once with 0. An executable whose `/proc/self/exe` is
+    // not the one with our hook (this crate in a library some other program loaded) runs its
+    // own `main` instead: it fails, or is stopped here, and we go without a tracker.
+    let exited_well = match sys::pidfd_open(pid) {
+        Ok(pidfd) => {
+            if !sys::wait_readable(&pidfd, Some(Duration::from_secs(5))).unwrap_or(false) {
+                let _ = sys::pidfd_signal(&pidfd, sys::SIGKILL);
+            }
+            // ECHILD: someone else reaped it; the first send will tell.
+            matches!(sys::reap(pid), Ok(0) | Err(_))
+        }
+        Err(_) => matches!(sys::reap(pid), Ok(0) | Err(_)),
+    };
+    if !exited_well {
+        return Err(Errno::NOSYS);
+    }
     Ok(ours)
 }
 
