@@ -70,9 +70,9 @@
 //!   If the tracker dies, the next registration starts a new one; names registered with the
 //!   dead one are not cleaned after a crash.
 //! - Per program: one extra process (this executable, idle in `recv`; about 1.5 MiB
-//!   resident, 0.5 MiB of it its own), started on the first tracked create or open; starting
-//!   it costs one `posix_spawn` plus a `fork`, waited for on that first call (about 1.5 to
-//!   2 ms for a test executable).
+//!   resident, 0.5 MiB of it its own), started on the first tracked create or open by one
+//!   `posix_spawn`. The started copy forks the tracker and exits; it is reaped by a later
+//!   create or open (until then it is a zombie child), not waited for.
 //! - Per create: `fchmod`, `flock` and one `send`; per open: `fstat`, `flock` and one `send`
 //!   (about 10 µs more per create and 5 to 10 µs more per open than untracked, measured on a
 //!   busy two-core machine where the send also wakes the tracker).
@@ -102,7 +102,7 @@ use std::collections::HashSet;
 use std::ffi::OsString;
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU32, Ordering};
 use std::time::Duration;
 
 use crate::sys::{self, Errno, Mapping, track};
@@ -120,6 +120,8 @@ static UNAVAILABLE: AtomicBool = AtomicBool::new(false);
 static STARTING: Mutex<()> = Mutex::new(());
 /// Set by the start-up hook.
 static HOOK_RAN: AtomicBool = AtomicBool::new(false);
+/// The process started to become the tracker, until it is reaped (0: none).
+static INTERMEDIATE: AtomicU32 = AtomicU32::new(0);
 
 const REGISTER: u8 = b'R';
 const FORGET: u8 = b'F';
@@ -206,10 +208,37 @@ fn decode(rec: &[u8]) -> Option<(u8, String, (u64, u64))> {
     Some((kind, name.to_owned(), (dev, ino)))
 }
 
+/// Reaps the process started to become the tracker once it has exited; if it failed, the
+/// tracker never started, and this process goes without one from now on.
+fn reap_intermediate() {
+    let pid = INTERMEDIATE.load(Ordering::Acquire);
+    if pid == 0 {
+        return;
+    }
+    match sys::try_reap(pid) {
+        Ok(None) => {}
+        Ok(Some(code)) => {
+            if INTERMEDIATE
+                .compare_exchange(pid, 0, Ordering::AcqRel, Ordering::Acquire)
+                .is_ok()
+                && code != 0
+            {
+                UNAVAILABLE.store(true, Ordering::Relaxed);
+            }
+        }
+        // Reaped by someone else (another thread here, or a `wait` for any child), or not
+        // our child at all (in a child forked since).
+        Err(_) => {
+            let _ = INTERMEDIATE.compare_exchange(pid, 0, Ordering::AcqRel, Ordering::Acquire);
+        }
+    }
+}
+
 fn send(kind: u8, name: &str, identity: (u64, u64)) {
     if !Mapping::CAN_SHARE {
         return;
     }
+    reap_intermediate();
     let rec = encode(kind, name, identity);
     for _ in 0..2 {
         let Some(fd) = connection() else { return };
@@ -279,8 +308,13 @@ fn connection() -> Option<i32> {
 
 /// Starts a tracker; returns our end of its socket.
 fn start() -> Result<OwnedFd, Errno> {
-    // Without the hook, a copy of this executable would run `main`.
-    if !HOOK_RAN.load(Ordering::Acquire) {
+    // Without the hook in the executable itself (not in a library some other program
+    // loaded), a copy of `/proc/self/exe` would run its `main`.
+    let entry = sys::executable_entry();
+    if !HOOK_RAN.load(Ordering::Acquire)
+        || entry == 0
+        || !sys::same_loaded_object(on_load as *const () as usize, entry)
+    {
         return Err(Errno::NOSYS);
     }
     let (ours, theirs) = track::record_socket_pair()?;
@@ -306,22 +340,9 @@ fn start() -> Result<OwnedFd, Errno> {
     envp.push(sys::cstring(format!("{SERVE_ENV}={theirs_raw}"))?);
     let pid = sys::spawn_self(&argv, &envp, &[theirs_raw])?;
     drop(theirs);
-    // It forks the tracker and exits at once with 0. An executable whose `/proc/self/exe` is
-    // not the one with our hook (this crate in a library some other program loaded) runs its
-    // own `main` instead: it fails, or is stopped here, and we go without a tracker.
-    let exited_well = match sys::pidfd_open(pid) {
-        Ok(pidfd) => {
-            if !sys::wait_readable(&pidfd, Some(Duration::from_secs(5))).unwrap_or(false) {
-                let _ = sys::pidfd_signal(&pidfd, sys::SIGKILL);
-            }
-            // ECHILD: someone else reaped it; the first send will tell.
-            matches!(sys::reap(pid), Ok(0) | Err(_))
-        }
-        Err(_) => matches!(sys::reap(pid), Ok(0) | Err(_)),
-    };
-    if !exited_well {
-        return Err(Errno::NOSYS);
-    }
+    // It forks the tracker and exits at once with 0; it is reaped by a later send rather than
+    // waited for here.
+    INTERMEDIATE.store(pid, Ordering::Release);
     Ok(ours)
 }
 

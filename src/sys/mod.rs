@@ -32,10 +32,10 @@ pub(crate) use proc::{
 };
 #[cfg(not(multiproc_loom))]
 pub(crate) use spawn::{
-    Environment, Forked, SIGKILL, SIGTERM, close_inherited, cstring, current_tid, exit_now, fork,
-    install_environment, keep_from_exec, kill_me_with_parent, kill_self, parent_pid, pidfd_open,
-    pidfd_signal, reap, recv_message, same_loaded_object, send_message, single_threaded,
-    socket_pair, spawn_self, try_reap, wait_readable,
+    Environment, Forked, SIGKILL, SIGTERM, close_inherited, cstring, current_tid, executable_entry,
+    exit_now, fork, install_environment, keep_from_exec, kill_me_with_parent, kill_self,
+    parent_pid, pidfd_open, pidfd_signal, reap, recv_message, same_loaded_object, send_message,
+    single_threaded, socket_pair, spawn_self, try_reap, wait_readable,
 };
 
 // The loom models' stand-in for the operating system (see `loom.rs`).

@@ -113,11 +113,37 @@ fn trackers_tagged(tag: &str) -> Vec<u32> {
             continue;
         };
         let has = |hay: &[u8], s: &[u8]| hay.split(|&b| b == 0).any(|part| part == s);
-        if has(&cmdline, b"--multiproc-tracker") && has(&environ, needle.as_bytes()) {
+        // Not the short-lived copy that forks the tracker (a child of the tagged program).
+        let status = std::fs::read_to_string(entry.path().join("status")).unwrap_or_default();
+        let ppid: u32 = status
+            .lines()
+            .find_map(|l| l.strip_prefix("PPid:"))
+            .and_then(|p| p.trim().parse().ok())
+            .unwrap_or(0);
+        let parent_is_tagged = std::fs::read(format!("/proc/{ppid}/environ"))
+            .is_ok_and(|env| has(&env, needle.as_bytes()));
+        if has(&cmdline, b"--multiproc-tracker")
+            && has(&environ, needle.as_bytes())
+            && !parent_is_tagged
+        {
             found.push(pid);
         }
     }
     found
+}
+
+/// Waits until exactly one tracker carries `tag` (the program starts it without waiting for
+/// it) and stays the only one for a moment; returns its pid.
+fn the_one_tracker(tag: &str) -> u32 {
+    assert!(
+        eventually(GONE_WITHIN, || trackers_tagged(tag).len() == 1),
+        "one tracker per program: {:?}",
+        trackers_tagged(tag)
+    );
+    std::thread::sleep(Duration::from_millis(50));
+    let trackers = trackers_tagged(tag);
+    assert_eq!(trackers.len(), 1, "one tracker per program: {trackers:?}");
+    trackers[0]
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -164,12 +190,7 @@ fn a_sigkilled_creators_names_go_and_its_tracker_ends() {
         assert!(shm_exists(n), "{n} was not created");
         assert_eq!(mode_of(n), 0o1600, "{n} is not marked as tracked");
     }
-    let trackers = trackers_tagged(&tag);
-    assert_eq!(
-        trackers.len(),
-        1,
-        "the creator should have one tracker: {trackers:?}"
-    );
+    let trackers = the_one_tracker(&tag);
 
     kill9(&mut c);
     let died = Instant::now();
@@ -365,8 +386,7 @@ fn spawned_and_forked_children_share_one_tracker() {
         &[("A", &name), ("TAG", &tag)],
     );
     await_ready(&mut out, "creator");
-    let trackers = trackers_tagged(&tag);
-    assert_eq!(trackers.len(), 1, "one tracker per program: {trackers:?}");
+    the_one_tracker(&tag);
     kill9(&mut c);
     let died = Instant::now();
     assert_gone_soon(&[&name], died, "the name");
@@ -611,19 +631,17 @@ fn a_killed_tracker_is_replaced_and_nothing_hangs() {
         &[("A", &names[0]), ("B", &names[1]), ("TAG", &tag)],
     );
     await_ready(&mut out, "creator");
-    let first = trackers_tagged(&tag);
-    assert_eq!(first.len(), 1, "{first:?}");
+    let first = the_one_tracker(&tag);
     // SAFETY: plain kill(2) of a process we found by its command line and environment.
     assert_eq!(
-        unsafe { libc::kill(first[0] as libc::pid_t, libc::SIGKILL) },
+        unsafe { libc::kill(first as libc::pid_t, libc::SIGKILL) },
         0
     );
     assert!(eventually(GONE_WITHIN, || trackers_tagged(&tag).is_empty()));
 
     c.stdin.as_mut().unwrap().write_all(b"go\n").unwrap();
     await_ready(&mut out, "creator (second name)");
-    let second = trackers_tagged(&tag);
-    assert_eq!(second.len(), 1, "a new tracker: {second:?}");
+    let second = the_one_tracker(&tag);
     assert_ne!(second, first);
 
     kill9(&mut c);
