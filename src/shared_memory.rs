@@ -10,7 +10,7 @@ use crate::primitive::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use crate::error::OpenError;
-use crate::segment::{NameOwner, normalize_name, random_name};
+use crate::segment::{NameOwner, normalize_name, open_existing, random_name, tracker};
 use crate::sys::{self, Mapping};
 
 pub use crate::error::OutOfBounds;
@@ -32,8 +32,10 @@ pub use crate::error::OutOfBounds;
 ///
 /// The creating process unlinks the name when it drops the block (Python leaves that to
 /// `unlink()` or its resource tracker); [`unlink`](Self::unlink) does it earlier and
-/// [`persist`](Self::persist) keeps the name past the drop. Concurrent writes to the same bytes
-/// must be ordered by the processes themselves, for instance with a [`Lock`](crate::Lock).
+/// [`persist`](Self::persist) keeps the name past the drop. If the creator dies without
+/// dropping it, the name tracker removes the name (see below). Concurrent writes to the same
+/// bytes must be ordered by the processes themselves, for instance with a
+/// [`Lock`](crate::Lock).
 /// A POSIX shm object cannot be sealed, so a process that shrinks the file under our mapping
 /// makes our next access to the cut-off part raise `SIGBUS`, as with any `mmap`.
 ///
@@ -51,6 +53,35 @@ pub use crate::error::OutOfBounds;
 ///
 /// A clone is another handle on the same block that shares this handle's mapping; the
 /// creating process unlinks the name when its last handle is dropped.
+///
+/// # Names and the tracker
+///
+/// Every named segment this crate creates (a `SharedMemory`, or an object built with
+/// [`Builder::name`](crate::Builder::name) or [`named`](crate::Builder::named)) is *tracked*
+/// unless made persistent: if its creator dies without dropping it (a crash, SIGKILL), the
+/// name is removed once no process that created or opened it is left, and never while one
+/// still maps it. This is done by a *tracker*, one small idle process per program, started
+/// on the first tracked create or open, which outlives the program just long enough to
+/// remove the names it left behind:
+///
+/// - Each process that creates or opens a name holds a shared `flock` on it for as long as
+///   it maps it; the kernel drops it when the process dies. The tracker removes a name only
+///   after an exclusive `flock` succeeds and `/proc/*/maps` shows no other process (such as a
+///   Python process) mapping it.
+/// - Tracked names have mode `01600` (the sticky bit marks them); a persistent name, and any
+///   block Python created, has mode 0600 and is never removed by the tracker.
+/// - Cost: one extra process per program that uses names (about 1.5 MiB resident), started
+///   by the first tracked create or open (a `posix_spawn` of this executable, not waited
+///   for); then a few system calls per create or open. If the tracker cannot start or dies,
+///   everything keeps working and names go only by drop or `unlink`.
+///
+/// To keep a name after every process is gone, use [`persist`](Self::persist) (or
+/// [`Builder::persistent`](crate::Builder::persistent) for objects).
+///
+/// A Python process that attaches one of our blocks should keep Python's own tracker out of
+/// it, since Python before 3.13 unlinks at exit every block it merely attached: pass
+/// `track=False` to `SharedMemory` (Python 3.13 and later), or call
+/// `resource_tracker.unregister(shm._name, "shared_memory")` right after attaching.
 #[derive(Debug, Clone)]
 pub struct SharedMemory {
     inner: Arc<Block>,
@@ -62,6 +93,8 @@ struct Block {
     map: Mapping,
     /// With the leading slash.
     name: String,
+    /// Device and inode of the object we mapped.
+    identity: (u64, u64),
     /// Set in the creating process: unlinks the name on drop, unless `persisted`.
     owner: Option<NameOwner>,
     persisted: AtomicBool,
@@ -93,10 +126,11 @@ impl SharedMemory {
                 "shared memory size must be at least 1 byte",
             ));
         }
-        let (map, owner) = NameOwner::create(&name, size)?;
+        let (map, owner) = NameOwner::create(&name, size, true)?;
         Ok(Self::from_block(Block {
             map,
             name,
+            identity: owner.identity(),
             owner: Some(owner),
             persisted: AtomicBool::new(false),
             unlinked: AtomicBool::new(false),
@@ -107,10 +141,13 @@ impl SharedMemory {
     ///
     /// # Errors
     /// [`OpenError::NotFound`], [`OpenError::PermissionDenied`], or the system error; an empty
-    /// object gives [`OpenError::Truncated`].
+    /// object gives [`OpenError::Truncated`]. A block that another program's tracker is
+    /// removing right now (it holds an exclusive `flock`, for a few milliseconds) is waited
+    /// for, up to one second, and then gives [`OpenError::NotFound`].
     pub fn open(name: &str) -> Result<Self, OpenError> {
         let name = normalize_name(name)?;
-        let fd = sys::shm_open_existing(&name).map_err(|e| OpenError::shm(e, &name))?;
+        let deadline = std::time::Instant::now().checked_add(crate::segment::DEFAULT_OPEN_TIMEOUT);
+        let (fd, state) = open_existing(&name, deadline)?;
         let len = sys::fd_len(&fd).map_err(OpenError::os)?;
         if len == 0 {
             return Err(OpenError::Truncated {
@@ -119,9 +156,14 @@ impl SharedMemory {
             });
         }
         let len = usize::try_from(len).map_err(|_| OpenError::Corrupted("size"))?;
+        let map = Mapping::map_fd(&fd, len).map_err(OpenError::os)?;
+        if state.tracked {
+            tracker::register(&name, state.identity);
+        }
         Ok(Self::from_block(Block {
-            map: Mapping::map_fd(&fd, len).map_err(OpenError::os)?,
+            map,
             name,
+            identity: state.identity,
             owner: None,
             persisted: AtomicBool::new(false),
             unlinked: AtomicBool::new(false),
@@ -211,13 +253,23 @@ impl SharedMemory {
             return Ok(false);
         }
         sys::shm_unlink(&self.inner.name).map_err(|e| OpenError::shm(e, &self.inner.name))?;
+        tracker::forget(&self.inner.name, self.inner.identity);
         Ok(true)
     }
 
     /// Keeps the name after the creating process's handles (this one and its clones) are
-    /// dropped, as Python does by default.
+    /// dropped, and after every process is gone, as Python does by default: the block is no
+    /// longer tracked (see [Names and the tracker](Self#names-and-the-tracker)), and only
+    /// [`unlink`](Self::unlink), from any process, removes the name.
     pub fn persist(self) -> Self {
         self.inner.persisted.store(true, Ordering::Relaxed);
+        let name = &self.inner.name;
+        if let Ok(fd) = sys::shm_open_existing(name) {
+            if sys::fd_identity(&fd) == Ok(self.inner.identity) {
+                let _ = sys::track::set_tracked(&fd, false);
+                tracker::forget(name, self.inner.identity);
+            }
+        }
         self
     }
 }

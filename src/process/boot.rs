@@ -107,6 +107,9 @@ pub fn init() {
     if HOOK_RAN.swap(true, Ordering::AcqRel) {
         return;
     }
+    // First: a tracker never returns from it, and a spawned child adopts its parent's
+    // tracker socket before it runs anything.
+    crate::segment::tracker::init();
     if let Some(value) = std::env::var_os(ENV) {
         run_spawned(value);
     }

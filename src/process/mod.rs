@@ -496,7 +496,15 @@ impl Builder {
         let (control, theirs) = boot::Listeners::lock().add_child()?;
         let control_fd = std::os::fd::AsRawFd::as_raw_fd(&theirs);
         keep.push(control_fd);
-        let envp = self.environment(Some(boot::env_value(&down_h, &up_h, control_fd)))?;
+        let mut envp = self.environment(Some(boot::env_value(&down_h, &up_h, control_fd)))?;
+        // The child shares our name tracker (it starts none of its own).
+        if let Some(fd) = crate::segment::tracker::inheritable() {
+            keep.push(fd);
+            envp.push(sys::cstring(format!(
+                "{}={fd}",
+                crate::segment::tracker::INHERIT_ENV
+            ))?);
+        }
         let argv0 = std::env::args_os()
             .next()
             .unwrap_or_else(|| OsString::from("multiproc-child"));
@@ -534,7 +542,11 @@ impl Builder {
     fn environment(&self, spawn: Option<String>) -> Result<Vec<std::ffi::CString>, Errno> {
         use std::os::unix::ffi::OsStrExt;
         let mut vars: Vec<(OsString, OsString)> = std::env::vars_os()
-            .filter(|(k, _)| k != boot::ENV)
+            .filter(|(k, _)| {
+                k != boot::ENV
+                    && k != crate::segment::tracker::INHERIT_ENV
+                    && k != crate::segment::tracker::SERVE_ENV
+            })
             .collect();
         for (k, v) in &self.env {
             vars.retain(|(key, _)| key != k);

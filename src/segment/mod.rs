@@ -28,6 +28,7 @@ mod foreign;
 mod handle;
 mod header;
 pub(crate) mod object;
+pub(crate) mod tracker;
 
 pub(crate) use foreign::{Foreign, ForeignMut, Slot};
 pub(crate) use handle::Location;
@@ -52,8 +53,12 @@ pub(crate) enum Backing {
     /// A memfd (default).
     #[default]
     Memfd,
-    /// A named POSIX shm object; `None` picks an unguessable name.
-    Named(Option<String>),
+    /// A named POSIX shm object; `None` picks an unguessable name. A `persistent` name is
+    /// not tracked and outlives its creator (see [`tracker`]).
+    Named {
+        name: Option<String>,
+        persistent: bool,
+    },
     /// An anonymous shared mapping, visible to children forked later and nobody else.
     Anonymous,
     /// Heap memory of this process: visible to its threads and nobody else (see module docs).
@@ -68,7 +73,9 @@ enum Source {
     Memfd(Fd),
     Named {
         name: String,
-        /// Set in the creating process only: it unlinks the name on drop.
+        /// Device and inode of the object we mapped.
+        identity: (u64, u64),
+        /// Set in the creating process only (unless persistent): it unlinks the name on drop.
         owner: Option<NameOwner>,
         unlinked: AtomicBool,
     },
@@ -91,10 +98,16 @@ pub(crate) struct NameOwner {
 }
 
 impl NameOwner {
-    /// Creates the POSIX shm object `name` (exclusively, mode 0600) of `len` bytes and maps it.
-    /// On any failure after the name was taken, the name is removed again.
-    pub(crate) fn create(name: &str, len: usize) -> Result<(Mapping, Self), OpenError> {
-        let fd = sys::shm_create_excl(name, len as u64).map_err(|e| OpenError::shm(e, name))?;
+    /// Creates the POSIX shm object `name` (exclusively, mode 0600, or 01600 if `tracked`) of
+    /// `len` bytes and maps it; a tracked name is registered with the [`tracker`]. On any
+    /// failure after the name was taken, the name is removed again.
+    pub(crate) fn create(
+        name: &str,
+        len: usize,
+        tracked: bool,
+    ) -> Result<(Mapping, Self), OpenError> {
+        let fd =
+            sys::shm_create_excl(name, len as u64, tracked).map_err(|e| OpenError::shm(e, name))?;
         let mapped = Mapping::map_fd(&fd, len).and_then(|map| {
             let owner = Self {
                 pid: sys::current_pid(),
@@ -102,10 +115,19 @@ impl NameOwner {
             };
             Ok((map, owner))
         });
-        mapped.map_err(|e| {
+        let (map, owner) = mapped.map_err(|e| {
             let _ = sys::shm_unlink(name);
             OpenError::os(e)
-        })
+        })?;
+        if tracked {
+            tracker::register(name, owner.identity);
+        }
+        Ok((map, owner))
+    }
+
+    /// Device and inode of the object created.
+    pub(crate) fn identity(&self) -> (u64, u64) {
+        self.identity
     }
 
     /// Unlinks `name`, but only from the creating process (a forked child dropping its
@@ -114,6 +136,7 @@ impl NameOwner {
     pub(crate) fn release(&self, name: &str) {
         if self.pid == sys::current_pid() && sys::shm_identity(name) == Ok(self.identity) {
             let _ = sys::shm_unlink(name);
+            tracker::forget(name, self.identity);
         }
     }
 }
@@ -127,6 +150,30 @@ pub(crate) fn normalize_name(name: &str) -> Result<String, OpenError> {
         });
     }
     Ok(format!("/{bare}"))
+}
+
+/// Opens the existing POSIX shm object `name` for an attach: takes a shared `flock` on it
+/// (waiting up to `deadline` while the [`tracker`] of another program holds it exclusively to
+/// remove the name), checks that the name was not removed meanwhile, and returns the
+/// descriptor with the file's state.
+pub(crate) fn open_existing(
+    name: &str,
+    deadline: Option<Instant>,
+) -> Result<(Fd, sys::track::FileState), OpenError> {
+    let fd = sys::shm_open_existing(name).map_err(|e| OpenError::shm(e, name))?;
+    while !sys::track::lock_shared(&fd).map_err(OpenError::os)? {
+        if deadline.is_some_and(|d| Instant::now() >= d) {
+            // Still locked for removal: as good as gone.
+            return Err(OpenError::shm(Errno::from_raw(libc::ENOENT), name));
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let state = sys::track::file_state(&fd).map_err(OpenError::os)?;
+    if !state.linked {
+        // A tracker removed the name between our open and our lock.
+        return Err(OpenError::shm(Errno::from_raw(libc::ENOENT), name));
+    }
+    Ok((fd, state))
 }
 
 /// A fresh unguessable name such as `/mp-3f9a0c2e4b1d7a65`.
@@ -164,15 +211,17 @@ impl Segment {
                 Mapping::anonymous_shared(total).map_err(OpenError::os)?,
                 Source::Anonymous,
             ),
-            Backing::Named(name) => {
+            Backing::Named { name, persistent } => {
                 let name = match name {
                     Some(n) => normalize_name(n)?,
                     None => random_name(),
                 };
-                let (map, owner) = NameOwner::create(&name, total)?;
+                let (map, owner) = NameOwner::create(&name, total, !persistent)?;
                 let source = Source::Named {
                     name,
-                    owner: Some(owner),
+                    identity: owner.identity(),
+                    // A persistent name outlives its creator.
+                    owner: (!persistent).then_some(owner),
                     unlinked: AtomicBool::new(false),
                 };
                 (map, source)
@@ -201,11 +250,13 @@ impl Segment {
         kind: u32,
         timeout: Duration,
     ) -> Result<Self, OpenError> {
+        // A timeout too long to add to `Instant` waits for good.
+        let deadline = Instant::now().checked_add(timeout);
         let (fd, name) = match location {
             Location::Named(name) => {
                 let name = normalize_name(name)?;
-                let fd = sys::shm_open_existing(&name).map_err(|e| OpenError::shm(e, &name))?;
-                (fd, Some(name))
+                let (fd, state) = open_existing(&name, deadline)?;
+                (fd, Some((name, state)))
             }
             Location::Fd(raw) => match sys::dup_raw_fd(*raw) {
                 // Only our own sealed memory files: another kind of descriptor (a shm object a
@@ -225,8 +276,6 @@ impl Segment {
                 ));
             }
         };
-        // A timeout too long to add to `Instant` waits for good.
-        let deadline = Instant::now().checked_add(timeout);
         let expired = || deadline.is_some_and(|d| Instant::now() >= d);
         loop {
             let len = sys::fd_len(&fd).map_err(OpenError::os)?;
@@ -251,7 +300,7 @@ impl Segment {
             let header = unsafe { map.ptr().cast::<Header>().as_ref() };
             let valid = header.validate(kind, len);
             match valid.map_err(|e| match &name {
-                Some(name) => e.with_name(name),
+                Some((name, _)) => e.with_name(name),
                 None => e,
             })? {
                 None => {
@@ -264,11 +313,17 @@ impl Segment {
                 }
                 Some(payload_len) => {
                     let source = match name {
-                        Some(name) => Source::Named {
-                            name,
-                            owner: None,
-                            unlinked: AtomicBool::new(false),
-                        },
+                        Some((name, state)) => {
+                            if state.tracked {
+                                tracker::register(&name, state.identity);
+                            }
+                            Source::Named {
+                                name,
+                                identity: state.identity,
+                                owner: None,
+                                unlinked: AtomicBool::new(false),
+                            }
+                        }
                         None => Source::Memfd(fd),
                     };
                     return Ok(Self {
@@ -324,11 +379,17 @@ impl Segment {
     /// Removes the segment's name now; mappings stay valid. Returns whether this call removed it.
     pub(crate) fn unlink(&self) -> Result<bool, OpenError> {
         match &self.source {
-            Source::Named { name, unlinked, .. } => {
+            Source::Named {
+                name,
+                identity,
+                unlinked,
+                ..
+            } => {
                 if unlinked.swap(true, Ordering::AcqRel) {
                     return Ok(false);
                 }
                 sys::shm_unlink(name).map_err(|e| OpenError::shm(e, name))?;
+                tracker::forget(name, *identity);
                 Ok(true)
             }
             _ => Ok(false),
@@ -342,6 +403,7 @@ impl Drop for Segment {
             name,
             owner: Some(owner),
             unlinked,
+            ..
         } = &self.source
         {
             if !unlinked.swap(true, Ordering::AcqRel) {
@@ -407,7 +469,16 @@ mod tests {
             assert_eq!(matches!(seg.source, Source::Heap), !Mapping::CAN_SHARE);
         }
         if !Mapping::CAN_SHARE {
-            let err = Segment::create(&Backing::Named(None), kind::VALUE, 8, |_| ()).unwrap_err();
+            let err = Segment::create(
+                &Backing::Named {
+                    name: None,
+                    persistent: false,
+                },
+                kind::VALUE,
+                8,
+                |_| (),
+            )
+            .unwrap_err();
             assert!(matches!(err, OpenError::Os(Errno::NOSYS)), "{err:?}");
             let err = Segment::open(
                 &Location::Named("/mp-x".into()),

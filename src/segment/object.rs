@@ -99,7 +99,9 @@ pub trait SharedObject: sealed::Object {
 
     /// Removes a named object's name now (mappings stay valid); `Ok(false)` if it was already
     /// removed or the object has no name. The creating process also does this when it drops
-    /// the object.
+    /// the object (unless it was made [`persistent`](Builder::persistent)), and the name
+    /// tracker does it once every process that used the name is gone, however they ended
+    /// (see [`Builder::name`]).
     ///
     /// # Errors
     /// The `shm_unlink` error, if any.
@@ -150,6 +152,7 @@ pub(crate) use serde_via_handle;
 #[must_use = "a builder does nothing until create() or open()"]
 pub struct Builder<T: sealed::Object> {
     backing: Backing,
+    persistent: bool,
     open_timeout: Duration,
     pub(crate) config: T::Config,
     _type: PhantomData<fn() -> T>,
@@ -159,6 +162,7 @@ impl<T: sealed::Object> Builder<T> {
     pub(crate) fn with_config(config: T::Config) -> Self {
         Self {
             backing: Backing::Memfd,
+            persistent: false,
             open_timeout: DEFAULT_OPEN_TIMEOUT,
             config,
             _type: PhantomData,
@@ -170,6 +174,7 @@ impl<T: sealed::Object> Builder<T> {
     pub(crate) fn retype<U: sealed::Object<Config = T::Config>>(self) -> Builder<U> {
         Builder {
             backing: self.backing,
+            persistent: self.persistent,
             open_timeout: self.open_timeout,
             config: self.config,
             _type: PhantomData,
@@ -177,16 +182,46 @@ impl<T: sealed::Object> Builder<T> {
     }
 
     /// Backs the object with the POSIX shm object `name` (`/dev/shm/<name>`; a leading `/` is
-    /// optional, as in Python). Created exclusively with mode 0600; unlinked when the creating
-    /// process drops it.
+    /// optional, as in Python). Created exclusively with mode 0600.
+    ///
+    /// # When the name goes
+    ///
+    /// - When the creating process drops the object, or anyone calls
+    ///   [`unlink`](SharedObject::unlink). Mappings stay valid after.
+    /// - When the creating process died without dropping it (a crash, SIGKILL), once no
+    ///   process that created or opened the name is left, and never while one still maps it:
+    ///   each program that creates or opens a name has a *tracker* process that removes it
+    ///   then. (Python's `multiprocessing` has a resource tracker for the same purpose.)
+    /// - Never, for a [`persistent`](Self::persistent) object.
+    ///
+    /// How the tracker works and what it costs (one small idle process per program that uses
+    /// names) is described under
+    /// [Names and the tracker](crate::SharedMemory#names-and-the-tracker).
     pub fn name(mut self, name: impl Into<String>) -> Self {
-        self.backing = Backing::Named(Some(name.into()));
+        self.backing = Backing::Named {
+            name: Some(name.into()),
+            persistent: false,
+        };
         self
     }
 
-    /// Backs the object with a named POSIX shm object whose name is random and unguessable.
+    /// Backs the object with a named POSIX shm object whose name is random and unguessable
+    /// (removed as for [`name`](Self::name)).
     pub fn named(mut self) -> Self {
-        self.backing = Backing::Named(None);
+        self.backing = Backing::Named {
+            name: None,
+            persistent: false,
+        };
+        self
+    }
+
+    /// Makes a named object's name outlive every process, as a Python `SharedMemory` does:
+    /// neither the creator's drop nor the name tracker removes it, only an explicit
+    /// [`unlink`](SharedObject::unlink) (from any process) or a reboot. For use with
+    /// [`name`](Self::name) or [`named`](Self::named) (in any order); `create` fails with
+    /// [`OpenError::InvalidArgument`] on any other backing.
+    pub fn persistent(mut self) -> Self {
+        self.persistent = true;
         self
     }
 
@@ -213,8 +248,20 @@ impl<T: sealed::Object> Builder<T> {
     pub fn create(self) -> Result<T, OpenError> {
         let config = self.config;
         T::check(&config)?;
+        let backing = match self.backing {
+            Backing::Named { name, .. } => Backing::Named {
+                name,
+                persistent: self.persistent,
+            },
+            _ if self.persistent => {
+                return Err(OpenError::InvalidArgument(
+                    "persistent() applies to named objects only",
+                ));
+            }
+            other => other,
+        };
         let len = T::payload_len(&config);
-        let seg = Segment::create(&self.backing, T::KIND, len, |payload| {
+        let seg = Segment::create(&backing, T::KIND, len, |payload| {
             // SAFETY: `Segment::create` calls this closure once, before it publishes the header,
             // with the start of the payload of the segment it just created and mapped: `len`
             // bytes (the length we passed), zero-filled by the fresh mapping, valid until it
@@ -233,7 +280,9 @@ impl<T: sealed::Object> Builder<T> {
     /// type, or [`OpenError::NameRequired`] if no name was given.
     pub fn open(self) -> Result<T, OpenError> {
         match self.backing {
-            Backing::Named(Some(name)) => open_named(name, self.open_timeout),
+            Backing::Named {
+                name: Some(name), ..
+            } => open_named(name, self.open_timeout),
             _ => Err(OpenError::NameRequired),
         }
     }
@@ -243,7 +292,10 @@ impl<T: sealed::Object> Builder<T> {
     /// # Errors
     /// As [`create`](Self::create) and [`open`](Self::open).
     pub fn open_or_create(self) -> Result<T, OpenError> {
-        let Backing::Named(Some(name)) = &self.backing else {
+        let Backing::Named {
+            name: Some(name), ..
+        } = &self.backing
+        else {
             return self.create();
         };
         let name = name.clone();

@@ -91,11 +91,24 @@ pub(crate) fn raw_fd(fd: &Fd) -> i32 {
 /// Creates the POSIX shm object `name` exclusively (`O_EXCL`), mode 0600, and sizes it to `len`.
 ///
 /// On a sizing failure the name is unlinked again, so a failed create leaves nothing behind.
-pub(crate) fn shm_create_excl(name: &str, len: u64) -> Result<Fd, Errno> {
+///
+/// Before sizing it (so before anyone can open a complete object), it takes a shared `flock`
+/// on it and, if `tracked`, gives it the tracked mark (see `segment::tracker`).
+pub(crate) fn shm_create_excl(name: &str, len: u64, tracked: bool) -> Result<Fd, Errno> {
     shared_memory_available()?;
     let flags = shm::OFlags::CREATE | shm::OFlags::EXCL | shm::OFlags::RDWR;
     let fd = shm::open(name, flags, Mode::from_raw_mode(0o600)).map_err(Errno::from_rustix)?;
-    if let Err(e) = retry_on_intr(|| rustix::fs::ftruncate(&fd, len).map_err(Errno::from_rustix)) {
+    let prepared = (|| {
+        if tracked {
+            super::track::set_tracked(&fd, true)?;
+        }
+        // Nobody holds an exclusive lock on a file this new but a hostile process.
+        if !super::track::lock_shared(&fd)? {
+            return Err(Errno::AGAIN);
+        }
+        retry_on_intr(|| rustix::fs::ftruncate(&fd, len).map_err(Errno::from_rustix))
+    })();
+    if let Err(e) = prepared {
         let _ = shm::unlink(name);
         return Err(e);
     }
@@ -296,7 +309,7 @@ mod tests {
             assert_eq!(memfd_create("x", 4096).unwrap_err(), Errno::NOSYS);
             assert_eq!(Mapping::anonymous_shared(4096).unwrap_err(), Errno::NOSYS);
             assert_eq!(shm_open_existing("/x").unwrap_err(), Errno::NOSYS);
-            assert_eq!(shm_create_excl("/x", 4096).unwrap_err(), Errno::NOSYS);
+            assert_eq!(shm_create_excl("/x", 4096, true).unwrap_err(), Errno::NOSYS);
         }
     }
 }

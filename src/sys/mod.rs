@@ -16,6 +16,8 @@ mod proc;
 #[cfg(not(multiproc_loom))]
 mod spawn;
 #[cfg(not(multiproc_loom))]
+pub(crate) mod track;
+#[cfg(not(multiproc_loom))]
 mod waitv;
 
 #[cfg(not(multiproc_loom))]
@@ -32,10 +34,10 @@ pub(crate) use proc::{
 };
 #[cfg(not(multiproc_loom))]
 pub(crate) use spawn::{
-    Environment, Forked, SIGKILL, SIGTERM, close_inherited, cstring, current_tid, exit_now, fork,
-    install_environment, keep_from_exec, kill_me_with_parent, kill_self, parent_pid, pidfd_open,
-    pidfd_signal, reap, recv_message, same_loaded_object, send_message, single_threaded,
-    socket_pair, spawn_self, try_reap, wait_readable,
+    Environment, Forked, SIGKILL, SIGTERM, close_inherited, cstring, current_tid, executable_entry,
+    exit_now, fork, install_environment, keep_from_exec, kill_me_with_parent, kill_self,
+    parent_pid, pidfd_open, pidfd_signal, reap, recv_message, same_loaded_object, send_message,
+    single_threaded, socket_pair, spawn_self, try_reap, wait_readable,
 };
 #[cfg(not(multiproc_loom))]
 pub(crate) use waitv::{

@@ -486,6 +486,12 @@ pub(crate) fn recv_message(fd: impl AsFd, buf: &mut [u8]) -> Result<Option<usize
     }
 }
 
+/// The entry point of the executable (`AT_ENTRY`): an address inside it. 0 if unknown.
+pub(crate) fn executable_entry() -> usize {
+    // SAFETY: `getauxval` only reads the auxiliary vector; it returns 0 for a missing entry.
+    unsafe { libc::getauxval(libc::AT_ENTRY) as usize }
+}
+
 /// Whether the code addresses `a` and `b` lie in the same loaded object (the executable or one
 /// shared library), as `dladdr` tells. `true` when it can tell for neither (a static
 /// executable is a single object), `false` when it can tell for only one.
