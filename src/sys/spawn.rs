@@ -408,12 +408,18 @@ pub(crate) unsafe fn close_inherited(fd: i32) {
 /// # References
 /// - [socketpair(2)](https://man7.org/linux/man-pages/man2/socketpair.2.html)
 pub(crate) fn socket_pair() -> Result<(OwnedFd, OwnedFd), Errno> {
+    local_socket_pair(libc::SOCK_STREAM)
+}
+
+/// A connected pair of local sockets of `kind` (`SOCK_STREAM`, `SOCK_SEQPACKET`),
+/// close-on-exec.
+pub(crate) fn local_socket_pair(kind: libc::c_int) -> Result<(OwnedFd, OwnedFd), Errno> {
     let mut fds = [-1 as libc::c_int; 2];
     // SAFETY: `fds` is a valid out-array of two ints.
     let rc = unsafe {
         libc::socketpair(
             libc::AF_UNIX,
-            libc::SOCK_STREAM | libc::SOCK_CLOEXEC,
+            kind | libc::SOCK_CLOEXEC,
             0,
             fds.as_mut_ptr(),
         )

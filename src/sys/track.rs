@@ -16,7 +16,7 @@
 //! returned.
 
 use std::collections::HashSet;
-use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 
 use rustix::fs::{FlockOperation, Mode};
 
@@ -81,24 +81,7 @@ pub(crate) fn file_state(fd: impl AsFd) -> Result<FileState, Errno> {
 
 /// A connected pair of `SOCK_SEQPACKET` sockets, close-on-exec.
 pub(crate) fn record_socket_pair() -> Result<(OwnedFd, OwnedFd), Errno> {
-    let mut fds = [-1 as libc::c_int; 2];
-    // SAFETY: `fds` is a valid out-array of two ints.
-    let rc = unsafe {
-        libc::socketpair(
-            libc::AF_UNIX,
-            libc::SOCK_SEQPACKET | libc::SOCK_CLOEXEC,
-            0,
-            fds.as_mut_ptr(),
-        )
-    };
-    if rc != 0 {
-        return Err(last_errno());
-    }
-    // SAFETY: `socketpair` succeeded, so `fds[0]` is a fresh descriptor nothing else owns.
-    let a = unsafe { OwnedFd::from_raw_fd(fds[0]) };
-    // SAFETY: as above, for `fds[1]`.
-    let b = unsafe { OwnedFd::from_raw_fd(fds[1]) };
-    Ok((a, b))
+    super::spawn::local_socket_pair(libc::SOCK_SEQPACKET)
 }
 
 /// Whether the open descriptor number `fd` is a `SOCK_SEQPACKET` socket.
