@@ -117,6 +117,7 @@ impl<'a> Foreign<'a> {
     }
 
     /// Runs `f` on a private copy of the bytes, made in a buffer this thread reuses.
+    #[cfg(feature = "serde")]
     pub(crate) fn with_copy<R>(self, f: impl FnOnce(&[u8]) -> R) -> R {
         with_scratch(|buf| {
             buf.clear();
@@ -205,6 +206,7 @@ impl<'a> ForeignMut<'a> {
     /// Writes one byte at offset `at`; `false` (and nothing written) if `at` is outside.
     /// (Serialisers write a byte at a time; this keeps that path small enough to inline.)
     #[inline]
+    #[cfg(feature = "serde")]
     pub(crate) fn write_byte(&mut self, at: usize, byte: u8) -> bool {
         if at >= self.len {
             return false;
@@ -282,6 +284,7 @@ unsafe fn copy_by_blocks(src: *const u8, dst: *mut u8, len: usize) {
 
 /// Runs `f` with this thread's scratch buffer (a fresh one if it is in use further up the
 /// stack). A buffer that grew past 1 MiB is given back afterwards.
+#[cfg(feature = "serde")]
 fn with_scratch<R>(f: impl FnOnce(&mut Vec<u8>) -> R) -> R {
     const KEEP: usize = 1 << 20;
     std::thread_local! {

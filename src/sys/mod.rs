@@ -14,10 +14,12 @@ mod mem;
 #[cfg(not(multiproc_loom))]
 mod proc;
 #[cfg(not(multiproc_loom))]
+#[cfg_attr(not(feature = "serde"), allow(dead_code))]
 mod spawn;
 #[cfg(not(multiproc_loom))]
 pub(crate) mod track;
 #[cfg(not(multiproc_loom))]
+#[cfg_attr(not(feature = "serde"), allow(dead_code))]
 mod waitv;
 
 #[cfg(not(multiproc_loom))]
@@ -32,7 +34,10 @@ pub(crate) use proc::{
     Liveness, ThreadId, current_pid, current_process, current_thread, on_fork, probe_thread,
     random_u64, single_cpu_machine, thread_children,
 };
+// Processes need serde (their arguments and results are encoded); without it, much of the
+// process plumbing has no user.
 #[cfg(not(multiproc_loom))]
+#[cfg_attr(not(feature = "serde"), allow(unused_imports))]
 pub(crate) use spawn::{
     Environment, Forked, SIGKILL, SIGTERM, close_inherited, cstring, current_tid, executable_entry,
     exit_now, fork, install_environment, keep_from_exec, kill_me_with_parent, kill_self,
@@ -40,6 +45,7 @@ pub(crate) use spawn::{
     single_threaded, socket_pair, spawn_self, try_reap, wait_readable,
 };
 #[cfg(not(multiproc_loom))]
+#[cfg_attr(not(feature = "serde"), allow(unused_imports))]
 pub(crate) use waitv::{
     WAITV_MAX, WaitvEntry, exit_word, fallback_sleep, futex_waitv, waitv_supported, watch_exit,
 };
