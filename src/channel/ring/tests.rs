@@ -327,3 +327,45 @@ fn an_immediate_shutdown_counts_only_the_dropped_tasks() {
     // of which the dropped message is one.)
     assert_eq!(before.wrapping_sub(ring.unfinished()), 1);
 }
+
+/// Batches read hostile records as a single get does: a record length past what was
+/// published, a forged wrap marker, and a tail far ahead of the head are `Corrupted` for the
+/// first record of a batch, and end a batch before them otherwise; nothing panics or reads
+/// outside the ring, however large `max`.
+#[test]
+fn batches_stop_at_hostile_records() {
+    let (tx, rx) = queue(64);
+    let ring = tx.ring();
+    tx.put_many(&[1, 2, 3]).unwrap();
+    // The third record's header claims more than the ring holds (each of 1, 2, 3 is one
+    // postcard byte).
+    let third = 2 * super::layout::record_len(1);
+    // SAFETY: `third` is the 8-aligned offset of a published record inside the region.
+    unsafe { ring.header(third) }.store(u32::MAX - 1, Ordering::Relaxed);
+    let mut out = Vec::new();
+    assert_eq!(rx.try_get_many(&mut out, usize::MAX), Ok(2));
+    assert_eq!(out, [1, 2]);
+    assert!(matches!(
+        rx.try_get_many(&mut out, usize::MAX),
+        Err(TryGetError::Corrupted(_))
+    ));
+    // A tail far beyond the head, over records of zeros (empty messages, which do not decode):
+    // every length is checked against what lies between head and tail and the end of the
+    // region.
+    let (tx, rx) = queue(64);
+    let ring = tx.ring();
+    let head = ring.st().head.pos.load(Ordering::Relaxed);
+    let (hm, hp) = unpack(head);
+    ring.st().tail.pos.store(
+        pack(hm.wrapping_add(1000), hp.wrapping_add(ring.cap)),
+        Ordering::Relaxed,
+    );
+    let mut out = Vec::new();
+    match rx.try_get_many(&mut out, usize::MAX) {
+        Ok(n) => assert!(n <= (ring.cap / 8) as usize, "{n} records from one ring"),
+        Err(e) => assert!(
+            matches!(e, TryGetError::Corrupted(_) | TryGetError::Decode(_)),
+            "{e:?}"
+        ),
+    }
+}
