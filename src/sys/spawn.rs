@@ -23,7 +23,8 @@ use rustix::process::{Pid, PidfdFlags, Signal};
 
 use super::Errno;
 
-fn last_errno() -> Errno {
+/// The calling thread's `errno` after a failed libc call.
+pub(super) fn last_errno() -> Errno {
     Errno::from_raw(
         std::io::Error::last_os_error()
             .raw_os_error()

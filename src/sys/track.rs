@@ -20,15 +20,8 @@ use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 
 use rustix::fs::{FlockOperation, Mode};
 
+use super::spawn::last_errno;
 use super::{Errno, retry_on_intr};
-
-fn last_errno() -> Errno {
-    Errno::from_raw(
-        std::io::Error::last_os_error()
-            .raw_os_error()
-            .unwrap_or(libc::EIO),
-    )
-}
 
 /// Mode of a tracked named segment: 0600 plus the sticky bit, which Linux ignores on regular
 /// files and nothing else sets on a shm object (Python creates 0600).
