@@ -1,0 +1,282 @@
+//! Loans: a put or a get whose record stays in the ring while the caller works on it.
+//!
+//! A [`PutLoan`] is a put cut in two: `loan_put` takes the put lock and reserves room for one
+//! record, as `put_with` does, and hands the payload bytes to the caller; `publish` writes the
+//! record header and stores `tail`. Dropped unpublished, it lets the lock go: the bytes are free
+//! space again and nothing was ever visible. A [`GetLoan`] is a get cut in two: `loan_get`
+//! takes the get lock and validates the record at the head, as `get_with` does; dropping the
+//! loan frees the record (one `head` store) and wakes a producer.
+//!
+//! A loan holds its side's lock for its whole life, so each side stays one writer (or one
+//! reader) at a time, as the ring's protocol requires. The lock is owned by the thread that
+//! took it, so loans are neither `Send` nor `Sync`. A leaked loan (`mem::forget`) holds its
+//! lock for good: the other processes on that side see a peer that never finishes, and their
+//! timed calls time out. A process killed holding a loan leaves its lock to be taken over as
+//! owner-died, and leaves what a put or a get killed at the same point leaves: an unpublished
+//! record is nothing; an unreleased message stays at the head for the next consumer.
+#![allow(unsafe_code)]
+//! # Safety
+//! A loan's payload range is what the ring's protocol hands to the lock holder: for a put, the
+//! free space `reserve` found (between `tail` and `head + capacity`); for a get, the payload of
+//! the record at the head, whose offset and length `record_at` checked against the data
+//! region. The loan holds the lock and borrows the `Ring`, whose mapping lives as long as it,
+//! so the range stays inside the mapping for the loan's life. The payload starts 8 bytes after
+//! an 8-aligned record start in a 64-aligned data region, so it is 8-aligned.
+//!
+//! The bytes are still shared: another process that maps the queue can write them at any
+//! time. So no `&[u8]` is formed over them: the loans give copies (`segment::foreign`), atomic
+//! words, or raw pointers to `unsafe` callers.
+
+use std::marker::PhantomData;
+use std::sync::atomic::AtomicU64;
+use std::time::Instant;
+
+use super::Ring;
+use super::get::{GetFail, Waiter};
+use super::layout::{RECORD_HEADER, WRAP, unpack};
+use super::put::{FULL_BACKOFF_STEP, PutFail, advance};
+use crate::primitive::Ordering;
+use crate::segment::{Foreign, ForeignMut};
+use crate::sync::raw_lock::Held;
+use crate::sync::wait::{Backoff, Prober};
+
+/// Header bit of a record that is one fragment of a longer message. A loan covers one whole
+/// record in place, so a get loan refuses such a record and leaves it at the head.
+const FRAGMENT: u32 = 1 << 31;
+
+/// What a get loan reports for a fragment at the head (see [`FRAGMENT`]).
+const FRAGMENTED: &str = "the message at the head is fragmented and cannot be loaned";
+
+/// Room for one record, reserved under the put lock: nothing is visible until
+/// [`publish`](Self::publish).
+#[derive(Debug)]
+pub(crate) struct PutLoan<'a> {
+    ring: &'a Ring,
+    /// `None` once published.
+    held: Option<Held<'a>>,
+    /// The tail the record goes at, and the head `reserve` measured the room against.
+    tail: u64,
+    observed_head: u64,
+    /// Data offset of the record (its header), and how far `tail` moves past it.
+    off: u32,
+    total: u32,
+    len: u32,
+    /// The put lock belongs to this thread.
+    _not_send: PhantomData<*const ()>,
+}
+
+/// The record at the head, held under the get lock: freed when the loan is dropped.
+#[derive(Debug)]
+pub(crate) struct GetLoan<'a> {
+    ring: &'a Ring,
+    held: Option<Held<'a>>,
+    payload: *const u8,
+    len: u32,
+    /// The head past the record, and the tail it was read under.
+    next: u64,
+    tail: u64,
+    /// The get lock belongs to this thread.
+    _not_send: PhantomData<*const ()>,
+}
+
+impl Ring {
+    /// Reserves room for a record of `len` payload bytes, waiting until `deadline` (`Some(now)`
+    /// for a try, `None` forever), and holds the put lock until the loan is published or
+    /// dropped. Fails as `put_with` does.
+    pub(crate) fn loan_put(
+        &self,
+        len: usize,
+        deadline: Option<Instant>,
+    ) -> Result<PutLoan<'_>, PutFail> {
+        if len > self.max_message() {
+            return Err(PutFail::TooBig);
+        }
+        let len = len as u32;
+        let mut backoff = Backoff::starting_at(FULL_BACKOFF_STEP);
+        let mut prober: Option<Prober> = None;
+        loop {
+            let (held, tail) = self.begin_put(deadline)?;
+            let (slot, observed_head) = self.reserve_first(tail, len);
+            if let Some((off, total)) = slot {
+                return Ok(PutLoan {
+                    ring: self,
+                    held: Some(held),
+                    tail,
+                    observed_head,
+                    off,
+                    total,
+                    len,
+                    _not_send: PhantomData,
+                });
+            }
+            self.put_cache.set(tail, observed_head);
+            drop(held);
+            self.wait_for_room(&mut backoff, &mut prober, deadline, observed_head)?;
+        }
+    }
+
+    /// Holds the record at the head, waiting until `deadline` for one, under the get lock
+    /// until the loan is dropped. Fails as `get_with` does; a record that is a fragment of a
+    /// longer message is `Corrupted(FRAGMENTED)` and stays where it is.
+    pub(crate) fn loan_get(&self, deadline: Option<Instant>) -> Result<GetLoan<'_>, GetFail> {
+        let st = self.st();
+        let mut waiter = Waiter::new();
+        loop {
+            let observed_tail = self.tail_for_reading();
+            if !self.is_empty_at(observed_tail) {
+                // A dead holder never moved `head`: its message is still there for us.
+                let held = st.get_side.lock.hold(deadline).ok_or(GetFail::Empty)?;
+                let (head, tail) = self.head_and_tail();
+                if self.fragment_at(head, tail) {
+                    return Err(GetFail::Corrupted(FRAGMENTED));
+                }
+                match self.record_at(head, tail, None) {
+                    Ok(Some((payload, next))) => {
+                        return Ok(GetLoan {
+                            ring: self,
+                            held: Some(held),
+                            payload: payload.as_ptr(),
+                            len: payload.len() as u32,
+                            next,
+                            tail,
+                            _not_send: PhantomData,
+                        });
+                    }
+                    Ok(None) => continue, // another consumer took it first
+                    Err(e) => return Err(e),
+                }
+            }
+            self.wait_for_data(&mut waiter, observed_tail, deadline)?;
+        }
+    }
+
+    /// With the get lock held: whether the record at `head` (past a wrap marker) has the
+    /// fragment bit. Reads only 8-aligned header words inside the region; `record_at` judges
+    /// everything else.
+    fn fragment_at(&self, head: u64, tail: u64) -> bool {
+        let (hm, hp) = unpack(head);
+        if hm == unpack(tail).0 || hp % RECORD_HEADER != 0 {
+            return false;
+        }
+        let off = hp & (self.cap - 1);
+        // SAFETY: `off` is reduced modulo the capacity and 8-aligned (checked above).
+        let mut word = unsafe { self.header(off) }.load(Ordering::Relaxed);
+        if word == WRAP {
+            // SAFETY: offset 0 is in the region and aligned.
+            word = unsafe { self.header(0) }.load(Ordering::Relaxed);
+        }
+        word != WRAP && word & FRAGMENT != 0
+    }
+}
+
+impl<'a> PutLoan<'a> {
+    /// Payload bytes.
+    #[inline]
+    pub(crate) fn len(&self) -> usize {
+        self.len as usize
+    }
+
+    /// Where the payload starts.
+    #[inline]
+    pub(crate) fn as_mut_ptr(&self) -> *mut u8 {
+        self.ring.at(self.off + RECORD_HEADER)
+    }
+
+    /// The payload as a writable foreign view.
+    #[inline]
+    pub(crate) fn room(&mut self) -> ForeignMut<'_> {
+        // SAFETY: the reserved payload lies in the mapping for the loan's life (module note).
+        unsafe { ForeignMut::new(self.as_mut_ptr(), self.len()) }
+    }
+
+    /// The payload as a foreign view, to read back what was written (or what a peer wrote).
+    #[inline]
+    pub(crate) fn view(&self) -> Foreign<'_> {
+        // SAFETY: as in `room`.
+        unsafe { Foreign::new(self.as_mut_ptr(), self.len()) }
+    }
+
+    /// The payload's whole 8-byte words, as atomics.
+    #[inline]
+    pub(crate) fn words(&self) -> &[AtomicU64] {
+        // SAFETY: the payload is 8-aligned and inside the mapping for the loan's life (module
+        // note); `len / 8` words stay inside it. Atomics may be shared with any writer.
+        unsafe { std::slice::from_raw_parts(self.as_mut_ptr().cast::<AtomicU64>(), self.len() / 8) }
+    }
+
+    /// Writes the record header and publishes the record: consumers see it from now on.
+    pub(crate) fn publish(mut self) {
+        let Some(held) = self.held.take() else {
+            return;
+        };
+        // SAFETY: the header word is the start of the reserved, 8-aligned record.
+        unsafe { self.ring.header(self.off) }.store(self.len, Ordering::Relaxed);
+        self.ring
+            .publish(held, advance(self.tail, self.total), self.observed_head, 1);
+    }
+}
+
+impl Drop for PutLoan<'_> {
+    fn drop(&mut self) {
+        if let Some(held) = self.held.take() {
+            // Nothing was published: the bytes (and any wrap marker) are free space again.
+            self.ring.put_cache.set(self.tail, self.observed_head);
+            drop(held);
+        }
+    }
+}
+
+impl<'a> GetLoan<'a> {
+    /// Payload bytes.
+    #[inline]
+    pub(crate) fn len(&self) -> usize {
+        self.len as usize
+    }
+
+    /// Where the payload starts.
+    #[inline]
+    pub(crate) fn as_ptr(&self) -> *const u8 {
+        self.payload
+    }
+
+    /// The payload as a foreign view.
+    #[inline]
+    pub(crate) fn view(&self) -> Foreign<'_> {
+        // SAFETY: `record_at` checked the payload against the region; it stays in the mapping
+        // for the loan's life (module note).
+        unsafe { Foreign::new(self.payload, self.len()) }
+    }
+
+    /// The payload's whole 8-byte words, as atomics.
+    #[inline]
+    pub(crate) fn words(&self) -> &[AtomicU64] {
+        // SAFETY: as in `PutLoan::words`: 8-aligned, inside the mapping, atomics.
+        unsafe { std::slice::from_raw_parts(self.payload.cast::<AtomicU64>(), self.len() / 8) }
+    }
+
+    /// Frees the record (the same as dropping the loan).
+    pub(crate) fn release(self) {}
+}
+
+impl Drop for GetLoan<'_> {
+    fn drop(&mut self) {
+        if let Some(held) = self.held.take() {
+            self.ring.free_up_to(self.next, self.tail);
+            drop(held);
+            // As in a get: the unlock pairs with a producer's handshake.
+            self.ring.st().space_wait.word.notify_after_handshake(1);
+        }
+    }
+}
+
+/// Copies `dst.len()` bytes of `view` from offset `at` into `dst`; `false` if out of range.
+pub(crate) fn read_at(view: Foreign<'_>, at: usize, dst: &mut [u8]) -> bool {
+    if at > view.len() || dst.len() > view.len() - at {
+        return false;
+    }
+    // SAFETY: `[at, at + dst.len())` lies inside `view` (checked above), which lies inside a
+    // live mapping for its lifetime.
+    let part = unsafe { Foreign::new(view.as_ptr().wrapping_add(at), dst.len()) };
+    part.copy_to(dst);
+    true
+}
