@@ -280,3 +280,168 @@ pub(crate) fn read_at(view: Foreign<'_>, at: usize, dst: &mut [u8]) -> bool {
     part.copy_to(dst);
     true
 }
+
+/// A hostile peer's writes into a live ring while a loan is held.
+#[cfg(all(test, not(multiproc_loom)))]
+mod tests {
+    use super::super::layout::{pack, record_len};
+    use super::*;
+    use crate::{Plain, Queue, Receiver, Sender, TryGetError};
+
+    fn queue(messages: usize) -> (Sender<u8, Plain>, Receiver<u8, Plain>) {
+        Queue::<u8>::builder()
+            .codec::<Plain>()
+            .anonymous()
+            .capacity(messages)
+            .max_bytes(1024)
+            .create()
+            .unwrap()
+            .split()
+            .unwrap()
+    }
+
+    fn pattern(seed: u8, len: usize) -> Vec<u8> {
+        (0..len).map(|i| seed.wrapping_add(i as u8)).collect()
+    }
+
+    /// A peer that rewrites the header and the payload of a loaned record changes what the
+    /// loan reads, never its length, its bounds or where the head goes when it is released.
+    #[test]
+    fn a_header_rewritten_under_a_read_loan_moves_nothing() {
+        let (tx, rx) = queue(8);
+        let ring = tx.ring();
+        tx.put_bytes(&pattern(1, 100)).unwrap();
+        tx.put_bytes(&pattern(2, 30)).unwrap();
+        let loan = rx.try_get_loan().unwrap();
+        assert_eq!(loan.len(), 100);
+        // The record is at offset 0: its header claims the whole ring, its payload is 0xff.
+        // SAFETY: offset 0 is in the region and aligned.
+        unsafe { ring.header(0) }.store(ring.cap, Ordering::Relaxed);
+        // SAFETY: the payload of the record at offset 0 is inside the region.
+        let mut payload = unsafe { ForeignMut::new(ring.at(RECORD_HEADER), 100) };
+        assert!(payload.write_at(0, &[0xff; 100]));
+        assert_eq!(loan.len(), 100);
+        assert_eq!(loan.to_vec(), [0xff; 100]);
+        assert_eq!(loan.as_words().len(), 12);
+        let mut b = [0u8; 8];
+        assert!(loan.read_at(92, &mut b).is_ok());
+        assert!(loan.read_at(93, &mut b).is_err());
+        loan.release();
+        // The head moved past the record as validated: the next message is intact.
+        let next = rx.try_get_loan().unwrap();
+        assert_eq!(next.to_vec(), pattern(2, 30));
+        next.release();
+        assert!(matches!(rx.try_get_loan(), Err(TryGetError::Empty)));
+    }
+
+    /// A record whose header does not fit what lies between head and tail is refused, and
+    /// stays: once repaired, it is delivered.
+    #[test]
+    fn a_scribbled_record_is_refused_and_left_in_place() {
+        let (tx, rx) = queue(8);
+        let ring = tx.ring();
+        tx.put_bytes(&pattern(3, 40)).unwrap();
+        for bad in [48, ring.cap - RECORD_HEADER, ring.cap, u32::MAX - 1] {
+            // SAFETY: offset 0 is in the region and aligned.
+            unsafe { ring.header(0) }.store(bad, Ordering::Relaxed);
+            assert!(
+                matches!(rx.try_get_loan(), Err(TryGetError::Corrupted(_))),
+                "header {bad:#x}"
+            );
+            assert_eq!(ring.len(), 1);
+        }
+        // SAFETY: as above.
+        unsafe { ring.header(0) }.store(40, Ordering::Relaxed);
+        assert_eq!(rx.try_get_loan().unwrap().to_vec(), pattern(3, 40));
+        assert_eq!(ring.len(), 0);
+    }
+
+    /// Positions a peer made misaligned or impossible are `Corrupted`, before any header is read
+    /// through them.
+    #[test]
+    fn scribbled_positions_are_refused_by_a_read_loan() {
+        let (tx, rx) = queue(8);
+        let ring = tx.ring();
+        tx.put_bytes(&pattern(4, 8)).unwrap();
+        let st = ring.st();
+        for (head, tail) in [
+            (pack(0, 4), pack(1, 4 + 16)),
+            (pack(0, 0), pack(1, 2 * ring.cap)),
+            (pack(0, 0), pack(1, 12)),
+        ] {
+            st.head.pos.store(head, Ordering::Relaxed);
+            st.tail.pos.store(tail, Ordering::Relaxed);
+            assert!(matches!(rx.try_get_loan(), Err(TryGetError::Corrupted(_))));
+            assert_eq!(st.head.pos.load(Ordering::Relaxed), head);
+        }
+    }
+
+    /// A record with the fragment bit is refused with its own error and stays at the head, also
+    /// behind a wrap marker; a whole record behind a wrap marker is loaned.
+    #[test]
+    fn a_fragment_at_the_head_is_refused_and_stays() {
+        let (tx, rx) = queue(8);
+        let ring = tx.ring();
+        let st = ring.st();
+        // A record of 16 bytes at offset 0, reached through a wrap marker at the end.
+        let start = ring.cap - RECORD_HEADER;
+        let head = pack(0, start);
+        let tail = pack(1, start + RECORD_HEADER + record_len(16));
+        st.head.pos.store(head, Ordering::Relaxed);
+        st.tail.pos.store(tail, Ordering::Relaxed);
+        // SAFETY: both offsets are in the region and aligned.
+        unsafe { ring.header(start) }.store(WRAP, Ordering::Relaxed);
+        // SAFETY: as above.
+        unsafe { ring.header(0) }.store(FRAGMENT | 16, Ordering::Relaxed);
+        assert_eq!(
+            rx.try_get_loan().map(|l| l.len()),
+            Err(TryGetError::Corrupted(FRAGMENTED))
+        );
+        assert_eq!(st.head.pos.load(Ordering::Relaxed), head);
+        // Also without the wrap marker.
+        st.head.pos.store(pack(0, 0), Ordering::Relaxed);
+        st.tail
+            .pos
+            .store(pack(1, record_len(16)), Ordering::Relaxed);
+        assert_eq!(
+            rx.try_get_loan().map(|l| l.len()),
+            Err(TryGetError::Corrupted(FRAGMENTED))
+        );
+        st.head.pos.store(head, Ordering::Relaxed);
+        st.tail.pos.store(tail, Ordering::Relaxed);
+        // SAFETY: as above.
+        unsafe { ring.header(0) }.store(16, Ordering::Relaxed);
+        // SAFETY: the 16 payload bytes of the record at offset 0 are inside the region.
+        let mut payload = unsafe { ForeignMut::new(ring.at(RECORD_HEADER), 16) };
+        assert!(payload.write_at(0, &pattern(5, 16)));
+        let loan = rx.try_get_loan().unwrap();
+        assert_eq!(loan.to_vec(), pattern(5, 16));
+        loan.release();
+        assert_eq!(st.head.pos.load(Ordering::Relaxed), tail);
+        assert!(matches!(rx.try_get_loan(), Err(TryGetError::Empty)));
+    }
+
+    /// Payloads of every length start 8-aligned, and a write loan dropped unpublished (having
+    /// written a wrap marker) leaves the ring as it was.
+    #[test]
+    fn write_loans_are_aligned_and_leave_nothing_when_dropped() {
+        let (tx, rx) = queue(64);
+        let ring = tx.ring();
+        for len in 0..200 {
+            let mut loan = tx.try_loan_bytes(len).unwrap();
+            let fits = loan.write_at(0, &pattern(len as u8, len));
+            assert!(fits.is_ok());
+            if len % 3 == 0 {
+                drop(loan);
+                assert_eq!(ring.len(), 0);
+                continue;
+            }
+            loan.publish();
+            let got = rx.try_get_loan().unwrap();
+            assert_eq!(got.as_words().as_ptr() as usize % 8, 0);
+            assert_eq!(got.as_words().len(), len / 8);
+            assert_eq!(got.to_vec(), pattern(len as u8, len));
+        }
+        assert!(matches!(rx.try_get_loan(), Err(TryGetError::Empty)));
+    }
+}
