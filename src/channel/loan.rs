@@ -70,8 +70,26 @@ const SMALL_CHUNK: usize = 256;
 /// there before; write every byte the receiver will read. Nothing is visible to receivers until
 /// `publish`; a loan dropped unpublished (also by a panic) leaves nothing in the queue.
 ///
-/// See the [module notes](self) on what other processes can do to the bytes meanwhile, and on
-/// holding a loan (it holds the queue's put side: keep it short).
+/// # Trust boundary
+///
+/// The loaned bytes live in shared memory that every process mapping the queue can write. A
+/// cooperating process never touches them during the loan; a hostile or buggy one can change
+/// them at any moment, before or after this loan writes them: the receiver may then read
+/// garbage. It can never make the safe API write or read outside the loan, panic, or hang a
+/// timed call. So the safe API reaches the bytes only through copies
+/// ([`write_at`](Self::write_at), [`fill_with`](Self::fill_with), [`write`](Self::write)) or
+/// atomic words ([`as_words`](Self::as_words)), never through a `&mut [u8]`, which would
+/// promise that nobody else writes them. [`as_mut_ptr`](Self::as_mut_ptr) is the unsafe escape
+/// hatch for callers who trust every process that maps the queue.
+///
+/// # Holding a loan
+///
+/// The loan holds the queue's put side, owned by the calling thread: it is neither `Send` nor
+/// `Sync`, and while it lives the other producers of the queue wait, in every process; keep it
+/// short. A put or write loan on the same queue from the thread that holds it waits for it (a
+/// blocking one never returns). A leaked loan (`mem::forget`) stalls the producers like a hung
+/// peer: their timed calls time out, and [`shutdown`](crate::Queue::shutdown) waits. A
+/// process killed holding a loan leaves nothing: the next producer takes the put side over.
 ///
 /// # Examples
 /// ```
@@ -105,9 +123,28 @@ pub struct WriteLoan<'a, T: ?Sized = [u8]> {
 /// `T` and `C` are the queue's message type and codec: [`read`](Self::read) decodes the message
 /// as a `get` would; the byte methods work for every codec.
 ///
-/// See the [module notes](self) on what other processes can do to the bytes meanwhile (a
-/// hostile writer can change them under the loan: two reads may differ), and on holding a
-/// loan (it holds the queue's get side: keep it short).
+/// # Trust boundary
+///
+/// The loaned bytes live in shared memory that every process mapping the queue can write. A
+/// cooperating process never touches them during the loan; a hostile or buggy one can change
+/// them at any moment, also while this loan reads them: two reads may differ, a checksum may
+/// fail, a value read may be garbage. It can never make the safe API read outside the loan,
+/// panic, or hang a timed call. So the safe API reaches the bytes only through copies into
+/// private memory ([`read_at`](Self::read_at), [`for_each_chunk`](Self::for_each_chunk),
+/// [`to_vec`](Self::to_vec), [`read`](Self::read)) or atomic words
+/// ([`as_words`](Self::as_words)), never through a `&[u8]`, which would promise bytes that do
+/// not change (a checked index could then be read twice and differ). Check what you copied,
+/// not the shared bytes. [`as_ptr`](Self::as_ptr) is the unsafe escape hatch for callers who
+/// trust every process that maps the queue.
+///
+/// # Holding a loan
+///
+/// The loan holds the queue's get side, owned by the calling thread: it is neither `Send` nor
+/// `Sync`, and while it lives the other consumers of the queue wait, in every process; keep it
+/// short. A get or read loan on the same queue from the thread that holds it waits for it (a
+/// blocking one never returns). A leaked loan (`mem::forget`) stalls the consumers like a hung
+/// peer (their timed calls time out) and its message is never consumed; a process killed
+/// holding a loan leaves its message at the head for the next consumer.
 #[must_use = "dropping a read loan consumes the message at once"]
 pub struct ReadLoan<'a, T, C = DefaultCodec> {
     inner: GetLoan<'a>,
