@@ -143,7 +143,8 @@ pub struct WriteLoan<'a, T: ?Sized = [u8]> {
 /// `Sync`, and while it lives the other consumers of the queue wait, in every process; keep it
 /// short. A get or read loan on the same queue from the thread that holds it waits for it (a
 /// blocking one never returns). A leaked loan (`mem::forget`) stalls the consumers like a hung
-/// peer (their timed calls time out) and its message is never consumed; a process killed
+/// peer (their timed calls time out, and [`shutdown_immediate`](crate::Queue::shutdown_immediate)
+/// waits) and its message is never consumed; a process killed
 /// holding a loan leaves its message at the head for the next consumer.
 #[must_use = "dropping a read loan consumes the message at once"]
 pub struct ReadLoan<'a, T, C = DefaultCodec> {

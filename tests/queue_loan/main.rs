@@ -669,6 +669,12 @@ fn connections_lend_both_ways() {
     loan.write_at(0, b"abc").unwrap();
     loan.publish();
     assert_eq!(b.recv_bytes().unwrap(), b"abc");
+    let mut typed = a.try_loan().unwrap();
+    typed.write(&0x0102_0304_0506_0708);
+    typed.publish();
+    assert_eq!(b.recv().unwrap(), 0x0102_0304_0506_0708);
+    a.loan_timeout(Duration::from_secs(5)).unwrap().publish();
+    assert_eq!(b.recv_loan().unwrap().len(), 8);
     b.send([1, 2, 3, 4]).unwrap();
     let got = a.recv_loan().unwrap();
     assert_eq!(got.read().unwrap(), [1, 2, 3, 4]);
