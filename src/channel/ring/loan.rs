@@ -421,6 +421,46 @@ mod tests {
         assert!(matches!(rx.try_get_loan(), Err(TryGetError::Empty)));
     }
 
+    /// The chunked copies and the words of the public loans cover every byte, once.
+    #[test]
+    fn chunks_and_words_cover_every_byte() {
+        let q = Queue::<u8>::builder()
+            .codec::<Plain>()
+            .anonymous()
+            .capacity(4)
+            .max_bytes(64 << 10)
+            .create()
+            .unwrap();
+        for len in [0, 5, 256, 257, 20_003] {
+            let mut loan = q.try_loan_bytes(len).unwrap();
+            let mut seen = 0;
+            loan.fill_with(|at, chunk| {
+                assert_eq!(at, seen);
+                seen += chunk.len();
+                chunk.copy_from_slice(&pattern(at as u8, chunk.len()));
+            });
+            assert_eq!(seen, len);
+            let mut back = vec![0u8; len];
+            loan.read_at(0, &mut back).unwrap();
+            loan.publish();
+            let got = q.try_get_loan().unwrap();
+            let mut out = Vec::new();
+            got.for_each_chunk(|at, chunk| {
+                assert_eq!(at, out.len());
+                out.extend_from_slice(chunk);
+            });
+            assert_eq!(out, back);
+            assert_eq!(got.to_vec(), back);
+            let words: Vec<u8> = got
+                .as_words()
+                .iter()
+                .flat_map(|w| w.load(Ordering::Relaxed).to_ne_bytes())
+                .collect();
+            assert_eq!(words, back[..len / 8 * 8]);
+            got.release();
+        }
+    }
+
     /// Payloads of every length start 8-aligned, and a write loan dropped unpublished (having
     /// written a wrap marker) leaves the ring as it was.
     #[test]
