@@ -140,7 +140,7 @@ pub use channel::MessagePack;
 #[cfg(not(multiproc_loom))]
 pub use channel::{
     Codec, Connection, ConnectionHandle, DecodeError, DefaultCodec, EncodeError, JoinableQueue,
-    Plain, Queue, Receiver, Sender, Serde, channel, duplex, pipe, pipe_oneway,
+    Plain, Queue, ReadLoan, Receiver, Sender, Serde, WriteLoan, channel, duplex, pipe, pipe_oneway,
 };
 #[cfg(not(multiproc_loom))]
 pub use error::{

@@ -9,10 +9,12 @@ use std::fs::File;
 use std::io::{Read, Write};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::rc::Rc;
+use std::sync::atomic::Ordering;
 
 use multiproc::{Connection, Plain, Queue, Receiver, Sender, TryGetError};
 use zerocopy::IntoBytes;
 
+use crate::check::Verifier;
 use crate::evshm::EventShm;
 use crate::floor::Floor;
 
@@ -44,6 +46,11 @@ pub trait Tx {
 pub trait Rx {
     /// Receives the next message, waiting for it.
     fn recv(&mut self) -> Result<&[u8], String>;
+    /// Receives the next message and checks it with `verifier`: `verifier.take(self.recv()?)`,
+    /// unless the end reads messages in place (a loan) and checks them there.
+    fn recv_and_take(&mut self, verifier: &mut Verifier) -> Result<(), String> {
+        verifier.take(self.recv()?)
+    }
     /// Registers this end in the calling process (a ring end inherited across `fork`).
     fn attach(&mut self) -> Result<(), String> {
         Ok(())
@@ -107,6 +114,9 @@ pub enum Mech {
     QueuePlainBatch,
     /// `multiproc::Queue` with `put_bytes` / `get_bytes_into`.
     QueueBytes,
+    /// `multiproc::Queue` with loans: the producer writes each message in place
+    /// (`loan_bytes`), the consumer reads and checks it in place (`get_loan`).
+    QueueLoan,
     /// `multiproc::pipe()` with `send_bytes` / `recv_bytes_into`.
     Pipe,
     /// An OS pipe with the default buffer.
@@ -138,11 +148,12 @@ pub enum Fault {
 }
 
 /// The mechanisms of a normal run, in table order.
-pub const ALL: [Mech; 11] = [
+pub const ALL: [Mech; 12] = [
     Mech::QueueSerde,
     Mech::QueuePlain,
     Mech::QueuePlainBatch,
     Mech::QueueBytes,
+    Mech::QueueLoan,
     Mech::Pipe,
     Mech::OsPipe,
     Mech::OsPipeBig,
@@ -172,6 +183,7 @@ impl Mech {
             Mech::QueuePlain => "mp-queue-plain",
             Mech::QueuePlainBatch => "mp-queue-plain-batch",
             Mech::QueueBytes => "mp-queue-bytes",
+            Mech::QueueLoan => "mp-queue-loan",
             Mech::Pipe => "mp-pipe",
             Mech::OsPipe => "os-pipe",
             Mech::OsPipeBig => "os-pipe-1m",
@@ -192,6 +204,7 @@ impl Mech {
             Mech::QueuePlain => "multiproc Queue (Plain)",
             Mech::QueuePlainBatch => "multiproc Queue (Plain, 32/batch)",
             Mech::QueueBytes => "multiproc Queue (bytes)",
+            Mech::QueueLoan => "multiproc Queue (loans, in place)",
             Mech::Pipe => "multiproc pipe() (bytes)",
             Mech::OsPipe => "OS pipe",
             Mech::OsPipeBig => "OS pipe, 1 MiB buffer",
@@ -219,6 +232,7 @@ impl Mech {
                 | Mech::QueuePlain
                 | Mech::QueuePlainBatch
                 | Mech::QueueBytes
+                | Mech::QueueLoan
                 | Mech::Pipe
         )
     }
@@ -278,6 +292,27 @@ impl Mech {
                     BytesRx {
                         rx,
                         buf: vec![0; size],
+                    },
+                )
+            }
+            Mech::QueueLoan => {
+                let (tx, rx) = Queue::<u8>::builder()
+                    .codec::<Plain>()
+                    .max_bytes(ring)
+                    .create()
+                    .and_then(Queue::split)
+                    .map_err(|e| e.to_string())?;
+                let way = LoanWay::from_env()?;
+                Channel::new(
+                    LoanTx {
+                        tx,
+                        buf: vec![0; size],
+                        way,
+                    },
+                    LoanRx {
+                        rx,
+                        buf: vec![0; size],
+                        way,
                     },
                 )
             }
@@ -472,6 +507,144 @@ impl Rx for BytesRx {
             .get_bytes_into(&mut self.buf)
             .map_err(|e| ring_err("Receiver::get_bytes_into", e))?;
         Ok(&self.buf[..n])
+    }
+    fn attach(&mut self) -> Result<(), String> {
+        attach_rx(&self.rx)
+    }
+}
+
+/// How the loan mechanism touches the bytes in place: through the chunked copies
+/// (`fill_with` / `for_each_chunk`) or the atomic words (`as_words`). `MULTIPROC_BENCH_LOAN`
+/// (`chunks` or `words`) chooses; the default is the faster of the two at 1 MiB, the chunks
+/// (the words go one 8-byte atomic access at a time, which the compiler does not vectorise).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum LoanWay {
+    Chunks,
+    Words,
+}
+
+impl LoanWay {
+    fn from_env() -> Result<Self, String> {
+        match std::env::var("MULTIPROC_BENCH_LOAN").as_deref() {
+            Err(_) | Ok("chunks") => Ok(Self::Chunks),
+            Ok("words") => Ok(Self::Words),
+            Ok(other) => Err(format!(
+                "MULTIPROC_BENCH_LOAN={other}: expected `chunks` or `words`"
+            )),
+        }
+    }
+}
+
+/// Writes each message in place: the harness's stamped buffer is the message's source, as for
+/// the other mechanisms, and every byte of it goes straight into the loan.
+struct LoanTx {
+    tx: Sender<u8, Plain>,
+    buf: Vec<u8>,
+    way: LoanWay,
+}
+
+impl Tx for LoanTx {
+    fn needs_hello(&self) -> bool {
+        true
+    }
+    fn buf(&mut self) -> &mut [u8] {
+        &mut self.buf
+    }
+    fn send(&mut self) -> Result<(), String> {
+        let mut loan = self
+            .tx
+            .loan_bytes(self.buf.len())
+            .map_err(|e| ring_err("Sender::loan_bytes", e))?;
+        let buf = &self.buf;
+        match self.way {
+            LoanWay::Chunks => {
+                loan.fill_with(|at, chunk| chunk.copy_from_slice(&buf[at..at + chunk.len()]))
+            }
+            LoanWay::Words => {
+                let whole = buf.len() / 8 * 8;
+                for (w, b) in loan.as_words().iter().zip(buf.chunks_exact(8)) {
+                    w.store(
+                        u64::from_ne_bytes(b.try_into().expect("8 bytes")),
+                        Ordering::Relaxed,
+                    );
+                }
+                loan.write_at(whole, &buf[whole..])
+                    .map_err(|e| ring_err("WriteLoan::write_at", e))?;
+            }
+        }
+        loan.publish();
+        Ok(())
+    }
+}
+
+/// Reads and checks each message in place (see [`Verifier::begin`]); messages shorter than
+/// the check's 16-byte header are copied out and checked as the others.
+struct LoanRx {
+    rx: Receiver<u8, Plain>,
+    buf: Vec<u8>,
+    way: LoanWay,
+}
+
+impl Rx for LoanRx {
+    fn recv(&mut self) -> Result<&[u8], String> {
+        let loan = self
+            .rx
+            .get_loan()
+            .map_err(|e| ring_err("Receiver::get_loan", e))?;
+        let n = loan.len().min(self.buf.len());
+        loan.read_at(0, &mut self.buf[..n])
+            .map_err(|e| ring_err("ReadLoan::read_at", e))?;
+        Ok(&self.buf[..n])
+    }
+    fn recv_and_take(&mut self, verifier: &mut Verifier) -> Result<(), String> {
+        let loan = self
+            .rx
+            .get_loan()
+            .map_err(|e| ring_err("Receiver::get_loan", e))?;
+        let len = loan.len();
+        if len < 16 {
+            let mut small = [0u8; 16];
+            loan.read_at(0, &mut small[..len])
+                .map_err(|e| ring_err("ReadLoan::read_at", e))?;
+            return verifier.take(&small[..len]);
+        }
+        let mut first = [0u8; 16];
+        loan.read_at(0, &mut first)
+            .map_err(|e| ring_err("ReadLoan::read_at", e))?;
+        let le = |b: &[u8]| u64::from_le_bytes(b.try_into().expect("8 bytes"));
+        let mut c = verifier.begin(len, [le(&first[..8]), le(&first[8..])])?;
+        let whole = c.body_len() / 8 * 8;
+        let stride = c.stride();
+        if stride > 8 {
+            // Only the stamps are checked: read just those words.
+            let words = loan.as_words();
+            for o in (0..whole).step_by(stride) {
+                c.word(o, u64::from_le(words[2 + o / 8].load(Ordering::Relaxed)));
+            }
+        } else {
+            match self.way {
+                LoanWay::Words => {
+                    for (k, w) in loan.as_words()[2..].iter().enumerate() {
+                        c.word(k * 8, u64::from_le(w.load(Ordering::Relaxed)));
+                    }
+                }
+                LoanWay::Chunks => loan.for_each_chunk(|at, chunk| {
+                    // Chunks start 8-aligned; the first holds the 16-byte header, the last
+                    // the partial word, if any (read below).
+                    let from = 16usize.saturating_sub(at).min(chunk.len());
+                    let o = at + from - 16;
+                    let to = chunk.len().min(16 + whole - at).max(from);
+                    c.words(o, &chunk[from..to]);
+                }),
+            }
+            let mut tail = [0u8; 8];
+            let rest = c.body_len() - whole;
+            loan.read_at(16 + whole, &mut tail[..rest])
+                .map_err(|e| ring_err("ReadLoan::read_at", e))?;
+            c.tail(&tail[..rest]);
+        }
+        loan.release();
+        verifier.end(c)
     }
     fn attach(&mut self) -> Result<(), String> {
         attach_rx(&self.rx)

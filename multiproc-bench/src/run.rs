@@ -266,12 +266,12 @@ pub fn one_way(
         }
         team.go();
         for _ in 0..warm * producers as u64 {
-            verifier.take(rx.recv()?)?;
+            rx.recv_and_take(verifier)?;
         }
         let delay0 = run_delay_ns();
         let t = Instant::now();
         for _ in 0..total {
-            verifier.take(rx.recv()?)?;
+            rx.recv_and_take(verifier)?;
         }
         let elapsed = t.elapsed();
         let waited = run_delay_ns().saturating_sub(delay0);

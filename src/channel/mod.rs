@@ -2,6 +2,7 @@
 //! `Pipe` connections.
 
 mod codec;
+mod loan;
 mod pipe;
 mod queue;
 pub(crate) mod ring;
@@ -9,5 +10,6 @@ pub(crate) mod ring;
 #[cfg(feature = "msgpack")]
 pub use codec::MessagePack;
 pub use codec::{Codec, DecodeError, DefaultCodec, EncodeError, Plain, Serde};
+pub use loan::{ReadLoan, WriteLoan};
 pub use pipe::{Connection, ConnectionHandle, duplex, pipe, pipe_oneway};
 pub use queue::{JoinableQueue, Queue, Receiver, Sender, channel};

@@ -38,8 +38,8 @@ use crate::sys::Errno;
 /// # Ok(()) }
 /// ```
 pub struct Connection<S, R = S, C = DefaultCodec> {
-    tx: Sender<S, C>,
-    rx: Receiver<R, C>,
+    pub(super) tx: Sender<S, C>,
+    pub(super) rx: Receiver<R, C>,
 }
 
 /// The handles of a [`Connection`]'s two directions; prints as `tx|rx` and parses back.

@@ -288,14 +288,14 @@ pub(crate) enum Failed<E, V = ()> {
 }
 
 impl<T> Failed<PutError<T>, T> {
-    fn try_put(self) -> TryPutError<T> {
+    pub(super) fn try_put(self) -> TryPutError<T> {
         match self {
             Self::OutOfTime(v) => TryPutError::Full(v),
             Self::Error(e) => e.into(),
         }
     }
 
-    fn put_timeout(self) -> PutTimeoutError<T> {
+    pub(super) fn put_timeout(self) -> PutTimeoutError<T> {
         match self {
             Self::OutOfTime(v) => PutTimeoutError::Timeout(v),
             Self::Error(e) => e.into(),
@@ -304,14 +304,14 @@ impl<T> Failed<PutError<T>, T> {
 }
 
 impl Failed<GetError> {
-    fn try_get(self) -> TryGetError {
+    pub(super) fn try_get(self) -> TryGetError {
         match self {
             Self::OutOfTime(()) => TryGetError::Empty,
             Self::Error(e) => e.into(),
         }
     }
 
-    fn get_timeout(self) -> GetTimeoutError {
+    pub(super) fn get_timeout(self) -> GetTimeoutError {
         match self {
             Self::OutOfTime(()) => GetTimeoutError::Timeout,
             Self::Error(e) => e.into(),
@@ -371,7 +371,7 @@ impl PutRefFail {
     }
 }
 
-fn put_failed<T>(f: PutFail, v: T) -> Failed<PutError<T>, T> {
+pub(super) fn put_failed<T>(f: PutFail, v: T) -> Failed<PutError<T>, T> {
     Failed::Error(match f {
         PutFail::Full => return Failed::OutOfTime(v),
         PutFail::Disconnected => PutError::Disconnected(v),
@@ -382,7 +382,7 @@ fn put_failed<T>(f: PutFail, v: T) -> Failed<PutError<T>, T> {
     })
 }
 
-fn get_failed(f: GetFail) -> Failed<GetError> {
+pub(super) fn get_failed(f: GetFail) -> Failed<GetError> {
     Failed::Error(match f {
         GetFail::Empty => return Failed::OutOfTime(()),
         GetFail::Disconnected => GetError::Disconnected,
@@ -398,11 +398,11 @@ const NO_DEADLINE: &str = "a put with no deadline ran out of time";
 /// A decoder said it produced a value and did not (a bug in a codec, never a peer's doing).
 const NO_VALUE: &str = "a decoder reported a value it did not produce";
 
-fn now() -> Option<Instant> {
+pub(super) fn now() -> Option<Instant> {
     Some(Instant::now())
 }
 
-fn after(timeout: Duration) -> Option<Instant> {
+pub(super) fn after(timeout: Duration) -> Option<Instant> {
     crate::sync::wait::deadline_after(timeout)
 }
 
@@ -431,7 +431,7 @@ impl Endpoint {
     /// A handle inherited across `fork` that the fork hook could not register registers on
     /// first use.
     #[inline]
-    fn ensure_attached(&self) {
+    pub(super) fn ensure_attached(&self) {
         let me = sys::current_process().tid;
         if self.inner.pid.load(Ordering::Relaxed) != me {
             self.attach_here(me);
@@ -1087,7 +1087,7 @@ macro_rules! receiving {
 /// # Ok(()) }
 /// ```
 pub struct Queue<T, C = DefaultCodec> {
-    ep: Endpoint,
+    pub(super) ep: Endpoint,
     _types: Types<T, C>,
 }
 
@@ -1198,7 +1198,7 @@ where
 /// The sending side of a [`Queue`]. Receivers see `Disconnected` once every `Sender` and
 /// `Queue` handle is gone.
 pub struct Sender<T, C = DefaultCodec> {
-    ep: Endpoint,
+    pub(super) ep: Endpoint,
     _types: Types<T, C>,
 }
 
@@ -1216,7 +1216,7 @@ impl<T, C> Sender<T, C> {
 /// The receiving side of a [`Queue`]. Senders see `Disconnected` once every `Receiver` and
 /// `Queue` handle is gone.
 pub struct Receiver<T, C = DefaultCodec> {
-    ep: Endpoint,
+    pub(super) ep: Endpoint,
     _types: Types<T, C>,
 }
 
@@ -1270,7 +1270,7 @@ waitable!(JoinableQueue);
 /// # Ok(()) }
 /// ```
 pub struct JoinableQueue<T, C = DefaultCodec> {
-    ep: Endpoint,
+    pub(super) ep: Endpoint,
     _types: Types<T, C>,
 }
 

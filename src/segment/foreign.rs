@@ -61,6 +61,12 @@ impl<'a> Foreign<'a> {
         self.len
     }
 
+    /// Where the bytes start, for views made over a part of them (a loan's `read_at`).
+    #[inline]
+    pub(crate) fn as_ptr(self) -> *const u8 {
+        self.ptr
+    }
+
     /// Copies the bytes into `dst`, which must be exactly as long.
     ///
     /// # Panics

@@ -47,13 +47,13 @@ impl Drop for Taken<'_> {
 }
 
 /// Spin-then-sleep state of one blocking get.
-struct Waiter {
+pub(super) struct Waiter {
     spun: bool,
     prober: Option<Prober>,
 }
 
 impl Waiter {
-    fn new() -> Self {
+    pub(super) fn new() -> Self {
         Self {
             spun: false,
             prober: None,
@@ -185,7 +185,7 @@ impl Ring {
     /// producer's line), else the real tail. Read without the get lock, the copy is only a hint
     /// (`take` checks again under the lock); the real tail is read whenever it says empty.
     #[inline]
-    fn tail_for_reading(&self) -> u64 {
+    pub(super) fn tail_for_reading(&self) -> u64 {
         let st = self.st();
         let head = st.head.pos.load(Ordering::Acquire);
         match self.get_cache.get(head) {
@@ -196,13 +196,13 @@ impl Ring {
     }
 
     #[inline]
-    fn is_empty_at(&self, tail: u64) -> bool {
+    pub(super) fn is_empty_at(&self, tail: u64) -> bool {
         unpack(tail).0 == unpack(self.st().head.pos.load(Ordering::Acquire)).0
     }
 
     /// One round of waiting while the ring looked empty with `tail == observed_tail`: spin,
     /// then sleep on the data futex. `Ok` means "look again".
-    fn wait_for_data(
+    pub(super) fn wait_for_data(
         &self,
         waiter: &mut Waiter,
         observed_tail: u64,
@@ -411,7 +411,7 @@ impl Ring {
     /// With the get lock held: the head, and the tail to read up to (our copy while it shows
     /// messages, else the real one).
     #[inline]
-    fn head_and_tail(&self) -> (u64, u64) {
+    pub(super) fn head_and_tail(&self) -> (u64, u64) {
         let st = self.st();
         let head = st.head.pos.load(Ordering::Relaxed);
         let tail = match self.get_cache.get(head) {
@@ -431,7 +431,7 @@ impl Ring {
     /// from the segment is checked before it forms a pointer. With `max`, a longer payload is
     /// `BufferTooSmall`.
     #[inline]
-    fn record_at(
+    pub(super) fn record_at(
         &self,
         head: u64,
         tail: u64,
@@ -485,7 +485,7 @@ impl Ring {
 
     /// With the get lock held: frees every record before `next`.
     #[inline]
-    fn free_up_to(&self, next: u64, tail: u64) {
+    pub(super) fn free_up_to(&self, next: u64, tail: u64) {
         self.get_cache.set(next, tail);
         // SYNC(head-free): the records are read; a producer that loads this head may write
         // over them.

@@ -63,6 +63,8 @@
 //! - `peers`: attaching and detaching handles, reclaiming dead peers, the slots a forking
 //!   process fills for its child;
 //! - `put` and `get`: the two sides of the protocol above;
+//! - `loan`: puts and gets cut in two, the record staying in the ring while a caller works on
+//!   it in place (zero-copy loans);
 //! - `tasks`: the task accounting of `JoinableQueue`.
 //! - `tests`: a hostile peer's writes into a live ring (unit tests); `heap`: rings in this
 //!   process's heap, for the loom build.
@@ -82,11 +84,13 @@ use layout::{
 
 mod get;
 mod layout;
+mod loan;
 mod peers;
 mod put;
 mod tasks;
 
 pub(crate) use get::GetFail;
+pub(crate) use loan::{GetLoan, PutLoan, read_at};
 pub(crate) use peers::{ChildSlot, Role};
 pub(crate) use put::PutFail;
 

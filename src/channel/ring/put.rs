@@ -44,13 +44,13 @@ fn refusal(state: u32) -> Option<PutFail> {
 
 /// `tail` moved past one record of `total` bytes (record and any wrap skip before it).
 #[inline]
-fn advance(tail: u64, total: u32) -> u64 {
+pub(super) fn advance(tail: u64, total: u32) -> u64 {
     let (tm, tp) = unpack(tail);
     pack(tm.wrapping_add(1), tp.wrapping_add(total))
 }
 
 /// First backoff step of a put that found the ring full (2^step spins before the next look).
-const FULL_BACKOFF_STEP: u32 = 6;
+pub(super) const FULL_BACKOFF_STEP: u32 = 6;
 
 impl Ring {
     /// Puts one record of `len` payload bytes, filled by `write`, waiting until `deadline`
@@ -172,7 +172,7 @@ impl Ring {
     /// (read under the lock, so that a shutdown can wait out the puts that missed it), if no
     /// receiver is left, or if the tail is not 8-aligned.
     #[inline]
-    fn begin_put(&self, deadline: Option<Instant>) -> Result<(Held<'_>, u64), PutFail> {
+    pub(super) fn begin_put(&self, deadline: Option<Instant>) -> Result<(Held<'_>, u64), PutFail> {
         let (held, tail) = self.hold_put_side(deadline).ok_or(PutFail::Full)?;
         // SYNC(state-under-lock)
         if let Some(refused) = refusal(self.state()) {
@@ -224,7 +224,7 @@ impl Ring {
     /// Looks at our copy of the head first: it never runs ahead of the real one, so it can
     /// only make us think the ring fuller than it is; re-reads the real head only then.
     #[inline]
-    fn reserve_first(&self, tail: u64, len: u32) -> (Option<(u32, u32)>, u64) {
+    pub(super) fn reserve_first(&self, tail: u64, len: u32) -> (Option<(u32, u32)>, u64) {
         let st = self.st();
         let cached = self.put_cache.get(tail);
         // SYNC(head-free), for this load and the one below.
@@ -240,7 +240,13 @@ impl Ring {
     /// Publishes every record written up to `new_tail` (`records` of them), releases the put
     /// lock and wakes up to as many sleeping consumers.
     #[inline]
-    fn publish(&self, held: Held<'_>, new_tail: u64, observed_head: u64, records: usize) {
+    pub(super) fn publish(
+        &self,
+        held: Held<'_>,
+        new_tail: u64,
+        observed_head: u64,
+        records: usize,
+    ) {
         let st = self.st();
         self.put_cache.set(new_tail, observed_head);
         // SYNC(tail-publish): the records written before this store are visible to whoever
@@ -257,7 +263,7 @@ impl Ring {
 
     /// The ring was full at `observed_head`: back off, then sleep until a consumer frees
     /// space. `Ok` means "look again".
-    fn wait_for_room(
+    pub(super) fn wait_for_room(
         &self,
         backoff: &mut Backoff,
         prober: &mut Option<Prober>,
