@@ -39,6 +39,10 @@ pub struct Floor {
     /// This side's own position (tail for the producer, head for the consumer).
     mine: u32,
     buf: Vec<u8>,
+    /// Batching (see [`Floor::batched`]): records sent or taken since this side last stored
+    /// its position, and the other side's position as last read.
+    unpublished: u32,
+    other: u32,
     /// The mapping, unmapped when the last end in this process drops.
     _map: Rc<Mapping>,
 }
@@ -58,6 +62,8 @@ impl Floor {
             cap,
             mine: 0,
             buf: vec![0; msg_len],
+            unpublished: 0,
+            other: 0,
             _map: map.clone(),
         };
         (end(), end())
@@ -204,5 +210,125 @@ impl Floor {
         }
         self.mine = new;
         Ok(&self.buf[..len])
+    }
+}
+
+/// The floor ring with positions published once per `batch` records, as `put_many` and
+/// `get_many` do: the floor of batching. The producer stores `tail` after every `batch`
+/// records (or when it must wait for room, or on `flush`); the consumer reads `tail` only when
+/// it has taken every record it saw, and stores `head` after every `batch` records (or before it
+/// waits). Each record is still copied in from the sender's buffer and out into the
+/// receiver's, one at a time.
+pub struct FloorBatch {
+    ring: Floor,
+    batch: u32,
+}
+
+impl FloorBatch {
+    /// As [`Floor::pair`], publishing once per `batch` records.
+    pub fn pair(cap: usize, msg_len: usize, batch: u32) -> (FloorBatch, FloorBatch) {
+        let (tx, rx) = Floor::pair(cap, msg_len);
+        (
+            FloorBatch { ring: tx, batch },
+            FloorBatch { ring: rx, batch },
+        )
+    }
+
+    /// The buffer the next [`FloorBatch::send`] sends.
+    pub fn buf(&mut self) -> &mut [u8] {
+        &mut self.ring.buf
+    }
+
+    /// Tells the other side to give up waiting.
+    pub fn close(&self) {
+        self.ring.close();
+    }
+
+    /// Stores the producer's `tail` if records are waiting for it, and wakes the consumer.
+    pub fn flush(&mut self) {
+        let r = &mut self.ring;
+        if r.unpublished == 0 {
+            return;
+        }
+        r.unpublished = 0;
+        let h = r.header();
+        h.tail.store(r.mine, Ordering::Release);
+        fence(Ordering::SeqCst);
+        if h.consumer_sleeping.load(Ordering::Relaxed) != 0 {
+            futex_wake(&h.tail);
+        }
+    }
+
+    /// Stores the consumer's `head` if records were taken since, and wakes the producer.
+    fn free(&mut self) {
+        let r = &mut self.ring;
+        if r.unpublished == 0 {
+            return;
+        }
+        r.unpublished = 0;
+        let h = r.header();
+        h.head.store(r.mine, Ordering::Release);
+        fence(Ordering::SeqCst);
+        if h.producer_sleeping.load(Ordering::Relaxed) != 0 {
+            futex_wake(&h.head);
+        }
+    }
+
+    /// Writes the buffer as one record; publishes every `batch` records.
+    pub fn send(&mut self) -> Result<(), String> {
+        let len = self.ring.buf.len();
+        let need = (8 + len).next_multiple_of(8) as u32;
+        let cap = self.ring.cap as u32;
+        let tail = self.ring.mine;
+        let fits =
+            |head: u32| u64::from(tail.wrapping_sub(head)) + u64::from(need) <= u64::from(cap);
+        if !fits(self.ring.other) {
+            self.flush();
+            let r = &self.ring;
+            let h = r.header();
+            self.ring.other = r.wait(&h.head, &h.producer_sleeping, fits)?;
+        }
+        let r = &mut self.ring;
+        let buf = r.buf.as_mut_ptr();
+        let mut len_word = (len as u64).to_le_bytes();
+        r.copy(tail, 8, len_word.as_mut_ptr(), true);
+        r.copy(tail.wrapping_add(8), len, buf, true);
+        r.mine = tail.wrapping_add(need);
+        r.unpublished += 1;
+        if r.unpublished >= self.batch {
+            self.flush();
+        }
+        Ok(())
+    }
+
+    /// Takes the next record into this end's buffer and returns it; frees every `batch`.
+    pub fn recv(&mut self) -> Result<&[u8], String> {
+        let head = self.ring.mine;
+        if self.ring.other == head {
+            self.free();
+            let r = &self.ring;
+            let h = r.header();
+            self.ring.other = r.wait(&h.tail, &h.consumer_sleeping, |tail| tail != head)?;
+        }
+        let r = &mut self.ring;
+        let tail = r.other;
+        let buf = r.buf.as_mut_ptr();
+        let max = r.buf.len() as u64;
+        let mut len_word = [0u8; 8];
+        r.copy(head, 8, len_word.as_mut_ptr(), false);
+        let len = u64::from_le_bytes(len_word);
+        let avail = u64::from(tail.wrapping_sub(head));
+        if len > max || 8 + len > avail {
+            return Err(format!("floor ring: a record of {len} bytes does not fit"));
+        }
+        let len = len as usize;
+        r.copy(head.wrapping_add(8), len, buf, false);
+        let need = (8 + len).next_multiple_of(8) as u32;
+        r.mine = head.wrapping_add(need);
+        r.unpublished += 1;
+        if r.unpublished >= self.batch {
+            self.free();
+        }
+        Ok(&self.ring.buf[..len])
     }
 }

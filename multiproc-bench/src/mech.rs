@@ -16,7 +16,7 @@ use zerocopy::IntoBytes;
 
 use crate::check::Verifier;
 use crate::evshm::EventShm;
-use crate::floor::Floor;
+use crate::floor::{Floor, FloorBatch};
 
 /// Sends messages of one size.
 pub trait Tx {
@@ -129,6 +129,8 @@ pub enum Mech {
     EventfdShm,
     /// The minimal SPSC ring: the floor.
     Floor,
+    /// The floor ring publishing its positions once per 32 messages: the floor of batching.
+    FloorBatch,
     /// `memcpy` on one core: the copy ceiling (throughput only, no second process).
     Memcpy,
     /// A deliberately broken transport (the floor ring, breaking one message), to prove the
@@ -148,7 +150,7 @@ pub enum Fault {
 }
 
 /// The mechanisms of a normal run, in table order.
-pub const ALL: [Mech; 12] = [
+pub const ALL: [Mech; 13] = [
     Mech::QueueSerde,
     Mech::QueuePlain,
     Mech::QueuePlainBatch,
@@ -160,6 +162,7 @@ pub const ALL: [Mech; 12] = [
     Mech::Socketpair,
     Mech::EventfdShm,
     Mech::Floor,
+    Mech::FloorBatch,
     Mech::Memcpy,
 ];
 
@@ -190,6 +193,7 @@ impl Mech {
             Mech::Socketpair => "socketpair",
             Mech::EventfdShm => "eventfd-shm",
             Mech::Floor => "floor-ring",
+            Mech::FloorBatch => "floor-ring-batch",
             Mech::Memcpy => "memcpy",
             Mech::Broken(Fault::Drop) => "broken-drop",
             Mech::Broken(Fault::Duplicate) => "broken-duplicate",
@@ -211,6 +215,7 @@ impl Mech {
             Mech::Socketpair => "Unix socketpair",
             Mech::EventfdShm => "eventfd + shared memory",
             Mech::Floor => "minimal SPSC ring (floor)",
+            Mech::FloorBatch => "minimal SPSC ring, 32/batch (floor)",
             Mech::Memcpy => "memcpy, one core (ceiling)",
             Mech::Broken(_) => "broken transport (test)",
         }
@@ -345,6 +350,10 @@ impl Mech {
             }
             Mech::Floor => {
                 let (tx, rx) = Floor::pair(ring, size);
+                Channel::new(tx, rx)
+            }
+            Mech::FloorBatch => {
+                let (tx, rx) = FloorBatch::pair(ring, size, BATCH as u32);
                 Channel::new(tx, rx)
             }
             Mech::Broken(fault) => {
@@ -970,6 +979,31 @@ impl Tx for Floor {
     }
     fn send(&mut self) -> Result<(), String> {
         Floor::send(self)
+    }
+    fn abort(&self) {
+        self.close();
+    }
+}
+
+impl Tx for FloorBatch {
+    fn buf(&mut self) -> &mut [u8] {
+        FloorBatch::buf(self)
+    }
+    fn send(&mut self) -> Result<(), String> {
+        FloorBatch::send(self)
+    }
+    fn flush(&mut self) -> Result<(), String> {
+        FloorBatch::flush(self);
+        Ok(())
+    }
+    fn abort(&self) {
+        self.close();
+    }
+}
+
+impl Rx for FloorBatch {
+    fn recv(&mut self) -> Result<&[u8], String> {
+        FloorBatch::recv(self)
     }
     fn abort(&self) {
         self.close();

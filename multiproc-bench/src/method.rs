@@ -203,7 +203,9 @@ fn measure_rust(mech: Mech, bench: Bench, n: u64, s: &Settings) -> Result<Sample
     let check = s.check;
     match bench {
         Bench::Latency { .. } if mech == Mech::Memcpy => Err(NA_CHANNEL.into()),
-        Bench::Latency { .. } if mech == Mech::QueuePlainBatch => Err(NA_BATCH.into()),
+        Bench::Latency { .. } if matches!(mech, Mech::QueuePlainBatch | Mech::FloorBatch) => {
+            Err(NA_BATCH.into())
+        }
         Bench::Latency { mode } => {
             let (pause, placement) = match mode {
                 LatencyMode::Awake => (None, s.placement),
