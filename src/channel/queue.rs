@@ -7,13 +7,14 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError, TryLockError, Weak};
 use std::time::{Duration, Instant};
 
 use super::codec::{Codec, DefaultCodec, EncodeError};
-use super::ring::{ChildSlot, GetFail, PutFail, Ring, Role};
+use super::ring::{ChildSlot, Dest, GetFail, PutFail, Resume, Ring, Role};
+use crate::MAX_MESSAGE_LEN;
 use crate::error::{
     GetError, GetTimeoutError, OpenError, PutError, PutTimeoutError, TaskDoneError, TryGetError,
     TryPutError,
 };
 use crate::segment::object::{Builder, sealed};
-use crate::segment::{Segment, Slot, kind};
+use crate::segment::{ForeignMut, Segment, Slot, kind};
 use crate::sys;
 
 /// Creation parameters of a queue.
@@ -81,6 +82,16 @@ struct Attached {
     handles: AtomicUsize,
     /// Cleared when the last `Endpoint` is dropped (it unregisters itself then).
     alive: AtomicBool,
+    /// A message a timed get could not finish, with the get lock (see `Ring::get_msg`).
+    resume: Resume,
+}
+
+impl Drop for Attached {
+    fn drop(&mut self) {
+        // The last handle is gone: the rest of a message in the middle is skipped by the next
+        // consumer.
+        self.ring.release_resume(&self.resume);
+    }
 }
 
 /// Every live handle of this process, for the fork hooks.
@@ -389,6 +400,7 @@ fn get_failed(f: GetFail) -> Failed<GetError> {
         GetFail::ShutDown => GetError::ShutDown,
         GetFail::Corrupted(what) => GetError::Corrupted(what),
         GetFail::BufferTooSmall(n) => GetError::BufferTooSmall(n),
+        GetFail::Fragmented => GetError::Corrupted("fragment"),
     })
 }
 
@@ -415,6 +427,7 @@ impl Endpoint {
             pid: AtomicU32::new(pid),
             handles: AtomicUsize::new(1),
             alive: AtomicBool::new(true),
+            resume: Resume::default(),
         });
         remember(&inner);
         Ok(Self { inner })
@@ -457,6 +470,9 @@ impl Endpoint {
     ) -> Result<(), PutRefFail> {
         self.ensure_attached();
         let len = C::put_len(value).map_err(PutRefFail::Encode)?;
+        if self.ring().needs_fragments(len) {
+            return self.put_large::<T, C>(value, len, deadline);
+        }
         let mut failed = None;
         match self.ring().put_with(len, deadline, |room| {
             C::encode_foreign(value, room)
@@ -473,12 +489,37 @@ impl Endpoint {
         }
     }
 
+    /// Puts a value whose encoding needs fragments: encodes it into a private vector, then
+    /// streams that (see `Ring::put_fragments`).
+    #[cold]
+    fn put_large<T, C: Codec<T>>(
+        &self,
+        value: &T,
+        len: usize,
+        deadline: Option<Instant>,
+    ) -> Result<(), PutRefFail> {
+        if len > MAX_MESSAGE_LEN {
+            return Err(PutRefFail::Ring(PutFail::TooBig));
+        }
+        let mut bytes = vec![0u8; len];
+        C::encode_foreign(value, ForeignMut::private(&mut bytes)).map_err(PutRefFail::Encode)?;
+        self.ring()
+            .put_fragments(&bytes, deadline)
+            .map_err(PutRefFail::Ring)
+    }
+
     pub(crate) fn put_bytes(
         &self,
         bytes: &[u8],
         deadline: Option<Instant>,
     ) -> Result<(), PutRefFail> {
         self.ensure_attached();
+        if self.ring().needs_fragments(bytes.len()) {
+            return self
+                .ring()
+                .put_fragments(bytes, deadline)
+                .map_err(PutRefFail::Ring);
+        }
         self.ring()
             .put_with(bytes.len(), deadline, |mut room| room.write_at(0, bytes))
             .map_err(PutRefFail::Ring)
@@ -492,6 +533,13 @@ impl Endpoint {
         deadline: Option<Instant>,
     ) -> Result<usize, PutRefFail> {
         self.ensure_attached();
+        // A value that needs fragments goes alone (a batch ends before one anyway).
+        if let Some(first) = values.first() {
+            let len = C::put_len(first).map_err(PutRefFail::Encode)?;
+            if self.ring().needs_fragments(len) {
+                return self.put::<T, C>(first, deadline).map(|()| 1);
+            }
+        }
         let failed = std::cell::Cell::new(None);
         let len = |i: usize| match C::put_len(&values[i]) {
             Ok(len) => len,
@@ -533,7 +581,7 @@ impl Endpoint {
         let mut bad = None;
         let r = self
             .ring()
-            .get_batch(deadline, max, |m| match C::decode_foreign(m) {
+            .get_batch(deadline, max, &self.inner.resume, |m| match C::decode_foreign(m) {
                 Ok(v) => {
                     out.push(v);
                     true
@@ -561,7 +609,7 @@ impl Endpoint {
         self.ensure_attached();
         match self
             .ring()
-            .get_with(deadline, None, |m| C::decode_into(m, slot))
+            .get_with(deadline, &self.inner.resume, |m| C::decode_into(m, slot))
         {
             Ok(Ok(())) => Ok(()),
             Ok(Err(e)) => Err(Failed::Error(GetError::Decode(e))),
@@ -572,7 +620,16 @@ impl Endpoint {
     pub(crate) fn get_bytes(&self, deadline: Option<Instant>) -> Result<Vec<u8>, Failed<GetError>> {
         self.ensure_attached();
         self.ring()
-            .get_with(deadline, None, |m| m.to_vec())
+            .get_msg(
+                deadline,
+                None,
+                &self.inner.resume,
+                |m, _| m.to_vec(),
+                |dest| match dest {
+                    Dest::Vec(v) => v,
+                    Dest::Buf(b, n) => b[..n].to_vec(),
+                },
+            )
             .map_err(get_failed)
     }
 
@@ -583,10 +640,21 @@ impl Endpoint {
     ) -> Result<usize, Failed<GetError>> {
         self.ensure_attached();
         self.ring()
-            .get_with(deadline, Some(buf.len()), |m| {
-                m.copy_to(&mut buf[..m.len()]);
-                m.len()
-            })
+            .get_msg(
+                deadline,
+                Some(buf),
+                &self.inner.resume,
+                |m, buf| {
+                    if let Some(buf) = buf {
+                        m.copy_to(&mut buf[..m.len()]);
+                    }
+                    m.len()
+                },
+                |dest| match dest {
+                    Dest::Vec(v) => v.len(),
+                    Dest::Buf(_, n) => n,
+                },
+            )
             .map_err(get_failed)
     }
 }
@@ -689,7 +757,7 @@ macro_rules! endpoint_type {
 
             /// Largest message (encoded bytes) the queue can ever hold.
             pub fn max_message_len(&self) -> usize {
-                self.ep.ring().max_message()
+                MAX_MESSAGE_LEN
             }
 
             /// Messages in the queue right now (Python's `qsize`).

@@ -271,6 +271,58 @@ impl RawLock {
         })
     }
 
+    /// Takes up a hold that thread `tid` of this process left (its [`Held`] forgotten with
+    /// `std::mem::forget`): the word is moved from `tid` to the calling thread in one compare-and-swap, so a waiter that
+    /// found `tid` dead and took the lock over meanwhile keeps it (`None` then). The caller
+    /// promises that `tid` is a thread of this process whose forgotten hold it owns.
+    pub(crate) fn adopt(&self, tid: u32) -> Option<Held<'_>> {
+        let me = sys::current_thread();
+        loop {
+            let w = self.word.load(Ordering::Relaxed);
+            if w & TID_MASK != tid {
+                return None;
+            }
+            if tid == me.tid {
+                break;
+            }
+            if self
+                .word
+                .compare_exchange(w, me.tid | (w & WAITERS), Ordering::Acquire, Ordering::Relaxed)
+                .is_ok()
+            {
+                self.owner_start.store(owner_record(me), Ordering::Relaxed);
+                break;
+            }
+        }
+        Some(Held {
+            lock: self,
+            taken_over: false,
+        })
+    }
+
+    /// Releases a hold that thread `tid` of this process left (its [`Held`] forgotten), if the
+    /// word still names `tid`; `false` if someone took the lock over meanwhile (then it is
+    /// theirs, and stays so).
+    pub(crate) fn release_from(&self, tid: u32) -> bool {
+        loop {
+            let w = self.word.load(Ordering::Relaxed);
+            if w & TID_MASK != tid || tid == 0 {
+                return false;
+            }
+            // AcqRel, as in `release`.
+            if self
+                .word
+                .compare_exchange(w, 0, Ordering::AcqRel, Ordering::Relaxed)
+                .is_ok()
+            {
+                if w & WAITERS != 0 {
+                    self.wake_one();
+                }
+                return true;
+            }
+        }
+    }
+
     /// Releases the lock.
     ///
     /// # Safety

@@ -76,17 +76,19 @@ use crate::segment::Segment;
 use crate::sync::wait::{ProbeClock, Spinner};
 
 use layout::{
-    CLOSED, IMMEDIATE, Lifecycle, MIN_CAPACITY, RECORD_HEADER, RingState, SHUT_DOWN, STATE_LEN,
-    unpack,
+    CLOSED, FRAG_CHUNK, IMMEDIATE, Lifecycle, MIN_CAPACITY, RECORD_HEADER, RingState, SHUT_DOWN,
+    STATE_LEN, unpack,
 };
 
 mod get;
+mod large;
 mod layout;
 mod peers;
 mod put;
 mod tasks;
 
 pub(crate) use get::GetFail;
+pub(crate) use large::{Dest, Resume};
 pub(crate) use peers::{ChildSlot, Role};
 pub(crate) use put::PutFail;
 
@@ -103,6 +105,12 @@ pub(crate) use put::PutFail;
 //   bit and then took and released the put lock (`settle_puts`) knows that every later put
 //   sees the bit, and that every put that missed it has published (the lock orders both).
 // - SYNC(sleepers-rmw): see `WaitWord`.
+
+/// Longest message a [`Queue`](crate::Queue), [`JoinableQueue`](crate::JoinableQueue),
+/// [`Sender`](crate::Sender) or [`Connection`](crate::Connection) carries: 4 GiB - 1 bytes
+/// (`u32::MAX`), encoded. Messages longer than half the queue's byte capacity are streamed
+/// through it in fragments; a longer one is refused with `TooLarge`.
+pub const MAX_MESSAGE_LEN: usize = u32::MAX as usize;
 
 /// This process's copy of the other side's position, so that a put or get need not pull the
 /// other side's line over for every message. It lives in process memory, where no other
@@ -286,8 +294,24 @@ impl Ring {
     /// `to_end + record <= free`; in an empty ring that holds whenever `record <= cap / 2`
     /// (then `to_end < record` means the offset is past the middle, so `record <= offset`).
     #[inline]
-    pub(crate) fn max_message(&self) -> usize {
+    pub(crate) fn max_record(&self) -> usize {
         (self.cap / 2 - RECORD_HEADER) as usize
+    }
+
+    /// Whether a message of `len` bytes goes through the ring in fragments
+    /// ([`put_fragments`](Self::put_fragments)) rather than as one record.
+    #[inline]
+    pub(crate) fn needs_fragments(&self, len: usize) -> bool {
+        len > self.max_record()
+    }
+
+    /// Most payload bytes of one fragment: a record of at most a quarter of the region, so
+    /// that two are in flight at once (one copied in while the other is copied out), and at
+    /// most [`FRAG_CHUNK`] bytes, so that both copies stay in the cache. At least 8, the
+    /// message length a first fragment carries (the region has at least 64 bytes).
+    #[inline]
+    pub(super) fn frag_max(&self) -> u32 {
+        (self.cap / 4 - RECORD_HEADER).min(FRAG_CHUNK)
     }
 
     /// Messages in the ring now (a snapshot).
