@@ -533,15 +533,23 @@ impl Endpoint {
         deadline: Option<Instant>,
     ) -> Result<usize, PutRefFail> {
         self.ensure_attached();
-        // A value that needs fragments goes alone (a batch ends before one anyway).
-        if let Some(first) = values.first() {
-            let len = C::put_len(first).map_err(PutRefFail::Encode)?;
-            if self.ring().needs_fragments(len) {
-                return self.put::<T, C>(first, deadline).map(|()| 1);
-            }
+        // A value that needs fragments goes alone (a batch ends before one anyway). Each
+        // length is asked for once (see `Ring::put_batch`): the first one is passed on.
+        let Some(first) = values.first() else {
+            return Ok(0);
+        };
+        let first_len = C::put_len(first).map_err(PutRefFail::Encode)?;
+        if self.ring().needs_fragments(first_len) {
+            return self
+                .put_large::<T, C>(first, first_len, deadline)
+                .map(|()| 1);
         }
         let failed = std::cell::Cell::new(None);
-        let len = |i: usize| match C::put_len(&values[i]) {
+        let len = |i: usize| match if i == 0 {
+            Ok(first_len)
+        } else {
+            C::put_len(&values[i])
+        } {
             Ok(len) => len,
             Err(e) => {
                 failed.set(Some(e));
@@ -755,12 +763,17 @@ macro_rules! endpoint_type {
                 self.ep.ring().capacity_messages()
             }
 
-            /// Largest message (encoded bytes) the queue can ever hold.
+            /// Largest message (encoded bytes) the queue carries: [`MAX_MESSAGE_LEN`]
+            /// (4 GiB - 1), whatever its byte capacity. A message longer than half the
+            /// capacity is streamed through in fragments, the producer copying one in while
+            /// the consumer copies the one before out.
             pub fn max_message_len(&self) -> usize {
                 MAX_MESSAGE_LEN
             }
 
-            /// Messages in the queue right now (Python's `qsize`).
+            /// Messages in the queue right now (Python's `qsize`). A message streamed in
+            /// fragments counts once per fragment in the queue (at most a few: they are
+            /// taken as they come).
             #[doc(alias = "qsize")]
             pub fn len(&self) -> usize {
                 self.ep.ring().len()
@@ -1298,7 +1311,10 @@ impl<T, C: Codec<T>> Receiver<T, C> {
     }
 
     /// Waits at most `timeout` for something to take; `true` if a `get` would return at once
-    /// (with a message, or with `Disconnected` or `ShutDown`).
+    /// (with a message, or with `Disconnected` or `ShutDown`). A message streamed in
+    /// fragments is ready as soon as its first fragment is there: the `get` then waits for the
+    /// rest, as Python's `recv` does for a long message (and for nothing at all if the
+    /// fragments are what a dead or timed-out producer left, which the get skips).
     pub fn poll(&self, timeout: Duration) -> bool {
         self.ring_poll(after(timeout))
     }
@@ -1399,7 +1415,8 @@ impl<T, C: Codec<T>> JoinableQueue<T, C> {
         self.ep.ring().join(after(timeout))
     }
 
-    /// Tasks put and not yet marked done.
+    /// Tasks put and not yet marked done. One task per message; while a message streamed in
+    /// fragments is still being taken, its fragments in the queue count one each.
     pub fn unfinished_tasks(&self) -> u32 {
         self.ep.ring().unfinished()
     }

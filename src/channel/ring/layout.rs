@@ -159,9 +159,11 @@ pub(super) struct WaitLine {
     _r: [AtomicU32; 14],
 }
 
-/// Task accounting for `JoinableQueue`: unfinished tasks are the messages ever published
+/// Task accounting for `JoinableQueue`: unfinished tasks are the records ever published
 /// (the message count in `tail`) minus `done`, so a producer killed mid-put can never leave a
-/// task that nobody can finish.
+/// task that nobody can finish. A message in fragments is one task: the consumer counts every
+/// fragment but the one that completes a message done as it frees it (see "Messages of any
+/// size" in the ring's module note).
 #[repr(C)]
 #[derive(Debug, Default)]
 pub(super) struct TaskLine {

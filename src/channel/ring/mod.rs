@@ -43,6 +43,51 @@
 //! that batch). A batch of puts is published with one `tail` store: a producer killed before it
 //! publishes none of the batch.
 //!
+//! # Messages of any size
+//!
+//! A message longer than a record can be (half the region, see [`Ring::max_record`]) goes
+//! through in fragments, records whose header word has [`FRAG`](layout::FRAG) set (bit 31),
+//! [`FRAG_FIRST`](layout::FRAG_FIRST) (bit 30) on the first one, and the fragment's payload
+//! length in the low 30 bits. The wrap marker (`u32::MAX`) has bit 31 too and is checked
+//! first; fragments are at most a quarter of the region (< 2^29 bytes), so a fragment header
+//! is never all ones. A first fragment's payload is the message's total length (8 bytes,
+//! little-endian), then the first bytes; the following fragments carry the next bytes.
+//!
+//! The producer holds the put lock for the whole message and publishes each fragment (a
+//! `tail` store and a wake) as soon as it is written, waiting for room in between, so that
+//! copying in and copying out overlap. Its deadline covers the whole message: a put that runs
+//! out of time, or finds the receivers gone or the queue closed or shut down, abandons the
+//! message (lets the lock go, waking the consumers) and fails.
+//!
+//! The consumer holds the get lock for the whole message and assembles it in private memory
+//! (a vector grown as bytes arrive, at most 64 MiB reserved before they do; or the caller's
+//! buffer, a message longer than which stays in place as `BufferTooSmall`), freeing each
+//! fragment as it goes. A following fragment at the head with no message begun is an orphan
+//! (its consumer died, or its producer gave up): it is skipped. A first fragment or a whole
+//! record at the head while a message is in assembly means its producer gave up or died: the
+//! partial message is dropped, and the get goes on with the new one. While it waits for the
+//! next fragment, a consumer that finds nothing new published and the put lock free (or its
+//! holder dead: it takes the lock over, repairing the producers' copy of `tail`, and lets it
+//! go) knows the message will never complete, and drops it. Impossible fragments (a total
+//! above [`MAX_MESSAGE_LEN`] or below the first chunk, a fragment longer than what remains)
+//! are `Corrupted`, and the message is dropped.
+//!
+//! A timed get whose deadline passes in the middle of a message returns `Empty` but keeps
+//! the bytes so far and the get lock (its hold forgotten) in the handle's
+//! [`Resume`](large::Resume); the next get on that handle, from any thread of the process,
+//! resumes the message (moving the lock word to its thread, see `RawLock::adopt`). Dropping
+//! the last handle releases the lock; the rest of the message is then orphans.
+//!
+//! Only the record that completes a message is a task of `JoinableQueue` (see `TaskLine`):
+//! the consumer counts every other fragment done before it frees it, orphans and dropped
+//! ones included.
+//!
+//! Crash consistency: a producer killed in the middle of a message leaves published
+//! fragments that no consumer ever delivers as a message (they are dropped as above, once the
+//! lock is taken over, or once another producer's message follows); other producers wait only
+//! for the takeover of its lock. A consumer killed in the middle of a message loses that
+//! message only: the next consumer takes the lock over and skips the rest as orphans.
+//!
 //! # Close and shutdown
 //!
 //! `close` and `shutdown` set bits of the queue-wide state word (see `ConfigLine`), which only
@@ -62,7 +107,8 @@
 //!   its state table), record sizes and position packing;
 //! - `peers`: attaching and detaching handles, reclaiming dead peers, the slots a forking
 //!   process fills for its child;
-//! - `put` and `get`: the two sides of the protocol above;
+//! - `put` and `get`: the two sides of the protocol above; `large`: assembling messages that
+//!   come in fragments, and resuming one a timed get left;
 //! - `tasks`: the task accounting of `JoinableQueue`.
 //! - `tests`: a hostile peer's writes into a live ring (unit tests); `heap`: rings in this
 //!   process's heap, for the loom build.
