@@ -137,12 +137,12 @@ mod wait;
 
 #[cfg(all(feature = "msgpack", not(multiproc_loom)))]
 pub use channel::MessagePack;
+pub use channel::ring::MAX_MESSAGE_LEN;
 #[cfg(not(multiproc_loom))]
 pub use channel::{
     Codec, Connection, ConnectionHandle, DecodeError, DefaultCodec, EncodeError, JoinableQueue,
     Plain, Queue, Receiver, Sender, Serde, channel, duplex, pipe, pipe_oneway,
 };
-pub use channel::ring::MAX_MESSAGE_LEN;
 #[cfg(not(multiproc_loom))]
 pub use error::{
     BrokenBarrierError, GetError, GetTimeoutError, LockError, OpenError, OverReleaseError,

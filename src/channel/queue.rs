@@ -587,9 +587,11 @@ impl Endpoint {
     ) -> Result<usize, Failed<GetError>> {
         self.ensure_attached();
         let mut bad = None;
-        let r = self
-            .ring()
-            .get_batch(deadline, max, &self.inner.resume, |m| match C::decode_foreign(m) {
+        let r = self.ring().get_batch(
+            deadline,
+            max,
+            &self.inner.resume,
+            |m| match C::decode_foreign(m) {
                 Ok(v) => {
                     out.push(v);
                     true
@@ -598,7 +600,8 @@ impl Endpoint {
                     bad = Some(e);
                     false
                 }
-            });
+            },
+        );
         match (r, bad) {
             (Ok(_), Some(e)) => Err(Failed::Error(GetError::Decode(e))),
             (Ok(n), None) => Ok(n),

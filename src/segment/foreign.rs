@@ -89,8 +89,10 @@ impl<'a> Foreign<'a> {
     #[inline]
     pub(crate) fn append_to(self, v: &mut Vec<u8>) {
         v.reserve(self.len);
-        // SAFETY: as in `copy_to`; after `reserve`, the spare capacity holds `len` bytes.
-        unsafe { copy_bytes(self.ptr, v.as_mut_ptr().add(v.len()), self.len) };
+        let dst = v.spare_capacity_mut().as_mut_ptr().cast::<u8>();
+        // SAFETY: as in `copy_to`; after `reserve`, the spare capacity at `dst` holds `len`
+        // bytes.
+        unsafe { copy_bytes(self.ptr, dst, self.len) };
         // SAFETY: the `len` bytes after the old length were just written.
         unsafe { v.set_len(v.len() + self.len) };
     }

@@ -287,7 +287,12 @@ impl RawLock {
             }
             if self
                 .word
-                .compare_exchange(w, me.tid | (w & WAITERS), Ordering::Acquire, Ordering::Relaxed)
+                .compare_exchange(
+                    w,
+                    me.tid | (w & WAITERS),
+                    Ordering::Acquire,
+                    Ordering::Relaxed,
+                )
                 .is_ok()
             {
                 self.owner_start.store(owner_record(me), Ordering::Relaxed);

@@ -143,11 +143,7 @@ fn every_size_through_a_queue_across_processes() {
     let child = spawn(
         &this_test!(every_size_through_a_queue_across_processes),
         "child",
-        &[
-            ("KIND", "queue".into()),
-            ("QUEUE", name),
-            ("REPLY", reply),
-        ],
+        &[("KIND", "queue".into()), ("QUEUE", name), ("REPLY", reply)],
     );
     for (i, &len) in sizes().iter().enumerate() {
         let m = payload(i as u64, len);
@@ -238,18 +234,17 @@ fn a_typed_value_larger_than_the_ring_across_processes() {
     let child = spawn(
         &this_test!(a_typed_value_larger_than_the_ring_across_processes),
         "child",
-        &[
-            ("KIND", "typed".into()),
-            ("QUEUE", name),
-            ("REPLY", reply),
-        ],
+        &[("KIND", "typed".into()), ("QUEUE", name), ("REPLY", reply)],
     );
     let v: Vec<u64> = (0..4u64 << 20).map(|i| i * 3).collect();
     q.put(v).unwrap();
     assert_eq!(replies.get().unwrap(), 1, "the child decoded another value");
     join_all(vec![child], LIMIT);
     // And back in this process, through a ring of 4 KiB.
-    let small = Queue::<Vec<u64>>::builder().max_bytes(4096).create().unwrap();
+    let small = Queue::<Vec<u64>>::builder()
+        .max_bytes(4096)
+        .create()
+        .unwrap();
     let (tx, rx) = (small.clone(), small.clone());
     let t = std::thread::spawn(move || tx.put((0..100_000).collect()).unwrap());
     assert_eq!(rx.get().unwrap(), (0..100_000).collect::<Vec<u64>>());
@@ -262,7 +257,10 @@ fn a_typed_value_larger_than_the_ring_across_processes() {
 #[test]
 fn a_buffer_too_small_leaves_a_large_message_in_place() {
     let _watchdog = watchdog(LIMIT, "buffer too small");
-    let q = Queue::<Vec<u8>>::builder().max_bytes(1024).create().unwrap();
+    let q = Queue::<Vec<u8>>::builder()
+        .max_bytes(1024)
+        .create()
+        .unwrap();
     let m = payload(7, 5000);
     let tx = q.clone();
     let sent = m.clone();
@@ -277,7 +275,7 @@ fn a_buffer_too_small_leaves_a_large_message_in_place() {
     assert!(big[..5000] == m[..]);
     t.join().unwrap();
     // Batches: a large value goes alone, and a get batch stops before one.
-    let values = vec![vec![1u8; 10], vec![2u8; 3000], vec![3u8; 10]];
+    let values = [vec![1u8; 10], vec![2u8; 3000], vec![3u8; 10]];
     let tx = q.clone();
     let t = std::thread::spawn(move || {
         let mut sent = 0;
@@ -300,7 +298,11 @@ fn interleaving_producer() {
     let id: u64 = arg("ID").parse().unwrap();
     let tx = Sender::<Vec<u8>>::open(&arg("QUEUE")).unwrap();
     for seq in 0..40u64 {
-        let len = if seq % 2 == 0 { 100 } else { 3 * MIB + seq as usize };
+        let len = if seq % 2 == 0 {
+            100
+        } else {
+            3 * MIB + seq as usize
+        };
         tx.put_bytes(&numbered(id, seq, len)).unwrap();
     }
 }
@@ -341,7 +343,11 @@ fn two_producers_interleave_large_and_small_messages() {
         assert!(id < 2, "producer id {id}");
         assert_eq!(seq, next[id as usize], "out of order from producer {id}");
         next[id as usize] += 1;
-        let len = if seq % 2 == 0 { 100 } else { 3 * MIB + seq as usize };
+        let len = if seq % 2 == 0 {
+            100
+        } else {
+            3 * MIB + seq as usize
+        };
         assert!(m == numbered(id, seq, len), "message {seq} of {id} differs");
     }
     join_all(children, LIMIT);
@@ -412,7 +418,10 @@ fn a_timed_get_cut_short_midway_resumes_the_same_message() {
 #[test]
 fn a_timed_put_cut_short_midway_is_never_delivered() {
     let _watchdog = watchdog(LIMIT, "timed put midway");
-    let q = Queue::<Vec<u8>>::builder().max_bytes(4096).create().unwrap();
+    let q = Queue::<Vec<u8>>::builder()
+        .max_bytes(4096)
+        .create()
+        .unwrap();
     let big = payload(5, 100_000);
     let d = Duration::from_millis(50);
     let t = Instant::now();
@@ -451,10 +460,17 @@ fn tagged(sender: u64, seq: u64) -> Vec<u8> {
 }
 
 fn check_tagged(m: &[u8]) -> (u64, u64) {
-    assert_eq!(m.len(), KILL_LEN, "a message of another length was delivered");
+    assert_eq!(
+        m.len(),
+        KILL_LEN,
+        "a message of another length was delivered"
+    );
     let sender = u64::from_le_bytes(m[..8].try_into().unwrap());
     let seq = u64::from_le_bytes(m[8..16].try_into().unwrap());
-    assert!(m == tagged(sender, seq), "message ({sender}, {seq}) is torn");
+    assert!(
+        m == tagged(sender, seq),
+        "message ({sender}, {seq}) is torn"
+    );
     (sender, seq)
 }
 
@@ -472,7 +488,11 @@ fn endless_producer() {
 fn kill_and_reap(child: &mut Child) {
     child.kill().expect("SIGKILL");
     let status = child.wait().expect("wait");
-    assert_eq!(status.signal(), Some(libc::SIGKILL), "ended before the kill");
+    assert_eq!(
+        status.signal(),
+        Some(libc::SIGKILL),
+        "ended before the kill"
+    );
 }
 
 /// A small pseudo-random delay, different for each trial.

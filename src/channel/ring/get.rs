@@ -359,7 +359,7 @@ impl Ring {
             return Ok(0);
         }
         if resume.is_pending() {
-            return self.get_with(deadline, resume, |m| read(m)).map(|_| 1);
+            return self.get_with(deadline, resume, &mut read).map(|_| 1);
         }
         let st = self.st();
         let mut waiter = Waiter::new();
@@ -378,7 +378,7 @@ impl Ring {
                         return Ok(n);
                     }
                     Err(GetFail::Fragmented) => {
-                        return self.get_with(deadline, resume, |m| read(m)).map(|_| 1);
+                        return self.get_with(deadline, resume, &mut read).map(|_| 1);
                     }
                     Err(e) => return Err(e),
                 }

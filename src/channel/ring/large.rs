@@ -379,7 +379,9 @@ impl Ring {
             waiter.spun = true;
         }
         let lock = &st.put_side.lock;
-        let prober = waiter.prober.get_or_insert_with(crate::sync::wait::Prober::new);
+        let prober = waiter
+            .prober
+            .get_or_insert_with(crate::sync::wait::Prober::new);
         // A free lock is checked at once; a held one when a probe of its owner is due (taking
         // it with a deadline of now probes the owner once, and takes over a dead one's).
         if !lock.is_locked() || prober.due() {

@@ -383,8 +383,7 @@ fn inject(ring: &Ring, header: u32, payload: &[u8]) {
     // nobody else writes the ring while the test runs.
     unsafe { ring.header(off) }.store(header, Ordering::Relaxed);
     // SAFETY: as above: [off + 8, off + rec) lies inside the region.
-    let mut room =
-        unsafe { crate::segment::ForeignMut::new(ring.at(off + 8), payload.len()) };
+    let mut room = unsafe { crate::segment::ForeignMut::new(ring.at(off + 8), payload.len()) };
     assert!(room.write_at(0, payload));
     let new = pack(tm.wrapping_add(1), tp.wrapping_add(rec));
     ring.st().tail.pos.store(new, Ordering::Release);
