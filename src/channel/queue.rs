@@ -918,7 +918,10 @@ macro_rules! sending {
                 put_blocking(value, |v| self.ep.put::<T, C>(v, None))
             }
 
-            /// Puts `value` if there is room right now (Python's `put_nowait`).
+            /// Puts `value` if there is room right now (Python's `put_nowait`). A value
+            /// streamed in fragments (see [`max_message_len`](Self::max_message_len)) goes
+            /// only if it fits whole in the free space now, so one longer than the queue's
+            /// bytes needs [`put`](Self::put) or [`put_timeout`](Self::put_timeout).
             ///
             /// # Errors
             /// [`TryPutError`] with the value: `Full`, or as [`put`](Self::put).
@@ -929,7 +932,9 @@ macro_rules! sending {
                     .map_err(|f| f.with_value(value).try_put())
             }
 
-            /// Puts `value`, waiting at most `timeout` for room.
+            /// Puts `value`, waiting at most `timeout` for room. The timeout covers the whole
+            /// message: a value streamed in fragments that cannot finish in time is
+            /// abandoned (receivers never see any of it) and comes back in `Timeout`.
             ///
             /// # Errors
             /// [`PutTimeoutError`] with the value: `Timeout`, or as [`put`](Self::put).
@@ -1053,7 +1058,12 @@ macro_rules! receiving {
                 slot.take().ok_or(TryGetError::Corrupted(NO_VALUE))
             }
 
-            /// Takes the next message, waiting at most `timeout`.
+            /// Takes the next message, waiting at most `timeout`. If the timeout passes in the
+            /// middle of a message streamed in fragments, the bytes so far stay with this
+            /// handle (and its clones), which keeps the queue's get lock meanwhile: the next
+            /// get on it, from any thread, resumes that message; dropping the last clone lets
+            /// it go (the rest of the message is then skipped). Other receivers of the queue
+            /// wait for the lock meanwhile.
             ///
             /// # Errors
             /// [`GetTimeoutError`]: `Timeout`, or as [`get`](Self::get).

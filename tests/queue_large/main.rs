@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use common::{arg, counter, join_all, new_counter, role, spawn, unique_name, watchdog};
 use multiproc::{
     Connection, ConnectionHandle, GetError, GetTimeoutError, JoinableQueue, MAX_MESSAGE_LEN,
-    PutTimeoutError, Queue, Receiver, Sender, pipe,
+    PutTimeoutError, Queue, Receiver, Sender, TryPutError, pipe,
 };
 
 const LIMIT: Duration = Duration::from_secs(120);
@@ -277,12 +277,7 @@ fn a_buffer_too_small_leaves_a_large_message_in_place() {
     // Batches: a large value goes alone, and a get batch stops before one.
     let values = [vec![1u8; 10], vec![2u8; 3000], vec![3u8; 10]];
     let tx = q.clone();
-    let t = std::thread::spawn(move || {
-        let mut sent = 0;
-        while sent < values.len() {
-            sent += tx.try_put_many(&values[sent..]).unwrap_or(0);
-        }
-    });
+    let t = std::thread::spawn(move || tx.put_many(&values).unwrap());
     let mut out = Vec::new();
     while out.len() < 3 {
         q.get_many(&mut out, 3).unwrap();
@@ -423,6 +418,15 @@ fn a_timed_put_cut_short_midway_is_never_delivered() {
         .create()
         .unwrap();
     let big = payload(5, 100_000);
+    // A try puts a message in fragments only if it fits whole: nothing is published.
+    assert_eq!(q.try_put_bytes(&big), Err(TryPutError::Full(())));
+    assert!(q.is_empty());
+    let two = payload(6, 3000);
+    let tx = q.clone();
+    let sent = two.clone();
+    let th = std::thread::spawn(move || while tx.try_put_bytes(&sent).is_err() {});
+    assert!(q.get_bytes().unwrap() == two);
+    th.join().unwrap();
     let d = Duration::from_millis(50);
     let t = Instant::now();
     match q.put_timeout(big.clone(), d) {

@@ -192,6 +192,12 @@ impl Ring {
         let mut backoff = Backoff::starting_at(FULL_BACKOFF_STEP);
         let mut prober: Option<Prober> = None;
         let (held, mut tail) = self.begin_put(deadline)?;
+        // A try (or a put whose deadline passed already) would publish what fits and then
+        // abandon the rest: it goes only if the whole message fits now.
+        if deadline.is_some_and(|d| Instant::now() >= d) && !self.fits_now(tail, src.len()) {
+            drop(held);
+            return Err(self.full_or_disconnected());
+        }
         let mut sent = 0;
         let mut first = true;
         loop {
@@ -250,6 +256,27 @@ impl Ring {
                 return Err(e);
             }
         }
+    }
+
+    /// Whether every fragment of a message of `len` bytes fits in the ring now, written from
+    /// `tail` (an upper bound of the bytes: each record padded, and one wrap skip).
+    fn fits_now(&self, tail: u64, len: usize) -> bool {
+        // SYNC(head-free)
+        let head = self.st().head.pos.load(Ordering::Acquire);
+        let (tm, tp) = unpack(tail);
+        let (hm, hp) = unpack(head);
+        let used = tp.wrapping_sub(hp);
+        let queued = tm.wrapping_sub(hm);
+        if used > self.cap || queued > self.max_messages {
+            return false;
+        }
+        let frag = u64::from(self.frag_max());
+        let len = len as u64;
+        let first = (frag - u64::from(TOTAL_LEN)).min(len);
+        let records = 1 + (len - first).div_ceil(frag);
+        let record = u64::from(RECORD_HEADER);
+        let bytes = len + u64::from(TOTAL_LEN) + records * (record + 7) + frag + record;
+        bytes <= u64::from(self.cap - used) && records <= u64::from(self.max_messages - queued)
     }
 
     /// Takes the put lock (waiting until `deadline`, else `Full`) for a put: the hold and the
