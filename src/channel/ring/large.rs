@@ -394,11 +394,14 @@ impl Ring {
         let seen = st.data_wait.word.observe();
         match prober.sleep_budget(deadline) {
             Some(timeout) => {
-                // A producer publishes a fragment, or abandons, then wakes with an RMW of the
-                // sleepers (SYNC(sleepers-rmw)).
-                st.data_wait
-                    .word
-                    .wait_unless(seen, Some(timeout), || moved() || !lock.is_locked());
+                // A producer publishes a following fragment, or abandons, then wakes with an
+                // RMW of the sleepers (SYNC(sleepers-rmw)); it publishes the last one, then
+                // unlocks and wakes after a plain look at the sleepers, which our handshake
+                // on its lock word orders (SYNC(lock-handshake)).
+                st.data_wait.word.wait_unless(seen, Some(timeout), || {
+                    lock.handshake();
+                    moved() || !lock.is_locked()
+                });
                 Wait::Again
             }
             None if moved() => Wait::Again,
