@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use common::{arg, counter, join_all, new_counter, role, spawn, unique_name, watchdog};
 use multiproc::{
     Connection, ConnectionHandle, GetError, GetTimeoutError, JoinableQueue, MAX_MESSAGE_LEN,
-    PutTimeoutError, Queue, Receiver, Sender, TryPutError, pipe,
+    PutError, PutTimeoutError, Queue, Receiver, Sender, TryPutError, pipe,
 };
 
 const LIMIT: Duration = Duration::from_secs(120);
@@ -284,6 +284,20 @@ fn a_buffer_too_small_leaves_a_large_message_in_place() {
     }
     t.join().unwrap();
     assert_eq!(out, vec![vec![1u8; 10], vec![2u8; 3000], vec![3u8; 10]]);
+}
+
+/// Above `MAX_MESSAGE_LEN`: `TooLarge` at once, nothing published. (The zeroed vector is
+/// mapped lazily: its pages are never touched.)
+#[test]
+fn a_message_above_max_message_len_is_too_large() {
+    let q = Queue::<Vec<u8>>::builder()
+        .max_bytes(4096)
+        .create()
+        .unwrap();
+    let huge = vec![0u8; MAX_MESSAGE_LEN + 1];
+    assert_eq!(q.put_bytes(&huge), Err(PutError::TooLarge(())));
+    assert_eq!(q.try_put_bytes(&huge), Err(TryPutError::TooLarge(())));
+    assert!(q.is_empty());
 }
 
 /// Child: puts 40 messages alternating small and large, each carrying its producer id and
