@@ -1,6 +1,11 @@
 //! Messages of any size on the get side: a message that came in fragments is assembled in
 //! private memory under the get lock (see "Messages of any size" in the ring's module note);
 //! one a timed get could not finish waits in the handle's [`Resume`] for the next get.
+#![allow(unsafe_code)]
+//! # Safety
+//! A [`Partial`] owns the get-lock hold it records: it is made only where a `Held` of the get
+//! lock is forgotten, and taken out of its `Resume` once (under the mutex) to be adopted or
+//! released, by the process that made it (checked by its `pid`).
 
 use crate::primitive::Ordering;
 use std::sync::Mutex;
@@ -202,7 +207,10 @@ impl Ring {
             // Inherited across `fork`: the lock is the parent's, not ours to touch.
             return None;
         }
-        let held = self.st().get_side.lock.adopt(p.tid)?;
+        // SAFETY: `p` owns the forgotten hold of thread `p.tid` of this process (module
+        // note; the pid is checked above), and was taken out of `resume`, so no one else
+        // adopts or releases it.
+        let held = unsafe { self.st().get_side.lock.adopt(p.tid) }?;
         let dest = match buf.take() {
             Some(b) if p.total > b.len() => {
                 // Stays ours, for a get with a buffer large enough (or without one).
@@ -415,7 +423,9 @@ impl Ring {
     pub(crate) fn release_resume(&self, resume: &Resume) {
         if let Some(p) = resume.take() {
             if p.pid == sys::current_process().tid {
-                self.st().get_side.lock.release_from(p.tid);
+                // SAFETY: as in `resume_partial`: `p` owns the forgotten hold of thread
+                // `p.tid` of this process, and was taken out of `resume`.
+                unsafe { self.st().get_side.lock.release_from(p.tid) };
                 self.st().space_wait.word.notify_all();
             }
         }
