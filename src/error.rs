@@ -289,7 +289,8 @@ pub enum PutError<T> {
     /// `queue.ShutDown`).
     #[error("queue is shut down")]
     ShutDown(T),
-    /// The encoded message is larger than the queue can ever hold.
+    /// The encoded message is longer than [`MAX_MESSAGE_LEN`](crate::MAX_MESSAGE_LEN)
+    /// (4 GiB - 1 bytes); a shorter one longer than the queue's bytes is streamed through it.
     #[error("message is larger than the queue can hold")]
     TooLarge(T),
     /// The codec cannot encode the value (in debug builds, also: the value's encoding does not

@@ -137,6 +137,7 @@ mod wait;
 
 #[cfg(all(feature = "msgpack", not(multiproc_loom)))]
 pub use channel::MessagePack;
+pub use channel::ring::MAX_MESSAGE_LEN;
 #[cfg(not(multiproc_loom))]
 pub use channel::{
     Codec, Connection, ConnectionHandle, DecodeError, DefaultCodec, EncodeError, JoinableQueue,

@@ -399,7 +399,7 @@ impl Endpoint {
 
     fn loan_get(&self, deadline: Option<std::time::Instant>) -> Result<GetLoan<'_>, GetFail> {
         self.ensure_attached();
-        self.ring().loan_get(deadline)
+        self.ring().loan_get(deadline, self.resume())
     }
 
     /// A write loan, waiting for room as long as it takes.
@@ -473,7 +473,7 @@ macro_rules! sending_loans {
             /// until then (see [`WriteLoan`]).
             ///
             /// # Errors
-            /// [`PutError`]: `TooLarge` above [`max_message_len`](Self::max_message_len),
+            /// [`PutError`]: `TooLarge` above [`max_loan_len`](Self::max_loan_len),
             /// `Disconnected`, `Closed`, `ShutDown` or `Corrupted`.
             pub fn loan_bytes(&self, len: usize) -> Result<WriteLoan<'_>, PutError<()>> {
                 self.ep.loan_blocking(len).map(write_loan)
@@ -544,8 +544,10 @@ macro_rules! receiving_loans {
             /// holds the get side of the queue until then (see [`ReadLoan`]).
             ///
             /// # Errors
-            /// As [`get`](Self::get). A message at the head that is malformed, or one that
-            /// cannot be loaned, is `Corrupted` and stays in the queue.
+            /// As [`get`](Self::get). A message longer than
+            /// [`max_loan_len`](Self::max_loan_len), which came in fragments, cannot be held
+            /// in place: it is `BufferTooSmall(len)` and stays in the queue, for a `get`. A
+            /// malformed message at the head is `Corrupted`.
             pub fn get_loan(&self) -> Result<ReadLoan<'_, T, C>, GetError> {
                 self.ep.get_loan_blocking().map(read_loan)
             }

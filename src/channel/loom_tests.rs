@@ -1,10 +1,11 @@
-//! loom models of the ring itself (`Ring::put_with`, `get_with`, the peer counts and the
+//! loom models of the ring itself (`Ring::put_with`, `get_with`, a message in fragments, the
+//! peer counts and the
 //! wake-ups), on a ring in the heap; see `sync::loom_tests` for how the build works.
 
 use loom::sync::Arc;
 use loom::thread;
 
-use super::ring::{GetFail, PutFail, Ring, Role};
+use super::ring::{Dest, GetFail, PutFail, Resume, Ring, Role};
 
 const SEND: Role = Role {
     send: true,
@@ -21,7 +22,7 @@ fn put(ring: &Ring, v: u8) {
 }
 
 fn get(ring: &Ring) -> Result<u8, GetFail> {
-    ring.get_with(None, None, |m| {
+    ring.get_with(None, &Resume::default(), |m| {
         let mut b = [0u8; 1];
         m.copy_to(&mut b);
         b[0]
@@ -45,6 +46,36 @@ fn ring_delivers_in_order_and_wakes_the_consumer() {
         };
         assert_eq!(get(&ring), Ok(1));
         assert_eq!(get(&ring), Ok(2));
+        producer.join().unwrap();
+    });
+}
+
+/// A message in fragments (a first one with the total only, then two of 8 bytes, through a
+/// ring that holds two at a time): the consumer assembles it whole, waiting for each
+/// fragment while the producer holds the put lock, and the producer waits for room.
+#[test]
+fn ring_streams_a_message_in_fragments() {
+    loom::model(|| {
+        let ring = Arc::new(Ring::in_heap(64, 2));
+        ring.attach(SEND).unwrap();
+        ring.attach(RECV).unwrap();
+        let msg: Vec<u8> = (1..=16).collect();
+        let producer = {
+            let ring = ring.clone();
+            let msg = msg.clone();
+            thread::spawn(move || ring.put_fragments(&msg, None).expect("put"))
+        };
+        let got = ring.get_msg(
+            None,
+            None,
+            &Resume::default(),
+            |m, _| m.to_vec(),
+            |dest| match dest {
+                Dest::Vec(v) => v,
+                Dest::Buf(..) => unreachable!(),
+            },
+        );
+        assert_eq!(got, Ok(msg));
         producer.join().unwrap();
     });
 }

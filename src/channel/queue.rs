@@ -7,13 +7,14 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError, TryLockError, Weak};
 use std::time::{Duration, Instant};
 
 use super::codec::{Codec, DefaultCodec, EncodeError};
-use super::ring::{ChildSlot, GetFail, PutFail, Ring, Role};
+use super::ring::{ChildSlot, Dest, GetFail, PutFail, Resume, Ring, Role};
+use crate::MAX_MESSAGE_LEN;
 use crate::error::{
     GetError, GetTimeoutError, OpenError, PutError, PutTimeoutError, TaskDoneError, TryGetError,
     TryPutError,
 };
 use crate::segment::object::{Builder, sealed};
-use crate::segment::{Segment, Slot, kind};
+use crate::segment::{ForeignMut, Segment, Slot, kind};
 use crate::sys;
 
 /// Creation parameters of a queue.
@@ -81,6 +82,16 @@ struct Attached {
     handles: AtomicUsize,
     /// Cleared when the last `Endpoint` is dropped (it unregisters itself then).
     alive: AtomicBool,
+    /// A message a timed get could not finish, with the get lock (see `Ring::get_msg`).
+    resume: Resume,
+}
+
+impl Drop for Attached {
+    fn drop(&mut self) {
+        // The last handle is gone: the rest of a message in the middle is skipped by the next
+        // consumer.
+        self.ring.release_resume(&self.resume);
+    }
 }
 
 /// Every live handle of this process, for the fork hooks.
@@ -389,6 +400,7 @@ pub(super) fn get_failed(f: GetFail) -> Failed<GetError> {
         GetFail::ShutDown => GetError::ShutDown,
         GetFail::Corrupted(what) => GetError::Corrupted(what),
         GetFail::BufferTooSmall(n) => GetError::BufferTooSmall(n),
+        GetFail::Fragmented => GetError::Corrupted("fragment"),
     })
 }
 
@@ -415,6 +427,7 @@ impl Endpoint {
             pid: AtomicU32::new(pid),
             handles: AtomicUsize::new(1),
             alive: AtomicBool::new(true),
+            resume: Resume::default(),
         });
         remember(&inner);
         Ok(Self { inner })
@@ -426,6 +439,11 @@ impl Endpoint {
 
     pub(crate) fn ring(&self) -> &Ring {
         &self.inner.ring
+    }
+
+    /// The message a timed get left half-taken on this handle, if any.
+    pub(super) fn resume(&self) -> &Resume {
+        &self.inner.resume
     }
 
     /// A handle inherited across `fork` that the fork hook could not register registers on
@@ -457,6 +475,9 @@ impl Endpoint {
     ) -> Result<(), PutRefFail> {
         self.ensure_attached();
         let len = C::put_len(value).map_err(PutRefFail::Encode)?;
+        if self.ring().needs_fragments(len) {
+            return self.put_large::<T, C>(value, len, deadline);
+        }
         let mut failed = None;
         match self.ring().put_with(len, deadline, |room| {
             C::encode_foreign(value, room)
@@ -473,12 +494,37 @@ impl Endpoint {
         }
     }
 
+    /// Puts a value whose encoding needs fragments: encodes it into a private vector, then
+    /// streams that (see `Ring::put_fragments`).
+    #[cold]
+    fn put_large<T, C: Codec<T>>(
+        &self,
+        value: &T,
+        len: usize,
+        deadline: Option<Instant>,
+    ) -> Result<(), PutRefFail> {
+        if len > MAX_MESSAGE_LEN {
+            return Err(PutRefFail::Ring(PutFail::TooBig));
+        }
+        let mut bytes = vec![0u8; len];
+        C::encode_foreign(value, ForeignMut::private(&mut bytes)).map_err(PutRefFail::Encode)?;
+        self.ring()
+            .put_fragments(&bytes, deadline)
+            .map_err(PutRefFail::Ring)
+    }
+
     pub(crate) fn put_bytes(
         &self,
         bytes: &[u8],
         deadline: Option<Instant>,
     ) -> Result<(), PutRefFail> {
         self.ensure_attached();
+        if self.ring().needs_fragments(bytes.len()) {
+            return self
+                .ring()
+                .put_fragments(bytes, deadline)
+                .map_err(PutRefFail::Ring);
+        }
         self.ring()
             .put_with(bytes.len(), deadline, |mut room| room.write_at(0, bytes))
             .map_err(PutRefFail::Ring)
@@ -492,8 +538,23 @@ impl Endpoint {
         deadline: Option<Instant>,
     ) -> Result<usize, PutRefFail> {
         self.ensure_attached();
+        // A value that needs fragments goes alone (a batch ends before one anyway). Each
+        // length is asked for once (see `Ring::put_batch`): the first one is passed on.
+        let Some(first) = values.first() else {
+            return Ok(0);
+        };
+        let first_len = C::put_len(first).map_err(PutRefFail::Encode)?;
+        if self.ring().needs_fragments(first_len) {
+            return self
+                .put_large::<T, C>(first, first_len, deadline)
+                .map(|()| 1);
+        }
         let failed = std::cell::Cell::new(None);
-        let len = |i: usize| match C::put_len(&values[i]) {
+        let len = |i: usize| match if i == 0 {
+            Ok(first_len)
+        } else {
+            C::put_len(&values[i])
+        } {
             Ok(len) => len,
             Err(e) => {
                 failed.set(Some(e));
@@ -531,9 +592,11 @@ impl Endpoint {
     ) -> Result<usize, Failed<GetError>> {
         self.ensure_attached();
         let mut bad = None;
-        let r = self
-            .ring()
-            .get_batch(deadline, max, |m| match C::decode_foreign(m) {
+        let r = self.ring().get_batch(
+            deadline,
+            max,
+            &self.inner.resume,
+            |m| match C::decode_foreign(m) {
                 Ok(v) => {
                     out.push(v);
                     true
@@ -542,7 +605,8 @@ impl Endpoint {
                     bad = Some(e);
                     false
                 }
-            });
+            },
+        );
         match (r, bad) {
             (Ok(_), Some(e)) => Err(Failed::Error(GetError::Decode(e))),
             (Ok(n), None) => Ok(n),
@@ -561,7 +625,7 @@ impl Endpoint {
         self.ensure_attached();
         match self
             .ring()
-            .get_with(deadline, None, |m| C::decode_into(m, slot))
+            .get_with(deadline, &self.inner.resume, |m| C::decode_into(m, slot))
         {
             Ok(Ok(())) => Ok(()),
             Ok(Err(e)) => Err(Failed::Error(GetError::Decode(e))),
@@ -572,7 +636,16 @@ impl Endpoint {
     pub(crate) fn get_bytes(&self, deadline: Option<Instant>) -> Result<Vec<u8>, Failed<GetError>> {
         self.ensure_attached();
         self.ring()
-            .get_with(deadline, None, |m| m.to_vec())
+            .get_msg(
+                deadline,
+                None,
+                &self.inner.resume,
+                |m, _| m.to_vec(),
+                |dest| match dest {
+                    Dest::Vec(v) => v,
+                    Dest::Buf(b, n) => b[..n].to_vec(),
+                },
+            )
             .map_err(get_failed)
     }
 
@@ -583,10 +656,21 @@ impl Endpoint {
     ) -> Result<usize, Failed<GetError>> {
         self.ensure_attached();
         self.ring()
-            .get_with(deadline, Some(buf.len()), |m| {
-                m.copy_to(&mut buf[..m.len()]);
-                m.len()
-            })
+            .get_msg(
+                deadline,
+                Some(buf),
+                &self.inner.resume,
+                |m, buf| {
+                    if let Some(buf) = buf {
+                        m.copy_to(&mut buf[..m.len()]);
+                    }
+                    m.len()
+                },
+                |dest| match dest {
+                    Dest::Vec(v) => v.len(),
+                    Dest::Buf(_, n) => n,
+                },
+            )
             .map_err(get_failed)
     }
 }
@@ -687,12 +771,24 @@ macro_rules! endpoint_type {
                 self.ep.ring().capacity_messages()
             }
 
-            /// Largest message (encoded bytes) the queue can ever hold.
+            /// Largest message (encoded bytes) the queue carries: [`MAX_MESSAGE_LEN`]
+            /// (4 GiB - 1), whatever its byte capacity. A message longer than half the
+            /// capacity is streamed through in fragments, the producer copying one in while
+            /// the consumer copies the one before out.
             pub fn max_message_len(&self) -> usize {
-                self.ep.ring().max_message()
+                MAX_MESSAGE_LEN
             }
 
-            /// Messages in the queue right now (Python's `qsize`).
+            /// Longest message a zero-copy loan can hold (`loan_bytes`, `get_loan`): one
+            /// record in the ring, half its byte capacity less an 8-byte header. Longer
+            /// messages travel in fragments, which no loan can hold in place.
+            pub fn max_loan_len(&self) -> usize {
+                self.ep.ring().max_record()
+            }
+
+            /// Messages in the queue right now (Python's `qsize`). A message streamed in
+            /// fragments counts once per fragment in the queue (at most a few: they are
+            /// taken as they come).
             #[doc(alias = "qsize")]
             pub fn len(&self) -> usize {
                 self.ep.ring().len()
@@ -834,7 +930,10 @@ macro_rules! sending {
                 put_blocking(value, |v| self.ep.put::<T, C>(v, None))
             }
 
-            /// Puts `value` if there is room right now (Python's `put_nowait`).
+            /// Puts `value` if there is room right now (Python's `put_nowait`). A value
+            /// streamed in fragments (see [`max_message_len`](Self::max_message_len)) goes
+            /// only if it fits whole in the free space now, so one longer than the queue's
+            /// bytes needs [`put`](Self::put) or [`put_timeout`](Self::put_timeout).
             ///
             /// # Errors
             /// [`TryPutError`] with the value: `Full`, or as [`put`](Self::put).
@@ -845,7 +944,9 @@ macro_rules! sending {
                     .map_err(|f| f.with_value(value).try_put())
             }
 
-            /// Puts `value`, waiting at most `timeout` for room.
+            /// Puts `value`, waiting at most `timeout` for room. The timeout covers the whole
+            /// message: a value streamed in fragments that cannot finish in time is
+            /// abandoned (receivers never see any of it) and comes back in `Timeout`.
             ///
             /// # Errors
             /// [`PutTimeoutError`] with the value: `Timeout`, or as [`put`](Self::put).
@@ -969,7 +1070,12 @@ macro_rules! receiving {
                 slot.take().ok_or(TryGetError::Corrupted(NO_VALUE))
             }
 
-            /// Takes the next message, waiting at most `timeout`.
+            /// Takes the next message, waiting at most `timeout`. If the timeout passes in the
+            /// middle of a message streamed in fragments, the bytes so far stay with this
+            /// handle (and its clones), which keeps the queue's get lock meanwhile: the next
+            /// get on it, from any thread, resumes that message; dropping the last clone lets
+            /// it go (the rest of the message is then skipped). Other receivers of the queue
+            /// wait for the lock meanwhile.
             ///
             /// # Errors
             /// [`GetTimeoutError`]: `Timeout`, or as [`get`](Self::get).
@@ -1230,7 +1336,10 @@ impl<T, C: Codec<T>> Receiver<T, C> {
     }
 
     /// Waits at most `timeout` for something to take; `true` if a `get` would return at once
-    /// (with a message, or with `Disconnected` or `ShutDown`).
+    /// (with a message, or with `Disconnected` or `ShutDown`). A message streamed in
+    /// fragments is ready as soon as its first fragment is there: the `get` then waits for the
+    /// rest, as Python's `recv` does for a long message (and for nothing at all if the
+    /// fragments are what a dead or timed-out producer left, which the get skips).
     pub fn poll(&self, timeout: Duration) -> bool {
         self.ring_poll(after(timeout))
     }
@@ -1331,7 +1440,8 @@ impl<T, C: Codec<T>> JoinableQueue<T, C> {
         self.ep.ring().join(after(timeout))
     }
 
-    /// Tasks put and not yet marked done.
+    /// Tasks put and not yet marked done. One task per message; while a message streamed in
+    /// fragments is still being taken, its fragments in the queue count one each.
     pub fn unfinished_tasks(&self) -> u32 {
         self.ep.ring().unfinished()
     }

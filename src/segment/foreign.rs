@@ -81,6 +81,28 @@ impl<'a> Foreign<'a> {
         unsafe { copy_bytes(self.ptr, dst.as_mut_ptr(), self.len) };
     }
 
+    /// The `len` bytes from offset `at` on, if they lie inside the view.
+    #[inline]
+    pub(crate) fn slice(self, at: usize, len: usize) -> Option<Self> {
+        (at <= self.len && len <= self.len - at).then(|| Self {
+            ptr: self.ptr.wrapping_add(at),
+            len,
+            _mapping: PhantomData,
+        })
+    }
+
+    /// Appends the bytes to `v`, copied straight into its spare capacity (no zero-fill).
+    #[inline]
+    pub(crate) fn append_to(self, v: &mut Vec<u8>) {
+        v.reserve(self.len);
+        let dst = v.spare_capacity_mut().as_mut_ptr().cast::<u8>();
+        // SAFETY: as in `copy_to`; after `reserve`, the spare capacity at `dst` holds `len`
+        // bytes.
+        unsafe { copy_bytes(self.ptr, dst, self.len) };
+        // SAFETY: the `len` bytes after the old length were just written.
+        unsafe { v.set_len(v.len() + self.len) };
+    }
+
     /// The bytes, copied into a new vector.
     #[inline]
     pub(crate) fn to_vec(self) -> Vec<u8> {
@@ -201,6 +223,13 @@ impl<'a> ForeignMut<'a> {
             len,
             _mapping: PhantomData,
         }
+    }
+
+    /// A view of private memory (a value encoded before it is streamed in fragments).
+    #[inline]
+    pub(crate) fn private(buf: &'a mut [u8]) -> Self {
+        // SAFETY: the slice is valid and writable for `'a`, and ours alone.
+        unsafe { Self::new(buf.as_mut_ptr(), buf.len()) }
     }
 
     /// Number of bytes.

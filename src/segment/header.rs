@@ -9,7 +9,7 @@ pub(crate) const MAGIC: u64 = u64::from_le_bytes(*b"MPROCSEG");
 /// Init state once the creator has filled the segment (`"REDY"`).
 pub(crate) const READY: u32 = u32::from_le_bytes(*b"REDY");
 /// Bumped whenever any in-segment layout changes.
-pub(crate) const LAYOUT_VERSION: u32 = 3;
+pub(crate) const LAYOUT_VERSION: u32 = 4;
 /// Size of [`Header`]; the payload starts here.
 pub(crate) const HEADER_LEN: usize = 64;
 

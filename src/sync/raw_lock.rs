@@ -271,6 +271,73 @@ impl RawLock {
         })
     }
 
+    /// Takes up a hold that thread `tid` of this process left (its [`Held`] forgotten with
+    /// `std::mem::forget`), for the calling thread: the word is moved from `tid` to us in one
+    /// compare-and-swap, so a waiter that found `tid` dead and took the lock over meanwhile
+    /// keeps it (`None` then).
+    ///
+    /// # Safety
+    /// - The calling code owns the forgotten hold of thread `tid` of this process (made by
+    ///   [`hold`](Self::hold) or `adopt`, and neither released nor adopted since): the word
+    ///   naming `tid` then means that hold, not one `tid` took afresh, which would lose its
+    ///   mutual exclusion.
+    pub(crate) unsafe fn adopt(&self, tid: u32) -> Option<Held<'_>> {
+        let me = sys::current_thread();
+        loop {
+            let w = self.word.load(Ordering::Relaxed);
+            if w & TID_MASK != tid || tid == 0 {
+                return None;
+            }
+            if tid == me.tid {
+                break;
+            }
+            if self
+                .word
+                .compare_exchange(
+                    w,
+                    me.tid | (w & WAITERS),
+                    Ordering::Acquire,
+                    Ordering::Relaxed,
+                )
+                .is_ok()
+            {
+                self.owner_start.store(owner_record(me), Ordering::Relaxed);
+                break;
+            }
+        }
+        Some(Held {
+            lock: self,
+            taken_over: false,
+        })
+    }
+
+    /// Releases a hold that thread `tid` of this process left (its [`Held`] forgotten), if the
+    /// word still names `tid`; `false` if someone took the lock over meanwhile (then it is
+    /// theirs, and stays so).
+    ///
+    /// # Safety
+    /// - As for [`adopt`](Self::adopt): the calling code owns the forgotten hold of thread
+    ///   `tid` of this process.
+    pub(crate) unsafe fn release_from(&self, tid: u32) -> bool {
+        loop {
+            let w = self.word.load(Ordering::Relaxed);
+            if w & TID_MASK != tid || tid == 0 {
+                return false;
+            }
+            // AcqRel, as in `release`.
+            if self
+                .word
+                .compare_exchange(w, 0, Ordering::AcqRel, Ordering::Relaxed)
+                .is_ok()
+            {
+                if w & WAITERS != 0 {
+                    self.wake_one();
+                }
+                return true;
+            }
+        }
+    }
+
     /// Releases the lock.
     ///
     /// # Safety
@@ -351,8 +418,10 @@ impl Held<'_> {
 impl Drop for Held<'_> {
     #[inline]
     fn drop(&mut self) {
-        // SAFETY: a `Held` is made only by `RawLock::hold` once the lock is ours, and exists
-        // until this drop, the one place that releases it.
+        // SAFETY: a `Held` is made only by `RawLock::hold` once the lock is ours, or by
+        // `RawLock::adopt` once a hold of ours moved to this thread, and exists until this
+        // drop, the one place that releases it (a `Held` forgotten instead is released by
+        // `release_from` or taken up again by `adopt`).
         unsafe { self.lock.release() }
     }
 }

@@ -1836,8 +1836,11 @@ fn queue_record_lengths_scribbled() {
             };
             raw.write32(at, len);
             let mut small = [0u8; 3];
+            // A header with the fragment bit (but for the wrap marker) and no message begun
+            // is skipped: the queue is then empty, and a blocking get would wait for more.
+            let orphan = len & (1 << 31) != 0 && len != u32::MAX;
             let _ = within("get_bytes_into", || {
-                if !q.is_empty() {
+                if !q.is_empty() && !orphan {
                     Some(rx.get_bytes_into(&mut small))
                 } else {
                     None

@@ -614,7 +614,7 @@ fn write_at_and_read_at_out_of_bounds_are_errors() {
     loan.release();
     assert!(q.is_empty());
     // Too long for the ring: refused before anything is reserved.
-    let too_long = q.max_message_len() + 1;
+    let too_long = q.max_loan_len() + 1;
     assert_eq!(
         q.loan_bytes(too_long).map(|l| l.len()),
         Err(PutError::TooLarge(()))
@@ -624,7 +624,7 @@ fn write_at_and_read_at_out_of_bounds_are_errors() {
         Err(TryPutError::TooLarge(()))
     );
     // The longest message fits, and an empty one too.
-    let max = q.max_message_len();
+    let max = q.max_loan_len();
     q.loan_bytes(max).unwrap().publish();
     q.loan_bytes(0).unwrap().publish();
     assert_eq!(q.get_loan().unwrap().len(), max);

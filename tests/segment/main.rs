@@ -211,7 +211,7 @@ fn changed_version_is_version_mismatch() {
             r,
             Err(OpenError::VersionMismatch {
                 found: 77,
-                expected: 3
+                expected: 4
             })
         ),
         "{r:?}"

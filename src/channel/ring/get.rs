@@ -9,7 +9,10 @@ use crate::primitive::Ordering;
 use std::time::Instant;
 
 use super::Ring;
-use super::layout::{Lifecycle, RECORD_HEADER, WRAP, pack, record_len, unpack};
+use super::layout::{
+    FRAG, FRAG_FIRST, FRAG_LEN, Lifecycle, RECORD_HEADER, WRAP, pack, record_len, unpack,
+};
+use super::{Dest, Resume};
 use crate::segment::Foreign;
 use crate::sync::wait::Prober;
 
@@ -26,6 +29,27 @@ pub(crate) enum GetFail {
     Corrupted(&'static str),
     /// The caller's buffer is too small; the message stays in the queue.
     BufferTooSmall(usize),
+    /// Internal to the ring: a batch met a message in fragments in first place.
+    Fragmented,
+}
+
+/// What a record at the head is (see "Messages of any size" in the module note).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Kind {
+    /// A whole message.
+    Plain,
+    /// The first fragment of a message: its total length, then the first bytes.
+    First,
+    /// A following fragment.
+    Next,
+}
+
+/// A record at the head, checked to lie between `head` and `tail`.
+pub(super) struct Rec<'a> {
+    pub(super) kind: Kind,
+    pub(super) payload: Foreign<'a>,
+    /// The head past this record.
+    pub(super) next: u64,
 }
 
 /// Records a batch consumed, freed (one `head` store) when it is dropped, under the get lock.
@@ -48,8 +72,8 @@ impl Drop for Taken<'_> {
 
 /// Spin-then-sleep state of one blocking get.
 pub(super) struct Waiter {
-    spun: bool,
-    prober: Option<Prober>,
+    pub(super) spun: bool,
+    pub(super) prober: Option<Prober>,
 }
 
 impl Waiter {
@@ -62,38 +86,32 @@ impl Waiter {
 }
 
 impl Ring {
-    /// Takes the record at the head and passes its payload to `read`, waiting until `deadline`.
-    /// With `max`, a payload longer than `max` is left in place and reported. `read` sees the
-    /// payload as [`Foreign`] bytes: it copies them out, never reads them in place.
+    /// Takes the message at the head and passes its payload to `read`, waiting until
+    /// `deadline`. `read` sees the payload as [`Foreign`] bytes: it copies them out, never
+    /// reads them in place. A message that came in fragments is assembled first, in private
+    /// memory (see [`get_msg`](Self::get_msg) for `resume`).
     pub(crate) fn get_with<R>(
         &self,
         deadline: Option<Instant>,
-        max: Option<usize>,
+        resume: &Resume,
         read: impl FnOnce(Foreign<'_>) -> R,
     ) -> Result<R, GetFail> {
-        let st = self.st();
-        let mut read = Some(read);
-        let mut waiter = Waiter::new();
-        loop {
-            let observed_tail = self.tail_for_reading();
-            if !self.is_empty_at(observed_tail) {
-                // A dead holder never moved `head`: its message is still there for us.
-                let held = st.get_side.lock.hold(deadline).ok_or(GetFail::Empty)?;
-                let r = self.take(max, &mut read);
-                drop(held);
-                match r {
-                    Some(r) => {
-                        // As in a put: the unlock pairs with a producer's handshake.
-                        if r.is_ok() {
-                            st.space_wait.word.notify_after_handshake(1);
-                        }
-                        return r;
-                    }
-                    None => continue, // another consumer took it first
+        let read = std::cell::Cell::new(Some(read));
+        let run = |m: Foreign<'_>| (read.take().expect("read once"))(m);
+        self.get_msg(
+            deadline,
+            None,
+            resume,
+            |m, _| run(m),
+            |dest| match dest {
+                Dest::Vec(v) => {
+                    // SAFETY: the vector is private memory, alive and unchanged for the
+                    // call.
+                    run(unsafe { Foreign::new(v.as_ptr(), v.len()) })
                 }
-            }
-            self.wait_for_data(&mut waiter, observed_tail, deadline)?;
-        }
+                Dest::Buf(..) => unreachable!("no buffer was given"),
+            },
+        )
     }
 
     /// Waits until a message is there to take; `Ok(false)` on timeout, `Ok(true)` when one is
@@ -321,36 +339,27 @@ impl Ring {
         drop(held);
     }
 
-    /// With the get lock held: consumes the record at the head, if there is one.
-    fn take<R>(
-        &self,
-        max: Option<usize>,
-        read: &mut Option<impl FnOnce(Foreign<'_>) -> R>,
-    ) -> Option<Result<R, GetFail>> {
-        let (head, tail) = self.head_and_tail();
-        let (payload, next) = match self.record_at(head, tail, max) {
-            Ok(Some(record)) => record,
-            Ok(None) => return None,
-            Err(e) => return Some(Err(e)),
-        };
-        let r = (read.take().expect("read once"))(payload);
-        self.free_up_to(next, tail);
-        Some(Ok(r))
-    }
-
     /// Takes up to `max` records, passing each payload to `read`, and frees them with one
     /// `head` store; waits until `deadline` for the first only. `read` returns `false` to end
     /// the batch after the record it was given (which is consumed). Returns how many were
     /// taken (at least one). A malformed record ends the batch before it; it fails only in
     /// first place.
+    ///
+    /// A message in fragments ends the batch before it; in first place it is taken alone
+    /// (assembled as by [`get_with`](Self::get_with), which also resumes a message `resume`
+    /// holds).
     pub(crate) fn get_batch(
         &self,
         deadline: Option<Instant>,
         max: usize,
+        resume: &Resume,
         mut read: impl FnMut(Foreign<'_>) -> bool,
     ) -> Result<usize, GetFail> {
         if max == 0 {
             return Ok(0);
+        }
+        if resume.is_pending() {
+            return self.get_with(deadline, resume, &mut read).map(|_| 1);
         }
         let st = self.st();
         let mut waiter = Waiter::new();
@@ -367,6 +376,9 @@ impl Ring {
                             .word
                             .notify_after_handshake(u32::try_from(n).unwrap_or(u32::MAX));
                         return Ok(n);
+                    }
+                    Err(GetFail::Fragmented) => {
+                        return self.get_with(deadline, resume, &mut read).map(|_| 1);
                     }
                     Err(e) => return Err(e),
                 }
@@ -392,14 +404,22 @@ impl Ring {
             count: 0,
         };
         while batch.count < max {
-            let (payload, next) = match self.record_at(batch.at, tail, None) {
-                Ok(Some(record)) => record,
+            let rec = match self.record_at(batch.at, tail) {
+                Ok(Some(rec)) => rec,
                 Ok(None) => break,
                 Err(e) if batch.count == 0 => return Err(e),
                 Err(_) => break,
             };
-            let more = read(payload);
-            batch.at = next;
+            if rec.kind != Kind::Plain {
+                // A fragment ends the batch before it; in first place the caller takes the
+                // message alone.
+                if batch.count == 0 {
+                    return Err(GetFail::Fragmented);
+                }
+                break;
+            }
+            let more = read(rec.payload);
+            batch.at = rec.next;
             batch.count += 1;
             if !more {
                 break;
@@ -426,17 +446,11 @@ impl Ring {
         (head, tail)
     }
 
-    /// With the get lock held: the payload of the record at `head` (read before `tail`) and
-    /// the head past it; `None` if `head` has reached `tail`. Every position and length read
-    /// from the segment is checked before it forms a pointer. With `max`, a longer payload is
-    /// `BufferTooSmall`.
+    /// With the get lock held: the record at `head` (read before `tail`), with its payload
+    /// and the head past it; `None` if `head` has reached `tail`. Every position and length
+    /// read from the segment is checked before it forms a pointer.
     #[inline]
-    pub(super) fn record_at(
-        &self,
-        head: u64,
-        tail: u64,
-        max: Option<usize>,
-    ) -> Result<Option<(Foreign<'_>, u64)>, GetFail> {
+    pub(super) fn record_at(&self, head: u64, tail: u64) -> Result<Option<Rec<'_>>, GetFail> {
         let (hm, mut hp) = unpack(head);
         let (tm, tp) = unpack(tail);
         if hm == tm {
@@ -453,8 +467,8 @@ impl Ring {
         }
         let mut off = hp & (self.cap - 1);
         // SAFETY: `off` is in the region and 8-aligned (records are 8-aligned).
-        let mut len = unsafe { self.header(off) }.load(Ordering::Relaxed);
-        if len == WRAP {
+        let mut word = unsafe { self.header(off) }.load(Ordering::Relaxed);
+        if word == WRAP {
             let skip = self.cap - off;
             if skip >= avail {
                 return Err(GetFail::Corrupted("wrap marker"));
@@ -463,24 +477,33 @@ impl Ring {
             avail -= skip;
             off = 0;
             // SAFETY: offset 0 is in the region and aligned.
-            len = unsafe { self.header(0) }.load(Ordering::Relaxed);
+            word = unsafe { self.header(0) }.load(Ordering::Relaxed);
         }
+        // WRAP first: it has the FRAG bit too (and a second one in a row is corrupt).
+        let (kind, len) = if word == WRAP {
+            return Err(GetFail::Corrupted("record length"));
+        } else if word & FRAG == 0 {
+            (Kind::Plain, word)
+        } else if word & FRAG_FIRST != 0 {
+            (Kind::First, word & FRAG_LEN)
+        } else {
+            (Kind::Next, word & FRAG_LEN)
+        };
         if len > self.cap - RECORD_HEADER
             || record_len(len) > avail
             || record_len(len) > self.cap - off
         {
             return Err(GetFail::Corrupted("record length"));
         }
-        if let Some(max) = max {
-            if len as usize > max {
-                return Err(GetFail::BufferTooSmall(len as usize));
-            }
-        }
         // SAFETY: [off + 8, off + 8 + len) lies inside the region (checked), in the mapping that
         // lives as long as `self`.
         let payload = unsafe { Foreign::new(self.at(off + RECORD_HEADER), len as usize) };
         let next = pack(hm.wrapping_add(1), hp.wrapping_add(record_len(len)));
-        Ok(Some((payload, next)))
+        Ok(Some(Rec {
+            kind,
+            payload,
+            next,
+        }))
     }
 
     /// With the get lock held: frees every record before `next`.

@@ -19,6 +19,18 @@ pub(super) const RECLAIMING: u32 = u32::MAX;
 pub(super) const RECORD_HEADER: u32 = 8;
 /// Header length value that marks "skip to the start of the data region".
 pub(super) const WRAP: u32 = u32::MAX;
+/// Record header bit: the record is a fragment of a message streamed in pieces (see "Messages
+/// of any size" in the ring's module note). Checked after [`WRAP`], which has it too.
+pub(super) const FRAG: u32 = 1 << 31;
+/// Record header bit, only with [`FRAG`]: the first fragment of a message, whose payload starts
+/// with the message's total length (8 bytes, little-endian).
+pub(super) const FRAG_FIRST: u32 = 1 << 30;
+/// Record header bits of a fragment's payload length.
+pub(super) const FRAG_LEN: u32 = (1 << 30) - 1;
+/// Bytes of a first fragment's payload that hold the message's total length.
+pub(super) const TOTAL_LEN: u32 = 8;
+/// Most payload bytes of one fragment (the ring's quarter caps it too; see `Ring::frag_max`).
+pub(super) const FRAG_CHUNK: u32 = 64 << 10;
 /// `ConfigLine::state` bit: `close()` was called.
 pub(super) const CLOSED: u32 = 1;
 /// `ConfigLine::state` bit: `shutdown()` was called.
@@ -147,9 +159,11 @@ pub(super) struct WaitLine {
     _r: [AtomicU32; 14],
 }
 
-/// Task accounting for `JoinableQueue`: unfinished tasks are the messages ever published
+/// Task accounting for `JoinableQueue`: unfinished tasks are the records ever published
 /// (the message count in `tail`) minus `done`, so a producer killed mid-put can never leave a
-/// task that nobody can finish.
+/// task that nobody can finish. A message in fragments is one task: the consumer counts every
+/// fragment but the one that completes a message done as it frees it (see "Messages of any
+/// size" in the ring's module note).
 #[repr(C)]
 #[derive(Debug, Default)]
 pub(super) struct TaskLine {

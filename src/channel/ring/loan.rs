@@ -32,20 +32,14 @@ use std::sync::atomic::AtomicU64;
 use std::time::Instant;
 
 use super::Ring;
-use super::get::{GetFail, Waiter};
-use super::layout::{RECORD_HEADER, WRAP, unpack};
+use super::get::{GetFail, Kind, Waiter};
+use super::large::{Resume, first_fragment};
+use super::layout::RECORD_HEADER;
 use super::put::{FULL_BACKOFF_STEP, PutFail, advance};
 use crate::primitive::Ordering;
 use crate::segment::{Foreign, ForeignMut};
 use crate::sync::raw_lock::Held;
 use crate::sync::wait::{Backoff, Prober};
-
-/// Header bit of a record that is one fragment of a longer message. A loan covers one whole
-/// record in place, so a get loan refuses such a record and leaves it at the head.
-const FRAGMENT: u32 = 1 << 31;
-
-/// What a get loan reports for a fragment at the head (see [`FRAGMENT`]).
-const FRAGMENTED: &str = "the message at the head is fragmented and cannot be loaned";
 
 /// Room for one record, reserved under the put lock: nothing is visible until
 /// [`publish`](Self::publish).
@@ -88,7 +82,7 @@ impl Ring {
         len: usize,
         deadline: Option<Instant>,
     ) -> Result<PutLoan<'_>, PutFail> {
-        if len > self.max_message() {
+        if len > self.max_record() {
             return Err(PutFail::TooBig);
         }
         let len = len as u32;
@@ -116,9 +110,19 @@ impl Ring {
     }
 
     /// Holds the record at the head, waiting until `deadline` for one, under the get lock
-    /// until the loan is dropped. Fails as `get_with` does; a record that is a fragment of a
-    /// longer message is `Corrupted(FRAGMENTED)` and stays where it is.
-    pub(crate) fn loan_get(&self, deadline: Option<Instant>) -> Result<GetLoan<'_>, GetFail> {
+    /// until the loan is dropped. Fails as `get_with` does. A message that came in fragments
+    /// (longer than one record) cannot be held in place: its first fragment is reported as
+    /// `BufferTooSmall(total)` and stays where it is, for a get; orphan fragments (see
+    /// "Messages of any size" in the module note) are skipped, as a get skips them. A handle
+    /// with a message half-taken by a timed get (`resume`) reports it the same way.
+    pub(crate) fn loan_get(
+        &self,
+        deadline: Option<Instant>,
+        resume: &Resume,
+    ) -> Result<GetLoan<'_>, GetFail> {
+        if let Some(total) = resume.pending_total() {
+            return Err(GetFail::BufferTooSmall(total));
+        }
         let st = self.st();
         let mut waiter = Waiter::new();
         loop {
@@ -126,46 +130,40 @@ impl Ring {
             if !self.is_empty_at(observed_tail) {
                 // A dead holder never moved `head`: its message is still there for us.
                 let held = st.get_side.lock.hold(deadline).ok_or(GetFail::Empty)?;
-                let (head, tail) = self.head_and_tail();
-                if self.fragment_at(head, tail) {
-                    return Err(GetFail::Corrupted(FRAGMENTED));
-                }
-                match self.record_at(head, tail, None) {
-                    Ok(Some((payload, next))) => {
-                        return Ok(GetLoan {
-                            ring: self,
-                            held: Some(held),
-                            payload: payload.as_ptr(),
-                            len: payload.len() as u32,
-                            next,
-                            tail,
-                            _not_send: PhantomData,
-                        });
+                loop {
+                    let (head, tail) = self.head_and_tail();
+                    let rec = match self.record_at(head, tail) {
+                        Ok(Some(rec)) => rec,
+                        Ok(None) => break, // another consumer took it first
+                        Err(e) => return Err(e),
+                    };
+                    match rec.kind {
+                        Kind::Plain => {
+                            return Ok(GetLoan {
+                                ring: self,
+                                held: Some(held),
+                                payload: rec.payload.as_ptr(),
+                                len: rec.payload.len() as u32,
+                                next: rec.next,
+                                tail,
+                                _not_send: PhantomData,
+                            });
+                        }
+                        // An orphan: skipped as a get skips it.
+                        Kind::Next => self.free_fragment(&rec, tail),
+                        Kind::First => {
+                            return Err(match first_fragment(&rec) {
+                                Some((total, _)) => GetFail::BufferTooSmall(total),
+                                None => GetFail::Corrupted("first fragment"),
+                            });
+                        }
                     }
-                    Ok(None) => continue, // another consumer took it first
-                    Err(e) => return Err(e),
                 }
+                drop(held);
+                continue;
             }
             self.wait_for_data(&mut waiter, observed_tail, deadline)?;
         }
-    }
-
-    /// With the get lock held: whether the record at `head` (past a wrap marker) has the
-    /// fragment bit. Reads only 8-aligned header words inside the region; `record_at` judges
-    /// everything else.
-    fn fragment_at(&self, head: u64, tail: u64) -> bool {
-        let (hm, hp) = unpack(head);
-        if hm == unpack(tail).0 || hp % RECORD_HEADER != 0 {
-            return false;
-        }
-        let off = hp & (self.cap - 1);
-        // SAFETY: `off` is reduced modulo the capacity and 8-aligned (checked above).
-        let mut word = unsafe { self.header(off) }.load(Ordering::Relaxed);
-        if word == WRAP {
-            // SAFETY: offset 0 is in the region and aligned.
-            word = unsafe { self.header(0) }.load(Ordering::Relaxed);
-        }
-        word != WRAP && word & FRAGMENT != 0
     }
 }
 
@@ -284,7 +282,7 @@ pub(crate) fn read_at(view: Foreign<'_>, at: usize, dst: &mut [u8]) -> bool {
 /// A hostile peer's writes into a live ring while a loan is held.
 #[cfg(all(test, not(multiproc_loom)))]
 mod tests {
-    use super::super::layout::{pack, record_len};
+    use super::super::layout::{FRAG, FRAG_FIRST, WRAP, pack, record_len};
     use super::*;
     use crate::{Plain, Queue, Receiver, Sender, TryGetError};
 
@@ -376,10 +374,11 @@ mod tests {
         }
     }
 
-    /// A record with the fragment bit is refused with its own error and stays at the head, also
-    /// behind a wrap marker; a whole record behind a wrap marker is loaned.
+    /// The first fragment of a message longer than a record is refused as too large for a loan
+    /// and stays at the head, also behind a wrap marker; an orphan fragment is skipped; a whole
+    /// record behind a wrap marker is loaned.
     #[test]
-    fn a_fragment_at_the_head_is_refused_and_stays() {
+    fn a_fragmented_message_is_refused_and_stays() {
         let (tx, rx) = queue(8);
         let ring = tx.ring();
         let st = ring.st();
@@ -391,11 +390,15 @@ mod tests {
         st.tail.pos.store(tail, Ordering::Relaxed);
         // SAFETY: both offsets are in the region and aligned.
         unsafe { ring.header(start) }.store(WRAP, Ordering::Relaxed);
+        // A first fragment: a total of 1000 bytes, then 8 of them.
         // SAFETY: as above.
-        unsafe { ring.header(0) }.store(FRAGMENT | 16, Ordering::Relaxed);
+        unsafe { ring.header(0) }.store(FRAG | FRAG_FIRST | 16, Ordering::Relaxed);
+        // SAFETY: the 16 payload bytes of the record at offset 0 are inside the region.
+        let mut payload = unsafe { ForeignMut::new(ring.at(RECORD_HEADER), 16) };
+        assert!(payload.write_at(0, &1000u64.to_le_bytes()));
         assert_eq!(
             rx.try_get_loan().map(|l| l.len()),
-            Err(TryGetError::Corrupted(FRAGMENTED))
+            Err(TryGetError::BufferTooSmall(1000))
         );
         assert_eq!(st.head.pos.load(Ordering::Relaxed), head);
         // Also without the wrap marker.
@@ -405,8 +408,18 @@ mod tests {
             .store(pack(1, record_len(16)), Ordering::Relaxed);
         assert_eq!(
             rx.try_get_loan().map(|l| l.len()),
-            Err(TryGetError::Corrupted(FRAGMENTED))
+            Err(TryGetError::BufferTooSmall(1000))
         );
+        assert_eq!(st.head.pos.load(Ordering::Relaxed), pack(0, 0));
+        // An orphan (a following fragment with no message begun) is skipped: the ring is
+        // then empty.
+        // SAFETY: as above.
+        unsafe { ring.header(0) }.store(FRAG | 16, Ordering::Relaxed);
+        assert_eq!(
+            rx.try_get_loan().map(|l| l.len()),
+            Err(TryGetError::Empty)
+        );
+        assert_eq!(st.head.pos.load(Ordering::Relaxed), pack(1, record_len(16)));
         st.head.pos.store(head, Ordering::Relaxed);
         st.tail.pos.store(tail, Ordering::Relaxed);
         // SAFETY: as above.

@@ -43,6 +43,51 @@
 //! that batch). A batch of puts is published with one `tail` store: a producer killed before it
 //! publishes none of the batch.
 //!
+//! # Messages of any size
+//!
+//! A message longer than a record can be (half the region, see [`Ring::max_record`]) goes
+//! through in fragments, records whose header word has [`FRAG`](layout::FRAG) set (bit 31),
+//! [`FRAG_FIRST`](layout::FRAG_FIRST) (bit 30) on the first one, and the fragment's payload
+//! length in the low 30 bits. The wrap marker (`u32::MAX`) has bit 31 too and is checked
+//! first; fragments are at most a quarter of the region (< 2^29 bytes), so a fragment header
+//! is never all ones. A first fragment's payload is the message's total length (8 bytes,
+//! little-endian), then the first bytes; the following fragments carry the next bytes.
+//!
+//! The producer holds the put lock for the whole message and publishes each fragment (a
+//! `tail` store and a wake) as soon as it is written, waiting for room in between, so that
+//! copying in and copying out overlap. Its deadline covers the whole message: a put that runs
+//! out of time, or finds the receivers gone or the queue closed or shut down, abandons the
+//! message (lets the lock go, waking the consumers) and fails.
+//!
+//! The consumer holds the get lock for the whole message and assembles it in private memory
+//! (a vector grown as bytes arrive, at most 64 MiB reserved before they do; or the caller's
+//! buffer, a message longer than which stays in place as `BufferTooSmall`), freeing each
+//! fragment as it goes. A following fragment at the head with no message begun is an orphan
+//! (its consumer died, or its producer gave up): it is skipped. A first fragment or a whole
+//! record at the head while a message is in assembly means its producer gave up or died: the
+//! partial message is dropped, and the get goes on with the new one. While it waits for the
+//! next fragment, a consumer that finds nothing new published and the put lock free (or its
+//! holder dead: it takes the lock over, repairing the producers' copy of `tail`, and lets it
+//! go) knows the message will never complete, and drops it. Impossible fragments (a total
+//! above [`MAX_MESSAGE_LEN`] or below the first chunk, a fragment longer than what remains)
+//! are `Corrupted`, and the message is dropped.
+//!
+//! A timed get whose deadline passes in the middle of a message returns `Empty` but keeps
+//! the bytes so far and the get lock (its hold forgotten) in the handle's
+//! [`Resume`](large::Resume); the next get on that handle, from any thread of the process,
+//! resumes the message (moving the lock word to its thread, see `RawLock::adopt`). Dropping
+//! the last handle releases the lock; the rest of the message is then orphans.
+//!
+//! Only the record that completes a message is a task of `JoinableQueue` (see `TaskLine`):
+//! the consumer counts every other fragment done before it frees it, orphans and dropped
+//! ones included.
+//!
+//! Crash consistency: a producer killed in the middle of a message leaves published
+//! fragments that no consumer ever delivers as a message (they are dropped as above, once the
+//! lock is taken over, or once another producer's message follows); other producers wait only
+//! for the takeover of its lock. A consumer killed in the middle of a message loses that
+//! message only: the next consumer takes the lock over and skips the rest as orphans.
+//!
 //! # Close and shutdown
 //!
 //! `close` and `shutdown` set bits of the queue-wide state word (see `ConfigLine`), which only
@@ -62,7 +107,8 @@
 //!   its state table), record sizes and position packing;
 //! - `peers`: attaching and detaching handles, reclaiming dead peers, the slots a forking
 //!   process fills for its child;
-//! - `put` and `get`: the two sides of the protocol above;
+//! - `put` and `get`: the two sides of the protocol above; `large`: assembling messages that
+//!   come in fragments, and resuming one a timed get left;
 //! - `loan`: puts and gets cut in two, the record staying in the ring while a caller works on
 //!   it in place (zero-copy loans);
 //! - `tasks`: the task accounting of `JoinableQueue`.
@@ -78,11 +124,12 @@ use crate::segment::Segment;
 use crate::sync::wait::{ProbeClock, Spinner};
 
 use layout::{
-    CLOSED, IMMEDIATE, Lifecycle, MIN_CAPACITY, RECORD_HEADER, RingState, SHUT_DOWN, STATE_LEN,
-    unpack,
+    CLOSED, FRAG_CHUNK, IMMEDIATE, Lifecycle, MIN_CAPACITY, RECORD_HEADER, RingState, SHUT_DOWN,
+    STATE_LEN, unpack,
 };
 
 mod get;
+mod large;
 mod layout;
 mod loan;
 mod peers;
@@ -91,6 +138,7 @@ mod tasks;
 
 pub(crate) use get::GetFail;
 pub(crate) use loan::{GetLoan, PutLoan, read_at};
+pub(crate) use large::{Dest, Resume};
 pub(crate) use peers::{ChildSlot, Role};
 pub(crate) use put::PutFail;
 
@@ -107,6 +155,12 @@ pub(crate) use put::PutFail;
 //   bit and then took and released the put lock (`settle_puts`) knows that every later put
 //   sees the bit, and that every put that missed it has published (the lock orders both).
 // - SYNC(sleepers-rmw): see `WaitWord`.
+
+/// Longest message a [`Queue`](crate::Queue), [`JoinableQueue`](crate::JoinableQueue),
+/// [`Sender`](crate::Sender) or [`Connection`](crate::Connection) carries: 4 GiB - 1 bytes
+/// (`u32::MAX`), encoded. Messages longer than half the queue's byte capacity are streamed
+/// through it in fragments; a longer one is refused with `TooLarge`.
+pub const MAX_MESSAGE_LEN: usize = u32::MAX as usize;
 
 /// This process's copy of the other side's position, so that a put or get need not pull the
 /// other side's line over for every message. It lives in process memory, where no other
@@ -290,8 +344,24 @@ impl Ring {
     /// `to_end + record <= free`; in an empty ring that holds whenever `record <= cap / 2`
     /// (then `to_end < record` means the offset is past the middle, so `record <= offset`).
     #[inline]
-    pub(crate) fn max_message(&self) -> usize {
+    pub(crate) fn max_record(&self) -> usize {
         (self.cap / 2 - RECORD_HEADER) as usize
+    }
+
+    /// Whether a message of `len` bytes goes through the ring in fragments
+    /// ([`put_fragments`](Self::put_fragments)) rather than as one record.
+    #[inline]
+    pub(crate) fn needs_fragments(&self, len: usize) -> bool {
+        len > self.max_record()
+    }
+
+    /// Most payload bytes of one fragment: a record of at most a quarter of the region, so
+    /// that two are in flight at once (one copied in while the other is copied out), and at
+    /// most [`FRAG_CHUNK`] bytes, so that both copies stay in the cache. At least 8, the
+    /// message length a first fragment carries (the region has at least 64 bytes).
+    #[inline]
+    pub(super) fn frag_max(&self) -> u32 {
+        (self.cap / 4 - RECORD_HEADER).min(FRAG_CHUNK)
     }
 
     /// Messages in the ring now (a snapshot).

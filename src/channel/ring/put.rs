@@ -8,7 +8,10 @@ use crate::primitive::Ordering;
 use std::time::Instant;
 
 use super::Ring;
-use super::layout::{Lifecycle, RECORD_HEADER, WRAP, pack, record_len, unpack};
+use super::layout::{
+    FRAG, FRAG_FIRST, Lifecycle, RECORD_HEADER, TOTAL_LEN, WRAP, pack, record_len, unpack,
+};
+use crate::MAX_MESSAGE_LEN;
 use crate::segment::ForeignMut;
 use crate::sync::raw_lock::Held;
 use crate::sync::wait::{Backoff, Prober};
@@ -62,7 +65,7 @@ impl Ring {
         deadline: Option<Instant>,
         write: impl FnOnce(ForeignMut<'_>) -> bool,
     ) -> Result<(), PutFail> {
-        if len > self.max_message() {
+        if len > self.max_record() {
             return Err(PutFail::TooBig);
         }
         let len = len as u32;
@@ -111,7 +114,7 @@ impl Ring {
             return Ok(0);
         }
         let first = len(0);
-        if first > self.max_message() {
+        if first > self.max_record() {
             return Err(PutFail::TooBig);
         }
         let st = self.st();
@@ -145,7 +148,7 @@ impl Ring {
                     break;
                 }
                 let next = len(done);
-                if next > self.max_message() {
+                if next > self.max_record() {
                     break;
                 }
                 rec = next as u32;
@@ -165,6 +168,115 @@ impl Ring {
             drop(held);
             self.wait_for_room(&mut backoff, &mut prober, deadline, observed_head)?;
         }
+    }
+
+    /// Puts a message of any length up to [`MAX_MESSAGE_LEN`], streamed through the ring in
+    /// fragments (see "Messages of any size" in the module note), holding the put lock for the
+    /// whole message. Each fragment is published as soon as it is written, so the consumer
+    /// copies one out while we copy the next in.
+    ///
+    /// `deadline` applies to the whole message: a put that cannot finish by then, or that
+    /// finds the receivers gone or the queue closed or shut down while it waits for room,
+    /// abandons the message (the fragments it published are an incomplete message, which
+    /// consumers drop) and fails.
+    pub(crate) fn put_fragments(
+        &self,
+        src: &[u8],
+        deadline: Option<Instant>,
+    ) -> Result<(), PutFail> {
+        if src.len() > MAX_MESSAGE_LEN {
+            return Err(PutFail::TooBig);
+        }
+        let st = self.st();
+        let frag = self.frag_max() as usize;
+        let mut backoff = Backoff::starting_at(FULL_BACKOFF_STEP);
+        let mut prober: Option<Prober> = None;
+        let (held, mut tail) = self.begin_put(deadline)?;
+        // A try (or a put whose deadline passed already) would publish what fits and then
+        // abandon the rest: it goes only if the whole message fits now.
+        if deadline.is_some_and(|d| Instant::now() >= d) && !self.fits_now(tail, src.len()) {
+            drop(held);
+            return Err(self.full_or_disconnected());
+        }
+        let mut sent = 0;
+        let mut first = true;
+        loop {
+            let (chunk, plen) = if first {
+                let chunk = (frag - TOTAL_LEN as usize).min(src.len());
+                (chunk, chunk + TOTAL_LEN as usize)
+            } else {
+                let chunk = frag.min(src.len() - sent);
+                (chunk, chunk)
+            };
+            // `plen <= frag < 2^30`: it fits the header's length bits.
+            let (slot, observed_head) = self.reserve_first(tail, plen as u32);
+            if let Some((off, total)) = slot {
+                // SAFETY: as in `put_with`: [off, off + record) is free space that `reserve`
+                // found for a record of `plen` bytes, ours alone under the put lock.
+                let mut room = unsafe { ForeignMut::new(self.at(off + RECORD_HEADER), plen) };
+                let mut header = FRAG | plen as u32;
+                let body = &src[sent..sent + chunk];
+                let written = if first {
+                    header |= FRAG_FIRST;
+                    room.write_at(0, &(src.len() as u64).to_le_bytes())
+                        && room.write_at(TOTAL_LEN as usize, body)
+                } else {
+                    room.write_at(0, body)
+                };
+                debug_assert!(written, "the room is exactly as long as the fragment");
+                // SAFETY: the header word is inside the reserved, 8-aligned record.
+                unsafe { self.header(off) }.store(header, Ordering::Relaxed);
+                tail = advance(tail, total);
+                sent += chunk;
+                first = false;
+                if sent == src.len() {
+                    self.publish(held, tail, observed_head, 1);
+                    return Ok(());
+                }
+                self.put_cache.set(tail, observed_head);
+                // SYNC(tail-publish)
+                st.tail.pos.store(tail, Ordering::Release);
+                st.put_side.pos.store(tail, Ordering::Relaxed);
+                // We keep the lock: no unlock for a sleeper's handshake to pair with, so the
+                // wake reads the sleepers with an RMW (SYNC(sleepers-rmw)).
+                st.data_wait.word.notify(1);
+                backoff = Backoff::starting_at(FULL_BACKOFF_STEP);
+                continue;
+            }
+            self.put_cache.set(tail, observed_head);
+            let waited = match refusal(self.state()) {
+                Some(refused) => Err(refused),
+                None => self.wait_for_room(&mut backoff, &mut prober, deadline, observed_head),
+            };
+            if let Err(e) = waited {
+                // Abandoned: what we published is an incomplete message. A consumer waiting
+                // for its next fragment sees the lock free (SYNC(sleepers-rmw)).
+                drop(held);
+                st.data_wait.word.notify_all();
+                return Err(e);
+            }
+        }
+    }
+
+    /// Whether every fragment of a message of `len` bytes fits in the ring now, written from
+    /// `tail` (an upper bound of the bytes: each record padded, and one wrap skip).
+    fn fits_now(&self, tail: u64, len: usize) -> bool {
+        // SYNC(head-free)
+        let head = self.st().head.pos.load(Ordering::Acquire);
+        let (tm, tp) = unpack(tail);
+        let (hm, hp) = unpack(head);
+        let used = tp.wrapping_sub(hp);
+        let queued = tm.wrapping_sub(hm);
+        if used > self.cap || queued > self.max_messages {
+            return false;
+        }
+        let frag = u64::from(self.frag_max());
+        let len = len as u64;
+        let first = (frag - u64::from(TOTAL_LEN)).min(len);
+        let records = 1 + (len - first).div_ceil(frag);
+        let record = u64::from(RECORD_HEADER);
+        let bytes = len + u64::from(TOTAL_LEN) + records * (record + 7) + frag + record;
+        bytes <= u64::from(self.cap - used) && records <= u64::from(self.max_messages - queued)
     }
 
     /// Takes the put lock (waiting until `deadline`, else `Full`) for a put: the hold and the
@@ -196,7 +308,7 @@ impl Ring {
     /// `tail`. A dead holder only means its half-written record was never published: the
     /// ring is consistent, and the next put overwrites those bytes.
     #[inline]
-    fn hold_put_side(&self, deadline: Option<Instant>) -> Option<(Held<'_>, u64)> {
+    pub(super) fn hold_put_side(&self, deadline: Option<Instant>) -> Option<(Held<'_>, u64)> {
         let st = self.st();
         let held = st.put_side.lock.hold(deadline)?;
         // Our side's copy of `tail`, unless a holder died and may have left it behind.

@@ -369,3 +369,108 @@ fn batches_stop_at_hostile_records() {
         ),
     }
 }
+
+/// Publishes a record as a hostile producer would: `header` as its header word, whatever it
+/// claims, and `payload` (which must fit before the end of the region) as its bytes.
+fn inject(ring: &Ring, header: u32, payload: &[u8]) {
+    use super::layout::record_len;
+    let tail = ring.st().tail.pos.load(Ordering::Relaxed);
+    let (tm, tp) = unpack(tail);
+    let off = tp & (ring.cap - 1);
+    let rec = record_len(payload.len() as u32);
+    assert!(off + rec <= ring.cap, "the test's record crosses the end");
+    // SAFETY: `off` is the 8-aligned offset of free space inside the region (asserted above);
+    // nobody else writes the ring while the test runs.
+    unsafe { ring.header(off) }.store(header, Ordering::Relaxed);
+    // SAFETY: as above: [off + 8, off + rec) lies inside the region.
+    let mut room = unsafe { crate::segment::ForeignMut::new(ring.at(off + 8), payload.len()) };
+    assert!(room.write_at(0, payload));
+    let new = pack(tm.wrapping_add(1), tp.wrapping_add(rec));
+    ring.st().tail.pos.store(new, Ordering::Release);
+    ring.st().put_side.pos.store(new, Ordering::Relaxed);
+}
+
+/// A first fragment's payload: the total, then `chunk`.
+fn first(total: u64, chunk: &[u8]) -> Vec<u8> {
+    let mut p = total.to_le_bytes().to_vec();
+    p.extend_from_slice(chunk);
+    p
+}
+
+const F: u32 = super::layout::FRAG;
+const FF: u32 = super::layout::FRAG | super::layout::FRAG_FIRST;
+
+/// Hostile fragment headers: impossible totals and lengths are `Corrupted` (and the message
+/// is dropped), orphans are skipped, a message whose producer moved on is dropped, and
+/// zero-length fragments never hang a timed get; the queue then carries on.
+#[test]
+fn hostile_fragments() {
+    let t = Duration::from_millis(20);
+    let bound = Duration::from_secs(5);
+    // A total above MAX_MESSAGE_LEN.
+    let (tx, rx) = queue(64);
+    let ring = tx.ring();
+    inject(ring, FF | 16, &first(1 << 33, &[0; 8]));
+    assert!(matches!(rx.try_get(), Err(TryGetError::Corrupted(_))));
+    tx.put(7).unwrap();
+    assert_eq!(rx.try_get(), Ok(7));
+    // A total below the first chunk, and a first fragment too short to hold a total.
+    inject(ring, FF | 16, &first(4, &[0; 8]));
+    inject(ring, FF | 4, &[1, 2, 3, 4]);
+    assert!(matches!(rx.try_get(), Err(TryGetError::Corrupted(_))));
+    assert!(matches!(rx.try_get(), Err(TryGetError::Corrupted(_))));
+    tx.put(8).unwrap();
+    assert_eq!(rx.try_get(), Ok(8));
+    // A total above the caller's buffer: the message stays.
+    inject(ring, FF | 8, &first(5000, &[]));
+    let mut small = [0u8; 16];
+    assert_eq!(
+        rx.get_bytes_into(&mut small),
+        Err(crate::GetError::BufferTooSmall(5000))
+    );
+    assert_eq!(rx.len(), 1);
+    // The rest of it never comes (nobody holds the put lock): a timed get drops it.
+    let started = std::time::Instant::now();
+    assert!(matches!(
+        rx.get_timeout(t),
+        Err(crate::GetTimeoutError::Timeout)
+    ));
+    assert!(started.elapsed() < bound);
+    assert_eq!(rx.len(), 0);
+    // A following fragment longer than what remains of the total.
+    inject(ring, FF | 12, &first(6, &[1, 2, 3, 4]));
+    inject(ring, F | 8, &[0; 8]);
+    assert!(matches!(rx.try_get(), Err(TryGetError::Corrupted(_))));
+    tx.put(9).unwrap();
+    assert_eq!(rx.try_get(), Ok(9));
+    // A length field past what was published.
+    inject(ring, F | 800, &[0; 8]);
+    assert!(matches!(rx.try_get(), Err(TryGetError::Corrupted(_))));
+    let (tx, rx) = queue(64);
+    let ring = tx.ring();
+    // Orphans are skipped; a first fragment followed by a whole message is dropped; a
+    // message in two fragments comes through (postcard's encoding of 300 is [172, 2]).
+    inject(ring, F | 8, &[0; 8]);
+    inject(ring, F, &[]);
+    inject(ring, FF | 9, &first(4, &[1]));
+    tx.put(10).unwrap();
+    inject(ring, FF | 9, &first(2, &[172]));
+    inject(ring, F | 1, &[2]);
+    assert_eq!(rx.try_get(), Ok(10));
+    assert_eq!(rx.try_get(), Ok(300));
+    assert_eq!(rx.try_get(), Err(TryGetError::Empty));
+    // Zero-length fragments that never complete the total: consumed, then the message is
+    // dropped; a timed get returns in time.
+    inject(ring, FF | 8, &first(8, &[]));
+    for _ in 0..20 {
+        inject(ring, F, &[]);
+    }
+    let started = std::time::Instant::now();
+    assert!(matches!(
+        rx.get_timeout(t),
+        Err(crate::GetTimeoutError::Timeout)
+    ));
+    assert!(started.elapsed() < bound);
+    tx.put(11).unwrap();
+    assert_eq!(rx.try_get(), Ok(11));
+}
