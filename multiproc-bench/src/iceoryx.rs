@@ -24,6 +24,8 @@ use iceoryx2::prelude::*;
 use crate::inplace::{LoanRx, LoanTx, Loaned, Received};
 
 type Svc = ipc::Service;
+type Port = Publisher<Svc, [u64], ()>;
+type Factory = iceoryx2::service::port_factory::publish_subscribe::PortFactory<Svc, [u64], ()>;
 
 /// The producer's end: the service's name; the node and publisher are made in the child
 /// ([`LoanTx::attach`]), never inherited across `fork`.
@@ -31,7 +33,7 @@ pub struct Pub {
     name: String,
     words: usize,
     slots: usize,
-    port: Option<(Node<Svc>, Publisher<Svc, [u64], ()>)>,
+    port: Option<(Node<Svc>, Port)>,
 }
 
 /// The consumer's end: made in the parent before the fork, so no sample is sent before the
@@ -44,7 +46,7 @@ pub struct Sub {
 
 struct SubInner {
     subscriber: Subscriber<Svc, [u64], ()>,
-    _service: iceoryx2::service::port_factory::publish_subscribe::PortFactory<Svc, [u64], ()>,
+    _service: Factory,
     _node: Node<Svc>,
 }
 
@@ -66,12 +68,7 @@ fn node() -> Result<Node<Svc>, String> {
         .map_err(|e| format!("iceoryx2 node: {e:?}"))
 }
 
-fn service(
-    node: &Node<Svc>,
-    name: &str,
-    slots: usize,
-) -> Result<iceoryx2::service::port_factory::publish_subscribe::PortFactory<Svc, [u64], ()>, String>
-{
+fn service(node: &Node<Svc>, name: &str, slots: usize) -> Result<Factory, String> {
     let name: ServiceName = name
         .try_into()
         .map_err(|e| format!("iceoryx2 service name: {e:?}"))?;
@@ -137,6 +134,13 @@ impl LoanTx for Pub {
             .create()
             .map_err(|e| format!("iceoryx2 publisher: {e:?}"))?;
         self.port = Some((node, publisher));
+        Ok(())
+    }
+
+    fn finish(&mut self) -> Result<(), String> {
+        // The child leaves with `_exit`: drop the publisher and the node here, or their shared
+        // memory would outlive the run.
+        self.port = None;
         Ok(())
     }
 

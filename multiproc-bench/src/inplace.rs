@@ -14,12 +14,13 @@
 //! with the cargo feature `iceoryx2`, `iceoryx2-loan` ([`crate::iceoryx`]).
 
 use std::marker::PhantomData;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::floor::Floor;
 use crate::mech::Mech;
 use crate::run::{Sample, run_delay_ns, warm};
-use crate::sys::{Placement, Team, fail_with};
+use crate::sys::{Placement, Shm, Team, fail_with};
 
 /// The step between consecutive words of a message's pattern.
 const G: u64 = 0x9e37_79b9_7f4a_7c15;
@@ -165,6 +166,12 @@ pub trait LoanTx {
     }
     /// Borrows room for a message of `len` bytes, lets `fill` write it, and sends it.
     fn send_with(&mut self, len: usize, fill: &mut dyn FnMut(Loaned<'_>)) -> Result<(), String>;
+    /// Called in the producer's child after its last message, before it exits (without
+    /// running destructors): tears down what [`LoanTx::attach`] set up, leaving every message
+    /// sent for the consumer.
+    fn finish(&mut self) -> Result<(), String> {
+        Ok(())
+    }
     /// Makes the other side fail instead of waiting for this one.
     fn abort(&self) {}
 }
@@ -253,6 +260,7 @@ fn measure(
     }
     let started = Instant::now();
     let warm = warm(size);
+    let done = Shm::new(AtomicU32::new(0));
     let tx = std::cell::RefCell::new(Some(tx));
     let rx = std::cell::RefCell::new(Some(rx));
     let team = Team::spawn(1, placement, |_, start| {
@@ -266,7 +274,7 @@ fn measure(
         tx.attach()?;
         start.ready_and_wait()?;
         let delay0 = run_delay_ns();
-        let r = (|| {
+        let r = (|| -> Result<(), String> {
             for seq in 0..warm + total {
                 tx.send_with(size, &mut |lent| lent.fill(seq))?;
             }
@@ -276,7 +284,17 @@ fn measure(
         if r.is_err() {
             tx.abort();
         }
-        r
+        r?;
+        // Some transports drop what is still queued when the producer leaves: stay until the
+        // consumer has taken every message.
+        let since = Instant::now();
+        while done.load(Ordering::Acquire) == 0 {
+            if crate::sys::timed_out() || since.elapsed() > Duration::from_secs(60) {
+                return Err("the consumer never finished".into());
+            }
+            std::thread::sleep(Duration::from_micros(200));
+        }
+        tx.finish()
     });
     let mut team = team?;
     let ready = team.wait_ready();
@@ -299,7 +317,9 @@ fn measure(
             take(seq)?;
         }
         let elapsed = t.elapsed();
-        Ok((elapsed, run_delay_ns().saturating_sub(delay0)))
+        let waited = run_delay_ns().saturating_sub(delay0);
+        done.store(1, Ordering::Release);
+        Ok((elapsed, waited))
     };
     let (elapsed, waited) = match parent(&mut *rx) {
         Ok(e) => e,
