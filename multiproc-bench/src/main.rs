@@ -72,7 +72,7 @@ struct Args {
     /// (`multiproc::wait` over 64 objects against a plain get; only when asked for, and
     /// reported after the table). Alone: goals (the goal table of issue 13 from one run: one
     /// way at 16 MiB, 1 MiB and 64 B, each goal's ratio beside the same ratio for a floor;
-    /// default 7 rounds).
+    /// about a minute and a half).
     #[arg(long, value_delimiter = ',')]
     bench: Option<Vec<BenchArg>>,
     /// Message sizes for the throughput benchmark (bytes, comma-separated; default 8 B to
@@ -206,11 +206,7 @@ fn run(args: Args) -> Result<ExitCode, String> {
     let settings = Settings {
         rounds: args
             .rounds
-            .unwrap_or(match (args.quick, goals) {
-                (true, _) => 3,
-                (false, true) => 7,
-                (false, false) => 15,
-            })
+            .unwrap_or(if args.quick { 3 } else { 15 })
             .max(1),
         target: Duration::from_secs_f64(
             args.target_ms
