@@ -11,7 +11,7 @@
 //!
 //! Mechanisms: `floor-loan`, the floor ring ([`crate::floor`]) with its records written and
 //! read in place (the hardware floor of "write in place, read in place" across two cores), and
-//! with the cargo feature `iceoryx2`, `iceoryx2-loan` ([`crate::iceoryx`]).
+//! with the cargo feature `iceoryx2`, `iceoryx2-loan` (module `iceoryx`).
 
 use std::marker::PhantomData;
 use std::sync::atomic::{AtomicU32, Ordering};
