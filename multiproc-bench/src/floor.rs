@@ -11,6 +11,7 @@ use std::rc::Rc;
 use std::sync::atomic::{AtomicU32, Ordering, fence};
 use std::time::{Duration, Instant};
 
+use crate::inplace::{Loaned, Received};
 use crate::sys::{Line, Mapping, futex_wait, futex_wake};
 
 /// How long a waiter spins before it sleeps on the futex.
@@ -158,6 +159,87 @@ impl Floor {
                 std::ptr::copy_nonoverlapping(data, buf.add(first), len - first);
             }
         }
+    }
+
+    /// The ring's bytes of a record of `len` bytes at position `pos`: one piece, or two when
+    /// the record wraps at the end of the ring.
+    fn pieces(&self, pos: u32, len: usize) -> [(*mut u8, usize); 2] {
+        let at = pos as usize & (self.cap - 1);
+        let first = len.min(self.cap - at);
+        let data = self.data();
+        // SAFETY: `at < cap`, so the first piece starts inside the data area (and ends inside
+        // it: `first <= cap - at`); the second starts at the data area's first byte.
+        [(unsafe { data.add(at) }, first), (data, len - first)]
+    }
+
+    /// Sends one record of `len` bytes written in place: `fill` gets the record's bytes in
+    /// the ring (not a buffer of this end), then the record is published as [`Floor::send`]
+    /// publishes it. `len` must be a multiple of 8 up to this end's message length.
+    pub fn send_in_place(
+        &mut self,
+        len: usize,
+        fill: impl FnOnce(Loaned<'_>),
+    ) -> Result<(), String> {
+        if len % 8 != 0 || len > self.buf.len() {
+            return Err(format!("floor ring: cannot lend {len} bytes"));
+        }
+        let need = (8 + len) as u32;
+        let cap = self.cap as u32;
+        let tail = self.mine;
+        let h = self.header();
+        self.wait(&h.head, &h.producer_sleeping, |head| {
+            u64::from(tail.wrapping_sub(head)) + u64::from(need) <= u64::from(cap)
+        })?;
+        let mut len_word = (len as u64).to_le_bytes();
+        self.copy(tail, 8, len_word.as_mut_ptr(), true);
+        let [a, b] = self.pieces(tail.wrapping_add(8), len);
+        // SAFETY: both pieces lie in the data area (see `pieces`), 8-aligned (records start at
+        // multiples of 8 of a page-aligned area and `len` is a multiple of 8), and the ring
+        // protocol gives them to this side until the record is published below: an honest
+        // consumer does not touch them; a dishonest one can change the bytes, not where they are.
+        fill(unsafe { Loaned::new(a, b) });
+        let new = tail.wrapping_add(need);
+        h.tail.store(new, Ordering::Release);
+        fence(Ordering::SeqCst);
+        if h.consumer_sleeping.load(Ordering::Relaxed) != 0 {
+            futex_wake(&h.tail);
+        }
+        self.mine = new;
+        Ok(())
+    }
+
+    /// Receives the next record in place: `read` gets the record's bytes in the ring (not a
+    /// copy), and the record is released when it returns, as [`Floor::recv`] releases it.
+    pub fn recv_in_place<T>(
+        &mut self,
+        read: impl FnOnce(Received<'_>) -> Result<T, String>,
+    ) -> Result<T, String> {
+        let head = self.mine;
+        let max = self.buf.len() as u64;
+        let h = self.header();
+        let tail = self.wait(&h.tail, &h.consumer_sleeping, |tail| tail != head)?;
+        let mut len_word = [0u8; 8];
+        self.copy(head, 8, len_word.as_mut_ptr(), false);
+        let len = u64::from_le_bytes(len_word);
+        let avail = u64::from(tail.wrapping_sub(head));
+        if len > max || len % 8 != 0 || 8 + len > avail {
+            return Err(format!("floor ring: a record of {len} bytes does not fit"));
+        }
+        let len = len as usize;
+        let [a, b] = self.pieces(head.wrapping_add(8), len);
+        // SAFETY: both pieces lie in the data area (see `pieces`) and are 8-aligned (checked
+        // length, records at multiples of 8); the producer published them (`tail` covers the
+        // record, checked above) and an honest one does not write them until they are released
+        // below; a dishonest one can change the bytes read, not where they are.
+        let r = read(unsafe { Received::new((a.0.cast_const(), a.1), (b.0.cast_const(), b.1)) });
+        let new = head.wrapping_add((8 + len) as u32);
+        h.head.store(new, Ordering::Release);
+        fence(Ordering::SeqCst);
+        if h.producer_sleeping.load(Ordering::Relaxed) != 0 {
+            futex_wake(&h.head);
+        }
+        self.mine = new;
+        r
     }
 
     /// Sends the buffer as one record.

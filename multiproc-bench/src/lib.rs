@@ -8,6 +8,10 @@
 pub mod check;
 pub mod evshm;
 pub mod floor;
+pub mod goals;
+#[cfg(feature = "iceoryx2")]
+pub mod iceoryx;
+pub mod inplace;
 pub mod locks;
 pub mod machine;
 pub mod mech;

@@ -1,5 +1,8 @@
 //! `cargo run --release -p multiproc-bench -- [--quick] [--json FILE] [--svg FILE]`
 //!
+//! `cargo run --release -p multiproc-bench -- --bench goals [--json FILE]`: the goal table of
+//! issue 13 from one run (add `--features iceoryx2` before `--` for the iceoryx2 row).
+//!
 //! Measures multiproc's queues and pipes beside OS pipes, a socketpair, eventfd + shared
 //! memory, a minimal shared-memory ring (the floor), memcpy (the copy ceiling) and Python's
 //! multiprocessing, all the same way: between two processes pinned to different CPUs, every
@@ -15,8 +18,8 @@ use clap::Parser;
 
 use multiproc_bench::check::Check;
 use multiproc_bench::locks::{self, LockMech};
-use multiproc_bench::mech::{ALL, Fault, Mech};
-use multiproc_bench::method::{Settings, Who, progress, run_all};
+use multiproc_bench::mech::{ALL, Fault, IN_PLACE, Mech};
+use multiproc_bench::method::{Settings, Who, progress, run_groups};
 use multiproc_bench::model::{Bench, Config, LatencyMode, LockCase, Report, Status};
 use multiproc_bench::python::{self, Python};
 use multiproc_bench::sys::{Placement, allowed_cpus, install_watchdog, pin_to};
@@ -67,7 +70,9 @@ struct Args {
     /// Only these benchmarks: latency, throughput, producers, consumers, locks (lock + unlock
     /// of a process-shared mutex), pairs (round trips of 1 to 16 pairs at once), wait
     /// (`multiproc::wait` over 64 objects against a plain get; only when asked for, and
-    /// reported after the table).
+    /// reported after the table). Alone: goals (the goal table of issue 13 from one run: one
+    /// way at 16 MiB, 1 MiB and 64 B, each goal's ratio beside the same ratio for a floor;
+    /// about a minute and a half).
     #[arg(long, value_delimiter = ',')]
     bench: Option<Vec<BenchArg>>,
     /// Message sizes for the throughput benchmark (bytes, comma-separated; default 8 B to
@@ -106,6 +111,7 @@ enum BenchArg {
     Locks,
     Pairs,
     Wait,
+    Goals,
 }
 
 /// The largest message size accepted (every ring is at least twice as large).
@@ -193,6 +199,10 @@ fn run(args: Args) -> Result<ExitCode, String> {
     if let Some(cpu) = placement.parent {
         pin_to(cpu)?;
     }
+    let goals = args
+        .bench
+        .as_ref()
+        .is_some_and(|b| b.contains(&BenchArg::Goals));
     let settings = Settings {
         rounds: args
             .rounds
@@ -218,6 +228,7 @@ fn run(args: Args) -> Result<ExitCode, String> {
     if let Some(only) = &args.only {
         let known: Vec<&str> = ALL
             .iter()
+            .chain(IN_PLACE)
             .map(|m| m.id())
             .chain(python::MECHANISMS.iter().map(|(id, _)| *id))
             .chain(locks::ALL.iter().map(|l| l.id()))
@@ -229,15 +240,19 @@ fn run(args: Args) -> Result<ExitCode, String> {
             ));
         }
     }
+    if goals && (args.bench.as_ref().is_some_and(|b| b.len() > 1) || args.only.is_some()) {
+        return Err("--bench goals runs alone, with its own mechanisms (no --only)".into());
+    }
     let wanted = |id: &str| args.only.as_ref().is_none_or(|o| o.iter().any(|x| x == id));
-    let mut who: Vec<Who> = ALL.iter().map(|&m| Who::Rust(m)).collect();
+    let mut who: Vec<Who> = ALL.iter().chain(IN_PLACE).map(|&m| Who::Rust(m)).collect();
     who.extend(locks::ALL.iter().map(|&l| Who::Lock(l)));
     if let Some(fault) = args.inject_fault {
         who.push(Who::Rust(Mech::Broken(fault)));
         who.push(Who::Lock(LockMech::Broken(fault)));
     }
     let mut py = None;
-    let want_python = !args.no_python && python::MECHANISMS.iter().any(|(id, _)| wanted(id));
+    let want_python =
+        !args.no_python && !goals && python::MECHANISMS.iter().any(|(id, _)| wanted(id));
     let mut python_version = None;
     if want_python {
         match Python::start(pinned) {
@@ -343,13 +358,18 @@ fn run(args: Args) -> Result<ExitCode, String> {
         }
     }
 
-    let contenders: usize = plan
+    let spec: Vec<(Bench, Vec<Who>)> = if goals {
+        multiproc_bench::goals::plan()
+    } else {
+        plan.iter().map(|&b| (b, who.clone())).collect()
+    };
+    let contenders: usize = spec
         .iter()
-        .map(|&b| who.iter().filter(|w| w.applies(b)).count())
+        .map(|(b, who)| who.iter().filter(|w| w.applies(*b)).count())
         .sum();
     let measurements = (contenders * (1 + settings.rounds)) as u64;
     let bar = progress(measurements);
-    let groups = run_all(&plan, &who, &settings, &mut py, &bar);
+    let groups = run_groups(&spec, &settings, &mut py, &bar);
     bar.finish_and_clear();
     drop(py);
 
@@ -386,6 +406,15 @@ fn run(args: Args) -> Result<ExitCode, String> {
 /// Prints the table, writes the files asked for, and sets the exit status.
 fn output(args: &Args, report: &Report) -> Result<ExitCode, String> {
     print!("{}", table::render(report));
+    if args
+        .bench
+        .as_ref()
+        .is_some_and(|b| b.contains(&BenchArg::Goals))
+        && multiproc_bench::goals::present(report)
+    {
+        println!();
+        print!("{}", multiproc_bench::goals::render(report));
+    }
     if args.from.is_none()
         && let Some(path) = &args.json
     {

@@ -131,6 +131,11 @@ pub enum Mech {
     Floor,
     /// The floor ring publishing its positions once per 32 messages: the floor of batching.
     FloorBatch,
+    /// The floor ring with every record written and read in place: the floor of loans.
+    FloorLoan,
+    /// iceoryx2 publish-subscribe, every sample written and read in place (feature `iceoryx2`).
+    #[cfg(feature = "iceoryx2")]
+    Iceoryx2Loan,
     /// `memcpy` on one core: the copy ceiling (throughput only, no second process).
     Memcpy,
     /// A deliberately broken transport (the floor ring, breaking one message), to prove the
@@ -166,6 +171,16 @@ pub const ALL: [Mech; 13] = [
     Mech::Memcpy,
 ];
 
+/// The mechanisms written and read in place (see `inplace`), measured one way only; they join
+/// a normal run's throughput groups.
+pub const IN_PLACE: &[Mech] = &[
+    Mech::FloorLoan,
+    #[cfg(feature = "iceoryx2")]
+    Mech::Iceoryx2Loan,
+];
+
+const IN_PLACE_NOT_CHANNEL: &str = "written and read in place: see `inplace::channel`";
+
 /// The mechanisms of the pairs groups: those of the latency groups that make sense at 8 bytes
 /// with many pairs at once (no serde codec, no second OS pipe, no memcpy).
 pub const PAIRS: [Mech; 7] = [
@@ -194,6 +209,9 @@ impl Mech {
             Mech::EventfdShm => "eventfd-shm",
             Mech::Floor => "floor-ring",
             Mech::FloorBatch => "floor-ring-batch",
+            Mech::FloorLoan => "floor-loan",
+            #[cfg(feature = "iceoryx2")]
+            Mech::Iceoryx2Loan => "iceoryx2-loan",
             Mech::Memcpy => "memcpy",
             Mech::Broken(Fault::Drop) => "broken-drop",
             Mech::Broken(Fault::Duplicate) => "broken-duplicate",
@@ -216,6 +234,9 @@ impl Mech {
             Mech::EventfdShm => "eventfd + shared memory",
             Mech::Floor => "minimal SPSC ring (floor)",
             Mech::FloorBatch => "minimal SPSC ring, 32/batch (floor)",
+            Mech::FloorLoan => "minimal SPSC ring, in place (floor)",
+            #[cfg(feature = "iceoryx2")]
+            Mech::Iceoryx2Loan => "iceoryx2 publish-subscribe (loan)",
             Mech::Memcpy => "memcpy, one core (ceiling)",
             Mech::Broken(_) => "broken transport (test)",
         }
@@ -255,6 +276,7 @@ impl Mech {
                 "above the default pipe()'s message limit of {} bytes",
                 pipe_limit()
             )),
+            _ if IN_PLACE.contains(&self) => crate::inplace::unsupported(size),
             _ => None,
         }
     }
@@ -368,6 +390,9 @@ impl Mech {
                 )
             }
             Mech::Memcpy => return Err("memcpy is not a channel".into()),
+            Mech::FloorLoan => return Err(IN_PLACE_NOT_CHANNEL.into()),
+            #[cfg(feature = "iceoryx2")]
+            Mech::Iceoryx2Loan => return Err(IN_PLACE_NOT_CHANNEL.into()),
         })
     }
 

@@ -8,8 +8,9 @@ use std::time::{Duration, Instant};
 use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::check::Check;
+use crate::inplace;
 use crate::locks::LockMech;
-use crate::mech::Mech;
+use crate::mech::{self, Mech};
 use crate::model::{Bench, Group, LatencyMode, LockCase, Row, Status};
 use crate::python::{PyOutcome, Python};
 use crate::run::{self, Sample};
@@ -188,6 +189,7 @@ fn watched(s: &Settings, f: impl FnOnce() -> Result<Sample, String>) -> Result<S
 const NA: &str = "not applicable: ";
 const NA_CHANNEL: &str = "not applicable: not a channel";
 const NA_BATCH: &str = "not applicable: batches messages one way";
+const NA_IN_PLACE: &str = "not applicable: written in place, measured one way";
 const NA_SPSC: &str = "not applicable: one producer and one consumer only";
 const NA_LOCK: &str = "not applicable: a mutex, not a channel";
 const NA_NOT_LOCK: &str = "not applicable: a channel, not a mutex";
@@ -206,6 +208,7 @@ fn measure_rust(mech: Mech, bench: Bench, n: u64, s: &Settings) -> Result<Sample
         Bench::Latency { .. } if matches!(mech, Mech::QueuePlainBatch | Mech::FloorBatch) => {
             Err(NA_BATCH.into())
         }
+        Bench::Latency { .. } if mech::IN_PLACE.contains(&mech) => Err(NA_IN_PLACE.into()),
         Bench::Latency { mode } => {
             let (pause, placement) = match mode {
                 LatencyMode::Awake => (None, s.placement),
@@ -219,6 +222,8 @@ fn measure_rust(mech: Mech, bench: Bench, n: u64, s: &Settings) -> Result<Sample
                 run::memcpy(size as usize, n)
             } else if let Some(why) = mech.unsupported(size as usize) {
                 Err(format!("{NA}{why}"))
+            } else if let Some(r) = inplace::one_way(mech, size as usize, n, s.placement) {
+                r
             } else {
                 run::one_way(mech, size as usize, 1, n, s.placement, check)
             }
@@ -512,10 +517,22 @@ pub fn run_all(
     python: &mut Option<Python>,
     bar: &ProgressBar,
 ) -> Vec<Group> {
-    let mut runs = Vec::with_capacity(plan.len());
-    for &bench in plan {
-        bar.set_message(format!("calibrating: {}", describe(bench).0));
-        runs.push(GroupRun::calibrate(bench, who, s, python, bar));
+    let groups: Vec<(Bench, Vec<Who>)> = plan.iter().map(|&b| (b, who.to_vec())).collect();
+    run_groups(&groups, s, python, bar)
+}
+
+/// [`run_all`] with contenders of its own for each group: (the group's case, who is measured
+/// in it, of those it [applies](Who::applies) to).
+pub fn run_groups(
+    groups: &[(Bench, Vec<Who>)],
+    s: &Settings,
+    python: &mut Option<Python>,
+    bar: &ProgressBar,
+) -> Vec<Group> {
+    let mut runs = Vec::with_capacity(groups.len());
+    for (bench, who) in groups {
+        bar.set_message(format!("calibrating: {}", describe(*bench).0));
+        runs.push(GroupRun::calibrate(*bench, who, s, python, bar));
     }
     for round in 0..s.rounds {
         for g in &mut runs {

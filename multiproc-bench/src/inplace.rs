@@ -1,0 +1,433 @@
+//! Messages written and read in place: the loan rows. The producer writes every byte of each
+//! message straight into the bytes the transport lends it (no buffer of its own, no copy), and
+//! the consumer reads and checks every byte where the transport delivered it.
+//!
+//! Layout of a message of `len` bytes (a multiple of 8): word `w` (8 bytes, little-endian) is
+//! `seq + w * G` (wrapping, `G` the golden-ratio constant), so word 0 is the sequence number and
+//! every word of a message differs from the same word of every other message: a lost,
+//! duplicated, reordered, stale, misplaced or corrupted word shows. Writing the pattern is a
+//! plain vectorisable loop of stores, checking it a vectorisable loop of loads; every byte is
+//! checked whatever `--check` says.
+//!
+//! Mechanisms: `floor-loan`, the floor ring ([`crate::floor`]) with its records written and
+//! read in place (the hardware floor of "write in place, read in place" across two cores), and
+//! with the cargo feature `iceoryx2`, `iceoryx2-loan` (module `iceoryx`).
+
+use std::marker::PhantomData;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use crate::floor::Floor;
+use crate::mech::Mech;
+use crate::run::{Sample, run_delay_ns, warm};
+use crate::sys::{Placement, Shm, Team, fail_with};
+
+/// The step between consecutive words of a message's pattern.
+const G: u64 = 0x9e37_79b9_7f4a_7c15;
+
+/// Bytes a transport lends this process to write one message into: one piece, or two when the
+/// message wraps at the end of a ring.
+pub struct Loaned<'a> {
+    pieces: [(*mut u8, usize); 2],
+    _lent: PhantomData<&'a mut [u8]>,
+}
+
+impl Loaned<'_> {
+    /// Lends the `a.1` bytes at `a.0` followed by the `b.1` bytes at `b.0`.
+    ///
+    /// # Safety
+    /// Each piece must be valid for writes of its length for the lifetime of the value, its
+    /// length a multiple of 8, and no other access to it may happen in this process meanwhile;
+    /// another process may write it only if it is dishonest (that may change the bytes, never
+    /// where they are).
+    pub unsafe fn new(a: (*mut u8, usize), b: (*mut u8, usize)) -> Self {
+        Self {
+            pieces: [a, b],
+            _lent: PhantomData,
+        }
+    }
+
+    /// The message length in bytes.
+    pub fn len(&self) -> usize {
+        self.pieces[0].1 + self.pieces[1].1
+    }
+
+    /// Whether no byte is lent.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Writes message `seq`: every word of every piece.
+    pub fn fill(&self, seq: u64) {
+        let mut w = 0u64;
+        for &(p, len) in &self.pieces {
+            let words = len / 8;
+            let mut lanes = lanes(seq, w);
+            let p = p.cast::<[u64; LANES]>();
+            for i in 0..words / LANES {
+                // SAFETY: `(i + 1) * 64 <= len`, and the piece is valid for writes of `len`
+                // bytes (the contract of `new`); unaligned writes need no alignment.
+                unsafe { p.add(i).write_unaligned(lanes.map(u64::to_le)) };
+                lanes = lanes.map(|x| x.wrapping_add(STEP));
+            }
+            let p = p.cast::<u64>();
+            for (k, &v) in lanes.iter().enumerate().take(words % LANES) {
+                // SAFETY: word `words / LANES * LANES + k < words` lies in the piece (as above).
+                unsafe { p.add(words / LANES * LANES + k).write_unaligned(v.to_le()) };
+            }
+            w += words as u64;
+        }
+    }
+}
+
+/// Words written or checked at once: a 64-byte cache line, in independent lanes the compiler
+/// turns into vector operations.
+const LANES: usize = 8;
+/// How much each lane's word grows from one line to the next.
+const STEP: u64 = G.wrapping_mul(LANES as u64);
+
+/// Words `w .. w + LANES` of message `seq`.
+fn lanes(seq: u64, w: u64) -> [u64; LANES] {
+    std::array::from_fn(|k| seq.wrapping_add(w.wrapping_add(k as u64).wrapping_mul(G)))
+}
+
+/// Bytes a transport delivered one message in, lent to this process to read in place.
+pub struct Received<'a> {
+    pieces: [(*const u8, usize); 2],
+    _lent: PhantomData<&'a [u8]>,
+}
+
+impl Received<'_> {
+    /// Lends the `a.1` bytes at `a.0` followed by the `b.1` bytes at `b.0`, for reading.
+    ///
+    /// # Safety
+    /// Each piece must be valid for reads of its length for the lifetime of the value, its
+    /// length a multiple of 8; no process may write it meanwhile unless it is dishonest (that
+    /// may change the bytes read, never where they are).
+    pub unsafe fn new(a: (*const u8, usize), b: (*const u8, usize)) -> Self {
+        Self {
+            pieces: [a, b],
+            _lent: PhantomData,
+        }
+    }
+
+    /// The message length in bytes.
+    pub fn len(&self) -> usize {
+        self.pieces[0].1 + self.pieces[1].1
+    }
+
+    /// Whether the message is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn word(&self, mut w: usize) -> Option<u64> {
+        for &(p, len) in &self.pieces {
+            if w < len / 8 {
+                // SAFETY: `w * 8 + 8 <= len`, inside a piece valid for reads (see `new`).
+                return Some(u64::from_le(unsafe {
+                    p.cast::<u64>().add(w).read_unaligned()
+                }));
+            }
+            w -= len / 8;
+        }
+        None
+    }
+
+    /// Checks that this is message `seq` of `len` bytes, reading every byte in place.
+    pub fn check(&self, len: usize, seq: u64) -> Result<(), String> {
+        if self.len() != len {
+            return Err(format!(
+                "a message of {} bytes arrived where {len} were sent",
+                self.len()
+            ));
+        }
+        let head = self.word(0).unwrap_or(0);
+        if head != seq {
+            return Err(format!(
+                "message {head} arrived where {seq} was expected (lost, duplicated or reordered)"
+            ));
+        }
+        let mut bad = [0u64; LANES];
+        let mut w = 0u64;
+        for &(p, len) in &self.pieces {
+            let words = len / 8;
+            let mut want = lanes(seq, w);
+            let p = p.cast::<u64>();
+            for i in 0..words / LANES {
+                for (k, (bad, want)) in bad.iter_mut().zip(&mut want).enumerate() {
+                    // SAFETY: word `i * LANES + k < words` lies in a piece valid for reads
+                    // (see `new`); unaligned reads need no alignment.
+                    let got = u64::from_le(unsafe { p.add(i * LANES + k).read_unaligned() });
+                    *bad |= got ^ *want;
+                    *want = want.wrapping_add(STEP);
+                }
+            }
+            for (k, &v) in want.iter().enumerate().take(words % LANES) {
+                // SAFETY: word `words / LANES * LANES + k < words` lies in the piece (as above).
+                bad[0] |=
+                    u64::from_le(unsafe { p.add(words / LANES * LANES + k).read_unaligned() }) ^ v;
+            }
+            w += words as u64;
+        }
+        let bad = bad.iter().fold(0, |a, b| a | b);
+        if bad != 0 {
+            let at = (0..len / 8)
+                .find(|&w| self.word(w) != Some(seq.wrapping_add((w as u64).wrapping_mul(G))))
+                .unwrap_or(0);
+            return Err(format!(
+                "message {seq}: bytes {}.. are stale, misplaced or corrupt",
+                at * 8
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Sends messages written in place.
+pub trait LoanTx {
+    /// Registers this end in the calling process (the producer's child, after `fork`).
+    fn attach(&mut self) -> Result<(), String> {
+        Ok(())
+    }
+    /// Borrows room for a message of `len` bytes, lets `fill` write it, and sends it.
+    fn send_with(&mut self, len: usize, fill: &mut dyn FnMut(Loaned<'_>)) -> Result<(), String>;
+    /// Called in the producer's child after its last message, before it exits (without
+    /// running destructors): tears down what [`LoanTx::attach`] set up, leaving every message
+    /// sent for the consumer.
+    fn finish(&mut self) -> Result<(), String> {
+        Ok(())
+    }
+    /// Makes the other side fail instead of waiting for this one.
+    fn abort(&self) {}
+}
+
+/// Receives messages read in place.
+pub trait LoanRx {
+    /// Waits for the next message, lends it to `read`, and releases it.
+    fn recv_with(
+        &mut self,
+        read: &mut dyn FnMut(Received<'_>) -> Result<(), String>,
+    ) -> Result<(), String>;
+    /// Makes the other side fail instead of waiting for this one.
+    fn abort(&self) {}
+}
+
+impl LoanTx for Floor {
+    fn send_with(&mut self, len: usize, fill: &mut dyn FnMut(Loaned<'_>)) -> Result<(), String> {
+        self.send_in_place(len, fill)
+    }
+    fn abort(&self) {
+        self.close();
+    }
+}
+
+impl LoanRx for Floor {
+    fn recv_with(
+        &mut self,
+        read: &mut dyn FnMut(Received<'_>) -> Result<(), String>,
+    ) -> Result<(), String> {
+        self.recv_in_place(read)
+    }
+    fn abort(&self) {
+        self.close();
+    }
+}
+
+/// Why `mech` cannot carry in-place messages of `size` bytes, if it cannot.
+pub fn unsupported(size: usize) -> Option<String> {
+    (size % 8 != 0 || size == 0)
+        .then(|| format!("in-place messages are whole 8-byte words, not {size} bytes"))
+}
+
+/// The two ends of an in-place channel for messages of `size` bytes, if `mech` is written and
+/// read in place: (the producer's, the consumer's). The consumer's end is made here, in the
+/// parent; the producer's may finish its set-up in the child ([`LoanTx::attach`]).
+#[allow(clippy::type_complexity)]
+pub fn channel(
+    mech: Mech,
+    size: usize,
+) -> Option<Result<(Box<dyn LoanTx>, Box<dyn LoanRx>), String>> {
+    match mech {
+        Mech::FloorLoan => {
+            let (tx, rx) = Floor::pair(crate::mech::ring_bytes(size), size);
+            Some(Ok((Box::new(tx), Box::new(rx))))
+        }
+        #[cfg(feature = "iceoryx2")]
+        Mech::Iceoryx2Loan => Some(crate::iceoryx::pair(size).map(
+            |(tx, rx)| -> (Box<dyn LoanTx>, Box<dyn LoanRx>) { (Box::new(tx), Box::new(rx)) },
+        )),
+        _ => None,
+    }
+}
+
+/// One producer child sends `total` messages of `size` bytes (after the warm-up) written in
+/// place; this process receives and checks every byte of each in place. `None` if `mech` is
+/// not an in-place mechanism.
+pub fn one_way(
+    mech: Mech,
+    size: usize,
+    total: u64,
+    placement: Placement,
+) -> Option<Result<Sample, String>> {
+    let ends = channel(mech, size)?;
+    Some(ends.and_then(|(tx, rx)| measure(tx, rx, size, total, placement)))
+}
+
+fn measure(
+    tx: Box<dyn LoanTx>,
+    rx: Box<dyn LoanRx>,
+    size: usize,
+    total: u64,
+    placement: Placement,
+) -> Result<Sample, String> {
+    if let Some(why) = unsupported(size) {
+        return Err(why);
+    }
+    let started = Instant::now();
+    // Four laps of the ring before the clock starts: a transport whose pool holds more
+    // messages than the ring (iceoryx2's holds the subscriber's buffer, the loans and more)
+    // also runs its timed messages on memory already touched.
+    let warm = 4 * warm(size);
+    let done = Shm::new(AtomicU32::new(0));
+    let tx = std::cell::RefCell::new(Some(tx));
+    let rx = std::cell::RefCell::new(Some(rx));
+    let team = Team::spawn(1, placement, |_, start| {
+        // The consumer's end belongs to the parent: let go of this copy (an end inherited
+        // across `fork` knows not to tear down what the parent still uses).
+        drop(rx.borrow_mut().take());
+        let mut tx = tx.borrow_mut();
+        let Some(tx) = tx.as_mut() else {
+            return Err("no producer end".into());
+        };
+        tx.attach()?;
+        start.ready_and_wait()?;
+        let delay0 = run_delay_ns();
+        let r = (|| -> Result<(), String> {
+            for seq in 0..warm + total {
+                tx.send_with(size, &mut |lent| lent.fill(seq))?;
+            }
+            Ok(())
+        })();
+        start.report_waited(run_delay_ns().saturating_sub(delay0));
+        if r.is_err() {
+            tx.abort();
+        }
+        r?;
+        // Some transports drop what is still queued when the producer leaves: stay until the
+        // consumer has taken every message.
+        let since = Instant::now();
+        while done.load(Ordering::Acquire) == 0 {
+            if crate::sys::timed_out() || since.elapsed() > Duration::from_secs(60) {
+                return Err("the consumer never finished".into());
+            }
+            std::thread::sleep(Duration::from_micros(200));
+        }
+        tx.finish()
+    });
+    let mut team = team?;
+    let ready = team.wait_ready();
+    drop(tx.borrow_mut().take());
+    if let Err(e) = ready {
+        return Err(fail_with(team, e));
+    }
+    let Some(mut rx) = rx.borrow_mut().take() else {
+        return Err(fail_with(team, "no consumer end".into()));
+    };
+    let parent = |rx: &mut dyn LoanRx| -> Result<(Duration, u64), String> {
+        team.go();
+        let mut take = |seq: u64| rx.recv_with(&mut |msg| msg.check(size, seq));
+        for seq in 0..warm {
+            take(seq)?;
+        }
+        let delay0 = run_delay_ns();
+        let t = Instant::now();
+        for seq in warm..warm + total {
+            take(seq)?;
+        }
+        let elapsed = t.elapsed();
+        let waited = run_delay_ns().saturating_sub(delay0);
+        done.store(1, Ordering::Release);
+        Ok((elapsed, waited))
+    };
+    let (elapsed, waited) = match parent(&mut *rx) {
+        Ok(e) => e,
+        Err(e) => {
+            rx.abort();
+            return Err(fail_with(team, e));
+        }
+    };
+    let child_waited = team.join()?;
+    Ok(Sample {
+        ns_per_unit: elapsed.as_nanos() as f64 / total as f64,
+        wall_per_unit: started.elapsed().as_nanos() as f64 / total as f64,
+        verified: warm + total,
+        waited_ns: waited.max(child_waited) as f64,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn message(len: usize, seq: u64, cut: usize) -> Vec<u64> {
+        let mut words = vec![0u64; len / 8];
+        let p = words.as_mut_ptr().cast::<u8>();
+        // SAFETY: both pieces lie in `words` (cut <= len), which nothing else touches.
+        let lent = unsafe { Loaned::new((p, cut), (p.add(cut), len - cut)) };
+        lent.fill(seq);
+        words
+    }
+
+    fn check(words: &[u64], len: usize, seq: u64, cut: usize) -> Result<(), String> {
+        let p = words.as_ptr().cast::<u8>();
+        // SAFETY: both pieces lie in `words` (cut <= len), read only.
+        let got = unsafe { Received::new((p, cut), (p.add(cut), len - cut)) };
+        got.check(len, seq)
+    }
+
+    #[test]
+    fn in_place_messages_pass_whole_or_wrapped() {
+        for (len, cut) in [(8, 8), (64, 64), (64, 16), (1 << 20, 4096), (1 << 20, 0)] {
+            let w = message(len, 7, cut);
+            check(&w, len, 7, cut).unwrap();
+            // A message split elsewhere has the same bytes.
+            check(&w, len, 7, len / 2 / 8 * 8).unwrap();
+            assert_eq!(w[0], 7);
+        }
+    }
+
+    #[test]
+    fn in_place_checks_catch_every_fault() {
+        let len = 4096;
+        let w = message(len, 3, 1024);
+        assert!(
+            check(&w, len, 4, 1024)
+                .unwrap_err()
+                .contains("arrived where")
+        );
+        let p = w.as_ptr().cast::<u8>();
+        // SAFETY: both pieces lie in `w`, read only.
+        let short = unsafe { Received::new((p, 1024), (p.add(1024), len - 8 - 1024)) };
+        assert!(short.check(len, 3).unwrap_err().contains("4088 bytes"));
+        let mut bad = w.clone();
+        bad[300] ^= 1 << 40;
+        assert!(
+            check(&bad, len, 3, 1024)
+                .unwrap_err()
+                .contains("bytes 2400..")
+        );
+        // Half of the previous message left in place.
+        let mut stale = w.clone();
+        stale[256..].copy_from_slice(&message(len, 2, 1024)[256..]);
+        assert!(
+            check(&stale, len, 3, 1024)
+                .unwrap_err()
+                .contains("bytes 2048..")
+        );
+        // Two words swapped.
+        let mut swapped = w;
+        swapped.swap(10, 11);
+        assert!(check(&swapped, len, 3, 0).is_err());
+    }
+}
