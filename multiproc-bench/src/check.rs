@@ -218,62 +218,6 @@ impl Verifier {
         Ok((id, seq))
     }
 
-    /// Starts checking a message of `len` bytes (at least 16) that the caller reads in place,
-    /// a word at a time, instead of handing over a slice: `first` holds its first two words
-    /// (little-endian). The caller then passes [`WordCheck::word`] every body word whose offset
-    /// is a multiple of [`WordCheck::stride`], in any order, and [`WordCheck::tail`] the last
-    /// partial word (with `Check::Full`); [`Verifier::end`] judges. The same checks as
-    /// [`Verifier::take`].
-    pub fn begin(&self, len: usize, first: [u64; 2]) -> Result<WordCheck, String> {
-        if len != self.len || len < 16 {
-            return Err(format!(
-                "a message of {len} bytes arrived where {} were sent",
-                self.len
-            ));
-        }
-        let head = first[0];
-        let id = (head >> SEQ_BITS) as usize;
-        if id >= self.next.len() {
-            return Err(format!(
-                "message from unknown producer {id} (garbled header)"
-            ));
-        }
-        Ok(WordCheck {
-            head,
-            word: first[1],
-            body_len: len - 16,
-            check: self.check,
-            sum: 0,
-            bad: None,
-        })
-    }
-
-    /// Judges a message checked word by word (see [`Verifier::begin`]), as [`Verifier::take`].
-    pub fn end(&mut self, c: WordCheck) -> Result<(), String> {
-        let id = (c.head >> SEQ_BITS) as usize;
-        let seq = c.head & SEQ_MASK;
-        if let Some(o) = c.bad {
-            return Err(format!(
-                "producer {id}, message {seq}: bytes {o}.. of the body are stale, misplaced or corrupt"
-            ));
-        }
-        if c.word != mix(c.head) ^ c.sum {
-            return Err(format!(
-                "producer {id}, message {seq}: checksum mismatch (payload corrupted)"
-            ));
-        }
-        let next = &mut self.next[id];
-        if seq != *next {
-            return Err(format!(
-                "producer {id}: message {seq} arrived where {next} was expected (lost, duplicated or reordered)",
-                next = *next
-            ));
-        }
-        *next += 1;
-        self.verified += 1;
-        Ok(())
-    }
-
     /// Whether every producer sent exactly `counts(id)` messages.
     pub fn finish(&self, count: impl Fn(usize) -> u64) -> Result<(), String> {
         for (id, &got) in self.next.iter().enumerate() {
@@ -285,79 +229,6 @@ impl Verifier {
             }
         }
         Ok(())
-    }
-}
-
-/// A message being checked in place, word by word (see [`Verifier::begin`]).
-pub struct WordCheck {
-    head: u64,
-    /// The message's check word.
-    word: u64,
-    body_len: usize,
-    check: Check,
-    /// The wrapping sum of the body's words (`Full`) or of its stamps (`Pages`).
-    sum: u64,
-    /// The first body offset found wrong.
-    bad: Option<usize>,
-}
-
-impl WordCheck {
-    /// The body offsets the caller must pass: every multiple of this (8 with `Check::Full`:
-    /// every word; a page with `Check::Pages`: only the stamps).
-    pub fn stride(&self) -> usize {
-        match self.check {
-            Check::Full => 8,
-            Check::Pages => PAGE,
-        }
-    }
-
-    /// Body bytes.
-    pub fn body_len(&self) -> usize {
-        self.body_len
-    }
-
-    /// The body word at offset `o` (a multiple of [`stride`](Self::stride), with `o + 8` at
-    /// most the body's length), read as little-endian.
-    #[inline]
-    pub fn word(&mut self, o: usize, w: u64) {
-        let stride = self.check.stride();
-        if o % stride == 0 {
-            let want = stamp(self.head, o / stride);
-            if w != want && self.bad.is_none() {
-                self.bad = Some(o);
-            }
-            if self.check == Check::Pages {
-                self.sum = self.sum.wrapping_add(want);
-            }
-        }
-        if self.check == Check::Full {
-            self.sum = self.sum.wrapping_add(w);
-        }
-    }
-
-    /// A run of whole body words from offset `o` (a multiple of 8; `bytes.len()` too, with
-    /// `o + bytes.len()` at most the body's length), as [`word`](Self::word) for each, with
-    /// `Check::Full`. Sums the run as [`word_sum`] does, which the compiler vectorises.
-    pub fn words(&mut self, o: usize, bytes: &[u8]) {
-        debug_assert!(o % 8 == 0 && bytes.len() % 8 == 0);
-        let first = o.next_multiple_of(LINE);
-        for at in (first - o..bytes.len()).step_by(LINE) {
-            let w = u64::from_le_bytes(bytes[at..at + 8].try_into().expect("8 bytes"));
-            let want = stamp(self.head, (o + at) / LINE);
-            if w != want && self.bad.is_none() {
-                self.bad = Some(o + at);
-            }
-        }
-        self.sum = self.sum.wrapping_add(word_sum(bytes));
-    }
-
-    /// The last `body_len % 8` body bytes (they count with `Check::Full` only).
-    pub fn tail(&mut self, bytes: &[u8]) {
-        let mut b = [0u8; 8];
-        b[..bytes.len()].copy_from_slice(bytes);
-        if self.check == Check::Full {
-            self.sum = self.sum.wrapping_add(u64::from_le_bytes(b));
-        }
     }
 }
 
@@ -414,52 +285,6 @@ mod tests {
         v.take(&message(8, 0)).unwrap();
         assert!(v.take(&message(8, 0)).is_err());
         assert!(v.finish(|_| 2).is_err());
-    }
-
-    /// Feeds `msg` to a word check as an in-place reader would.
-    fn by_words(v: &mut Verifier, msg: &[u8]) -> Result<(), String> {
-        let w = |o: usize| u64::from_le_bytes(msg[o..o + 8].try_into().unwrap());
-        let mut c = v.begin(msg.len(), [w(0), w(8)])?;
-        let body = c.body_len();
-        if c.stride() == 8 && msg.len() % 3 == 0 {
-            c.words(0, &msg[16..16 + body / 2 / 8 * 8]);
-            c.words(
-                body / 2 / 8 * 8,
-                &msg[16 + body / 2 / 8 * 8..16 + body / 8 * 8],
-            );
-        } else {
-            for o in (0..body / 8 * 8).step_by(c.stride()) {
-                c.word(o, w(16 + o));
-            }
-        }
-        c.tail(&msg[16 + body / 8 * 8..]);
-        v.end(c)
-    }
-
-    #[test]
-    fn word_checks_judge_as_take_does() {
-        for check in [Check::Full, Check::Pages] {
-            for len in [16, 64, 4099, 4101, 70_000, 70_002] {
-                let make = |seq| {
-                    let mut buf = vec![0u8; len];
-                    let m = Maker::new(&mut buf, check);
-                    m.stamp(&mut buf, 0, seq);
-                    buf
-                };
-                let mut v = Verifier::new(len, 1, check);
-                by_words(&mut v, &make(0)).unwrap();
-                assert!(by_words(&mut v, &make(0)).is_err(), "duplicate");
-                by_words(&mut v, &make(1)).unwrap();
-                if len > 64 {
-                    let mut bad = make(2);
-                    bad[16 + 4096.min(len - 24)] ^= 1;
-                    let mut w = Verifier::new(len, 1, check);
-                    w.next[0] = 2;
-                    let take = w.inspect(&bad).is_err();
-                    assert_eq!(by_words(&mut w, &bad).is_err(), take, "{check:?} {len}");
-                }
-            }
-        }
     }
 
     #[test]

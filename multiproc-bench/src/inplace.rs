@@ -59,17 +59,22 @@ impl Loaned<'_> {
 
     /// Writes message `seq`: every word of every piece.
     pub fn fill(&self, seq: u64) {
-        let mut w = 0u64;
+        self.fill_from(seq, 0);
+    }
+
+    /// Writes words `first..` of message `seq` (the lent bytes are that part of the message).
+    pub fn fill_from(&self, seq: u64, first: u64) {
+        let mut w = first;
         for &(p, len) in &self.pieces {
             let words = len / 8;
-            let mut lanes = lanes(seq, w);
-            let p = p.cast::<[u64; LANES]>();
+            let mut line = Line::at(seq, w);
             for i in 0..words / LANES {
                 // SAFETY: `(i + 1) * 64 <= len`, and the piece is valid for writes of `len`
-                // bytes (the contract of `new`); unaligned writes need no alignment.
-                unsafe { p.add(i).write_unaligned(lanes.map(u64::to_le)) };
-                lanes = lanes.map(|x| x.wrapping_add(STEP));
+                // bytes (the contract of `new`).
+                unsafe { line.store(p.add(i * 64)) };
+                line.advance();
             }
+            let lanes = lanes(seq, w + (words / LANES * LANES) as u64);
             let p = p.cast::<u64>();
             for (k, &v) in lanes.iter().enumerate().take(words % LANES) {
                 // SAFETY: word `words / LANES * LANES + k < words` lies in the piece (as above).
@@ -85,6 +90,146 @@ impl Loaned<'_> {
 const LANES: usize = 8;
 /// How much each lane's word grows from one line to the next.
 const STEP: u64 = G.wrapping_mul(LANES as u64);
+
+/// The pattern's next 64-byte line to write or check, kept in vector registers. Every in-place
+/// row writes and checks through it, one line at a time, so they all run the same code (left
+/// to itself, the optimiser vectorises each row's loop its own way, and the rows' speeds then
+/// differ by as much as 2x for the same memory traffic).
+#[derive(Clone, Copy)]
+struct Line(
+    #[cfg(target_arch = "x86_64")] [std::arch::x86_64::__m128i; 4],
+    #[cfg(not(target_arch = "x86_64"))] [u64; LANES],
+);
+
+/// Differences seen by [`Line::check`] (all zero: none).
+#[derive(Clone, Copy)]
+struct Diff(
+    #[cfg(target_arch = "x86_64")] std::arch::x86_64::__m128i,
+    #[cfg(not(target_arch = "x86_64"))] u64,
+);
+
+#[cfg(target_arch = "x86_64")]
+impl Line {
+    /// Words `w .. w + LANES` of message `seq`.
+    fn at(seq: u64, w: u64) -> Self {
+        let l = lanes(seq, w);
+        // SAFETY: `[u64; 8]` and `[__m128i; 4]` have the same size, and every bit pattern is
+        // valid for both (x86_64 is little-endian: the words are as stored).
+        Self(unsafe { std::mem::transmute::<[u64; LANES], [std::arch::x86_64::__m128i; 4]>(l) })
+    }
+
+    /// Moves on to the next line.
+    #[inline(always)]
+    fn advance(&mut self) {
+        use std::arch::x86_64::*;
+        // SAFETY: SSE2 is part of every x86_64 CPU (the target's baseline).
+        let step = unsafe { _mm_set1_epi64x(STEP as i64) };
+        for v in &mut self.0 {
+            // SAFETY: as above.
+            *v = unsafe { _mm_add_epi64(*v, step) };
+        }
+    }
+
+    /// The line's words, as stored.
+    #[inline(always)]
+    fn words(&self) -> [u64; LANES] {
+        // SAFETY: as in `at`.
+        unsafe { std::mem::transmute::<[std::arch::x86_64::__m128i; 4], [u64; LANES]>(self.0) }
+    }
+
+    /// Stores the line at `p`.
+    ///
+    /// # Safety
+    /// `p` is valid for writes of 64 bytes.
+    #[inline(always)]
+    unsafe fn store(&self, p: *mut u8) {
+        use std::arch::x86_64::*;
+        for (k, v) in self.0.iter().enumerate() {
+            // SAFETY: bytes `16 k .. 16 k + 16 <= 64` of the caller's range; unaligned store.
+            unsafe { _mm_storeu_si128(p.add(16 * k).cast(), *v) };
+        }
+    }
+
+    /// Adds how the 64 bytes at `p` differ from the line to `diff`.
+    ///
+    /// # Safety
+    /// `p` is valid for reads of 64 bytes.
+    #[inline(always)]
+    unsafe fn check(&self, p: *const u8, diff: &mut Diff) {
+        use std::arch::x86_64::*;
+        for (k, v) in self.0.iter().enumerate() {
+            // SAFETY: bytes `16 k .. 16 k + 16 <= 64` of the caller's range; unaligned load.
+            let got = unsafe { _mm_loadu_si128(p.add(16 * k).cast()) };
+            // SAFETY: SSE2 is part of every x86_64 CPU (the target's baseline).
+            let x = unsafe { _mm_xor_si128(got, *v) };
+            // SAFETY: as above.
+            diff.0 = unsafe { _mm_or_si128(diff.0, x) };
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+impl Diff {
+    fn none() -> Self {
+        // SAFETY: SSE2 is part of every x86_64 CPU (the target's baseline).
+        Self(unsafe { std::arch::x86_64::_mm_setzero_si128() })
+    }
+
+    /// The differences folded into one word (0: none).
+    fn folded(self) -> u64 {
+        // SAFETY: as in `Line::at`, for one vector and two words.
+        let [a, b] = unsafe { std::mem::transmute::<std::arch::x86_64::__m128i, [u64; 2]>(self.0) };
+        a | b
+    }
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+impl Line {
+    fn at(seq: u64, w: u64) -> Self {
+        Self(lanes(seq, w).map(u64::to_le))
+    }
+
+    #[inline(always)]
+    fn advance(&mut self) {
+        self.0 = self
+            .0
+            .map(|x| u64::to_le(u64::from_le(x).wrapping_add(STEP)));
+    }
+
+    #[inline(always)]
+    fn words(&self) -> [u64; LANES] {
+        self.0
+    }
+
+    /// # Safety
+    /// `p` is valid for writes of 64 bytes.
+    #[inline(always)]
+    unsafe fn store(&self, p: *mut u8) {
+        // SAFETY: the caller's 64 bytes; unaligned write.
+        unsafe { p.cast::<[u64; LANES]>().write_unaligned(self.0) };
+    }
+
+    /// # Safety
+    /// `p` is valid for reads of 64 bytes.
+    #[inline(always)]
+    unsafe fn check(&self, p: *const u8, diff: &mut Diff) {
+        for k in 0..LANES {
+            // SAFETY: word `k` of the caller's 64 bytes; unaligned read.
+            diff.0 |= unsafe { p.cast::<u64>().add(k).read_unaligned() } ^ self.0[k];
+        }
+    }
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+impl Diff {
+    fn none() -> Self {
+        Self(0)
+    }
+
+    fn folded(self) -> u64 {
+        self.0
+    }
+}
 
 /// Words `w .. w + LANES` of message `seq`.
 fn lanes(seq: u64, w: u64) -> [u64; LANES] {
@@ -148,29 +293,7 @@ impl Received<'_> {
                 "message {head} arrived where {seq} was expected (lost, duplicated or reordered)"
             ));
         }
-        let mut bad = [0u64; LANES];
-        let mut w = 0u64;
-        for &(p, len) in &self.pieces {
-            let words = len / 8;
-            let mut want = lanes(seq, w);
-            let p = p.cast::<u64>();
-            for i in 0..words / LANES {
-                for (k, (bad, want)) in bad.iter_mut().zip(&mut want).enumerate() {
-                    // SAFETY: word `i * LANES + k < words` lies in a piece valid for reads
-                    // (see `new`); unaligned reads need no alignment.
-                    let got = u64::from_le(unsafe { p.add(i * LANES + k).read_unaligned() });
-                    *bad |= got ^ *want;
-                    *want = want.wrapping_add(STEP);
-                }
-            }
-            for (k, &v) in want.iter().enumerate().take(words % LANES) {
-                // SAFETY: word `words / LANES * LANES + k < words` lies in the piece (as above).
-                bad[0] |=
-                    u64::from_le(unsafe { p.add(words / LANES * LANES + k).read_unaligned() }) ^ v;
-            }
-            w += words as u64;
-        }
-        let bad = bad.iter().fold(0, |a, b| a | b);
+        let bad = self.mismatch_from(seq, 0);
         if bad != 0 {
             let at = (0..len / 8)
                 .find(|&w| self.word(w) != Some(seq.wrapping_add((w as u64).wrapping_mul(G))))
@@ -182,6 +305,31 @@ impl Received<'_> {
         }
         Ok(())
     }
+    /// Reads every word in place against words `first..` of message `seq` (the lent bytes
+    /// are that part of the message): the OR of the differences, 0 if every word is right.
+    pub fn mismatch_from(&self, seq: u64, first: u64) -> u64 {
+        let mut diff = Diff::none();
+        let mut bad = 0;
+        let mut w = first;
+        for &(p, len) in &self.pieces {
+            let words = len / 8;
+            let mut line = Line::at(seq, w);
+            for i in 0..words / LANES {
+                // SAFETY: `(i + 1) * 64 <= len`, in a piece valid for reads (see `new`).
+                unsafe { line.check(p.add(i * 64), &mut diff) };
+                line.advance();
+            }
+            let rest = lanes(seq, w + (words / LANES * LANES) as u64);
+            let p = p.cast::<u64>();
+            for (k, &v) in rest.iter().enumerate().take(words % LANES) {
+                // SAFETY: word `words / LANES * LANES + k < words` lies in the piece (as above).
+                bad |=
+                    u64::from_le(unsafe { p.add(words / LANES * LANES + k).read_unaligned() }) ^ v;
+            }
+            w += words as u64;
+        }
+        bad | diff.folded()
+    }
 }
 
 /// Sends messages written in place.
@@ -192,6 +340,11 @@ pub trait LoanTx {
     }
     /// Borrows room for a message of `len` bytes, lets `fill` write it, and sends it.
     fn send_with(&mut self, len: usize, fill: &mut dyn FnMut(Loaned<'_>)) -> Result<(), String>;
+    /// Sends message `seq` of `len` bytes, written in place ([`Loaned::fill`] unless the end
+    /// writes it its own way).
+    fn send_seq(&mut self, len: usize, seq: u64) -> Result<(), String> {
+        self.send_with(len, &mut |lent| lent.fill(seq))
+    }
     /// Called in the producer's child after its last message, before it exits (without
     /// running destructors): tears down what [`LoanTx::attach`] set up, leaving every message
     /// sent for the consumer.
@@ -209,6 +362,12 @@ pub trait LoanRx {
         &mut self,
         read: &mut dyn FnMut(Received<'_>) -> Result<(), String>,
     ) -> Result<(), String>;
+    /// Waits for the next message, checks that it is message `seq` of `len` bytes, reading
+    /// every byte in place ([`Received::check`] unless the end reads it its own way), and
+    /// releases it.
+    fn recv_checked(&mut self, len: usize, seq: u64) -> Result<(), String> {
+        self.recv_with(&mut |msg| msg.check(len, seq))
+    }
     /// Makes the other side fail instead of waiting for this one.
     fn abort(&self) {}
 }
@@ -234,6 +393,109 @@ impl LoanRx for Floor {
     }
 }
 
+/// A multiproc queue's producer end, writing each message in place through a loan: through
+/// the safe API (`fill_blocks`, a cache line at a time) or, with `raw`, through the loan's
+/// raw pointer.
+pub struct QueueLoanTx {
+    tx: multiproc::Sender<u8, multiproc::Plain>,
+    raw: bool,
+}
+
+/// A multiproc queue's consumer end, checking each message in place through a loan (the
+/// safe API's `for_each_block`, a cache line at a time, or with `raw` the loan's raw
+/// pointer).
+pub struct QueueLoanRx {
+    rx: multiproc::Receiver<u8, multiproc::Plain>,
+    raw: bool,
+}
+
+impl LoanTx for QueueLoanTx {
+    fn send_with(&mut self, len: usize, fill: &mut dyn FnMut(Loaned<'_>)) -> Result<(), String> {
+        let mut loan = self
+            .tx
+            .loan_bytes(len)
+            .map_err(|e| format!("Sender::loan_bytes: {e}"))?;
+        // SAFETY: the loan lends `len` bytes at this pointer until it is published, and the
+        // queue is this benchmark's own: no other process writes them meanwhile.
+        let p = unsafe { loan.as_mut_ptr() };
+        // SAFETY: as above; `len` is a multiple of 8 (see `unsupported`).
+        fill(unsafe { Loaned::new((p, len), (std::ptr::null_mut(), 0)) });
+        loan.publish();
+        Ok(())
+    }
+
+    fn send_seq(&mut self, len: usize, seq: u64) -> Result<(), String> {
+        if self.raw {
+            return self.send_with(len, &mut |lent| lent.fill(seq));
+        }
+        let mut loan = self
+            .tx
+            .loan_bytes(len)
+            .map_err(|e| format!("Sender::loan_bytes: {e}"))?;
+        // Blocks come in order: each is the one before plus a step per lane.
+        let mut line = Line::at(seq, 0);
+        loan.fill_blocks(|_| {
+            let words = line.words();
+            line.advance();
+            words
+        });
+        loan.publish();
+        Ok(())
+    }
+}
+
+impl LoanRx for QueueLoanRx {
+    fn recv_with(
+        &mut self,
+        read: &mut dyn FnMut(Received<'_>) -> Result<(), String>,
+    ) -> Result<(), String> {
+        let loan = self
+            .rx
+            .get_loan()
+            .map_err(|e| format!("Receiver::get_loan: {e}"))?;
+        let len = loan.len();
+        // SAFETY: the loan lends its `len` bytes at this pointer until it is released, and the
+        // queue is this benchmark's own: no other process writes them meanwhile.
+        let p = unsafe { loan.as_ptr() };
+        // SAFETY: as above; only whole words are read (`check` compares the length first).
+        read(unsafe { Received::new((p, len / 8 * 8), (std::ptr::null(), 0)) })?;
+        loan.release();
+        Ok(())
+    }
+
+    fn recv_checked(&mut self, len: usize, seq: u64) -> Result<(), String> {
+        if self.raw {
+            return self.recv_with(&mut |msg| msg.check(len, seq));
+        }
+        let loan = self
+            .rx
+            .get_loan()
+            .map_err(|e| format!("Receiver::get_loan: {e}"))?;
+        if loan.len() != len {
+            return Err(format!(
+                "a message of {} bytes arrived where {len} were sent",
+                loan.len()
+            ));
+        }
+        // Blocks come in order: each is the one before plus a step per lane.
+        let mut line = Line::at(seq, 0);
+        let mut diff = Diff::none();
+        loan.for_each_block(|_, block| {
+            // SAFETY: `block` is 64 bytes of this process's own memory.
+            unsafe { line.check(block.as_ptr().cast(), &mut diff) };
+            line.advance();
+        });
+        let bad = diff.folded();
+        if bad != 0 {
+            return Err(format!(
+                "message {seq}: lost, duplicated, reordered, or bytes stale, misplaced or corrupt"
+            ));
+        }
+        loan.release();
+        Ok(())
+    }
+}
+
 /// Why `mech` cannot carry in-place messages of `size` bytes, if it cannot.
 pub fn unsupported(size: usize) -> Option<String> {
     (size % 8 != 0 || size == 0)
@@ -249,6 +511,9 @@ pub fn channel(
     size: usize,
 ) -> Option<Result<(Box<dyn LoanTx>, Box<dyn LoanRx>), String>> {
     match mech {
+        Mech::QueueLoan | Mech::QueueLoanUnsafe => {
+            Some(queue_loans(size, mech == Mech::QueueLoanUnsafe))
+        }
         Mech::FloorLoan => {
             let (tx, rx) = Floor::pair(crate::mech::ring_bytes(size), size);
             Some(Ok((Box::new(tx), Box::new(rx))))
@@ -259,6 +524,21 @@ pub fn channel(
         )),
         _ => None,
     }
+}
+
+/// A multiproc queue of the ring size the other rows get, split into loaning ends.
+#[allow(clippy::type_complexity)]
+fn queue_loans(size: usize, raw: bool) -> Result<(Box<dyn LoanTx>, Box<dyn LoanRx>), String> {
+    let (tx, rx) = multiproc::Queue::<u8>::builder()
+        .codec::<multiproc::Plain>()
+        .max_bytes(crate::mech::ring_bytes(size))
+        .create()
+        .and_then(multiproc::Queue::split)
+        .map_err(|e| e.to_string())?;
+    Ok((
+        Box::new(QueueLoanTx { tx, raw }),
+        Box::new(QueueLoanRx { rx, raw }),
+    ))
 }
 
 /// One producer child sends `total` messages of `size` bytes (after the warm-up) written in
@@ -305,7 +585,7 @@ fn measure(
         let delay0 = run_delay_ns();
         let r = (|| -> Result<(), String> {
             for seq in 0..warm + total {
-                tx.send_with(size, &mut |lent| lent.fill(seq))?;
+                tx.send_seq(size, seq)?;
             }
             Ok(())
         })();
@@ -336,7 +616,7 @@ fn measure(
     };
     let parent = |rx: &mut dyn LoanRx| -> Result<(Duration, u64), String> {
         team.go();
-        let mut take = |seq: u64| rx.recv_with(&mut |msg| msg.check(size, seq));
+        let mut take = |seq: u64| rx.recv_checked(size, seq);
         for seq in 0..warm {
             take(seq)?;
         }

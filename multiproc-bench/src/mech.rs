@@ -9,12 +9,10 @@ use std::fs::File;
 use std::io::{Read, Write};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::rc::Rc;
-use std::sync::atomic::Ordering;
 
 use multiproc::{Connection, Plain, Queue, Receiver, Sender, TryGetError};
 use zerocopy::IntoBytes;
 
-use crate::check::Verifier;
 use crate::evshm::EventShm;
 use crate::floor::{Floor, FloorBatch};
 
@@ -46,11 +44,6 @@ pub trait Tx {
 pub trait Rx {
     /// Receives the next message, waiting for it.
     fn recv(&mut self) -> Result<&[u8], String>;
-    /// Receives the next message and checks it with `verifier`: `verifier.take(self.recv()?)`,
-    /// unless the end reads messages in place (a loan) and checks them there.
-    fn recv_and_take(&mut self, verifier: &mut Verifier) -> Result<(), String> {
-        verifier.take(self.recv()?)
-    }
     /// Registers this end in the calling process (a ring end inherited across `fork`).
     fn attach(&mut self) -> Result<(), String> {
         Ok(())
@@ -114,9 +107,13 @@ pub enum Mech {
     QueuePlainBatch,
     /// `multiproc::Queue` with `put_bytes` / `get_bytes_into`.
     QueueBytes,
-    /// `multiproc::Queue` with loans: the producer writes each message in place
-    /// (`loan_bytes`), the consumer reads and checks it in place (`get_loan`).
+    /// `multiproc::Queue` with loans through their safe API: the producer writes each message
+    /// in place (`loan_bytes`, `fill_blocks`), the consumer reads and checks it in place
+    /// (`get_loan`, `for_each_block`).
     QueueLoan,
+    /// As `QueueLoan`, through the loans' raw pointers (`as_mut_ptr`, `as_ptr`): what the
+    /// ring itself costs, for callers who trust every process mapping the queue.
+    QueueLoanUnsafe,
     /// `multiproc::pipe()` with `send_bytes` / `recv_bytes_into`.
     Pipe,
     /// An OS pipe with the default buffer.
@@ -155,12 +152,11 @@ pub enum Fault {
 }
 
 /// The mechanisms of a normal run, in table order.
-pub const ALL: [Mech; 13] = [
+pub const ALL: [Mech; 12] = [
     Mech::QueueSerde,
     Mech::QueuePlain,
     Mech::QueuePlainBatch,
     Mech::QueueBytes,
-    Mech::QueueLoan,
     Mech::Pipe,
     Mech::OsPipe,
     Mech::OsPipeBig,
@@ -174,6 +170,8 @@ pub const ALL: [Mech; 13] = [
 /// The mechanisms written and read in place (see `inplace`), measured one way only; they join
 /// a normal run's throughput groups.
 pub const IN_PLACE: &[Mech] = &[
+    Mech::QueueLoan,
+    Mech::QueueLoanUnsafe,
     Mech::FloorLoan,
     #[cfg(feature = "iceoryx2")]
     Mech::Iceoryx2Loan,
@@ -202,6 +200,7 @@ impl Mech {
             Mech::QueuePlainBatch => "mp-queue-plain-batch",
             Mech::QueueBytes => "mp-queue-bytes",
             Mech::QueueLoan => "mp-queue-loan",
+            Mech::QueueLoanUnsafe => "mp-queue-loan-unsafe",
             Mech::Pipe => "mp-pipe",
             Mech::OsPipe => "os-pipe",
             Mech::OsPipeBig => "os-pipe-1m",
@@ -227,6 +226,7 @@ impl Mech {
             Mech::QueuePlainBatch => "multiproc Queue (Plain, 32/batch)",
             Mech::QueueBytes => "multiproc Queue (bytes)",
             Mech::QueueLoan => "multiproc Queue (loans, in place)",
+            Mech::QueueLoanUnsafe => "multiproc Queue (loans, raw pointers)",
             Mech::Pipe => "multiproc pipe() (bytes)",
             Mech::OsPipe => "OS pipe",
             Mech::OsPipeBig => "OS pipe, 1 MiB buffer",
@@ -259,6 +259,7 @@ impl Mech {
                 | Mech::QueuePlainBatch
                 | Mech::QueueBytes
                 | Mech::QueueLoan
+                | Mech::QueueLoanUnsafe
                 | Mech::Pipe
         )
     }
@@ -272,10 +273,6 @@ impl Mech {
                     PLAIN_SIZES.map(|s| crate::fmt_size(s as u64)).join(", ")
                 ))
             }
-            Mech::Pipe if size > pipe_limit() => Some(format!(
-                "above the default pipe()'s message limit of {} bytes",
-                pipe_limit()
-            )),
             _ if IN_PLACE.contains(&self) => crate::inplace::unsupported(size),
             _ => None,
         }
@@ -319,27 +316,6 @@ impl Mech {
                     BytesRx {
                         rx,
                         buf: vec![0; size],
-                    },
-                )
-            }
-            Mech::QueueLoan => {
-                let (tx, rx) = Queue::<u8>::builder()
-                    .codec::<Plain>()
-                    .max_bytes(ring)
-                    .create()
-                    .and_then(Queue::split)
-                    .map_err(|e| e.to_string())?;
-                let way = LoanWay::from_env()?;
-                Channel::new(
-                    LoanTx {
-                        tx,
-                        buf: vec![0; size],
-                        way,
-                    },
-                    LoanRx {
-                        rx,
-                        buf: vec![0; size],
-                        way,
                     },
                 )
             }
@@ -390,7 +366,9 @@ impl Mech {
                 )
             }
             Mech::Memcpy => return Err("memcpy is not a channel".into()),
-            Mech::FloorLoan => return Err(IN_PLACE_NOT_CHANNEL.into()),
+            Mech::QueueLoan | Mech::QueueLoanUnsafe | Mech::FloorLoan => {
+                return Err(IN_PLACE_NOT_CHANNEL.into());
+            }
             #[cfg(feature = "iceoryx2")]
             Mech::Iceoryx2Loan => return Err(IN_PLACE_NOT_CHANNEL.into()),
         })
@@ -449,14 +427,15 @@ pub fn ring_bytes(size: usize) -> usize {
     (2 * (size + 64)).next_power_of_two().max(1 << 20)
 }
 
-/// The largest message the default `pipe()` carries.
-pub fn pipe_limit() -> usize {
+/// The longest message the default `pipe()`'s ring holds as one record: longer ones go in
+/// fragments, and a whole one no longer fits before the reader starts.
+pub fn pipe_record_limit() -> usize {
     static LIMIT: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
     *LIMIT.get_or_init(|| {
         Queue::<u8>::builder()
             .codec::<Plain>()
             .create()
-            .map(|q| q.max_message_len())
+            .map(|q| q.max_loan_len())
             .unwrap_or(0)
     })
 }
@@ -541,144 +520,6 @@ impl Rx for BytesRx {
             .get_bytes_into(&mut self.buf)
             .map_err(|e| ring_err("Receiver::get_bytes_into", e))?;
         Ok(&self.buf[..n])
-    }
-    fn attach(&mut self) -> Result<(), String> {
-        attach_rx(&self.rx)
-    }
-}
-
-/// How the loan mechanism touches the bytes in place: through the chunked copies
-/// (`fill_with` / `for_each_chunk`) or the atomic words (`as_words`). `MULTIPROC_BENCH_LOAN`
-/// (`chunks` or `words`) chooses; the default is the faster of the two at 1 MiB, the chunks
-/// (the words go one 8-byte atomic access at a time, which the compiler does not vectorise).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum LoanWay {
-    Chunks,
-    Words,
-}
-
-impl LoanWay {
-    fn from_env() -> Result<Self, String> {
-        match std::env::var("MULTIPROC_BENCH_LOAN").as_deref() {
-            Err(_) | Ok("chunks") => Ok(Self::Chunks),
-            Ok("words") => Ok(Self::Words),
-            Ok(other) => Err(format!(
-                "MULTIPROC_BENCH_LOAN={other}: expected `chunks` or `words`"
-            )),
-        }
-    }
-}
-
-/// Writes each message in place: the harness's stamped buffer is the message's source, as for
-/// the other mechanisms, and every byte of it goes straight into the loan.
-struct LoanTx {
-    tx: Sender<u8, Plain>,
-    buf: Vec<u8>,
-    way: LoanWay,
-}
-
-impl Tx for LoanTx {
-    fn needs_hello(&self) -> bool {
-        true
-    }
-    fn buf(&mut self) -> &mut [u8] {
-        &mut self.buf
-    }
-    fn send(&mut self) -> Result<(), String> {
-        let mut loan = self
-            .tx
-            .loan_bytes(self.buf.len())
-            .map_err(|e| ring_err("Sender::loan_bytes", e))?;
-        let buf = &self.buf;
-        match self.way {
-            LoanWay::Chunks => {
-                loan.fill_with(|at, chunk| chunk.copy_from_slice(&buf[at..at + chunk.len()]))
-            }
-            LoanWay::Words => {
-                let whole = buf.len() / 8 * 8;
-                for (w, b) in loan.as_words().iter().zip(buf.chunks_exact(8)) {
-                    w.store(
-                        u64::from_ne_bytes(b.try_into().expect("8 bytes")),
-                        Ordering::Relaxed,
-                    );
-                }
-                loan.write_at(whole, &buf[whole..])
-                    .map_err(|e| ring_err("WriteLoan::write_at", e))?;
-            }
-        }
-        loan.publish();
-        Ok(())
-    }
-}
-
-/// Reads and checks each message in place (see [`Verifier::begin`]); messages shorter than
-/// the check's 16-byte header are copied out and checked as the others.
-struct LoanRx {
-    rx: Receiver<u8, Plain>,
-    buf: Vec<u8>,
-    way: LoanWay,
-}
-
-impl Rx for LoanRx {
-    fn recv(&mut self) -> Result<&[u8], String> {
-        let loan = self
-            .rx
-            .get_loan()
-            .map_err(|e| ring_err("Receiver::get_loan", e))?;
-        let n = loan.len().min(self.buf.len());
-        loan.read_at(0, &mut self.buf[..n])
-            .map_err(|e| ring_err("ReadLoan::read_at", e))?;
-        Ok(&self.buf[..n])
-    }
-    fn recv_and_take(&mut self, verifier: &mut Verifier) -> Result<(), String> {
-        let loan = self
-            .rx
-            .get_loan()
-            .map_err(|e| ring_err("Receiver::get_loan", e))?;
-        let len = loan.len();
-        if len < 16 {
-            let mut small = [0u8; 16];
-            loan.read_at(0, &mut small[..len])
-                .map_err(|e| ring_err("ReadLoan::read_at", e))?;
-            return verifier.take(&small[..len]);
-        }
-        let mut first = [0u8; 16];
-        loan.read_at(0, &mut first)
-            .map_err(|e| ring_err("ReadLoan::read_at", e))?;
-        let le = |b: &[u8]| u64::from_le_bytes(b.try_into().expect("8 bytes"));
-        let mut c = verifier.begin(len, [le(&first[..8]), le(&first[8..])])?;
-        let whole = c.body_len() / 8 * 8;
-        let stride = c.stride();
-        if stride > 8 {
-            // Only the stamps are checked: read just those words.
-            let words = loan.as_words();
-            for o in (0..whole).step_by(stride) {
-                c.word(o, u64::from_le(words[2 + o / 8].load(Ordering::Relaxed)));
-            }
-        } else {
-            match self.way {
-                LoanWay::Words => {
-                    for (k, w) in loan.as_words()[2..].iter().enumerate() {
-                        c.word(k * 8, u64::from_le(w.load(Ordering::Relaxed)));
-                    }
-                }
-                LoanWay::Chunks => loan.for_each_chunk(|at, chunk| {
-                    // Chunks start 8-aligned; the first holds the 16-byte header, the last
-                    // the partial word, if any (read below).
-                    let from = 16usize.saturating_sub(at).min(chunk.len());
-                    let o = at + from - 16;
-                    let to = chunk.len().min(16 + whole - at).max(from);
-                    c.words(o, &chunk[from..to]);
-                }),
-            }
-            let mut tail = [0u8; 8];
-            let rest = c.body_len() - whole;
-            loan.read_at(16 + whole, &mut tail[..rest])
-                .map_err(|e| ring_err("ReadLoan::read_at", e))?;
-            c.tail(&tail[..rest]);
-        }
-        loan.release();
-        verifier.end(c)
     }
     fn attach(&mut self) -> Result<(), String> {
         attach_rx(&self.rx)
@@ -839,7 +680,10 @@ struct ConnTx {
 
 impl Tx for ConnTx {
     fn needs_hello(&self) -> bool {
-        true
+        // The parent reads nothing before every child is ready: a hello longer than the ring
+        // would wait for good. (A forked child's inherited handles are registered at the fork
+        // anyway; the hello is a second guard.)
+        self.buf.len() <= pipe_record_limit()
     }
     fn buf(&mut self) -> &mut [u8] {
         &mut self.buf

@@ -266,12 +266,12 @@ pub fn one_way(
         }
         team.go();
         for _ in 0..warm * producers as u64 {
-            rx.recv_and_take(verifier)?;
+            verifier.take(rx.recv()?)?;
         }
         let delay0 = run_delay_ns();
         let t = Instant::now();
         for _ in 0..total {
-            rx.recv_and_take(verifier)?;
+            verifier.take(rx.recv()?)?;
         }
         let elapsed = t.elapsed();
         let waited = run_delay_ns().saturating_sub(delay0);

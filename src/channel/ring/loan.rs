@@ -415,10 +415,7 @@ mod tests {
         // then empty.
         // SAFETY: as above.
         unsafe { ring.header(0) }.store(FRAG | 16, Ordering::Relaxed);
-        assert_eq!(
-            rx.try_get_loan().map(|l| l.len()),
-            Err(TryGetError::Empty)
-        );
+        assert_eq!(rx.try_get_loan().map(|l| l.len()), Err(TryGetError::Empty));
         assert_eq!(st.head.pos.load(Ordering::Relaxed), pack(1, record_len(16)));
         st.head.pos.store(head, Ordering::Relaxed);
         st.tail.pos.store(tail, Ordering::Relaxed);

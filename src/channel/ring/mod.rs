@@ -137,8 +137,8 @@ mod put;
 mod tasks;
 
 pub(crate) use get::GetFail;
-pub(crate) use loan::{GetLoan, PutLoan, read_at};
 pub(crate) use large::{Dest, Resume};
+pub(crate) use loan::{GetLoan, PutLoan, read_at};
 pub(crate) use peers::{ChildSlot, Role};
 pub(crate) use put::PutFail;
 
