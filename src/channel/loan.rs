@@ -16,8 +16,10 @@
 //! computed over them may fail, a value read may be garbage. It can never make the safe API
 //! read or write outside the loan, panic, or hang a timed call. So the safe API reaches the bytes
 //! only through copies ([`read_at`](ReadLoan::read_at), [`write_at`](WriteLoan::write_at), the
-//! chunked [`for_each_chunk`](ReadLoan::for_each_chunk) and [`fill_with`](WriteLoan::fill_with))
-//! or atomic words ([`as_words`](ReadLoan::as_words)), never through `&[u8]`: a reference
+//! chunked [`for_each_chunk`](ReadLoan::for_each_chunk) and [`fill_with`](WriteLoan::fill_with),
+//! and, fastest, a cache line at a time by value: [`fill_blocks`](WriteLoan::fill_blocks) and
+//! [`for_each_block`](ReadLoan::for_each_block)) or atomic words
+//! ([`as_words`](ReadLoan::as_words)), never through `&[u8]`: a reference
 //! promises bytes that do not change, which shared memory cannot keep. The raw pointers
 //! ([`as_ptr`](ReadLoan::as_ptr), [`as_mut_ptr`](WriteLoan::as_mut_ptr)) are the escape hatch
 //! for callers who trust every process that maps the queue: forming a reference over them is
@@ -77,7 +79,8 @@ const SMALL_CHUNK: usize = 256;
 /// them at any moment, before or after this loan writes them: the receiver may then read
 /// garbage. It can never make the safe API write or read outside the loan, panic, or hang a
 /// timed call. So the safe API reaches the bytes only through copies
-/// ([`write_at`](Self::write_at), [`fill_with`](Self::fill_with), [`write`](Self::write)) or
+/// ([`write_at`](Self::write_at), [`fill_with`](Self::fill_with),
+/// [`fill_blocks`](Self::fill_blocks), [`write`](Self::write)) or
 /// atomic words ([`as_words`](Self::as_words)), never through a `&mut [u8]`, which would
 /// promise that nobody else writes them. [`as_mut_ptr`](Self::as_mut_ptr) is the unsafe escape
 /// hatch for callers who trust every process that maps the queue.
@@ -131,6 +134,7 @@ pub struct WriteLoan<'a, T: ?Sized = [u8]> {
 /// fail, a value read may be garbage. It can never make the safe API read outside the loan,
 /// panic, or hang a timed call. So the safe API reaches the bytes only through copies into
 /// private memory ([`read_at`](Self::read_at), [`for_each_chunk`](Self::for_each_chunk),
+/// [`for_each_block`](Self::for_each_block),
 /// [`to_vec`](Self::to_vec), [`read`](Self::read)) or atomic words
 /// ([`as_words`](Self::as_words)), never through a `&[u8]`, which would promise bytes that do
 /// not change (a checked index could then be read twice and differ). Check what you copied,

@@ -81,12 +81,12 @@ impl<'a> Foreign<'a> {
             // live mapping (`new`'s contract); the block is copied out by value (an unaligned
             // read needs no alignment). A racing foreign writer can only make it torn (module
             // note).
-            let at = unsafe { self.ptr.add(i * BLOCK).cast::<u64>() };
-            // Word by word: loads the optimiser keeps in registers next to `f`'s use of them.
-            let block = std::array::from_fn(|k| {
-                // SAFETY: word `k < 8` of the block, inside the view (as above).
-                unsafe { at.add(k).read_unaligned() }
-            });
+            let block = unsafe {
+                self.ptr
+                    .wrapping_add(i * BLOCK)
+                    .cast::<[u64; 8]>()
+                    .read_unaligned()
+            };
             f(i * BLOCK, block);
         }
         let rest = self.len % BLOCK;
@@ -96,7 +96,7 @@ impl<'a> Foreign<'a> {
             // holds 64 >= rest bytes.
             unsafe {
                 copy_bytes(
-                    self.ptr.add(whole * BLOCK),
+                    self.ptr.wrapping_add(whole * BLOCK),
                     block.as_mut_ptr().cast::<u8>(),
                     rest,
                 );
@@ -303,7 +303,7 @@ impl<'a> ForeignMut<'a> {
             // A racing foreign writer can only change the bytes we leave (module note).
             unsafe {
                 self.ptr
-                    .add(i * BLOCK)
+                    .wrapping_add(i * BLOCK)
                     .cast::<[u64; 8]>()
                     .write_unaligned(block)
             };
@@ -316,7 +316,7 @@ impl<'a> ForeignMut<'a> {
             unsafe {
                 copy_bytes(
                     block.as_ptr().cast::<u8>(),
-                    self.ptr.add(whole * BLOCK),
+                    self.ptr.wrapping_add(whole * BLOCK),
                     rest,
                 );
             }

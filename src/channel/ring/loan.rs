@@ -433,7 +433,7 @@ mod tests {
 
     /// The chunked copies and the words of the public loans cover every byte, once.
     #[test]
-    fn chunks_and_words_cover_every_byte() {
+    fn chunks_blocks_and_words_cover_every_byte() {
         let q = Queue::<u8>::builder()
             .codec::<Plain>()
             .anonymous()
@@ -467,6 +467,34 @@ mod tests {
                 .flat_map(|w| w.load(Ordering::Relaxed).to_ne_bytes())
                 .collect();
             assert_eq!(words, back[..len / 8 * 8]);
+            got.release();
+
+            // A cache line at a time, by value: the same bytes, and a partial last block.
+            let mut loan = q.try_loan_bytes(len).unwrap();
+            let mut next = 0u64;
+            loan.fill_blocks(|at| {
+                assert_eq!(at as u64, next * 64);
+                next += 1;
+                std::array::from_fn(|k| (at as u64 + 8 * k as u64) ^ 0x5a5a)
+            });
+            assert_eq!(next as usize, len.div_ceil(64));
+            loan.publish();
+            let got = q.try_get_loan().unwrap();
+            let mut out = Vec::new();
+            got.for_each_block(|at, block| {
+                assert_eq!(at, out.len());
+                out.extend(block.iter().flat_map(|w| w.to_ne_bytes()));
+            });
+            assert_eq!(out.len(), len.div_ceil(64) * 64);
+            // Past the message, the last block is zero-padded.
+            assert!(out[len..].iter().all(|&b| b == 0));
+            out.truncate(len);
+            assert_eq!(out, got.to_vec());
+            let want: Vec<u8> = (0..len.div_ceil(8) as u64)
+                .flat_map(|w| ((8 * w) ^ 0x5a5a).to_ne_bytes())
+                .take(len)
+                .collect();
+            assert_eq!(out, want);
             got.release();
         }
     }
