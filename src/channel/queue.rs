@@ -850,6 +850,11 @@ macro_rules! endpoint_type {
             /// returns once the tasks already taken with `get` are done. May follow a plain
             /// `shutdown`.
             ///
+            /// A message this handle's timed get left half-taken is let go first (its get
+            /// lock with it). The messages are dropped under the queue's get lock, so this
+            /// waits for another handle's half-taken message (or read loan) as long as it
+            /// holds that lock.
+            ///
             /// ```
             /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
             /// use multiproc::GetError;
@@ -862,6 +867,9 @@ macro_rules! endpoint_type {
             /// # Ok(()) }
             /// ```
             pub fn shutdown_immediate(&self) {
+                // The get lock a half-taken message keeps would stall the drop for good (on
+                // this thread, it is its own), and the message would never be delivered.
+                self.ep.ring().release_resume(self.ep.resume());
                 self.ep.ring().shutdown(true)
             }
 
