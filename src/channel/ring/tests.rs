@@ -476,30 +476,38 @@ fn hostile_fragments() {
 }
 
 /// A timed get cut short in the middle of a message keeps the get lock for its handle (see
-/// `Resume`); an immediate shutdown through that handle, on the same thread, waited for that
-/// lock for good (its holder is alive: itself). It lets the half-taken message go first.
+/// `Resume`); an immediate shutdown through that handle or another one made from the same
+/// queue, on the same thread, waited for that lock for good (its holder is alive: itself).
+/// It lets the half-taken message go first.
 #[test]
 fn shutdown_immediate_after_a_get_cut_short() {
-    let (done, finished) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let (tx, rx) = queue(64);
-        let ring = tx.ring();
-        // A producer in the middle of a message: it holds the put lock, one fragment is out.
-        let put = ring.st().put_side.lock.hold(None).unwrap();
-        inject(ring, FF | 12, &first(100, &[1, 2, 3, 4]));
-        assert!(matches!(
-            rx.get_timeout(Duration::from_millis(20)),
-            Err(crate::GetTimeoutError::Timeout)
-        ));
-        drop(put);
-        rx.shutdown_immediate();
-        assert!(matches!(rx.try_get(), Err(TryGetError::ShutDown)));
-        assert_eq!(rx.len(), 0);
-        done.send(()).unwrap();
-    });
-    finished
-        .recv_timeout(Duration::from_secs(60))
-        .expect("the get and the shutdown returned");
+    for via_sender in [false, true] {
+        let (done, finished) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let (tx, rx) = queue(64);
+            let ring = tx.ring();
+            // A producer in the middle of a message: it holds the put lock, one fragment is
+            // out.
+            let put = ring.st().put_side.lock.hold(None).unwrap();
+            inject(ring, FF | 12, &first(100, &[1, 2, 3, 4]));
+            assert!(matches!(
+                rx.get_timeout(Duration::from_millis(20)),
+                Err(crate::GetTimeoutError::Timeout)
+            ));
+            drop(put);
+            if via_sender {
+                tx.shutdown_immediate();
+            } else {
+                rx.shutdown_immediate();
+            }
+            assert!(matches!(rx.try_get(), Err(TryGetError::ShutDown)));
+            assert_eq!(rx.len(), 0);
+            done.send(()).unwrap();
+        });
+        finished
+            .recv_timeout(Duration::from_secs(60))
+            .expect("the get and the shutdown returned");
+    }
 }
 
 /// Fills the whole region with fragment records, as a hostile producer would: zero-length
