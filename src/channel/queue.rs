@@ -967,8 +967,9 @@ macro_rules! sending {
             }
 
             /// Puts `value`, waiting at most `timeout` for room. The timeout covers the whole
-            /// message: a value streamed in fragments that cannot finish in time is
-            /// abandoned (receivers never see any of it) and comes back in `Timeout`.
+            /// message: a value streamed in fragments that has to wait for room past it is
+            /// abandoned (receivers never see any of it) and comes back in `Timeout`; one
+            /// that never waits that long goes through whole, however long the copy takes.
             ///
             /// # Errors
             /// [`PutTimeoutError`] with the value: `Timeout`, or as [`put`](Self::put).
