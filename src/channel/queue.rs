@@ -141,6 +141,19 @@ fn remember(attached: &Arc<Attached>) {
     live.push(Arc::downgrade(attached));
 }
 
+/// Lets go of the messages this process's handles on `ring` (this one, its clones, and the
+/// handles made from it) left half-taken, with the get lock they keep (see `Ring::get_msg`).
+fn release_resumes(ring: &Arc<Ring>) {
+    let mine: Vec<Arc<Attached>> = lock_live()
+        .iter()
+        .filter_map(Weak::upgrade)
+        .filter(|a| Arc::ptr_eq(&a.ring, ring))
+        .collect();
+    for a in mine {
+        a.ring.release_resume(&a.resume);
+    }
+}
+
 type LiveGuard = MutexGuard<'static, Vec<Weak<Attached>>>;
 
 std::thread_local! {
@@ -850,6 +863,12 @@ macro_rules! endpoint_type {
             /// returns once the tasks already taken with `get` are done. May follow a plain
             /// `shutdown`.
             ///
+            /// A message that a timed get of this handle, its clones, or the handles made
+            /// from it (`sender`, `receiver`, `split`) left half-taken is let go first (the
+            /// get lock with it). The messages are dropped under the queue's get lock, so
+            /// this waits as long as another process (or a handle opened apart) holds that
+            /// lock with a half-taken message or a read loan.
+            ///
             /// ```
             /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
             /// use multiproc::GetError;
@@ -862,6 +881,9 @@ macro_rules! endpoint_type {
             /// # Ok(()) }
             /// ```
             pub fn shutdown_immediate(&self) {
+                // The get lock a half-taken message keeps would stall the drop for good (on
+                // this thread, it is its own), and the message would never be delivered.
+                release_resumes(&self.ep.inner.ring);
                 self.ep.ring().shutdown(true)
             }
 
@@ -945,8 +967,9 @@ macro_rules! sending {
             }
 
             /// Puts `value`, waiting at most `timeout` for room. The timeout covers the whole
-            /// message: a value streamed in fragments that cannot finish in time is
-            /// abandoned (receivers never see any of it) and comes back in `Timeout`.
+            /// message: a value streamed in fragments that has to wait for room past it is
+            /// abandoned (receivers never see any of it) and comes back in `Timeout`; one
+            /// that never waits that long goes through whole, however long the copy takes.
             ///
             /// # Errors
             /// [`PutTimeoutError`] with the value: `Timeout`, or as [`put`](Self::put).

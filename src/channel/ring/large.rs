@@ -132,6 +132,49 @@ impl Resume {
     }
 }
 
+/// How far past its deadline a get may go on through records that deliver nothing (orphans,
+/// fragments of a message not yet complete, messages dropped): once the deadline has passed,
+/// a ring's worth of records (as many as can be queued at once), so that a peer streaming
+/// fragments that never make a message cannot keep a timed get past its deadline for good,
+/// while a try still takes a message whose fragments are there.
+pub(super) struct Overrun {
+    deadline: Option<Instant>,
+    /// Records left once the deadline has passed; `None` until then.
+    left: Option<u32>,
+    allowance: u32,
+}
+
+impl Overrun {
+    pub(super) fn new(ring: &Ring, deadline: Option<Instant>) -> Self {
+        Self {
+            deadline,
+            left: None,
+            allowance: ring.max_messages,
+        }
+    }
+
+    /// Counts one record gone through without delivering a message: `true` once the
+    /// deadline has passed and the allowance is spent (time to give up).
+    pub(super) fn spent(&mut self) -> bool {
+        let Some(deadline) = self.deadline else {
+            return false;
+        };
+        match &mut self.left {
+            Some(0) => true,
+            Some(left) => {
+                *left -= 1;
+                false
+            }
+            None => {
+                if Instant::now() >= deadline {
+                    self.left = Some(self.allowance);
+                }
+                false
+            }
+        }
+    }
+}
+
 /// How the assembly of a message ended.
 enum Step<'b> {
     /// Complete; the get lock is released.
@@ -175,12 +218,18 @@ impl Ring {
         let mut small = Some(small);
         let mut large = Some(large);
         let mut waiter = Waiter::new();
+        let mut overrun = Overrun::new(self, deadline);
         loop {
             if resume.is_pending() {
-                if let Some(step) = self.resume_partial(resume, &mut buf, deadline) {
+                if let Some(step) = self.resume_partial(resume, &mut buf, &mut overrun) {
                     match step {
                         Step::Done(dest) => return Ok((large.take().expect("once"))(dest)),
-                        Step::Dropped(b) => buf = b,
+                        Step::Dropped(b) => {
+                            if overrun.spent() {
+                                return Err(GetFail::Empty);
+                            }
+                            buf = b;
+                        }
                         Step::Fail(e) => return Err(e),
                     }
                 }
@@ -189,12 +238,19 @@ impl Ring {
             if !self.is_empty_at(observed_tail) {
                 // A dead holder never moved `head` past what it did not read.
                 let held = st.get_side.lock.hold(deadline).ok_or(GetFail::Empty)?;
-                match self.take_msg(held, buf, resume, deadline, &mut small) {
+                match self.take_msg(held, buf, resume, &mut overrun, &mut small) {
                     Took::Small(r) => return r,
                     Took::Step(Step::Done(dest)) => {
                         return Ok((large.take().expect("once"))(dest));
                     }
-                    Took::Step(Step::Dropped(b)) | Took::Nothing(b) => {
+                    Took::Step(Step::Dropped(b)) => {
+                        if overrun.spent() {
+                            return Err(GetFail::Empty);
+                        }
+                        buf = b;
+                        continue;
+                    }
+                    Took::Nothing(b) => {
                         buf = b;
                         continue;
                     }
@@ -212,7 +268,7 @@ impl Ring {
         &self,
         resume: &Resume,
         buf: &mut Option<&'b mut [u8]>,
-        deadline: Option<Instant>,
+        overrun: &mut Overrun,
     ) -> Option<Step<'b>> {
         let p = resume.take()?;
         if p.pid != sys::current_process().tid {
@@ -241,7 +297,7 @@ impl Ring {
             }
             None => Dest::Vec(p.bytes),
         };
-        Some(self.assemble(held, dest, p.total, deadline, resume))
+        Some(self.assemble(held, dest, p.total, overrun, resume))
     }
 
     /// With the get lock held: takes the message at the head. Skips fragments with no message
@@ -251,7 +307,7 @@ impl Ring {
         held: Held<'_>,
         buf: Option<&'b mut [u8]>,
         resume: &Resume,
-        deadline: Option<Instant>,
+        overrun: &mut Overrun,
         small: &mut Option<impl FnOnce(Foreign<'_>, Option<&'b mut [u8]>) -> R>,
     ) -> Took<'b, R> {
         let st = self.st();
@@ -279,6 +335,9 @@ impl Ring {
                     // An orphan: its message was begun by a consumer that died, or given up
                     // by its producer. Not a task (see `free_fragment`).
                     self.free_fragment(&rec, tail);
+                    if overrun.spent() {
+                        return Took::Small(Err(GetFail::Empty));
+                    }
                 }
                 Kind::First => {
                     let Some((total, chunk)) = first_fragment(&rec) else {
@@ -302,7 +361,7 @@ impl Ring {
                         return Took::Step(Step::Done(dest));
                     }
                     self.free_fragment(&rec, tail);
-                    return Took::Step(self.assemble(held, dest, total, deadline, resume));
+                    return Took::Step(self.assemble(held, dest, total, overrun, resume));
                 }
             }
         }
@@ -326,11 +385,23 @@ impl Ring {
         held: Held<'_>,
         mut dest: Dest<'b>,
         total: usize,
-        deadline: Option<Instant>,
+        overrun: &mut Overrun,
         resume: &Resume,
     ) -> Step<'b> {
         let st = self.st();
+        let deadline = overrun.deadline;
         let mut waiter = Waiter::new();
+        // Keeps the lock and the bytes for the next get on this handle.
+        let keep = |held: Held<'_>, dest: Dest<'b>| {
+            std::mem::forget(held);
+            resume.stash(Partial {
+                bytes: dest.into_vec(),
+                total,
+                pid: sys::current_process().tid,
+                tid: sys::current_thread().tid,
+            });
+            Step::Fail(GetFail::Empty)
+        };
         loop {
             let (head, tail) = self.head_and_tail();
             let rec = match self.record_at(head, tail) {
@@ -341,17 +412,7 @@ impl Ring {
                         drop(held);
                         return Step::Dropped(dest.into_buf());
                     }
-                    Wait::Timeout => {
-                        // Keep the lock and the bytes for the next get on this handle.
-                        std::mem::forget(held);
-                        resume.stash(Partial {
-                            bytes: dest.into_vec(),
-                            total,
-                            pid: sys::current_process().tid,
-                            tid: sys::current_thread().tid,
-                        });
-                        return Step::Fail(GetFail::Empty);
-                    }
+                    Wait::Timeout => return keep(held, dest),
                 },
                 Err(e) => {
                     drop(held);
@@ -376,6 +437,9 @@ impl Ring {
                 return Step::Done(dest);
             }
             self.free_fragment(&rec, tail);
+            if overrun.spent() {
+                return keep(held, dest);
+            }
         }
     }
 

@@ -33,7 +33,7 @@ use std::time::Instant;
 
 use super::Ring;
 use super::get::{GetFail, Kind, Waiter};
-use super::large::{Resume, first_fragment};
+use super::large::{Overrun, Resume, first_fragment};
 use super::layout::RECORD_HEADER;
 use super::put::{FULL_BACKOFF_STEP, PutFail, advance};
 use crate::primitive::Ordering;
@@ -125,6 +125,7 @@ impl Ring {
         }
         let st = self.st();
         let mut waiter = Waiter::new();
+        let mut overrun = Overrun::new(self, deadline);
         loop {
             let observed_tail = self.tail_for_reading();
             if !self.is_empty_at(observed_tail) {
@@ -150,7 +151,12 @@ impl Ring {
                             });
                         }
                         // An orphan: skipped as a get skips it.
-                        Kind::Next => self.free_fragment(&rec, tail),
+                        Kind::Next => {
+                            self.free_fragment(&rec, tail);
+                            if overrun.spent() {
+                                return Err(GetFail::Empty);
+                            }
+                        }
                         Kind::First => {
                             return Err(match first_fragment(&rec) {
                                 Some((total, _)) => GetFail::BufferTooSmall(total),

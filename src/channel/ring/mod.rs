@@ -55,9 +55,9 @@
 //!
 //! The producer holds the put lock for the whole message and publishes each fragment (a
 //! `tail` store and a wake) as soon as it is written, waiting for room in between, so that
-//! copying in and copying out overlap. Its deadline covers the whole message: a put that runs
-//! out of time, or finds the receivers gone or the queue closed or shut down, abandons the
-//! message (lets the lock go, waking the consumers) and fails.
+//! copying in and copying out overlap. Its deadline covers the whole message: a put that has
+//! to wait for room past it, or finds the receivers gone or the queue closed or shut down,
+//! abandons the message (lets the lock go, waking the consumers) and fails.
 //!
 //! The consumer holds the get lock for the whole message and assembles it in private memory
 //! (a vector grown as bytes arrive, at most 64 MiB reserved before they do; or the caller's
@@ -72,11 +72,13 @@
 //! above [`MAX_MESSAGE_LEN`] or below the first chunk, a fragment longer than what remains)
 //! are `Corrupted`, and the message is dropped.
 //!
-//! A timed get whose deadline passes in the middle of a message returns `Empty` but keeps
-//! the bytes so far and the get lock (its hold forgotten) in the handle's
-//! [`Resume`](large::Resume); the next get on that handle, from any thread of the process,
-//! resumes the message (moving the lock word to its thread, see `RawLock::adopt`). Dropping
-//! the last handle releases the lock; the rest of the message is then orphans.
+//! A timed get whose deadline passes in the middle of a message (while it waits for the next
+//! fragment, or once it has gone through a ring's worth of records past the deadline without
+//! completing a message, see `Overrun`) returns `Empty` but keeps the bytes so far and the get
+//! lock (its hold forgotten) in the handle's [`Resume`](large::Resume); the next get on that
+//! handle, from any thread of the process, resumes the message (moving the lock word to its
+//! thread, see `RawLock::adopt`). Dropping the last handle, or an immediate shutdown from
+//! this process, releases the lock; the rest of the message is then orphans.
 //!
 //! Only the record that completes a message is a task of `JoinableQueue` (see `TaskLine`):
 //! the consumer counts every other fragment done before it frees it, orphans and dropped

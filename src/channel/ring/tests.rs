@@ -474,3 +474,127 @@ fn hostile_fragments() {
     tx.put(11).unwrap();
     assert_eq!(rx.try_get(), Ok(11));
 }
+
+/// A timed get cut short in the middle of a message keeps the get lock for its handle (see
+/// `Resume`); an immediate shutdown through that handle or another one made from the same
+/// queue, on the same thread, waited for that lock for good (its holder is alive: itself).
+/// It lets the half-taken message go first.
+#[test]
+fn shutdown_immediate_after_a_get_cut_short() {
+    for via_sender in [false, true] {
+        let (done, finished) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let (tx, rx) = queue(64);
+            let ring = tx.ring();
+            // A producer in the middle of a message: it holds the put lock, one fragment is
+            // out.
+            let put = ring.st().put_side.lock.hold(None).unwrap();
+            inject(ring, FF | 12, &first(100, &[1, 2, 3, 4]));
+            assert!(matches!(
+                rx.get_timeout(Duration::from_millis(20)),
+                Err(crate::GetTimeoutError::Timeout)
+            ));
+            drop(put);
+            if via_sender {
+                tx.shutdown_immediate();
+            } else {
+                rx.shutdown_immediate();
+            }
+            assert!(matches!(rx.try_get(), Err(TryGetError::ShutDown)));
+            assert_eq!(rx.len(), 0);
+            done.send(()).unwrap();
+        });
+        finished
+            .recv_timeout(Duration::from_secs(60))
+            .expect("the get and the shutdown returned");
+    }
+}
+
+/// Fills the whole region with fragment records, as a hostile producer would: zero-length
+/// following fragments, after a first fragment of a long message at offset 0 if `message`.
+/// Then, until `stop` (or 20 s), keeps `tail` a whole region ahead of `head`, so that a
+/// consumer always finds records to go through and never one that ends a message.
+fn endless_fragments(ring: &Ring, message: bool, stop: &std::sync::atomic::AtomicBool) {
+    let mut at = 0;
+    if message {
+        // SAFETY: offset 0 is in the region and aligned; nobody else writes the region.
+        unsafe { ring.header(0) }.store(FF | 16, Ordering::Relaxed);
+        // SAFETY: [8, 24) lies inside the region (it has at least 64 bytes).
+        let mut room = unsafe { crate::segment::ForeignMut::new(ring.at(8), 16) };
+        assert!(room.write_at(0, &first(1 << 20, &[0; 8])));
+        at = 24;
+    }
+    while at < ring.cap {
+        // SAFETY: `at` is an 8-aligned offset inside the region.
+        unsafe { ring.header(at) }.store(F, Ordering::Relaxed);
+        at += 8;
+    }
+    let records = if message {
+        ring.cap / 8 - 2
+    } else {
+        ring.cap / 8
+    };
+    let started = std::time::Instant::now();
+    let mut rewritten = !message;
+    while !stop.load(Ordering::Relaxed) && started.elapsed() < Duration::from_secs(20) {
+        let (hm, hp) = unpack(ring.st().head.pos.load(Ordering::Acquire));
+        if !rewritten && hp != 0 {
+            // Past the first fragment: from now on it is a following one.
+            // SAFETY: as above.
+            unsafe { ring.header(0) }.store(F | 16, Ordering::Relaxed);
+            rewritten = true;
+        }
+        let tail = pack(hm.wrapping_add(records), hp.wrapping_add(ring.cap));
+        ring.st().tail.pos.store(tail, Ordering::Release);
+        ring.st().put_side.pos.store(tail, Ordering::Relaxed);
+        std::hint::spin_loop();
+    }
+}
+
+/// A peer streaming fragments that never make a message (orphans, or a message that never
+/// completes) used to keep a timed get going through them past its deadline for as long as
+/// it streamed: the get looked at its deadline only when it found nothing published.
+#[test]
+fn endless_fragments_never_hold_a_timed_get() {
+    use std::sync::atomic::AtomicBool;
+    let bound = Duration::from_secs(5);
+    for message in [false, true] {
+        for timed in [false, true] {
+            let (tx, rx) = Queue::<u64>::builder()
+                .anonymous()
+                .capacity(64)
+                .max_bytes(1 << 24)
+                .create()
+                .unwrap()
+                .split()
+                .unwrap();
+            let stop = AtomicBool::new(false);
+            std::thread::scope(|s| {
+                let injector = s.spawn(|| endless_fragments(tx.ring(), message, &stop));
+                // Wait until the region is full of fragments.
+                while tx.ring().st().tail.pos.load(Ordering::Acquire) == 0 {
+                    std::thread::yield_now();
+                }
+                let started = std::time::Instant::now();
+                if timed {
+                    let t = Duration::from_millis(20);
+                    assert!(matches!(
+                        rx.get_timeout(t),
+                        Err(crate::GetTimeoutError::Timeout)
+                    ));
+                    assert!(started.elapsed() >= t);
+                } else {
+                    assert_eq!(rx.try_get(), Err(TryGetError::Empty));
+                    if !message {
+                        // A read loan skips orphans as a get does.
+                        assert!(matches!(rx.try_get_loan(), Err(TryGetError::Empty)));
+                    }
+                }
+                let took = started.elapsed();
+                stop.store(true, Ordering::Relaxed);
+                injector.join().unwrap();
+                assert!(took < bound, "message {message}, timed {timed}: {took:?}");
+            });
+        }
+    }
+}
