@@ -189,6 +189,59 @@ fn every_size_through_a_joinable_queue_across_processes() {
     assert!(q.join_timeout(LIMIT));
 }
 
+/// A put of a message in fragments that times out half-way leaves no task behind (Python
+/// counts no task for a failed put): only a message's last fragment is a task.
+#[test]
+fn an_abandoned_message_leaves_no_task() {
+    let q = JoinableQueue::<Vec<u8>>::builder()
+        .max_bytes(4096)
+        .create()
+        .unwrap();
+    let big = payload(5, 100_000);
+    assert!(matches!(
+        q.put_timeout(big.clone(), Duration::from_millis(50)),
+        Err(PutTimeoutError::Timeout(_))
+    ));
+    assert!(!q.is_empty(), "some fragments were published");
+    assert_eq!(q.unfinished_tasks(), 0);
+    assert!(q.join_timeout(Duration::from_secs(1)));
+    // A get skips the orphans (counting nothing), and a whole message after them is one task.
+    assert!(matches!(
+        q.get_timeout(Duration::from_millis(50)),
+        Err(GetTimeoutError::Timeout)
+    ));
+    assert_eq!(q.len(), 0);
+    assert_eq!(q.unfinished_tasks(), 0);
+    q.put(vec![7; 10]).unwrap();
+    assert_eq!(q.unfinished_tasks(), 1);
+    assert_eq!(q.get().unwrap(), vec![7; 10]);
+    q.task_done().unwrap();
+    assert_eq!(q.unfinished_tasks(), 0);
+}
+
+/// An immediate shutdown with a message in fragments queued counts it as one task: `join`
+/// returns once the one task already taken is done, not earlier.
+#[test]
+fn an_immediate_shutdown_counts_a_message_in_fragments_once() {
+    let q = JoinableQueue::<Vec<u8>>::builder()
+        .max_bytes(64 << 10)
+        .create()
+        .unwrap();
+    let small = vec![1u8; 100];
+    q.put(small.clone()).unwrap();
+    assert_eq!(q.get().unwrap(), small); // a task in flight
+    let big = payload(9, 40_000); // more than a record (32 KiB - 8), less than the ring
+    q.put_bytes(&big).unwrap();
+    q.put(small.clone()).unwrap();
+    assert_eq!(q.unfinished_tasks(), 3);
+    q.shutdown_immediate();
+    // The two queued messages are done; the one taken is not.
+    assert_eq!(q.unfinished_tasks(), 1);
+    assert!(!q.join_timeout(Duration::from_millis(20)));
+    q.task_done().unwrap();
+    assert!(q.join_timeout(Duration::from_secs(1)));
+}
+
 #[test]
 fn every_size_through_a_pipe_across_processes() {
     if role().is_some() {

@@ -10,7 +10,7 @@ use std::time::Instant;
 
 use super::Ring;
 use super::layout::{
-    FRAG, FRAG_FIRST, FRAG_LEN, Lifecycle, RECORD_HEADER, WRAP, pack, record_len, unpack,
+    FRAG, FRAG_FIRST, FRAG_LAST, FRAG_LEN, Lifecycle, RECORD_HEADER, WRAP, pack, record_len, unpack,
 };
 use super::{Dest, Resume};
 use crate::segment::Foreign;
@@ -47,6 +47,8 @@ pub(super) enum Kind {
 /// A record at the head, checked to lie between `head` and `tail`.
 pub(super) struct Rec<'a> {
     pub(super) kind: Kind,
+    /// A fragment that ends its message ([`FRAG_LAST`]): the message's task.
+    pub(super) last: bool,
     pub(super) payload: Foreign<'a>,
     /// The head past this record.
     pub(super) next: u64,
@@ -330,13 +332,34 @@ impl Ring {
         let tail = st.tail.pos.load(Ordering::Acquire);
         let queued = unpack(tail).0.wrapping_sub(unpack(head).0);
         if queued != 0 {
-            self.finish_dropped(queued);
+            self.finish_dropped(self.tasks_between(head, tail, queued));
             // Any position is safe to store: every reader checks it before it forms a
             // pointer (a scribbled `tail` copied here gives `Corrupted`, as it would anyway).
             // SYNC(head-free)
             st.head.pos.store(tail, Ordering::Release);
         }
         drop(held);
+    }
+
+    /// With the get lock held: how many of the `queued` records between `head` and `tail` are
+    /// tasks: whole messages and last fragments (a message's other fragments were counted done
+    /// by their producer). Records past a malformed one are counted as tasks, as if whole.
+    fn tasks_between(&self, head: u64, tail: u64, queued: u32) -> u32 {
+        let mut at = head;
+        let mut tasks = 0;
+        for walked in 0..queued {
+            match self.record_at(at, tail) {
+                Ok(Some(rec)) => {
+                    if rec.kind == Kind::Plain || rec.last {
+                        tasks += 1;
+                    }
+                    at = rec.next;
+                }
+                Ok(None) => break,
+                Err(_) => return tasks + (queued - walked),
+            }
+        }
+        tasks
     }
 
     /// Takes up to `max` records, passing each payload to `read`, and frees them with one
@@ -501,6 +524,7 @@ impl Ring {
         let next = pack(hm.wrapping_add(1), hp.wrapping_add(record_len(len)));
         Ok(Some(Rec {
             kind,
+            last: kind == Kind::Next && word & FRAG_LAST != 0,
             payload,
             next,
         }))

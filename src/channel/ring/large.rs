@@ -368,10 +368,13 @@ impl Ring {
     }
 
     /// With the get lock held: consumes a fragment that does not end a message delivered.
-    /// Only the record that completes a message stands for a task (see `TaskLine`): the
-    /// others are counted done before `head` moves past them (as `drop_queued` does).
+    /// Only a message's last fragment stands for a task (see `TaskLine`; its producer counted
+    /// the others done as it published them): a last fragment dropped undelivered is counted
+    /// done before `head` moves past it (as `drop_queued` does).
     pub(super) fn free_fragment(&self, rec: &Rec<'_>, tail: u64) {
-        self.finish_dropped(1);
+        if rec.last {
+            self.finish_dropped(1);
+        }
         self.free_up_to(rec.next, tail);
         // We may keep the get lock: no unlock for a producer's handshake to pair with.
         // SYNC(sleepers-rmw)

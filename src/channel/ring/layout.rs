@@ -25,8 +25,11 @@ pub(super) const FRAG: u32 = 1 << 31;
 /// Record header bit, only with [`FRAG`]: the first fragment of a message, whose payload starts
 /// with the message's total length (8 bytes, little-endian).
 pub(super) const FRAG_FIRST: u32 = 1 << 30;
-/// Record header bits of a fragment's payload length.
-pub(super) const FRAG_LEN: u32 = (1 << 30) - 1;
+/// Record header bit, only with [`FRAG`]: the last fragment of a message, the one that stands
+/// for its task (see "Messages of any size" in the ring's module note).
+pub(super) const FRAG_LAST: u32 = 1 << 29;
+/// Record header bits of a fragment's payload length (fragments are shorter than 2^29 bytes).
+pub(super) const FRAG_LEN: u32 = (1 << 29) - 1;
 /// Bytes of a first fragment's payload that hold the message's total length.
 pub(super) const TOTAL_LEN: u32 = 8;
 /// Most payload bytes of one fragment (the ring's quarter caps it too; see `Ring::frag_max`).

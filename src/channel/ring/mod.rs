@@ -47,10 +47,11 @@
 //!
 //! A message longer than a record can be (half the region, see [`Ring::max_record`]) goes
 //! through in fragments, records whose header word has [`FRAG`](layout::FRAG) set (bit 31),
-//! [`FRAG_FIRST`](layout::FRAG_FIRST) (bit 30) on the first one, and the fragment's payload
-//! length in the low 30 bits. The wrap marker (`u32::MAX`) has bit 31 too and is checked
-//! first; fragments are at most a quarter of the region (< 2^29 bytes), so a fragment header
-//! is never all ones. A first fragment's payload is the message's total length (8 bytes,
+//! [`FRAG_FIRST`](layout::FRAG_FIRST) (bit 30) on the first one,
+//! [`FRAG_LAST`](layout::FRAG_LAST) (bit 29) on the last one, and the fragment's payload
+//! length in the low 29 bits. The wrap marker (`u32::MAX`) has bit 31 too and is checked
+//! first; fragments are at most a quarter of the region (< 2^29 bytes), and a message has at
+//! least two, never both first and last, so a fragment header is never all ones. A first fragment's payload is the message's total length (8 bytes,
 //! little-endian), then the first bytes; the following fragments carry the next bytes.
 //!
 //! The producer holds the put lock for the whole message and publishes each fragment (a
@@ -80,9 +81,12 @@
 //! thread, see `RawLock::adopt`). Dropping the last handle, or an immediate shutdown from
 //! this process, releases the lock; the rest of the message is then orphans.
 //!
-//! Only the record that completes a message is a task of `JoinableQueue` (see `TaskLine`):
-//! the consumer counts every other fragment done before it frees it, orphans and dropped
-//! ones included.
+//! Only a message's last fragment, marked [`FRAG_LAST`](layout::FRAG_LAST) (bit 29), is a
+//! task of `JoinableQueue` (see `TaskLine`): the producer counts every other fragment done as
+//! soon as it has published it, so a message abandoned half-way leaves no task behind; a
+//! consumer counts a last fragment done when it drops it undelivered (an orphan, a message
+//! given up), and an immediate shutdown counts only whole messages and last fragments. A
+//! producer killed between publishing a fragment and counting it leaves one task unfinished.
 //!
 //! Crash consistency: a producer killed in the middle of a message leaves published
 //! fragments that no consumer ever delivers as a message (they are dropped as above, once the

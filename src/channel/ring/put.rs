@@ -9,7 +9,8 @@ use std::time::Instant;
 
 use super::Ring;
 use super::layout::{
-    FRAG, FRAG_FIRST, Lifecycle, RECORD_HEADER, TOTAL_LEN, WRAP, pack, record_len, unpack,
+    FRAG, FRAG_FIRST, FRAG_LAST, Lifecycle, RECORD_HEADER, TOTAL_LEN, WRAP, pack, record_len,
+    unpack,
 };
 use crate::MAX_MESSAGE_LEN;
 use crate::segment::ForeignMut;
@@ -215,6 +216,9 @@ impl Ring {
                 // found for a record of `plen` bytes, ours alone under the put lock.
                 let mut room = unsafe { ForeignMut::new(self.at(off + RECORD_HEADER), plen) };
                 let mut header = FRAG | plen as u32;
+                if sent + chunk == src.len() {
+                    header |= FRAG_LAST;
+                }
                 let body = &src[sent..sent + chunk];
                 let written = if first {
                     header |= FRAG_FIRST;
@@ -237,6 +241,9 @@ impl Ring {
                 // SYNC(tail-publish)
                 st.tail.pos.store(tail, Ordering::Release);
                 st.put_side.pos.store(tail, Ordering::Relaxed);
+                // Only the last fragment is the message's task: this one is done already, so
+                // that a message abandoned half-way leaves no task behind.
+                self.finish_dropped(1);
                 // We keep the lock: no unlock for a sleeper's handshake to pair with, so the
                 // wake reads the sleepers with an RMW (SYNC(sleepers-rmw)).
                 st.data_wait.word.notify(1);
