@@ -480,12 +480,21 @@ impl LoanRx for QueueLoanRx {
         // Blocks come in order: each is the one before plus a step per lane.
         let mut line = Line::at(seq, 0);
         let mut diff = Diff::none();
-        loan.for_each_block(|_, block| {
-            // SAFETY: `block` is 64 bytes of this process's own memory.
-            unsafe { line.check(block.as_ptr().cast(), &mut diff) };
+        let mut tail = 0;
+        loan.for_each_block(|offset, block| {
+            if len - offset >= 64 {
+                // SAFETY: `block` is 64 bytes of this process's own memory.
+                unsafe { line.check(block.as_ptr().cast(), &mut diff) };
+            } else {
+                // The last, partial line: only its whole words are the message's (the rest of
+                // the block is padding).
+                for (got, want) in block.iter().zip(line.words()).take((len - offset) / 8) {
+                    tail |= got ^ want;
+                }
+            }
             line.advance();
         });
-        let bad = diff.folded();
+        let bad = diff.folded() | tail;
         if bad != 0 {
             return Err(format!(
                 "message {seq}: lost, duplicated, reordered, or bytes stale, misplaced or corrupt"
